@@ -1,0 +1,19 @@
+"""Test-wide hygiene: Flower and Ray never touch the user's home, never phone home, never install."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+_TMP = tempfile.mkdtemp(prefix="ppcdl-tests-")
+for _key, _value in {
+    "FLWR_HOME": os.path.join(_TMP, "flwr"),
+    "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray", dir="/tmp"),
+    "HF_HOME": os.path.join(_TMP, "hf"),
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HUB_OFFLINE": "1",
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+}.items():
+    os.environ[_key] = _value
