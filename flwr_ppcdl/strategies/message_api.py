@@ -1,0 +1,196 @@
+"""Reliability-weighted FedAvg for Flower's Message API (``flwr.serverapp.strategy``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from logging import INFO
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+from flwr.supercore import log
+
+from ._aggregator import ReliabilityAggregator, ServerLossFn, Upload
+
+
+class ReliabilityWeightedFedAvg(FedAvg):
+    """FedAvg whose weights combine sample counts with estimated reliability.
+
+    Takes every argument of :class:`flwr.serverapp.strategy.FedAvg` plus the reliability
+    options below (keyword-only). Works with any ClientApp that replies with one
+    ArrayRecord and one MetricRecord holding ``weighted_by_key``; composes with Flower's
+    DP wrappers (``DifferentialPrivacyServerSideFixedClipping(strategy, ...)``).
+
+    Parameters
+    ----------
+    method : {"truth_discovery", "server_data", "fedavg", "uniform"}, default "truth_discovery"
+        Reliability estimator; see :mod:`flwr_ppcdl.strategies.reliability`.
+    sharpness : float, default 2.0
+        Exponential decay of the weight beyond ``tolerance`` times the median distance.
+    tolerance : float, default 1.0
+        Distances up to this multiple of the median distance are not penalised.
+    alignment : bool, default True
+        Also gate by the cosine between each delta and the leave-one-out estimate (uploads
+        without signal, e.g. random labels, lose weight even when they cluster).
+    sample_weighting : {"linear", "sqrt", "uniform"}, default "linear"
+        How claimed example counts enter the weight.
+    count_cap : float or None, default 10.0
+        Claimed counts are clipped at this multiple of the median claimed count.
+    max_share : float or None, default 0.5
+        Cap on any single node's share of the weight (when at least 2 nodes remain).
+    max_abs : float, default 1e12
+        Replies with entries above this magnitude are excluded.
+    memory_rate : float or None, default 0.5
+        Moving-average rate of per-node reliability across rounds; None disables memory.
+    use_deltas : bool, default True
+        Score deltas to the global model sent in ``configure_train``.
+    server_loss_fn : callable, optional
+        ``f(parameters: list[ndarray]) -> float`` on server-held data (lower is better);
+        required by ``method="server_data"``.
+    metrics_prefix : str, default "reliability/"
+        Prefix of the per-round metrics added to the training MetricRecord.
+
+    Attributes
+    ----------
+    reliability_history : list of dict
+        One entry per aggregated round: ``round``, ``weights`` ({node_id: weight}),
+        ``reliability``, ``fedavg_share``, ``excluded`` ({node_id: reason}),
+        ``down_weighted``, ``iterations``, ``model_updated``.
+    """
+
+    # pylint: disable=too-many-arguments
+    def __init__(
+        self,
+        fraction_train: float = 1.0,
+        fraction_evaluate: float = 1.0,
+        min_train_nodes: int = 2,
+        min_evaluate_nodes: int = 2,
+        min_available_nodes: int = 2,
+        weighted_by_key: str = "num-examples",
+        arrayrecord_key: str = "arrays",
+        configrecord_key: str = "config",
+        train_metrics_aggr_fn: Callable[[list[RecordDict], str], MetricRecord] | None = None,
+        evaluate_metrics_aggr_fn: Callable[[list[RecordDict], str], MetricRecord] | None = None,
+        *,
+        method: str = "truth_discovery",
+        sharpness: float = 2.0,
+        tolerance: float = 1.0,
+        alignment: bool = True,
+        sample_weighting: str = "linear",
+        count_cap: float | None = 10.0,
+        max_share: float | None = 0.5,
+        max_abs: float = 1e12,
+        memory_rate: float | None = 0.5,
+        use_deltas: bool = True,
+        server_loss_fn: ServerLossFn | None = None,
+        metrics_prefix: str = "reliability/",
+    ) -> None:
+        super().__init__(
+            fraction_train=fraction_train,
+            fraction_evaluate=fraction_evaluate,
+            min_train_nodes=min_train_nodes,
+            min_evaluate_nodes=min_evaluate_nodes,
+            min_available_nodes=min_available_nodes,
+            weighted_by_key=weighted_by_key,
+            arrayrecord_key=arrayrecord_key,
+            configrecord_key=configrecord_key,
+            train_metrics_aggr_fn=train_metrics_aggr_fn,
+            evaluate_metrics_aggr_fn=evaluate_metrics_aggr_fn,
+        )
+        self._reliability = ReliabilityAggregator(
+            method=method,
+            sharpness=sharpness,
+            tolerance=tolerance,
+            alignment=alignment,
+            sample_weighting=sample_weighting,
+            count_cap=count_cap,
+            max_share=max_share,
+            max_abs=max_abs,
+            memory_rate=memory_rate,
+            use_deltas=use_deltas,
+            server_loss_fn=server_loss_fn,
+            metrics_prefix=metrics_prefix,
+        )
+        self._global_keys: list[str] | None = None
+
+    @property
+    def reliability_history(self) -> list[dict[str, Any]]:
+        """Per-round weights, reliability factors and exclusions (see class docstring)."""
+        return self._reliability.history
+
+    def summary(self) -> None:
+        """Log the configuration."""
+        log(INFO, "\t├──> Reliability weighting: %s", self._reliability.options)
+        super().summary()
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Configure training as FedAvg does, remembering the global arrays sent."""
+        messages = super().configure_train(server_round, arrays, config, grid)
+        self._global_keys = list(arrays.keys())
+        self._reliability.remember_global(arrays.to_numpy_ndarrays())
+        return messages
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Reliability-weighted average of the valid replies; bad replies are excluded."""
+        replies = list(replies)
+        uploads = [self._to_upload(msg) for msg in replies]
+        n_err = sum(1 for u in uploads if u.reason is not None and u.reason.startswith("error reply"))
+        log(INFO, "aggregate_train: received %d replies (%d with errors)", len(replies), n_err)
+        outcome = self._reliability.aggregate(server_round, uploads)
+        metrics = MetricRecord()
+        if outcome.included:
+            try:
+                contents = [replies[p].content for p in outcome.included]
+                metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+            except Exception as exc:  # noqa: BLE001 - client metrics are untrusted input
+                log(INFO, "aggregate_train: client metrics not aggregated (%s)", exc)
+                metrics = MetricRecord()
+        for key, value in outcome.metrics.items():
+            metrics[key] = value
+        if outcome.arrays is None:
+            return None, metrics
+        keys = self._global_keys or [str(i) for i in range(len(outcome.arrays))]
+        record = ArrayRecord({k: Array(np.asarray(v)) for k, v in zip(keys, outcome.arrays, strict=True)})
+        return record, metrics
+
+    def _to_upload(self, msg: Message) -> Upload:
+        """Convert one reply; never raises (untrusted input)."""
+        try:
+            node_id = int(msg.metadata.src_node_id)
+        except Exception:  # noqa: BLE001
+            node_id = -1
+        try:
+            if msg.has_error():
+                return Upload(node_id, None, 0, f"error reply ({msg.error.reason})")
+            content = msg.content
+            if self.arrayrecord_key in content.array_records:
+                record = content.array_records[self.arrayrecord_key]
+            elif len(content.array_records) == 1:
+                record = next(iter(content.array_records.values()))
+            else:
+                return Upload(node_id, None, 0, f"expected one ArrayRecord, got {len(content.array_records)}")
+            keys = self._global_keys
+            if keys is not None and set(record.keys()) != set(keys):
+                missing = sorted(set(keys) - set(record.keys()))
+                extra = sorted(set(record.keys()) - set(keys))
+                return Upload(node_id, None, 0, f"array keys differ (missing {missing}, unexpected {extra})")
+            order = keys if keys is not None else list(record.keys())
+            arrays = [record[k].numpy() for k in order]
+            count: Any = None
+            for metric_record in content.metric_records.values():
+                if self.weighted_by_key in metric_record:
+                    count = metric_record[self.weighted_by_key]
+                    break
+            if count is None:
+                return Upload(node_id, arrays, 0, f"missing metric {self.weighted_by_key!r}")
+            if isinstance(count, list) or isinstance(count, bool):
+                return Upload(node_id, arrays, 0, f"metric {self.weighted_by_key!r} is not a number: {count!r}")
+            return Upload(node_id, arrays, count)
+        except Exception as exc:  # noqa: BLE001 - a malformed reply must not crash the run
+            return Upload(node_id, None, 0, f"malformed reply ({type(exc).__name__}: {exc})")

@@ -1,0 +1,565 @@
+"""Reliability weights for federated aggregation (pure numpy; no Flower, no Ray).
+
+Privacy
+-------
+Everything here is post-processing of what participants already released (their
+differentially private parameters) plus, optionally, losses that the *server* computes on
+data it owns. No participant data is read, so reliability estimation costs no privacy
+budget (see docs: functional-mechanism.md §5).
+
+Estimators
+----------
+``"truth_discovery"`` (default)
+    CRH-style truth discovery. Start from the (capped) sample-weighted mean; repeat:
+    per-layer normalised squared distance of every upload to the current estimate, a
+    robust noise scale (the median distance), weights
+    ``r_k = exp(-sharpness * max(z_k - tolerance, 0))`` with ``z_k = d_k / median(d)``
+    (Huber-like: no penalty inside the typical spread, exponential decay outside), and
+    the estimate becomes the weighted mean; stop when the weights settle. Optionally an
+    *alignment* gate multiplies ``r_k`` by the (clipped, median-normalised) cosine between
+    the upload and the leave-one-out estimate: an upload that carries no signal relative to
+    the reference (random labels on deltas) is then down-weighted even when such uploads
+    form a tight cluster.
+``"server_data"``
+    Scores every upload by a loss the server computed on its own data (lower is better)
+    and maps the excess loss over the best upload through the same robust, sharpened rule.
+``"fedavg"`` / ``"uniform"``
+    Sample-count weights (FedAvg) or equal weights; useful as baselines and for tests.
+
+All pairwise quantities of truth discovery are functions of the per-layer K x K Gram matrix
+of the uploads, so the iterations cost O(K^2 * L) after one O(K^2 * P) BLAS pass, and no
+K x P float64 copy is made (one float32/float64 stack per layer at a time).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = [
+    "METHODS",
+    "SAMPLE_WEIGHTINGS",
+    "ReliabilityMemory",
+    "ReliabilityResult",
+    "estimate_reliability",
+    "reliability_weights",
+    "validate_updates",
+    "weighted_sum",
+]
+
+METHODS = ("truth_discovery", "server_data", "fedavg", "uniform")
+SAMPLE_WEIGHTINGS = ("linear", "sqrt", "uniform")
+
+FloatArray = NDArray[np.float64]
+
+
+@dataclass
+class ReliabilityResult:
+    """Outcome of :func:`estimate_reliability`.
+
+    Attributes
+    ----------
+    weights : ndarray, shape (K,)
+        Final aggregation weights (>= 0, sum to 1; all zero only if nothing was valid).
+    reliability : ndarray, shape (K,)
+        Reliability factor in [0, 1] before sample counts and caps (0 for excluded).
+    sample_weights : ndarray, shape (K,)
+        Normalised sample-count factor after capping (0 for excluded).
+    distances : ndarray, shape (K,)
+        Per-layer-normalised distance to the final estimate (truth discovery), or excess
+        server loss (server-data); ``nan`` for excluded uploads.
+    excluded : dict[int, str]
+        Index of each excluded upload and the reason.
+    iterations : int
+        Truth-discovery iterations run (0 for other methods).
+    """
+
+    weights: FloatArray
+    reliability: FloatArray
+    sample_weights: FloatArray
+    distances: FloatArray
+    excluded: dict[int, str] = field(default_factory=dict)
+    iterations: int = 0
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate_updates(
+    updates: Sequence[Sequence[Any]],
+    num_examples: Sequence[Any] | NDArray[Any],
+    *,
+    max_abs: float = 1e12,
+    expected_shapes: Sequence[tuple[int, ...]] | None = None,
+) -> dict[int, str]:
+    """Find uploads that cannot be aggregated.
+
+    Parameters
+    ----------
+    updates : list of list of array-like
+        One list of arrays per participant.
+    num_examples : sequence of numbers
+        Claimed example counts, one per participant.
+    max_abs : float
+        Any entry with absolute value above this is "absurd" (e.g. 1e30) and excludes the upload.
+    expected_shapes : list of tuple, optional
+        Required layer shapes (e.g. those of the global model). Without it, the most common
+        shape signature among the uploads is taken as the reference.
+
+    Returns
+    -------
+    dict[int, str]
+        Index -> human-readable reason, for each upload to exclude.
+    """
+    reasons: dict[int, str] = {}
+    if len(num_examples) != len(updates):
+        raise ValueError(
+            f"num_examples has {len(num_examples)} entries but there are {len(updates)} updates"
+        )
+    signatures: list[tuple[tuple[int, ...], ...] | None] = []
+    for k, upd in enumerate(updates):
+        sig: tuple[tuple[int, ...], ...] | None = None
+        try:
+            arrays = [np.asarray(a) for a in upd]
+            if not all(np.issubdtype(a.dtype, np.number) for a in arrays):
+                reasons[k] = "non-numeric dtype"
+            elif any(np.issubdtype(a.dtype, np.complexfloating) for a in arrays):
+                reasons[k] = "complex dtype"
+            else:
+                sig = tuple(a.shape for a in arrays)
+        except (TypeError, ValueError) as exc:
+            reasons[k] = f"unreadable arrays ({exc})"
+        signatures.append(sig)
+    if expected_shapes is not None:
+        reference = tuple(tuple(s) for s in expected_shapes)
+    else:
+        counts: dict[tuple[tuple[int, ...], ...], int] = {}
+        for sig in signatures:
+            if sig is not None:
+                counts[sig] = counts.get(sig, 0) + 1
+        reference = max(counts, key=lambda s: counts[s]) if counts else ()
+    for k, upd in enumerate(updates):
+        if k in reasons:
+            continue
+        if signatures[k] != reference:
+            reasons[k] = f"shapes {signatures[k]} differ from expected {reference}"
+            continue
+        for layer, a in enumerate(upd):
+            arr = np.asarray(a)
+            if not np.all(np.isfinite(arr)):
+                reasons[k] = f"non-finite values (NaN/Inf) in array {layer}"
+                break
+            if arr.size and float(np.max(np.abs(arr))) > max_abs:
+                reasons[k] = f"absurd magnitude (> {max_abs:g}) in array {layer}"
+                break
+        if k in reasons:
+            continue
+        try:
+            n = float(num_examples[k])
+        except (TypeError, ValueError):
+            reasons[k] = f"example count {num_examples[k]!r} is not a number"
+            continue
+        if not math.isfinite(n) or n <= 0:
+            reasons[k] = f"example count {num_examples[k]!r} is not positive"
+    return reasons
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _sample_factor(
+    counts: FloatArray, valid: NDArray[np.bool_], weighting: str, count_cap: float | None
+) -> FloatArray:
+    """Sample-count factor: cap counts at ``count_cap * median``, then transform, normalise."""
+    s = np.zeros_like(counts)
+    if not np.any(valid):
+        return s
+    c = counts[valid].astype(np.float64)
+    if count_cap is not None:
+        c = np.minimum(c, count_cap * float(np.median(c)))
+    if weighting == "sqrt":
+        c = np.sqrt(c)
+    elif weighting == "uniform":
+        c = np.ones_like(c)
+    s[valid] = c / c.sum()
+    return s
+
+
+def _cap_shares(w: FloatArray, max_share: float | None) -> FloatArray:
+    """Water-filling: no entry above ``max_share`` of the total (when feasible), sum 1."""
+    total = w.sum()
+    if total <= 0:
+        return w
+    w = w / total
+    positive = int(np.count_nonzero(w > 0))
+    if max_share is None or positive * max_share < 1.0:
+        return w  # infeasible (e.g. one participant): leave as is
+    for _ in range(len(w)):
+        over = w > max_share + 1e-15
+        if not np.any(over):
+            break
+        excess = float(np.sum(w[over] - max_share))
+        w[over] = max_share
+        free = (~over) & (w > 0) & (w < max_share)
+        if not np.any(free):
+            break
+        w[free] += excess * w[free] / w[free].sum()
+    return w / w.sum()
+
+
+def _robust_weights(dist: FloatArray, sharpness: float, tolerance: float) -> FloatArray:
+    """Map distances to reliability in [0, 1] relative to the median (robust noise scale)."""
+    scale = float(np.median(dist))
+    if not np.isfinite(scale) or scale <= 0:
+        positive = dist[dist > 0]
+        if positive.size == 0:
+            return np.ones_like(dist)  # all identical: everyone equally reliable
+        scale = float(np.min(positive))
+    z = dist / scale
+    return np.asarray(np.exp(-sharpness * np.maximum(z - tolerance, 0.0)), dtype=np.float64)
+
+
+def _layer_grams(
+    updates: Sequence[Sequence[Any]], idx: Sequence[int], base_weights: FloatArray
+) -> tuple[list[FloatArray], list[FloatArray]]:
+    """Per-layer Gram matrices of centred uploads and of raw uploads (float64, K x K).
+
+    Centring on the base-weighted mean first keeps float32 products accurate for the
+    distances; raw Grams (for alignment) are rebuilt exactly from centred ones.
+    """
+    n_layers = len(updates[idx[0]])
+    grams_c: list[FloatArray] = []
+    grams_raw: list[FloatArray] = []
+    for layer in range(n_layers):
+        first = np.asarray(updates[idx[0]][layer])
+        size = first.size
+        k = len(idx)
+        # one stacked copy of this layer: float64 when small, float32 when large
+        dtype = np.float64 if k * size <= 4_000_000 else np.float32
+        mean = np.zeros(size, dtype=np.float64)
+        for j, i in enumerate(idx):
+            mean += base_weights[j] * np.asarray(updates[i][layer], dtype=np.float64).ravel()
+        stack = np.empty((k, size), dtype=dtype)
+        for j, i in enumerate(idx):
+            stack[j] = np.asarray(updates[i][layer], dtype=np.float64).ravel() - mean
+        gram = (stack @ stack.T).astype(np.float64)
+        cross = (stack @ mean.astype(dtype)).astype(np.float64)  # <c_i, m>
+        del stack
+        gram = (gram + gram.T) / 2.0
+        m2 = float(mean @ mean)
+        raw = gram + cross[:, None] + cross[None, :] + m2
+        grams_c.append(gram)
+        grams_raw.append(raw)
+    return grams_c, grams_raw
+
+
+def weighted_sum(
+    updates: Sequence[Sequence[Any]], weights: Sequence[float] | FloatArray
+) -> list[NDArray[Any]]:
+    """Return ``sum_k weights[k] * updates[k]`` layer by layer (float64 accumulation).
+
+    Uploads with weight 0 are never read, so excluded (e.g. NaN) uploads cannot leak in.
+    The result takes the dtype of the first contributing upload's layer.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    contributing = [k for k in range(len(updates)) if w[k] > 0]
+    if not contributing:
+        raise ValueError("weighted_sum needs at least one positive weight")
+    out: list[NDArray[Any]] = []
+    first = updates[contributing[0]]
+    for layer in range(len(first)):
+        ref = np.asarray(first[layer])
+        acc = np.zeros(ref.shape, dtype=np.float64)
+        for k in contributing:
+            acc += w[k] * np.asarray(updates[k][layer], dtype=np.float64)
+        dtype = ref.dtype if np.issubdtype(ref.dtype, np.floating) else np.float64
+        out.append(acc.astype(dtype, copy=False))
+    return out
+
+
+# --------------------------------------------------------------------------- estimator
+
+
+def _check_options(
+    method: str,
+    sample_weighting: str,
+    sharpness: float,
+    tolerance: float,
+    count_cap: float | None,
+    max_share: float | None,
+    max_iter: int,
+    tol: float,
+) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is not one of {METHODS}")
+    if sample_weighting not in SAMPLE_WEIGHTINGS:
+        raise ValueError(f"sample_weighting={sample_weighting!r} is not one of {SAMPLE_WEIGHTINGS}")
+    if not (math.isfinite(sharpness) and sharpness > 0):
+        raise ValueError(f"sharpness={sharpness!r} must be a positive finite number")
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        raise ValueError(f"tolerance={tolerance!r} must be a non-negative finite number")
+    if count_cap is not None and not (math.isfinite(count_cap) and count_cap >= 1):
+        raise ValueError(f"count_cap={count_cap!r} must be None or a finite number >= 1")
+    if max_share is not None and not (0 < max_share <= 1):
+        raise ValueError(f"max_share={max_share!r} must be None or in (0, 1]")
+    if not (isinstance(max_iter, int) and max_iter >= 1):
+        raise ValueError(f"max_iter={max_iter!r} must be an integer >= 1")
+    if not (math.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol={tol!r} must be a positive finite number")
+
+
+def estimate_reliability(
+    updates: Sequence[Sequence[Any]],
+    num_examples: Sequence[Any] | NDArray[Any],
+    *,
+    method: str = "truth_discovery",
+    sharpness: float = 2.0,
+    tolerance: float = 1.0,
+    alignment: bool = False,
+    sample_weighting: str = "linear",
+    count_cap: float | None = 10.0,
+    max_share: float | None = 0.5,
+    prior: Sequence[float] | NDArray[Any] | None = None,
+    server_losses: Sequence[float] | NDArray[Any] | None = None,
+    expected_shapes: Sequence[tuple[int, ...]] | None = None,
+    max_abs: float = 1e12,
+    max_iter: int = 50,
+    tol: float = 1e-7,
+) -> ReliabilityResult:
+    """Estimate reliability and aggregation weights of K uploads.
+
+    Parameters
+    ----------
+    updates : list of list of array-like
+        One list of arrays per participant: parameters, or deltas to the current global
+        model (deltas are needed for ``alignment``).
+    num_examples : sequence of numbers
+        Claimed example counts (untrusted). Non-positive or non-finite counts exclude the upload.
+    method : {"truth_discovery", "server_data", "fedavg", "uniform"}
+        Reliability estimator (see module docstring).
+    sharpness : float, default 2.0
+        Decay rate of ``exp(-sharpness * max(z - tolerance, 0))``, ``z`` = distance over the
+        median distance. Plain CRH log-weights suppress weakly; this decays exponentially.
+    tolerance : float, default 1.0
+        Distances up to ``tolerance`` times the median carry no penalty, so honest
+        participants within the typical (non-IID + noise) spread keep their share.
+    alignment : bool, default False
+        Multiply by the clipped, median-normalised cosine to the leave-one-out estimate.
+    sample_weighting : {"linear", "sqrt", "uniform"}, default "linear"
+        How claimed counts enter (``linear`` = FedAvg). Combined multiplicatively with reliability.
+    count_cap : float or None, default 10.0
+        Counts are clipped at ``count_cap`` times the median count before use.
+    max_share : float or None, default 0.5
+        No single participant gets more than this share of the final weight (water-filling),
+        whenever at least ``1 / max_share`` participants have positive weight.
+    prior : sequence of float, optional
+        Multiplicative prior per upload (e.g. from :class:`ReliabilityMemory`); 1 = neutral.
+    server_losses : sequence of float, optional
+        Losses of each upload on server-held data (lower is better); required by ``server_data``.
+    expected_shapes : list of tuple, optional
+        Required layer shapes; see :func:`validate_updates`.
+    max_abs : float, default 1e12
+        Entries above this magnitude exclude the upload.
+    max_iter, tol : int, float
+        Truth-discovery iteration limit and convergence threshold on the weights.
+
+    Returns
+    -------
+    ReliabilityResult
+    """
+    _check_options(method, sample_weighting, sharpness, tolerance, count_cap, max_share, max_iter, tol)
+    n_up = len(updates)
+    excluded = validate_updates(updates, num_examples, max_abs=max_abs, expected_shapes=expected_shapes)
+    counts = np.zeros(n_up, dtype=np.float64)
+    for k in range(n_up):
+        if k not in excluded:
+            counts[k] = float(num_examples[k])
+    pri = np.ones(n_up, dtype=np.float64)
+    if prior is not None:
+        pri = np.asarray(prior, dtype=np.float64).reshape(-1)
+        if pri.shape != (n_up,):
+            raise ValueError(f"prior has shape {pri.shape}, expected ({n_up},)")
+        bad_prior = ~np.isfinite(pri) | (pri < 0)
+        pri = np.where(bad_prior, 0.0, pri)
+    losses: FloatArray | None = None
+    if method == "server_data":
+        if server_losses is None:
+            raise ValueError("method='server_data' needs server_losses (one loss per upload)")
+        losses = np.asarray(server_losses, dtype=np.float64).reshape(-1)
+        if losses.shape != (n_up,):
+            raise ValueError(f"server_losses has shape {losses.shape}, expected ({n_up},)")
+        for k in range(n_up):
+            if k not in excluded and not np.isfinite(losses[k]):
+                excluded[k] = f"server loss {losses[k]!r} is not finite"
+    valid = np.array([k not in excluded for k in range(n_up)], dtype=bool)
+    distances = np.full(n_up, np.nan)
+    reliability = np.zeros(n_up)
+    sample = _sample_factor(counts, valid, sample_weighting, count_cap)
+    if not np.any(valid):
+        return ReliabilityResult(np.zeros(n_up), reliability, sample, distances, excluded, 0)
+
+    idx = np.flatnonzero(valid)
+    s_v = sample[idx]
+    p_v = pri[idx]
+    iterations = 0
+    if method in ("fedavg", "uniform"):
+        r_v = np.ones(len(idx))
+        if method == "uniform":
+            s_v = np.full(len(idx), 1.0 / len(idx))
+            sample[idx] = s_v
+    elif method == "server_data":
+        assert losses is not None
+        excess = losses[idx] - float(np.min(losses[idx]))
+        distances[idx] = excess
+        r_v = _robust_weights(excess, sharpness, tolerance)
+    else:
+        r_v, d_v, iterations = _truth_discovery(
+            updates, idx, s_v * p_v, sharpness, tolerance, alignment, max_iter, tol
+        )
+        distances[idx] = d_v
+    reliability[idx] = r_v
+    w = np.zeros(n_up)
+    w[idx] = s_v * p_v * r_v
+    if w.sum() <= 0:  # prior/reliability wiped everyone out: fall back to sample weights
+        w[idx] = s_v
+    w = _cap_shares(w, max_share)
+    return ReliabilityResult(w, reliability, sample, distances, excluded, iterations)
+
+
+def _truth_discovery(
+    updates: Sequence[Sequence[Any]],
+    idx: NDArray[np.intp],
+    base: FloatArray,
+    sharpness: float,
+    tolerance: float,
+    alignment: bool,
+    max_iter: int,
+    tol: float,
+) -> tuple[FloatArray, FloatArray, int]:
+    """Iterate CRH on per-layer Gram matrices; return (reliability, distance, iterations)."""
+    k = len(idx)
+    base = base / base.sum() if base.sum() > 0 else np.full(k, 1.0 / k)
+    if k == 1:
+        return np.ones(1), np.zeros(1), 0
+    grams_c, grams_raw = _layer_grams(updates, list(idx), base)
+    w = base.copy()
+    r = np.ones(k)
+    dist = np.zeros(k)
+    it = 0
+    while it < max_iter:
+        it += 1
+        per_layer = np.zeros(k)
+        used = 0
+        for gram in grams_c:
+            gw = gram @ w
+            d = np.maximum(np.diag(gram) - 2.0 * gw + float(w @ gw), 0.0)
+            scale = float(np.median(d))
+            if scale <= 0:
+                scale = float(np.mean(d))
+            if scale <= 1e-300:
+                continue  # layer identical across uploads: carries no evidence
+            per_layer += d / scale
+            used += 1
+        dist = per_layer / used if used else np.zeros(k)
+        r = _robust_weights(dist, sharpness, tolerance)
+        if alignment:
+            r = r * _alignment_gate(grams_raw, w)
+        new_w = base * r
+        new_w = new_w / new_w.sum() if new_w.sum() > 0 else base.copy()
+        converged = float(np.max(np.abs(new_w - w))) < tol
+        w = new_w
+        if converged:
+            break
+    return r, dist, it
+
+
+def _alignment_gate(grams_raw: list[FloatArray], w: FloatArray) -> FloatArray:
+    """Mean over layers of cos(u_k, leave-one-out estimate), clipped and median-normalised."""
+    k = len(w)
+    cos = np.zeros(k)
+    used = 0
+    for raw in grams_raw:
+        diag = np.diag(raw)
+        gw = raw @ w
+        ee = float(w @ gw)
+        num = gw - w * diag
+        den2 = np.maximum(ee - 2.0 * w * gw + w * w * diag, 0.0)
+        denom = np.sqrt(np.maximum(diag, 0.0) * den2)
+        if not np.any(denom > 0):
+            continue
+        cos += np.where(denom > 0, num / np.where(denom > 0, denom, 1.0), 0.0)
+        used += 1
+    if not used:
+        return np.ones(k)
+    cos /= used
+    positive = cos[cos > 0]
+    if positive.size == 0:
+        return np.ones(k)
+    return np.asarray(np.clip(cos / float(np.median(positive)), 0.0, 1.0), dtype=np.float64)
+
+
+def reliability_weights(
+    updates: Sequence[Sequence[Any]],
+    num_examples: Sequence[Any] | NDArray[Any],
+    **options: Any,
+) -> FloatArray:
+    """Aggregation weights of K uploads: non-negative, summing to 1.
+
+    Thin wrapper around :func:`estimate_reliability` (same keyword options) that returns
+    only the weights. Invalid uploads (NaN/Inf, wrong shapes, absurd values, non-positive
+    counts) get weight 0. If no upload is valid the result is all zeros (nothing to sum to 1);
+    callers must then keep the previous model.
+    """
+    return estimate_reliability(updates, num_examples, **options).weights
+
+
+# --------------------------------------------------------------------------- memory
+
+
+class ReliabilityMemory:
+    """Moving average of reliability per node id across rounds.
+
+    Each round, a node's reliability factor ``r_k`` in [0, 1] (1 = fully trusted, before
+    sample counts) is blended into its score: ``m <- (1 - rate) * m + rate * r_k``. The
+    score, clipped to ``[floor, 1]``, is used as a multiplicative prior next round, so a persistently
+    unreliable node stays down-weighted while a newcomer starts neutral (1).
+
+    Parameters
+    ----------
+    rate : float, default 0.5
+        Blend rate in (0, 1]; 1 = no memory.
+    floor : float, default 0.0
+        Smallest prior a node can have.
+    """
+
+    def __init__(self, rate: float = 0.5, floor: float = 0.0) -> None:
+        if not (0 < rate <= 1):
+            raise ValueError(f"rate={rate!r} must be in (0, 1]")
+        if not (0 <= floor <= 1):
+            raise ValueError(f"floor={floor!r} must be in [0, 1]")
+        self.rate = rate
+        self.floor = floor
+        self.scores: dict[int, float] = {}
+
+    def prior(self, node_ids: Sequence[int]) -> FloatArray:
+        """Prior per node (1.0 for unseen nodes)."""
+        return np.array(
+            [max(self.floor, min(1.0, self.scores.get(int(n), 1.0))) for n in node_ids],
+            dtype=np.float64,
+        )
+
+    def update(self, node_ids: Sequence[int], reliability: Sequence[float] | FloatArray) -> None:
+        """Blend this round's reliability factors (in [0, 1]) into the per-node scores."""
+        for node, rel in zip(node_ids, reliability, strict=True):
+            old = self.scores.get(int(node), 1.0)
+            value = float(rel) if math.isfinite(float(rel)) else 0.0
+            self.scores[int(node)] = (1 - self.rate) * old + self.rate * min(max(value, 0.0), 1.0)
+
+    def state(self) -> Mapping[int, float]:
+        """Current scores (read-only view)."""
+        return dict(self.scores)
