@@ -9,6 +9,7 @@ from flwr_ppcdl.data.corruption import (
     Corruption,
     choose_unreliable,
     corrupt,
+    corrupt_if_unreliable,
     derangement,
 )
 from flwr_ppcdl.data.partition import PARTITIONINGS, label_histograms, partition_indices
@@ -60,6 +61,7 @@ __all__ = [
     "census_features",
     "choose_unreliable",
     "corrupt",
+    "corrupt_if_unreliable",
     "derangement",
     "label_histograms",
     "load_census2000",

@@ -8,6 +8,7 @@ reports can state exactly which field was touched.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +18,7 @@ __all__ = [
     "Corruption",
     "choose_unreliable",
     "corrupt",
+    "corrupt_if_unreliable",
     "derangement",
 ]
 
@@ -97,7 +99,8 @@ class Corruption:
     kind : str
         The corruption kind.
     field : str
-        ``"features"`` or ``"targets"``: the only field that may differ from the input.
+        ``"features"`` or ``"targets"``: the only field that may differ from the input
+        (``"none"`` for a reliable participant, see :func:`corrupt_if_unreliable`).
     changed : np.ndarray
         ``(n,)`` bool: which records differ from the input in ``field`` (a random label may equal
         the true one, so not every record need change).
@@ -192,3 +195,51 @@ def corrupt(
         noisy = np.clip(noisy, feature_range[0], feature_range[1])
     changed = np.any((noisy != features).reshape(n, -1), axis=1)
     return Corruption(noisy, y, kind, "features", changed)
+
+
+def corrupt_if_unreliable(
+    partition_id: int,
+    unreliable: list[int] | tuple[int, ...],
+    features: np.ndarray,
+    targets: np.ndarray,
+    kind: str,
+    *,
+    seed: int = 0,
+    **options: Any,
+) -> Corruption:
+    """Corrupt one participant's data if its id is in ``unreliable``; otherwise copy it unchanged.
+
+    The randomness of participant ``k`` comes from ``np.random.default_rng([seed, k])``, so a
+    participant's corruption does not depend on how many others there are or on their order.
+
+    Parameters
+    ----------
+    partition_id : int
+        This participant's id.
+    unreliable : sequence of int
+        Ids of the unreliable participants (:func:`choose_unreliable`).
+    features, targets : np.ndarray
+        This participant's data (not modified).
+    kind : str
+        See :func:`corrupt`.
+    seed : int
+        Base seed.
+    **options
+        Passed to :func:`corrupt` (``num_classes``, ``noise_std``, ``target_range``, ...).
+
+    Returns
+    -------
+    Corruption
+        For a reliable participant: copies, ``field="none"`` and ``changed`` all False.
+    """
+    if partition_id not in unreliable:
+        n = len(targets)
+        return Corruption(
+            np.array(features, copy=True),
+            np.array(targets, copy=True),
+            kind,
+            "none",
+            np.zeros(n, dtype=bool),
+        )
+    rng = np.random.default_rng([seed, partition_id])
+    return corrupt(features, targets, kind, rng=rng, **options)
