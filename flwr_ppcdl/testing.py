@@ -73,7 +73,7 @@ class InProcessGrid(Grid):
         self._run = Run.create_empty(run_id)
         self.contexts: dict[int, Context] = {}
         for index, nid in enumerate(ids):
-            cfg = (
+            cfg: dict[str, Any] = (
                 node_config(index, nid)
                 if node_config is not None
                 else {"partition-id": index, "num-partitions": len(ids)}
@@ -81,7 +81,7 @@ class InProcessGrid(Grid):
             self.contexts[nid] = Context(
                 run_id=run_id,
                 node_id=nid,
-                node_config=cfg,
+                node_config=cfg,  # type: ignore[arg-type]
                 state=RecordDict(),
                 run_config=dict(run_config or {}),
             )

@@ -45,7 +45,7 @@ class ReliabilityWeightedFedAvg(FedAvg):
         *,
         method: str = "truth_discovery",
         sharpness: float = 2.0,
-        tolerance: float = 1.0,
+        tolerance: float = 1.5,
         alignment: bool = True,
         sample_weighting: str = "linear",
         count_cap: float | None = 10.0,
@@ -104,6 +104,7 @@ class ReliabilityWeightedFedAvg(FedAvg):
         uploads = [_to_upload(proxy, res) for proxy, res in results]
         log(INFO, "aggregate_fit: %d results, %d failures", len(results), len(failures))
         outcome = self._reliability.aggregate(server_round, uploads)
+        self._reliability.history[-1]["failures"] = len(failures)
         metrics: dict[str, Scalar] = {}
         if outcome.included and self.fit_metrics_aggregation_fn is not None:
             try:

@@ -29,7 +29,7 @@ class ReliabilityWeightedFedAvg(FedAvg):
         Reliability estimator; see :mod:`flwr_ppcdl.strategies.reliability`.
     sharpness : float, default 2.0
         Exponential decay of the weight beyond ``tolerance`` times the median distance.
-    tolerance : float, default 1.0
+    tolerance : float, default 1.5
         Distances up to this multiple of the median distance are not penalised.
     alignment : bool, default True
         Also gate by the cosine between each delta and the leave-one-out estimate (uploads
@@ -76,7 +76,7 @@ class ReliabilityWeightedFedAvg(FedAvg):
         *,
         method: str = "truth_discovery",
         sharpness: float = 2.0,
-        tolerance: float = 1.0,
+        tolerance: float = 1.5,
         alignment: bool = True,
         sample_weighting: str = "linear",
         count_cap: float | None = 10.0,

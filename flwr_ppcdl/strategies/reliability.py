@@ -21,8 +21,9 @@ Estimators
     the reference (random labels on deltas) is then down-weighted even when such uploads
     form a tight cluster.
 ``"server_data"``
-    Scores every upload by a loss the server computed on its own data (lower is better)
-    and maps the excess loss over the best upload through the same robust, sharpened rule.
+    Scores every upload by a loss the server computed on its own data (lower is better):
+    ``r_k = exp(-sharpness * max(L_k / min_j L_j - tolerance, 0))`` (positive losses; for
+    non-positive ones the excess over the best loss goes through the median rule).
 ``"fedavg"`` / ``"uniform"``
     Sample-count weights (FedAvg) or equal weights; useful as baselines and for tests.
 
@@ -319,8 +320,8 @@ def estimate_reliability(
     *,
     method: str = "truth_discovery",
     sharpness: float = 2.0,
-    tolerance: float = 1.0,
-    alignment: bool = False,
+    tolerance: float = 1.5,
+    alignment: bool = True,
     sample_weighting: str = "linear",
     count_cap: float | None = 10.0,
     max_share: float | None = 0.5,
@@ -345,10 +346,10 @@ def estimate_reliability(
     sharpness : float, default 2.0
         Decay rate of ``exp(-sharpness * max(z - tolerance, 0))``, ``z`` = distance over the
         median distance. Plain CRH log-weights suppress weakly; this decays exponentially.
-    tolerance : float, default 1.0
+    tolerance : float, default 1.5
         Distances up to ``tolerance`` times the median carry no penalty, so honest
         participants within the typical (non-IID + noise) spread keep their share.
-    alignment : bool, default False
+    alignment : bool, default True
         Multiply by the clipped, median-normalised cosine to the leave-one-out estimate.
     sample_weighting : {"linear", "sqrt", "uniform"}, default "linear"
         How claimed counts enter (``linear`` = FedAvg). Combined multiplicatively with reliability.
@@ -414,9 +415,17 @@ def estimate_reliability(
             sample[idx] = s_v
     elif method == "server_data":
         assert losses is not None
-        excess = losses[idx] - float(np.min(losses[idx]))
-        distances[idx] = excess
-        r_v = _robust_weights(excess, sharpness, tolerance)
+        lv = losses[idx]
+        best = float(np.min(lv))
+        if best > 0:
+            # losses are on a ratio scale: compare each to the best upload's loss
+            ratio = lv / best
+            distances[idx] = ratio
+            r_v = np.exp(-sharpness * np.maximum(ratio - tolerance, 0.0))
+        else:
+            excess = lv - best
+            distances[idx] = excess
+            r_v = _robust_weights(excess, sharpness, tolerance)
     else:
         r_v, d_v, iterations = _truth_discovery(
             updates, idx, s_v * p_v, sharpness, tolerance, alignment, max_iter, tol

@@ -1,0 +1,169 @@
+"""Properties of the pure reliability core (no Flower)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flwr_ppcdl.strategies import ReliabilityMemory, estimate_reliability, reliability_weights
+from flwr_ppcdl.strategies.reliability import weighted_sum
+
+SHAPES = [(20, 8), (8,)]
+
+
+def synthetic(k: int = 10, n_bad: int = 3, seed: int = 0, noise: float = 0.5):
+    """Honest deltas = common signal + noise; random-label deltas = noise only (no signal)."""
+    rng = np.random.default_rng(seed)
+    signal = [rng.normal(size=s) for s in SHAPES]
+    bad = np.zeros(k, dtype=bool)
+    bad[rng.choice(k, n_bad, replace=False)] = True
+    ups = []
+    for i in range(k):
+        ups.append([(0.0 if bad[i] else 1.0) * s + noise * rng.normal(size=s.shape) for s in signal])
+    counts = rng.integers(50, 150, size=k)
+    return ups, counts, bad
+
+
+def test_identical_uploads_give_exact_fedavg_weights() -> None:
+    ups = [[np.ones((3, 2)), np.arange(4.0)]] * 5
+    counts = np.array([10, 20, 30, 25, 15])
+    w = reliability_weights(ups, counts)
+    np.testing.assert_allclose(w, counts / counts.sum(), rtol=0, atol=1e-12)
+
+
+def test_iid_equal_noise_is_close_to_fedavg() -> None:
+    rng = np.random.default_rng(1)
+    signal = rng.normal(size=500)
+    ups = [[signal + 0.3 * rng.normal(size=500)] for _ in range(10)]
+    counts = np.full(10, 100)
+    w = reliability_weights(ups, counts)
+    assert np.max(np.abs(w - 0.1)) < 0.03
+
+
+@pytest.mark.parametrize("n_bad", [1, 3, 5])
+def test_random_label_participants_get_lower_weight(n_bad: int) -> None:
+    ups, counts, bad = synthetic(n_bad=n_bad)
+    w = reliability_weights(ups, counts)
+    fedavg = counts / counts.sum()
+    assert w[bad].sum() <= 0.5 * fedavg[bad].sum()
+    assert w[bad].max() < w[~bad].min()
+
+
+def test_permutation_invariance() -> None:
+    ups, counts, _ = synthetic(seed=3)
+    w = reliability_weights(ups, counts)
+    perm = np.random.default_rng(0).permutation(len(ups))
+    wp = reliability_weights([ups[i] for i in perm], counts[perm])
+    np.testing.assert_allclose(wp, w[perm], atol=1e-9)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 7.0, 1e4])
+def test_invariance_to_common_rescaling(scale: float) -> None:
+    ups, counts, _ = synthetic(seed=4)
+    w = reliability_weights(ups, counts)
+    ws = reliability_weights([[scale * a for a in u] for u in ups], counts)
+    np.testing.assert_allclose(ws, w, atol=1e-7)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    k=st.integers(1, 8),
+    shapes=st.lists(st.tuples(st.integers(1, 4), st.integers(1, 4)), min_size=1, max_size=3),
+    seed=st.integers(0, 2**16),
+    spread=st.floats(1e-6, 1e6),
+    method=st.sampled_from(["truth_discovery", "fedavg", "uniform"]),
+    alignment=st.booleans(),
+)
+def test_weights_are_a_distribution(k, shapes, seed, spread, method, alignment) -> None:
+    rng = np.random.default_rng(seed)
+    ups = [[spread * rng.standard_cauchy(size=s) for s in shapes] for _ in range(k)]
+    counts = rng.integers(1, 10_000, size=k)
+    w = reliability_weights(ups, counts, method=method, alignment=alignment)
+    assert w.shape == (k,)
+    assert np.all(np.isfinite(w)) and np.all(w >= 0)
+    assert w.sum() == pytest.approx(1.0, abs=1e-9)
+
+
+def test_nan_and_inf_uploads_get_zero() -> None:
+    ups, counts, _ = synthetic(seed=5)
+    ups[2] = [a.copy() for a in ups[2]]
+    ups[2][0][0, 0] = np.nan
+    ups[4] = [a.copy() for a in ups[4]]
+    ups[4][1][3] = np.inf
+    res = estimate_reliability(ups, counts)
+    assert res.weights[2] == 0 and res.weights[4] == 0
+    assert "non-finite" in res.excluded[2]
+    assert res.weights.sum() == pytest.approx(1.0)
+
+
+def test_absurd_norm_wrong_shape_and_dtype_are_excluded() -> None:
+    ups, counts, _ = synthetic(seed=6)
+    ups[0] = [1e30 * np.ones_like(a) for a in ups[0]]
+    ups[1] = [np.zeros((3, 3)), ups[1][1]]
+    ups[3] = [np.array(["a"] * 160).reshape(20, 8), ups[3][1]]
+    ups[5] = ups[5][:1]
+    res = estimate_reliability(ups, counts)
+    for i in (0, 1, 3, 5):
+        assert res.weights[i] == 0 and i in res.excluded
+    assert res.weights.sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("bad_count", [0, -5, float("nan"), float("inf"), "many", None])
+def test_zero_negative_or_junk_example_counts_are_excluded(bad_count) -> None:
+    ups, counts, _ = synthetic(seed=7)
+    counts = list(counts)
+    counts[3] = bad_count
+    res = estimate_reliability(ups, counts)
+    assert res.weights[3] == 0 and 3 in res.excluded
+
+
+@pytest.mark.parametrize("k", [2, 3, 10])
+def test_inflated_count_takes_at_most_half(k: int) -> None:
+    ups, counts, _ = synthetic(k=k, n_bad=0, seed=8)
+    counts[0] = 10**9
+    w = reliability_weights(ups, counts)
+    assert w[0] <= 0.5 + 1e-12
+
+
+def test_single_participant_and_all_invalid() -> None:
+    w = reliability_weights([[np.ones(3)]], [5])
+    np.testing.assert_allclose(w, [1.0])
+    w = reliability_weights([[np.full(3, np.nan)], [np.ones(3)]], [5, 0])
+    np.testing.assert_array_equal(w, [0.0, 0.0])
+
+
+@pytest.mark.parametrize(
+    "option", [{"method": "krum"}, {"sharpness": -1.0}, {"count_cap": 0.5}, {"max_share": 0.0}, {"sample_weighting": "log"}]
+)
+def test_bad_options_raise_value_error_naming_the_value(option) -> None:
+    with pytest.raises(ValueError, match=str(next(iter(option.values())))):
+        reliability_weights([[np.ones(2)], [np.ones(2)]], [1, 1], **option)
+
+
+def test_server_data_estimator_down_weights_high_loss_uploads() -> None:
+    ups, counts, bad = synthetic(n_bad=5, seed=9)
+    losses = np.where(bad, 2.3, 0.4) + 0.01 * np.arange(10)
+    res = estimate_reliability(ups, counts, method="server_data", server_losses=losses)
+    fedavg = counts / counts.sum()
+    assert res.weights[bad].sum() <= 0.1 * fedavg[bad].sum()
+    with pytest.raises(ValueError, match="server_losses"):
+        estimate_reliability(ups, counts, method="server_data")
+
+
+def test_memory_keeps_unreliable_node_down_and_newcomer_neutral() -> None:
+    mem = ReliabilityMemory(rate=0.5)
+    mem.update([1, 2], [1.0, 0.0])
+    prior = mem.prior([1, 2, 3])
+    np.testing.assert_allclose(prior, [1.0, 0.5, 1.0])
+    ups = [[np.ones(4)]] * 3
+    w = reliability_weights(ups, [10, 10, 10], prior=prior)
+    assert w[1] < w[0] == pytest.approx(w[2])
+    with pytest.raises(ValueError, match="1.5"):
+        ReliabilityMemory(rate=1.5)
+
+
+def test_weighted_sum_skips_zero_weight_uploads() -> None:
+    out = weighted_sum([[np.ones(2)], [np.full(2, np.nan)]], [1.0, 0.0])
+    np.testing.assert_array_equal(out[0], np.ones(2))
