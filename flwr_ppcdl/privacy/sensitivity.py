@@ -1,0 +1,179 @@
+"""L1 sensitivities of the vectors released by the functional mechanism.
+
+Every function here is pure and states the bound it relies on. The records they describe are the
+*bounded* records of :class:`~flwr_ppcdl.privacy.FunctionalMechanism`:
+
+* features ``h = clip_l2(x / c)`` with ``||h||_2 <= 1`` (``d`` coordinates), followed by a constant
+  bias coordinate 1, so ``h~ = [h; 1]`` has ``D = d + 1`` coordinates;
+* classification labels ``y in {0, ..., K-1}``; regression targets ``|y| <= 1``.
+
+For such a record (reference: ``functional-mechanism.md`` §2.2 and §3.2)
+
+* ``s1 = max ||h~||_1 = sqrt(d) + 1`` (Cauchy-Schwarz on ``h``, plus the bias), attained by the sign
+  vectors ``±1/sqrt(d)``;
+* ``s2 = max ||h~||_2^2 = 2``.
+
+Neighbouring relations
+----------------------
+``"replace-one"`` (default, as in the FM paper): the datasets have the same size ``n`` and differ in one
+record. The change of a released sum is the difference of two per-record contributions, so
+``Δ = 2 · max_record ||contribution||_1``. ``n`` is public.
+
+``"add-remove-one"``: one dataset has one extra record. The change is one record's contribution, so
+``Δ = max_record ||contribution||_1`` (half the replace-one value). Under this relation the number of
+records is itself private, but the release publishes it exactly (``Release.num_examples``, and the
+noise-free ``(bias, bias)`` Gram entry would equal ``n``): **n is not protected** and must be treated
+as public by whoever uses this relation. ``ε``-DP under add/remove-one implies ``2ε``-DP under
+replace-one.
+
+Floating-point rounding
+-----------------------
+The totals are multiplied by ``1 + 2**-40`` (:data:`ROUND_UP`). This covers the representation errors
+of the per-record terms (``1/K`` is not exact in binary, ``sqrt(d)`` is rounded, the clipping guard
+allows ``||h||_2`` to exceed ``1 - 2**-40`` by a few ulps) which are all of relative size below
+``1e-14``. Errors of the *summation* over records are not covered here: they depend on ``n`` and are
+added by the sampler (see :mod:`flwr_ppcdl.privacy.functional_mechanism`).
+"""
+
+from __future__ import annotations
+
+import math
+
+NEIGHBOURING_RELATIONS: tuple[str, ...] = ("replace-one", "add-remove-one")
+
+ROUND_UP: float = 1.0 + 2.0**-40
+"""Relative safety factor applied to every sensitivity total (see the module docstring)."""
+
+
+def _check_dimension(d: int) -> None:
+    if isinstance(d, bool) or not isinstance(d, int):
+        raise TypeError(
+            f"number of features d must be an int; got {d!r} of type {type(d).__name__}"
+        )
+    if d < 1:
+        raise ValueError(f"number of features d must be >= 1; got {d}")
+
+
+def _check_classes(num_classes: int) -> None:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+        raise TypeError(
+            f"num_classes must be an int; got {num_classes!r} of type {type(num_classes).__name__}"
+        )
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2; got {num_classes}")
+
+
+def neighbour_factor(neighbouring: str) -> float:
+    """Factor turning a per-record L1 bound into a sensitivity.
+
+    Returns 2 for ``"replace-one"`` (a removed and an added contribution) and 1 for
+    ``"add-remove-one"`` (one contribution).
+    """
+    if neighbouring == "replace-one":
+        return 2.0
+    if neighbouring == "add-remove-one":
+        return 1.0
+    raise ValueError(f"neighbouring must be one of {NEIGHBOURING_RELATIONS}; got {neighbouring!r}")
+
+
+def l1_norm_bound(d: int) -> float:
+    """``s1``: largest ``||[h; 1]||_1`` over ``||h||_2 <= 1`` in ``d`` dimensions, ``sqrt(d) + 1``.
+
+    Tight: attained by ``h = (±1, ..., ±1) / sqrt(d)``.
+    """
+    _check_dimension(d)
+    return math.sqrt(d) + 1.0
+
+
+def squared_l2_norm_bound(d: int) -> float:
+    """``s2``: largest ``||[h; 1]||_2^2`` over ``||h||_2 <= 1``, which is 2 for every ``d``.
+
+    Tight: attained by any ``h`` on the unit sphere.
+    """
+    _check_dimension(d)
+    return 2.0
+
+
+def gram_record_l1(d: int) -> float:
+    """Largest L1 norm of one record's contribution to the upper triangle (with diagonal) of the Gram.
+
+    ``Σ_{j<=l} |h~_j h~_l| = (||h~||_1^2 + ||h~||_2^2) / 2 <= (s1^2 + s2) / 2``; both norms are maximal
+    at the same record (a sign vector), so the bound is attained.
+    """
+    s1, s2 = l1_norm_bound(d), squared_l2_norm_bound(d)
+    return (s1 * s1 + s2) / 2.0
+
+
+def cross_classification_record_l1(d: int, num_classes: int) -> float:
+    """Largest L1 norm of one record's contribution ``(e_y - 1/K) h~ᵀ`` to the classification cross term.
+
+    ``||e_y - 1/K||_1 = 2(K-1)/K`` for every label, so the bound is ``2(K-1)/K · s1``, attained by a
+    sign-vector record with any label.
+    """
+    _check_classes(num_classes)
+    k = float(num_classes)
+    return 2.0 * (k - 1.0) / k * l1_norm_bound(d)
+
+
+def cross_regression_record_l1(d: int) -> float:
+    """Largest L1 norm of one record's contribution ``y h~`` to the regression cross term (``|y| <= 1``).
+
+    The bound ``s1`` is attained by a sign-vector record with ``|y| = 1``.
+    """
+    return l1_norm_bound(d)
+
+
+def sensitivity_gram(d: int, neighbouring: str = "replace-one") -> float:
+    """L1 sensitivity of the released Gram upper triangle alone (see :func:`gram_record_l1`).
+
+    Replace-one: ``(s1^2 + s2)``; add/remove-one: half of it. Under replace-one the worst neighbouring
+    pair only reaches about half of this value (``h h^T`` cannot change sign), which is why a pair
+    bound is not tight for this part; the per-record bound is.
+    """
+    return neighbour_factor(neighbouring) * gram_record_l1(d) * ROUND_UP
+
+
+def sensitivity_cross_classification(
+    d: int, num_classes: int, neighbouring: str = "replace-one"
+) -> float:
+    """L1 sensitivity of the released classification cross term ``C = Σ (e_y - 1/K) h~ᵀ`` alone.
+
+    Replace-one: ``2 · 2(K-1)/K · s1`` (attained for ``K = 2``; for ``K > 2`` the bias column limits
+    the worst pair); add/remove-one: half of it, attained.
+    """
+    return (
+        neighbour_factor(neighbouring) * cross_classification_record_l1(d, num_classes) * ROUND_UP
+    )
+
+
+def sensitivity_cross_regression(d: int, neighbouring: str = "replace-one") -> float:
+    """L1 sensitivity of the released regression cross term ``b = Σ y h~`` alone (``|y| <= 1``).
+
+    Replace-one: ``2 · s1``, attained by one record with ``y = 1`` replaced by the same features with
+    ``y = -1``; add/remove-one: ``s1``, attained.
+    """
+    return neighbour_factor(neighbouring) * cross_regression_record_l1(d) * ROUND_UP
+
+
+def sensitivity_softmax(d: int, num_classes: int, neighbouring: str = "replace-one") -> float:
+    """L1 sensitivity of the whole classification release ``(C, upper(G))``.
+
+    ``Δ = factor · [(2(K-1)/K) · s1 + (s1^2 + s2)/2]`` with ``s1 = sqrt(d) + 1``, ``s2 = 2``
+    (reference table §3.2, ℓ2 bound with bias). Guarantee: releasing both vectors plus i.i.d.
+    ``Lap(Δ/ε)`` noise on every released coordinate is ``ε``-DP under ``neighbouring``, provided the
+    records are bounded as described in the module docstring. ``K = 2`` is binary logistic regression.
+    """
+    per_record = cross_classification_record_l1(d, num_classes) + gram_record_l1(d)
+    return neighbour_factor(neighbouring) * per_record * ROUND_UP
+
+
+def sensitivity_regression(d: int, neighbouring: str = "replace-one") -> float:
+    """L1 sensitivity of the whole regression release ``(b, upper(G))`` with ``|y| <= 1``.
+
+    ``Δ = factor · [s1 + (s1^2 + s2)/2]`` (reference table §2.2, Gram column: its ℓ2 row
+    ``d + 1 + 2 sqrt(d)`` is this formula with ``s1 = sqrt(d)``, ``s2 = 1``, i.e. without a bias; here
+    the bias is appended, so ``s1 = sqrt(d) + 1``, ``s2 = 2``). Guarantee as in
+    :func:`sensitivity_softmax`.
+    """
+    per_record = cross_regression_record_l1(d) + gram_record_l1(d)
+    return neighbour_factor(neighbouring) * per_record * ROUND_UP
