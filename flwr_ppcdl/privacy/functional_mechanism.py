@@ -29,7 +29,7 @@ import math
 import numbers
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -61,6 +61,9 @@ RELEASE_FORMAT = "flwr_ppcdl.fm-release/1"
 UNIT_ROUNDOFF: float = 2.0**-53
 CLIP_MARGIN: float = 2.0**-40
 """Rows are clipped to norm ``1 - CLIP_MARGIN`` so that the true norm of the float row is <= 1."""
+
+if TYPE_CHECKING:  # torch is imported lazily, only by the objective module
+    from flwr_ppcdl.privacy.objective import TorchObjective
 
 FloatArray = NDArray[np.float64]
 
@@ -389,7 +392,7 @@ class Release:
         value += 0.5 * ridge_ * float(np.sum(w * w))
         return value / self.num_examples
 
-    def torch_objective(self, prox_mu: float = 0.0, ridge: float = 0.0) -> Any:
+    def torch_objective(self, prox_mu: float = 0.0, ridge: float = 0.0) -> TorchObjective:
         """Differentiable float64 objective ``(W, anchor=None) -> scalar`` for local training.
 
         ``[F(W) + ridge/2 ||W||^2 + prox_mu/2 ||W - anchor||^2] / n`` with, for classification,
