@@ -54,7 +54,7 @@ class ReliabilityAggregator:
 
     Parameters
     ----------
-    method, sharpness, tolerance, alignment, sample_weighting, count_cap, max_share, max_abs
+    method, sharpness, tolerance, alignment, sample_weighting, count_cap, max_share, max_abs, max_coordinates
         Passed to :func:`~flwr_ppcdl.strategies.reliability.estimate_reliability`.
     memory_rate : float or None
         Blend rate of :class:`ReliabilityMemory`; None disables memory across rounds.
@@ -79,6 +79,7 @@ class ReliabilityAggregator:
         count_cap: float | None = 10.0,
         max_share: float | None = 0.5,
         max_abs: float = 1e12,
+        max_coordinates: int | None = 50_000,
         memory_rate: float | None = 0.5,
         use_deltas: bool = True,
         server_loss_fn: ServerLossFn | None = None,
@@ -103,6 +104,7 @@ class ReliabilityAggregator:
             "count_cap": count_cap,
             "max_share": max_share,
             "max_abs": max_abs,
+            "max_coordinates": max_coordinates,
         }
         # validate numeric options now (ValueError naming the value), not at round 1
         estimate_reliability([[np.zeros(1)]], [1], **{**self.options, "method": "fedavg"})
@@ -131,22 +133,15 @@ class ReliabilityAggregator:
                 excluded[pos] = f"duplicated node id ({seen[up.node_id]} replies)"
         reference = self.global_arrays
         shapes = [tuple(a.shape) for a in reference] if reference is not None else None
+        # Reliability is scored on deltas to the global model; the core subtracts the
+        # reference on the scored coordinates only, so no K x P delta copy is made.
         updates: list[list[NDArray[Any]]] = []
         for pos, up in enumerate(uploads):
-            arrays = up.arrays if up.arrays is not None else []
-            if pos in excluded:
+            if pos in excluded or up.arrays is None:
                 updates.append([])
-                continue
-            if self.use_deltas and reference is not None and _same_shapes(arrays, shapes):
-                try:
-                    updates.append(
-                        [np.asarray(a, dtype=np.float64) - g for a, g in zip(arrays, reference, strict=True)]
-                    )
-                except (TypeError, ValueError) as exc:
-                    excluded[pos] = f"cannot subtract global model ({exc})"
-                    updates.append([])
             else:
-                updates.append(list(arrays))
+                updates.append(list(up.arrays))
+        score_reference = reference if self.use_deltas else None
         server_losses = None
         if self.options["method"] == "server_data":
             server_losses = np.full(len(uploads), np.inf)
@@ -169,6 +164,7 @@ class ReliabilityAggregator:
             counts,
             prior=prior,
             server_losses=server_losses,
+            reference=score_reference,
             expected_shapes=shapes,
             **self.options,
         )
@@ -187,14 +183,8 @@ class ReliabilityAggregator:
         if included:
             w = np.zeros(len(uploads))
             w[included] = weights[included] / weights[included].sum()
-            if self.use_deltas and reference is not None:
-                step = weighted_sum(updates, w)
-                arrays_out = [
-                    (g.astype(np.float64) + s).astype(g.dtype if np.issubdtype(g.dtype, np.floating) else np.float64)
-                    for g, s in zip(reference, step, strict=True)
-                ]
-            else:
-                arrays_out = weighted_sum([list(u.arrays or []) for u in uploads], w)
+            # sum_k w_k (x_k - g) + g == sum_k w_k x_k because the weights sum to 1
+            arrays_out = weighted_sum(updates, w)
         if self.memory is not None and included:
             valid_pos = [pos for pos in range(len(uploads)) if pos not in excluded]
             self.memory.update([node_ids[p] for p in valid_pos], result.reliability[valid_pos])
@@ -258,11 +248,3 @@ class ReliabilityAggregator:
             metrics[f"{p}max"] = float(w.max())
         return metrics
 
-
-def _same_shapes(arrays: Sequence[Any], shapes: Sequence[tuple[int, ...]] | None) -> bool:
-    if shapes is None or len(arrays) != len(shapes):
-        return False
-    try:
-        return all(tuple(np.shape(a)) == s for a, s in zip(arrays, shapes, strict=True))
-    except (TypeError, ValueError):
-        return False

@@ -33,7 +33,7 @@ class ReliabilityWeightedFedAvg(FedAvg):
     Accepts every keyword argument of :class:`flwr.server.strategy.FedAvg` plus the
     reliability options of :class:`flwr_ppcdl.strategies.ReliabilityWeightedFedAvg`
     (``method``, ``sharpness``, ``tolerance``, ``alignment``, ``sample_weighting``,
-    ``count_cap``, ``max_share``, ``max_abs``, ``memory_rate``, ``use_deltas``,
+    ``count_cap``, ``max_share``, ``max_abs``, ``max_coordinates``, ``memory_rate``, ``use_deltas``,
     ``server_loss_fn``, ``metrics_prefix``), with the same defaults.
 
     Node ids are the clients' ``ClientProxy.node_id`` (falling back to ``int(cid)``).
@@ -51,6 +51,7 @@ class ReliabilityWeightedFedAvg(FedAvg):
         count_cap: float | None = 10.0,
         max_share: float | None = 0.5,
         max_abs: float = 1e12,
+        max_coordinates: int | None = 50_000,
         memory_rate: float | None = 0.5,
         use_deltas: bool = True,
         server_loss_fn: ServerLossFn | None = None,
@@ -67,6 +68,7 @@ class ReliabilityWeightedFedAvg(FedAvg):
             count_cap=count_cap,
             max_share=max_share,
             max_abs=max_abs,
+            max_coordinates=max_coordinates,
             memory_rate=memory_rate,
             use_deltas=use_deltas,
             server_loss_fn=server_loss_fn,

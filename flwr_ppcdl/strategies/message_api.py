@@ -42,6 +42,9 @@ class ReliabilityWeightedFedAvg(FedAvg):
         Cap on any single node's share of the weight (when at least 2 nodes remain).
     max_abs : float, default 1e12
         Replies with entries above this magnitude are excluded.
+    max_coordinates : int or None, default 50_000
+        Reliability is scored on a fresh random sample of this many coordinates (the
+        aggregate uses all of them); None scores on every coordinate.
     memory_rate : float or None, default 0.5
         Moving-average rate of per-node reliability across rounds; None disables memory.
     use_deltas : bool, default True
@@ -82,6 +85,7 @@ class ReliabilityWeightedFedAvg(FedAvg):
         count_cap: float | None = 10.0,
         max_share: float | None = 0.5,
         max_abs: float = 1e12,
+        max_coordinates: int | None = 50_000,
         memory_rate: float | None = 0.5,
         use_deltas: bool = True,
         server_loss_fn: ServerLossFn | None = None,
@@ -108,6 +112,7 @@ class ReliabilityWeightedFedAvg(FedAvg):
             count_cap=count_cap,
             max_share=max_share,
             max_abs=max_abs,
+            max_coordinates=max_coordinates,
             memory_rate=memory_rate,
             use_deltas=use_deltas,
             server_loss_fn=server_loss_fn,

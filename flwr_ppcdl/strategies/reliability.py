@@ -152,10 +152,14 @@ def validate_updates(
             continue
         for layer, a in enumerate(upd):
             arr = np.asarray(a)
-            if not np.all(np.isfinite(arr)):
+            if not arr.size:
+                continue
+            # one pass: max(|x|) is NaN or Inf exactly when some entry is
+            peak = float(np.max(np.abs(arr)))
+            if not math.isfinite(peak):
                 reasons[k] = f"non-finite values (NaN/Inf) in array {layer}"
                 break
-            if arr.size and float(np.max(np.abs(arr))) > max_abs:
+            if peak > max_abs:
                 reasons[k] = f"absurd magnitude (> {max_abs:g}) in array {layer}"
                 break
         if k in reasons:
@@ -226,30 +230,51 @@ def _robust_weights(dist: FloatArray, sharpness: float, tolerance: float) -> Flo
 
 
 def _layer_grams(
-    updates: Sequence[Sequence[Any]], idx: Sequence[int], base_weights: FloatArray
+    updates: Sequence[Sequence[Any]],
+    idx: Sequence[int],
+    base_weights: FloatArray,
+    reference: Sequence[Any] | None,
+    max_coordinates: int | None,
+    rng: np.random.Generator,
 ) -> tuple[list[FloatArray], list[FloatArray]]:
-    """Per-layer Gram matrices of centred uploads and of raw uploads (float64, K x K).
+    """Per-layer Gram matrices of centred and of raw scoring vectors (float64, K x K).
 
-    Centring on the base-weighted mean first keeps float32 products accurate for the
-    distances; raw Grams (for alignment) are rebuilt exactly from centred ones.
+    Scoring vectors are ``update - reference`` restricted, for large models, to a random
+    subset of at most ``max_coordinates`` coordinates in all (proportional per layer):
+    squared distances and inner products on a uniform coordinate sample are unbiased
+    (rescaled) estimates of the full ones, and the sample is drawn afresh each call so an
+    uploader cannot know where it is looked at. Centring on the base-weighted mean keeps
+    float32 products accurate; raw Grams (for alignment) are rebuilt from centred ones.
     """
     n_layers = len(updates[idx[0]])
+    sizes = [int(np.asarray(updates[idx[0]][layer]).size) for layer in range(n_layers)]
+    total = sum(sizes)
     grams_c: list[FloatArray] = []
     grams_raw: list[FloatArray] = []
     for layer in range(n_layers):
-        first = np.asarray(updates[idx[0]][layer])
-        size = first.size
+        size = sizes[layer]
         k = len(idx)
-        # one stacked copy of this layer: float64 when small, float32 when large
-        dtype = np.float64 if k * size <= 4_000_000 else np.float32
-        mean = np.zeros(size, dtype=np.float64)
+        take: NDArray[np.intp] | None = None
+        if max_coordinates is not None and total > max_coordinates and size > 0:
+            m = max(1, int(round(max_coordinates * size / total)))
+            if m < size:
+                take = np.sort(rng.integers(0, size, size=m))  # with replacement: cheap, unbiased
+        width = size if take is None else len(take)
+        dtype = np.float64 if k * width <= 4_000_000 else np.float32
+        stack = np.empty((k, width), dtype=dtype)
+        ref = None
+        if reference is not None:
+            ref = np.asarray(reference[layer]).reshape(-1)
+            ref = ref if take is None else ref[take]
         for j, i in enumerate(idx):
-            mean += base_weights[j] * np.asarray(updates[i][layer], dtype=np.float64).ravel()
-        stack = np.empty((k, size), dtype=dtype)
-        for j, i in enumerate(idx):
-            stack[j] = np.asarray(updates[i][layer], dtype=np.float64).ravel() - mean
+            row = np.asarray(updates[i][layer]).reshape(-1)
+            row = row if take is None else row[take]
+            stack[j] = row if ref is None else np.subtract(row, ref, dtype=np.float64)
+        mean: NDArray[Any] = np.matmul(base_weights.astype(dtype), stack)
+        stack -= mean
         gram = (stack @ stack.T).astype(np.float64)
-        cross = (stack @ mean.astype(dtype)).astype(np.float64)  # <c_i, m>
+        cross = (stack @ mean).astype(np.float64)  # <c_i, m>
+        mean = mean.astype(np.float64)
         del stack
         gram = (gram + gram.T) / 2.0
         m2 = float(mean @ mean)
@@ -265,7 +290,8 @@ def weighted_sum(
     """Return ``sum_k weights[k] * updates[k]`` layer by layer (float64 accumulation).
 
     Uploads with weight 0 are never read, so excluded (e.g. NaN) uploads cannot leak in.
-    The result takes the dtype of the first contributing upload's layer.
+    The result takes the dtype of the first contributing upload's layer; accumulation is
+    float64 for small layers and in that dtype for large ones (as Flower's FedAvg does).
     """
     w = np.asarray(weights, dtype=np.float64)
     contributing = [k for k in range(len(updates)) if w[k] > 0]
@@ -275,10 +301,12 @@ def weighted_sum(
     first = updates[contributing[0]]
     for layer in range(len(first)):
         ref = np.asarray(first[layer])
-        acc = np.zeros(ref.shape, dtype=np.float64)
-        for k in contributing:
-            acc += w[k] * np.asarray(updates[k][layer], dtype=np.float64)
+        # accumulate in float64 for small layers, in the input float dtype for large ones
         dtype = ref.dtype if np.issubdtype(ref.dtype, np.floating) else np.float64
+        acc_dtype = np.dtype(np.float64) if ref.size * len(contributing) <= 4_000_000 else np.dtype(dtype)
+        acc = np.zeros(ref.shape, dtype=acc_dtype)
+        for k in contributing:
+            acc += acc_dtype.type(w[k]) * np.asarray(updates[k][layer], dtype=acc_dtype)
         out.append(acc.astype(dtype, copy=False))
     return out
 
@@ -295,6 +323,7 @@ def _check_options(
     max_share: float | None,
     max_iter: int,
     tol: float,
+    max_coordinates: int | None = None,
 ) -> None:
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not one of {METHODS}")
@@ -312,6 +341,8 @@ def _check_options(
         raise ValueError(f"max_iter={max_iter!r} must be an integer >= 1")
     if not (math.isfinite(tol) and tol > 0):
         raise ValueError(f"tol={tol!r} must be a positive finite number")
+    if max_coordinates is not None and not (isinstance(max_coordinates, int) and max_coordinates >= 1):
+        raise ValueError(f"max_coordinates={max_coordinates!r} must be None or an integer >= 1")
 
 
 def estimate_reliability(
@@ -331,6 +362,9 @@ def estimate_reliability(
     max_abs: float = 1e12,
     max_iter: int = 50,
     tol: float = 1e-7,
+    reference: Sequence[Any] | None = None,
+    max_coordinates: int | None = 50_000,
+    seed: int | np.random.Generator | None = None,
 ) -> ReliabilityResult:
     """Estimate reliability and aggregation weights of K uploads.
 
@@ -368,12 +402,22 @@ def estimate_reliability(
         Entries above this magnitude exclude the upload.
     max_iter, tol : int, float
         Truth-discovery iteration limit and convergence threshold on the weights.
+    reference : list of array-like, optional
+        Global model the uploads started from; truth discovery then scores
+        ``update - reference`` (deltas) without materialising the deltas.
+    max_coordinates : int or None, default 50_000
+        Score on a fresh uniform random sample of at most this many coordinates (the
+        aggregate always uses every coordinate). None scores on all coordinates.
+    seed : int, Generator or None
+        Randomness of the coordinate sample (None: fresh OS entropy, unpredictable to uploaders).
 
     Returns
     -------
     ReliabilityResult
     """
-    _check_options(method, sample_weighting, sharpness, tolerance, count_cap, max_share, max_iter, tol)
+    _check_options(
+        method, sample_weighting, sharpness, tolerance, count_cap, max_share, max_iter, tol, max_coordinates
+    )
     n_up = len(updates)
     excluded = validate_updates(updates, num_examples, max_abs=max_abs, expected_shapes=expected_shapes)
     counts = np.zeros(n_up, dtype=np.float64)
@@ -428,7 +472,8 @@ def estimate_reliability(
             r_v = _robust_weights(excess, sharpness, tolerance)
     else:
         r_v, d_v, iterations = _truth_discovery(
-            updates, idx, s_v * p_v, sharpness, tolerance, alignment, max_iter, tol
+            updates, idx, s_v * p_v, sharpness, tolerance, alignment, max_iter, tol,
+            reference, max_coordinates, np.random.default_rng(seed),
         )
         distances[idx] = d_v
     reliability[idx] = r_v
@@ -449,13 +494,16 @@ def _truth_discovery(
     alignment: bool,
     max_iter: int,
     tol: float,
+    reference: Sequence[Any] | None,
+    max_coordinates: int | None,
+    rng: np.random.Generator,
 ) -> tuple[FloatArray, FloatArray, int]:
     """Iterate CRH on per-layer Gram matrices; return (reliability, distance, iterations)."""
     k = len(idx)
     base = base / base.sum() if base.sum() > 0 else np.full(k, 1.0 / k)
     if k == 1:
         return np.ones(1), np.zeros(1), 0
-    grams_c, grams_raw = _layer_grams(updates, list(idx), base)
+    grams_c, grams_raw = _layer_grams(updates, list(idx), base, reference, max_coordinates, rng)
     w = base.copy()
     r = np.ones(k)
     dist = np.zeros(k)
