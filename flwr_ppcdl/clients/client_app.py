@@ -1,0 +1,84 @@
+"""Message-API flavour: a `ClientApp` factory built on the same trainer core."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from torch import nn
+
+from flwr_ppcdl.clients.trainer import (
+    FunctionalMechanismTrainer,
+    TrainerConfig,
+    load_state,
+    save_state,
+)
+
+
+@dataclass
+class ClientSetup:
+    """What one participant brings: its model, its local records and the public configuration."""
+
+    model: nn.Module
+    data: Any
+    config: TrainerConfig
+    device: str = "cpu"
+    partition_id: int | None = None
+
+
+def _trainer(setup: ClientSetup, context: Context) -> FunctionalMechanismTrainer:
+    return FunctionalMechanismTrainer(
+        setup.model, setup.data, setup.config, load_state(context), setup.device
+    )
+
+
+def _reply(msg: Message, trainer: FunctionalMechanismTrainer, metrics: dict[str, Any], setup: ClientSetup) -> Message:
+    if setup.partition_id is not None:
+        metrics["partition-id"] = int(setup.partition_id)
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord(trainer.model.state_dict()),
+            "metrics": MetricRecord({k: v for k, v in metrics.items()}),
+        }
+    )
+    return Message(content=content, reply_to=msg)
+
+
+def make_client_app(setup_fn: Callable[[Context], ClientSetup]) -> ClientApp:
+    """Build a Message-API `ClientApp` whose participants train on a functional-mechanism release.
+
+    ``setup_fn(context)`` returns the participant's :class:`ClientSetup` (model, data, config).
+    The release and the privacy ledger persist in ``context.state`` across rounds, so the run
+    spends each participant's epsilon once. Train replies carry ``arrays`` (the whole model, body
+    unchanged) and ``metrics`` (``num-examples``, ``fm-epsilon``, ``fm-objective``, optionally
+    ``partition-id``). Evaluate requests are served only with ``local_evaluation`` on (charged);
+    otherwise they fail with a message saying so (use server-side evaluation).
+    """
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        setup = setup_fn(context)
+        trainer = _trainer(setup, context)
+        arrays = msg.content["arrays"]
+        try:
+            metrics = trainer.fit(arrays.to_torch_state_dict())
+        finally:
+            save_state(context, trainer.state)
+        return _reply(msg, trainer, metrics, setup)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        setup = setup_fn(context)
+        trainer = _trainer(setup, context)
+        arrays = msg.content["arrays"]
+        try:
+            metrics = trainer.evaluate(arrays.to_torch_state_dict())
+        finally:
+            save_state(context, trainer.state)
+        return _reply(msg, trainer, metrics, setup)
+
+    return app

@@ -1,0 +1,96 @@
+"""`FunctionalMechanismClient`: the legacy-API (`NumPyClient`) flavour of the private client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from flwr.client import NumPyClient
+from torch import nn
+
+from flwr_ppcdl.clients.trainer import (
+    FunctionalMechanismTrainer,
+    TrainerConfig,
+    load_state,
+    save_state,
+)
+
+
+class FunctionalMechanismClient(NumPyClient):
+    """A `NumPyClient` that trains a PyTorch model's linear head on a functional-mechanism release.
+
+    Swap it in for an ordinary `NumPyClient` to get record-level, pure epsilon-DP for the whole
+    federated run: the client reads its records once (first `fit`), releases noisy statistics, and
+    every later round only re-optimises the noisy objective. Flower builds a new client object each
+    round, so the release and the privacy ledger live in ``context.state``; pass the `Context` your
+    ``client_fn`` receives (a plain dict works outside Flower).
+
+    Parameters
+    ----------
+    model
+        ``nn.Sequential`` ending with ``nn.Linear`` (the head); everything before is the frozen body.
+    data
+        ``(inputs, labels)`` arrays/tensors or an iterable of batches (a ``DataLoader``).
+    context
+        Flower ``Context`` (or a dict) where the release and ledger persist between rounds.
+    device
+        Torch device.
+    partition_id
+        Reported in the metrics for bookkeeping only (never a security claim).
+    **config
+        Keyword arguments of :class:`~flwr_ppcdl.clients.trainer.TrainerConfig`: ``task``,
+        ``epsilon``, ``num_classes``, ``feature_bound``, ``target_bound``, ``local_steps``,
+        ``learning_rate``, ``optimizer``, ``solver``, ``proximal_mu``, ``ridge``, ``body_change``,
+        ``max_epsilon``, ``local_evaluation``, ``eval_epsilon``, ``sampler``, ``neighbouring``, ``seed``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Any,
+        *,
+        context: Any,
+        device: str = "cpu",
+        partition_id: int | None = None,
+        **config: Any,
+    ) -> None:
+        self.config = TrainerConfig(**config)
+        self.context = context
+        self.partition_id = partition_id
+        self.trainer = FunctionalMechanismTrainer(model, data, self.config, load_state(context), device)
+        self._keys = list(model.state_dict().keys())
+
+    def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
+        """All model parameters and buffers, in ``state_dict`` order."""
+        return [v.detach().cpu().numpy() for v in self.trainer.model.state_dict().values()]
+
+    def _global_state(self, parameters: list[np.ndarray]) -> dict[str, np.ndarray]:
+        if len(parameters) != len(self._keys):
+            raise ValueError(
+                f"received {len(parameters)} arrays, the model has {len(self._keys)} "
+                f"({', '.join(self._keys[:4])}...)"
+            )
+        return dict(zip(self._keys, parameters, strict=True))
+
+    def fit(
+        self, parameters: list[np.ndarray], config: dict[str, Any]
+    ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+        """Train the head on the noisy objective from the global parameters."""
+        try:
+            metrics = self.trainer.fit(self._global_state(parameters))
+        finally:
+            save_state(self.context, self.trainer.state)  # the ledger survives a failing round
+        if self.partition_id is not None:
+            metrics["partition-id"] = int(self.partition_id)
+        return self.get_parameters({}), int(metrics["num-examples"]), metrics
+
+    def evaluate(
+        self, parameters: list[np.ndarray], config: dict[str, Any]
+    ) -> tuple[float, int, dict[str, Any]]:
+        """Charged, noisy local evaluation; raises unless ``local_evaluation=True``."""
+        try:
+            metrics = self.trainer.evaluate(self._global_state(parameters))
+        finally:
+            save_state(self.context, self.trainer.state)
+        loss = metrics.get("noisy-mse", 1.0 - metrics.get("noisy-accuracy", 0.0))
+        return float(loss), int(metrics["num-examples"]), metrics
