@@ -92,7 +92,7 @@ def test_without_noise_training_equals_ordinary_training_on_the_taylor_objective
         trainer = FunctionalMechanismTrainer(digits_model(), (x, y), _config(epsilon=float("inf"), solver="closed-form"))
         trainer.fit()
     w_fm = torch.as_tensor(trainer.head_to_normalised())
-    h = UnitNorm()(x.double())
+    h = digits_model()[:-1](x.double())
     h = torch.cat([h, torch.ones(len(h), 1, dtype=h.dtype)], 1)
     k = 10
     t = torch.nn.functional.one_hot(y, k).double() - 1.0 / k
@@ -138,7 +138,7 @@ def test_private_training_beats_chance_on_digits() -> None:
 
 def test_body_change_is_refused_by_default() -> None:
     x, y, _, _ = digits()
-    model = nn.Sequential(nn.Linear(64, 64, bias=False), UnitNorm(), nn.Linear(64, 10))
+    model = nn.Sequential(nn.Linear(64, 16, bias=False), UnitNorm(), nn.Linear(16, 10))
     store: dict = {}
     loader = CountingLoader(x, y)
     trainer = FunctionalMechanismTrainer(model, loader, _config())
@@ -155,7 +155,7 @@ def test_body_change_is_refused_by_default() -> None:
 
 def test_body_change_re_releases_and_charges_when_configured() -> None:
     x, y, _, _ = digits()
-    model = nn.Sequential(nn.Linear(64, 64, bias=False), UnitNorm(), nn.Linear(64, 10))
+    model = nn.Sequential(nn.Linear(64, 16, bias=False), UnitNorm(), nn.Linear(16, 10))
     loader = CountingLoader(x, y)
     cfg = _config(body_change="re-release", max_epsilon=2.0)
     trainer = FunctionalMechanismTrainer(model, loader, cfg)
@@ -177,7 +177,7 @@ def test_body_change_re_releases_and_charges_when_configured() -> None:
 
 def test_unchanged_body_after_float32_averaging_is_not_a_change() -> None:
     x, y, _, _ = digits()
-    model = nn.Sequential(nn.Linear(64, 64, bias=False), UnitNorm(), nn.Linear(64, 10))
+    model = nn.Sequential(nn.Linear(64, 16, bias=False), UnitNorm(), nn.Linear(16, 10))
     loader = CountingLoader(x, y)
     trainer = FunctionalMechanismTrainer(model, loader, _config())
     trainer.fit()
@@ -195,7 +195,7 @@ def test_body_runs_in_eval_mode_during_release() -> None:
             return x / x.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
     x, y, _, _ = digits()
-    model = nn.Sequential(nn.Dropout(0.5), Spy(), nn.Linear(64, 10))
+    model = nn.Sequential(nn.Dropout(0.5), Spy(), nn.Linear(64, 10))  # 64 raw pixels
     model.train()
     with pytest.warns(UserWarning, match="L2Clip"):
         trainer = FunctionalMechanismTrainer(model, CountingLoader(x, y), _config(solver="closed-form"))
