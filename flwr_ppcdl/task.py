@@ -260,8 +260,9 @@ def make_model(settings: RunSettings) -> nn.Sequential:
         width = train.features.shape[1]
         model = build_model(body, width, 1)
     elif settings.dataset == "digits":
-        body = nn.Sequential(nn.Flatten(), _Scale(1.0 / 16.0), L2Normalize())
-        model = build_model(body, 64, 10)
+        # 8x8 digits: 2x2 average pooling to 16 features, unit norm (low dimension for FM)
+        body = nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.AvgPool2d(2), nn.Flatten(), _Scale(1.0 / 16.0), L2Normalize())
+        model = build_model(body, 16, 10)
     else:
         body = make_body(settings.body)
         model = build_model(body, body.out_features, 10)

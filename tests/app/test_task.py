@@ -1,0 +1,43 @@
+"""The experiment layer: participants load only their own partition; corruption hits exactly the
+unreliable ones; the server's reference and evaluation see no participant's private statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from flwr_ppcdl.task import RunSettings, load_participant, make_model, split_data
+
+
+def test_corruption_hits_exactly_the_unreliable_participants() -> None:
+    settings = RunSettings(num_partitions=5, unreliable_fraction=0.4, seed=3)
+    clean = RunSettings(num_partitions=5, unreliable_fraction=0.0, seed=3)
+    bad = set(settings.unreliable_ids)
+    assert len(bad) == 2
+    for pid in range(5):
+        noisy, honest = load_participant(settings, pid), load_participant(clean, pid)
+        assert noisy.unreliable == (pid in bad)
+        assert torch.equal(noisy.inputs, honest.inputs)  # random targets leave features alone
+        same_targets = torch.equal(noisy.targets, honest.targets)
+        assert same_targets == (pid not in bad)
+
+
+def test_partitions_are_disjoint_and_cover_the_training_split() -> None:
+    settings = RunSettings(dataset="digits", task="classification", num_partitions=4, unreliable_fraction=0.0, unreliable_kind="random-labels")
+    train, test = split_data(settings)
+    sizes = [len(load_participant(settings, p).targets) for p in range(4)]
+    assert sum(sizes) == len(train)
+    assert len(train) + len(test) == 1797
+
+
+def test_the_model_body_is_frozen_and_the_head_starts_at_zero() -> None:
+    for settings in (RunSettings(), RunSettings(dataset="digits", task="classification", unreliable_kind="random-labels")):
+        model = make_model(settings)
+        assert not any(p.requires_grad for p in model[:-1].parameters())
+        assert float(model[-1].weight.abs().sum()) == 0.0
+
+
+def test_a_participant_loads_the_same_records_every_round() -> None:
+    settings = RunSettings(num_partitions=3)
+    a, b = load_participant(settings, 1), load_participant(settings, 1)
+    np.testing.assert_array_equal(a.inputs.numpy(), b.inputs.numpy())
