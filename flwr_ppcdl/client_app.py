@@ -7,9 +7,20 @@ loads only that partition.
 
 from __future__ import annotations
 
-from flwr.app import Context
+from pathlib import Path
 
-from flwr_ppcdl.clients import ClientSetup, TrainerConfig, make_client_app
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+
+from flwr_ppcdl.clients import (
+    ClientSetup,
+    TrainerConfig,
+    TrainerState,
+    load_state,
+    make_client_app,
+    save_state,
+)
+from flwr_ppcdl.clients.trainer import STATE_KEY
 from flwr_ppcdl.task import RunSettings, load_participant, make_model, trainer_config
 
 
@@ -36,4 +47,52 @@ def participant_setup(context: Context) -> ClientSetup:
     )
 
 
-app = make_client_app(participant_setup)
+_participant = make_client_app(participant_setup)
+app = ClientApp()
+
+
+def _state_path(context: Context) -> Path | None:
+    value = context.node_config.get("state-path")
+    return Path(str(value)).expanduser() if value else None
+
+
+def _restore(context: Context) -> None:
+    """A (re)started SuperNode reloads its release and ledger instead of releasing again."""
+    path = _state_path(context)
+    if path is not None and STATE_KEY not in context.state and path.exists():
+        save_state(context, TrainerState.from_json(path.read_text()))
+
+
+def _persist(context: Context) -> None:
+    path = _state_path(context)
+    if path is not None and STATE_KEY in context.state:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(load_state(context).to_json())
+        tmp.replace(path)  # atomic: a node killed mid-write keeps the previous file
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """The participant's train handler, with its state mirrored to ``state-path`` if given.
+
+    Context.state lives in the SuperNode's memory; with ``state-path`` in the node config the
+    release and the ledger (JSON, no records) also go to that file after every round, and a
+    restarted SuperNode reloads them: it reuses its release and reports the epsilon it already
+    spent instead of releasing (and spending) again.
+    """
+    _restore(context)
+    try:
+        return _participant(msg, context)
+    finally:
+        _persist(context)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """As ``train``, for (charged, opt-in) local evaluation requests."""
+    _restore(context)
+    try:
+        return _participant(msg, context)
+    finally:
+        _persist(context)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
@@ -165,7 +165,7 @@ def run_server(grid: Grid, settings: RunSettings, *, timeout: float = 600.0) -> 
         metrics = evaluate_model(model, test, settings)
         if server_round == 0:
             log.info("[ppcdl] initial model: %s", _fmt(metrics))
-            return MetricRecord(metrics)
+            return _metric_record(metrics)
         record = strategy.rounds.setdefault(server_round, RoundRecord(server_round, {}, 0.0))
         record.metrics = metrics
         record.seconds = time.perf_counter() - strategy._started
@@ -177,7 +177,7 @@ def run_server(grid: Grid, settings: RunSettings, *, timeout: float = 600.0) -> 
             server_round, settings.num_rounds, _fmt(metrics), record.seconds, record.failures,
             _fmt_weights(record.weights, node_partition, unreliable),
         )
-        return MetricRecord(metrics)
+        return _metric_record(metrics)
 
     log.info(
         "[ppcdl] %s on %s: %d participants (unreliable, %s: %s), %d rounds, strategy=%s; %s",
@@ -194,8 +194,8 @@ def run_server(grid: Grid, settings: RunSettings, *, timeout: float = 600.0) -> 
     reference = reference_metrics(settings)
     rounds = [asdict(strategy.rounds[r]) for r in sorted(strategy.rounds)]
     participants = _participants(strategy, node_partition, unreliable, settings)
-    final = dict(result.evaluate_metrics_serverapp.get(settings.num_rounds, {}))
-    initial = dict(result.evaluate_metrics_serverapp.get(0, {}))
+    final = _floats(result.evaluate_metrics_serverapp.get(settings.num_rounds))
+    initial = _floats(result.evaluate_metrics_serverapp.get(0))
     excluded = [
         {"round": entry.get("round"), "node_id": str(node), "reason": reason}
         for entry in getattr(strategy.inner, "reliability_history", []) or []
@@ -204,8 +204,8 @@ def run_server(grid: Grid, settings: RunSettings, *, timeout: float = 600.0) -> 
     run = RunResult(
         settings=asdict(settings),
         rounds=rounds,
-        initial_metrics={k: float(v) for k, v in initial.items()},
-        final_metrics={k: float(v) for k, v in final.items()},
+        initial_metrics=initial,
+        final_metrics=final,
         reference=reference,
         participants=participants,
         epsilon_meaning=epsilon_meaning(settings),
@@ -222,6 +222,16 @@ def run_server(grid: Grid, settings: RunSettings, *, timeout: float = 600.0) -> 
         max((p["epsilon"] for p in participants), default=0.0), out,
     )
     return run
+
+
+def _metric_record(metrics: dict[str, float]) -> MetricRecord:
+    return MetricRecord(cast(dict[str, Any], metrics))
+
+
+def _floats(record: MetricRecord | None) -> dict[str, float]:
+    if record is None:
+        return {}
+    return {k: float(v) for k, v in record.items() if isinstance(v, (int, float))}
 
 
 def _participants(strategy: RecordingStrategy, node_partition: dict[str, int], unreliable: set[int], settings: RunSettings) -> list[dict[str, Any]]:

@@ -266,10 +266,18 @@ def make_model(settings: RunSettings) -> nn.Sequential:
     else:
         body = make_body(settings.body)
         model = build_model(body, body.out_features, 10)
+    head = _head(model)
     with torch.no_grad():
-        model[-1].weight.zero_()
-        model[-1].bias.zero_()
+        head.weight.zero_()
+        head.bias.zero_()
     return model
+
+
+def _head(model: nn.Sequential) -> nn.Linear:
+    head = model[-1]
+    if not isinstance(head, nn.Linear):
+        raise TypeError(f"the model must end with nn.Linear; got {type(head).__name__}")
+    return head
 
 
 def evaluate_model(model: nn.Module, data: Dataset, settings: RunSettings) -> dict[str, float]:
@@ -298,7 +306,7 @@ def reference_metrics(settings: RunSettings) -> dict[str, float]:
     with torch.no_grad():
         h = body(torch.as_tensor(np.asarray(train.features[idx]), dtype=torch.float32)).double().numpy()
     h1 = np.c_[h, np.ones(len(h))]
-    head = model[-1]
+    head = _head(model)
     if settings.task == "regression":
         beta, *_ = np.linalg.lstsq(h1, np.asarray(train.targets[idx], dtype=np.float64), rcond=None)
         weight, bias = beta[:-1][None, :], beta[-1:]

@@ -47,6 +47,13 @@ def _reply(msg: Message, trainer: FunctionalMechanismTrainer, metrics: dict[str,
     return Message(content=content, reply_to=msg)
 
 
+def _global_arrays(msg: Message) -> ArrayRecord:
+    arrays = msg.content.array_records.get("arrays")
+    if arrays is None:
+        raise KeyError("the server's message has no ArrayRecord 'arrays' (is it a Message-API strategy?)")
+    return arrays
+
+
 def make_client_app(setup_fn: Callable[[Context], ClientSetup]) -> ClientApp:
     """Build a Message-API `ClientApp` whose participants train on a functional-mechanism release.
 
@@ -63,9 +70,8 @@ def make_client_app(setup_fn: Callable[[Context], ClientSetup]) -> ClientApp:
     def train(msg: Message, context: Context) -> Message:
         setup = setup_fn(context)
         trainer = _trainer(setup, context)
-        arrays = msg.content["arrays"]
         try:
-            metrics = trainer.fit(arrays.to_torch_state_dict())
+            metrics = trainer.fit(_global_arrays(msg).to_torch_state_dict())
         finally:
             save_state(context, trainer.state)
         return _reply(msg, trainer, metrics, setup)
@@ -74,9 +80,8 @@ def make_client_app(setup_fn: Callable[[Context], ClientSetup]) -> ClientApp:
     def evaluate(msg: Message, context: Context) -> Message:
         setup = setup_fn(context)
         trainer = _trainer(setup, context)
-        arrays = msg.content["arrays"]
         try:
-            metrics = trainer.evaluate(arrays.to_torch_state_dict())
+            metrics = trainer.evaluate(_global_arrays(msg).to_torch_state_dict())
         finally:
             save_state(context, trainer.state)
         return _reply(msg, trainer, metrics, setup)

@@ -1,0 +1,340 @@
+"""Run the Flower App on Flower's deployment runtime, on loopback: one SuperLink, N SuperNodes.
+
+Every participant is its own ``flower-supernode`` process that is told only its own partition
+through Flower's node config (``partition-id``, ``num-partitions``, ``state-path``). The run is
+started with ``flwr run . <federation> --stream``; the federation's address and root certificate
+are written to ``$FLWR_HOME/config.toml`` (never to pyproject.toml).
+
+TLS is the default: a throw-away CA and a server certificate for 127.0.0.1/localhost are
+generated for the run. ``--insecure`` turns TLS off (local debugging only).
+
+    python -m flwr_ppcdl.deploy --nodes 3 --run-config "num-partitions=3 num-rounds=3"
+    python -m flwr_ppcdl.deploy --nodes 3 --kill-node 2 \
+        --run-config "num-partitions=3 num-rounds=3 min-nodes=2"
+
+Every process started is recorded by PID (each in its own process group) and stopped on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+FEDERATION = "ppcdl-local"
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """Generate a CA and a server certificate (SAN 127.0.0.1, localhost); return (ca, cert, key)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "flwr-ppcdl local CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_path, cert_path, key_path = folder / "ca.crt", folder / "server.pem", folder / "server.key"
+    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    key_path.chmod(0o600)
+    return ca_path, cert_path, key_path
+
+
+def _bin(name: str) -> str:
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else (shutil.which(name) or name)
+
+
+@dataclass
+class LocalDeployment:
+    """A SuperLink and N SuperNodes on 127.0.0.1, each a separate process (recorded by PID)."""
+
+    nodes: int
+    workdir: Path
+    insecure: bool = False
+    num_partitions: int | None = None
+    persist_state: bool = True
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    logs: dict[str, Path] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.flwr_home = self.workdir / "flwr-home"
+        self.flwr_home.mkdir(exist_ok=True)
+        self.port = free_port()
+        self.control_port = free_port()
+        self.fleet_port = free_port()
+        self.ca: Path | None = None
+        self.cert: Path | None = None
+        self.key: Path | None = None
+        if not self.insecure:
+            self.ca, self.cert, self.key = make_certificates(self.workdir / "certs")
+
+    # -- environment -----------------------------------------------------------------------------
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            FLWR_HOME=str(self.flwr_home),
+            FLWR_TELEMETRY_ENABLED="0",
+            FLWR_DISABLE_UPDATE_CHECK="1",
+            FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
+            HF_DATASETS_OFFLINE="1",
+            HF_HUB_OFFLINE="1",
+            PYTHONUNBUFFERED="1",
+        )
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    def tls_args(self, role: str) -> list[str]:
+        if self.insecure:
+            return ["--insecure"]
+        if role == "superlink":
+            return ["--ssl-ca-certfile", str(self.ca), "--ssl-certfile", str(self.cert), "--ssl-keyfile", str(self.key)]
+        return ["--root-certificates", str(self.ca)]
+
+    def _spawn(self, name: str, cmd: list[str], cwd: Path) -> subprocess.Popen[bytes]:
+        log_path = self.workdir / f"{name}.log"
+        handle = open(log_path, "ab")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            cmd, cwd=cwd, env=self.env(), stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        handle.close()
+        self.procs[name] = proc
+        self.logs[name] = log_path
+        return proc
+
+    # -- processes -------------------------------------------------------------------------------
+
+    def start_superlink(self) -> None:
+        cmd = [
+            _bin("flower-superlink"), *self.tls_args("superlink"),
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--control-api-address", f"127.0.0.1:{self.control_port}",
+            "--fleet-api-address", f"127.0.0.1:{self.fleet_port}",
+            "--database", str(self.workdir / "superlink.db"),
+            "--disable-runtime-dependency-installation",
+        ]
+        self._spawn("superlink", cmd, self.workdir)
+        self._wait_port(self.port, "superlink")
+
+    def node_config(self, partition_id: int) -> str:
+        parts = [f"partition-id={partition_id}", f"num-partitions={self.num_partitions or self.nodes}"]
+        if self.persist_state:
+            parts.append(f"state-path='{self.workdir / f'node-{partition_id}' / 'state.json'}'")
+        return " ".join(parts)
+
+    def start_supernode(self, partition_id: int) -> subprocess.Popen[bytes]:
+        node_dir = self.workdir / f"node-{partition_id}"
+        node_dir.mkdir(exist_ok=True)
+        cmd = [
+            _bin("flower-supernode"), *self.tls_args("supernode"),
+            "--superlink", f"127.0.0.1:{self.port}",
+            "--node-config", self.node_config(partition_id),
+            "--port", str(free_port()),
+        ]
+        return self._spawn(f"supernode-{partition_id}", cmd, node_dir)
+
+    def start(self) -> None:
+        self.write_federation()
+        self.start_superlink()
+        for pid in range(self.nodes):
+            self.start_supernode(pid)
+
+    def write_federation(self) -> Path:
+        """``$FLWR_HOME/config.toml`` with the local SuperLink as the default connection."""
+        lines = ["[superlink]", f'default = "{FEDERATION}"', "", f"[superlink.{FEDERATION}]",
+                 f'address = "127.0.0.1:{self.port}"']
+        lines.append("insecure = true" if self.insecure else f'root-certificates = "{self.ca}"')
+        path = self.flwr_home / "config.toml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def _wait_port(self, port: int, name: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.procs[name].poll() is not None:
+                raise RuntimeError(f"{name} exited early:\n{self.logs[name].read_text()[-3000:]}")
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.2)
+        raise TimeoutError(f"{name} did not listen on {port} within {timeout}s")
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Stop one process (and its process group: the ClientApp/ServerApp children) by PID."""
+        proc = self.procs.get(name)
+        if proc is None:
+            return
+        for target in (lambda: os.killpg(proc.pid, sig), lambda: os.kill(proc.pid, sig)):
+            try:
+                target()
+            except (ProcessLookupError, PermissionError):
+                pass
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        """Stop every process this deployment started (SIGTERM, then SIGKILL), newest first."""
+        for name in reversed(list(self.procs)):
+            proc = self.procs[name]
+            if proc.poll() is None:
+                self.kill(name, signal.SIGTERM)
+            try:  # children left in the group (ServerApp/ClientApp subprocesses)
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+        # The SuperLink/SuperNode SuperExec starts flwr-serverapp/flwr-clientapp in new sessions;
+        # stop those of this deployment by PID (their command lines name our port or workdir).
+        for pid in self._stragglers():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def _stragglers(self) -> list[int]:
+        marks = (f"127.0.0.1:{self.port}", str(self.workdir))
+        found = []
+        for entry in Path("/proc").glob("[0-9]*"):
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if int(entry.name) != os.getpid() and any(m in cmdline for m in marks):
+                found.append(int(entry.name))
+        return found
+
+    def alive(self) -> list[int]:
+        return [p.pid for p in self.procs.values() if p.poll() is None] + self._stragglers()
+
+    # -- the run ---------------------------------------------------------------------------------
+
+    def run(
+        self,
+        run_config: str,
+        result_dir: Path,
+        *,
+        app: Path = PROJECT_ROOT,
+        timeout: float = 600.0,
+        kill_node: int | None = None,
+        out: IO[str] | None = None,
+    ) -> tuple[bool, str]:
+        """``flwr run <app> <federation> --run-config ... --stream``; wait for ``result.json``.
+
+        Returns (whether ``result_dir/result.json`` was written, the ``flwr run`` output). With
+        ``kill_node``, that SuperNode is SIGKILLed as soon as it has persisted its round-1 state
+        (its release and ledger), i.e. after it took part in round 1.
+        """
+        result = result_dir / "result.json"
+        result.unlink(missing_ok=True)
+        cmd = [_bin("flwr"), "run", str(app), FEDERATION, "--stream", "--run-config", run_config]
+        self._spawn("flwr-run", cmd, app)
+        killed = kill_node is None
+        state_file = self.workdir / f"node-{kill_node}" / "state.json"
+        deadline = time.monotonic() + timeout
+        shown = 0
+        while time.monotonic() < deadline and not result.exists():
+            if not killed and state_file.exists():
+                self.kill(f"supernode-{kill_node}")
+                killed = True
+                note = f"[deploy] killed supernode-{kill_node} (SIGKILL, PID {self.procs[f'supernode-{kill_node}'].pid}) after round 1\n"
+                with open(self.logs["flwr-run"], "a") as handle:
+                    handle.write(note)
+            if out is not None:
+                text = self.logs["flwr-run"].read_text(errors="replace")
+                out.write(text[shown:])
+                out.flush()
+                shown = len(text)
+            time.sleep(0.5)
+        time.sleep(1.0)  # let the stream print the last lines
+        text = self.logs["flwr-run"].read_text(errors="replace")
+        if out is not None:
+            out.write(text[shown:])
+        return result.exists(), text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", type=int, default=3, help="SuperNodes to start (one per partition)")
+    parser.add_argument("--run-config", default="", help="passed to `flwr run --run-config`")
+    parser.add_argument("--insecure", action="store_true", help="no TLS (local debugging only)")
+    parser.add_argument("--workdir", type=Path, default=None, help="certs, logs, FLWR_HOME, node state (default: a temp dir)")
+    parser.add_argument("--no-state-file", action="store_true", help="keep each node's ledger in memory only")
+    parser.add_argument("--kill-node", type=int, default=None, help="SIGKILL this partition's SuperNode mid-run")
+    parser.add_argument("--timeout", type=float, default=600.0)
+    args = parser.parse_args(argv)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ppcdl-deploy-"))
+    run_config = args.run_config
+    if f"num-partitions={args.nodes}" not in run_config.replace(" ", ""):
+        run_config = f"num-partitions={args.nodes} {run_config}".strip()
+    result_dir = workdir / "results"
+    run_config += f" result-dir='{result_dir}'"
+    deployment = LocalDeployment(
+        nodes=args.nodes, workdir=workdir, insecure=args.insecure, persist_state=not args.no_state_file
+    )
+    print(f"[deploy] workdir {workdir}; SuperLink 127.0.0.1:{deployment.port} ({'insecure' if args.insecure else 'TLS'})")
+    try:
+        deployment.start()
+        print(f"[deploy] PIDs: { {n: p.pid for n, p in deployment.procs.items()} }")
+        ok, _ = deployment.run(
+            run_config, result_dir, timeout=args.timeout, kill_node=args.kill_node, out=sys.stdout
+        )
+    finally:
+        deployment.stop()
+        print(f"[deploy] stopped; still alive: {deployment.alive()}; logs in {workdir}")
+    print(f"[deploy] {'results: ' + str(result_dir / 'result.json') if ok else 'no result.json (see the logs)'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
