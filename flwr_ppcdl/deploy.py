@@ -278,7 +278,13 @@ class LocalDeployment:
         result = result_dir / "result.json"
         result.unlink(missing_ok=True)
         cmd = [_bin("flwr"), "run", str(app), FEDERATION, "--stream", "--run-config", run_config]
-        self._spawn("flwr-run", cmd, app)
+        for _attempt in range(5):  # the SuperLink may accept TCP before its APIs answer
+            proc = self._spawn("flwr-run", cmd, app)
+            while proc.poll() is None and "Successfully started run" not in self.logs["flwr-run"].read_text(errors="replace"):
+                time.sleep(0.3)
+            if "Successfully started run" in self.logs["flwr-run"].read_text(errors="replace"):
+                break
+            time.sleep(3.0)
         killed = kill_node is None
         state_file = self.workdir / f"node-{kill_node}" / "state.json"
         deadline = time.monotonic() + timeout
