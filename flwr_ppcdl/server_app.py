@@ -37,8 +37,8 @@ def make_strategy(settings: RunSettings) -> Strategy:
     common: dict[str, Any] = {
         "fraction_train": 1.0,
         "fraction_evaluate": 0.0,
-        "min_available_nodes": settings.num_partitions,
-        "min_train_nodes": settings.num_partitions,
+        "min_available_nodes": settings.min_nodes or settings.num_partitions,
+        "min_train_nodes": settings.min_nodes or settings.num_partitions,
     }
     if settings.strategy == "reliability":
         from flwr_ppcdl.strategies import ReliabilityWeightedFedAvg

@@ -79,6 +79,7 @@ class RunSettings:
     feature_noise_std: float = 0.5
     trimmed_beta: float = 0.2
     plot: bool = True
+    min_nodes: int = 0  # minimum available/train nodes per round; 0 = all num-partitions
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
