@@ -86,6 +86,19 @@ def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
     return ca_path, cert_path, key_path
 
 
+def prepare_app(dest: Path, source: Path = PROJECT_ROOT) -> Path:
+    """Copy the Flower App (pyproject.toml + package) to ``dest``, adding ``min-nodes = 0`` to its
+    ``[tool.flwr.app.config]`` if absent (``flwr run --run-config`` may only override keys there)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source / "flwr_ppcdl", dest / "flwr_ppcdl", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    text = (source / "pyproject.toml").read_text()
+    if not any(line.strip().startswith("min-nodes") for line in text.splitlines()):
+        text = text.replace("[tool.flwr.app.config]\n", "[tool.flwr.app.config]\nmin-nodes = 0\n", 1)
+    (dest / "pyproject.toml").write_text(text)
+    return dest
+
+
 def _bin(name: str) -> str:
     local = Path(sys.executable).parent / name
     return str(local) if local.exists() else (shutil.which(name) or name)
