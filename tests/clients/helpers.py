@@ -11,7 +11,6 @@ from torch import nn
 
 from flwr_ppcdl.models import L2Normalize
 
-
 UnitNorm = L2Normalize  # per-record unit normalisation: data-independent, batch-independent
 
 class CountingLoader:
