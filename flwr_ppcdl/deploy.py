@@ -95,6 +95,8 @@ def prepare_app(dest: Path, source: Path = PROJECT_ROOT) -> Path:
     text = (source / "pyproject.toml").read_text()
     if not any(line.strip().startswith("min-nodes") for line in text.splitlines()):
         text = text.replace("[tool.flwr.app.config]\n", "[tool.flwr.app.config]\nmin-nodes = 0\n", 1)
+    # fab-exclude patterns must match files; the copy holds only the package, so drop them.
+    text = "\n".join(line for line in text.splitlines() if not line.startswith("fab-exclude")) + "\n"
     (dest / "pyproject.toml").write_text(text)
     return dest
 
@@ -298,6 +300,8 @@ class LocalDeployment:
             if "Successfully started run" in self.logs["flwr-run"].read_text(errors="replace"):
                 break
             time.sleep(3.0)
+        else:
+            return False, self.logs["flwr-run"].read_text(errors="replace")
         killed = kill_node is None
         state_file = self.workdir / f"node-{kill_node}" / "state.json"
         deadline = time.monotonic() + timeout
