@@ -62,7 +62,7 @@ def run_job(cfg: dict[str, Any], rel_kwargs: dict[str, Any] | None = None, cache
     share = sum(w for n, w in last.items() if flags.get(n)) if last else math.nan
     osc = math.nan
     if len(ws) > 2 and all(ws):
-        diffs = [sum(abs(b.get(n, 0) - a.get(n, 0)) for n in flags) for a, b in zip(ws[1:-1], ws[2:])]
+        diffs = [sum(abs(b.get(n, 0) - a.get(n, 0)) for n in flags) for a, b in zip(ws[1:-1], ws[2:], strict=False)]
         osc = float(np.mean(diffs))
     out = {
         "final": float(r["final_metrics"].get(metric, math.nan)),

@@ -34,8 +34,14 @@ from benchmarks._fl_common import fmt, over_seeds  # noqa: E402
 from flwr_ppcdl.clients import TrainerConfig  # noqa: E402
 from flwr_ppcdl.clients.trainer import release_from_records  # noqa: E402
 from flwr_ppcdl.task import (  # noqa: E402
-    RunSettings, _head, evaluate_model, load_participant, make_model, reference_metrics,
-    split_data, trainer_config,
+    RunSettings,
+    _head,
+    evaluate_model,
+    load_participant,
+    make_model,
+    reference_metrics,
+    split_data,
+    trainer_config,
 )
 
 

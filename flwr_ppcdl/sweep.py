@@ -63,11 +63,15 @@ class DatasetSpec:
 class ModelSpec:
     body: str = "pool4-rp16"
     solver: str = "iterative"
-    local_steps: int = 20
+    local_steps: int = 5
     proximal_mu: float = 0.0
+    protocol: str = "parameters"
 
     def run_config(self) -> dict[str, Any]:
-        return {"body": self.body, "solver": self.solver, "local-steps": self.local_steps, "proximal-mu": self.proximal_mu}
+        return {
+            "body": self.body, "solver": self.solver, "local-steps": self.local_steps,
+            "proximal-mu": self.proximal_mu, "protocol": self.protocol,
+        }
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,7 @@ class UnreliableSpec:
 @dataclass(frozen=True)
 class ExperimentSpec:
     num_partitions: int = 10
-    num_rounds: int = 20
+    num_rounds: int = 30
     partitioning: str = "iid"
     dirichlet_alpha: float = 0.3
     seed: int = 0

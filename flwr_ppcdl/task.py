@@ -47,6 +47,7 @@ from flwr_ppcdl.models import CensusFeatureMap, L2Normalize, build_model, make_b
 DATASETS = ("census2000", "fashion-mnist", "mnist5k", "digits")
 STRATEGIES = ("reliability", "fedavg", "fedmedian", "fedtrimmedavg", "multikrum")
 UNRELIABLE_KINDS = ("random-labels", "flipped-labels", "feature-noise", "random-targets")
+PROTOCOLS = ("parameters", "statistics")
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class RunSettings:
     task: str = "regression"
     dataset: str = "census2000"
     num_partitions: int = 10
-    num_rounds: int = 20
+    num_rounds: int = 30
     epsilon: float = 1.0
     strategy: str = "reliability"
     unreliable_fraction: float = 0.3
@@ -72,7 +73,8 @@ class RunSettings:
     body: str = "pool4-rp16"
     dataset_dir: str = DEFAULT_FASHION_DIR
     solver: str = "iterative"
-    local_steps: int = 20
+    local_steps: int = 5
+    protocol: str = "parameters"
     proximal_mu: float = 0.0
     sampler: str = "discrete"
     test_fraction: float = 0.2
@@ -100,6 +102,13 @@ class RunSettings:
         if self.num_partitions < 1 or self.num_rounds < 1:
             raise ValueError(
                 f"num-partitions and num-rounds must be >= 1; got {self.num_partitions}, {self.num_rounds}"
+            )
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}; got {self.protocol!r}")
+        if self.protocol == "statistics" and self.strategy not in ("reliability", "fedavg"):
+            raise ValueError(
+                f"protocol 'statistics' sums released statistics (plainly or reliability-weighted); "
+                f"strategy {self.strategy!r} aggregates parameters only"
             )
         if not (self.epsilon > 0):
             raise ValueError(f"epsilon must be > 0 (inf = no noise); got {self.epsilon!r}")
@@ -333,6 +342,7 @@ def trainer_config(settings: RunSettings, partition_id: int) -> dict[str, Any]:
         "local_steps": settings.local_steps,
         "proximal_mu": settings.proximal_mu,
         "sampler": settings.sampler,
+        "share_statistics": settings.protocol == "statistics",
         "seed": None if settings.sampler == "opendp" else int(settings.seed * 100_003 + partition_id),
     }
     if settings.task == "classification":

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from torch import nn
 
@@ -38,13 +38,14 @@ def _trainer(setup: ClientSetup, context: Context) -> FunctionalMechanismTrainer
 def _reply(msg: Message, trainer: FunctionalMechanismTrainer, metrics: dict[str, Any], setup: ClientSetup) -> Message:
     if setup.partition_id is not None:
         metrics["partition-id"] = int(setup.partition_id)
-    content = RecordDict(
-        {
-            "arrays": ArrayRecord(trainer.model.state_dict()),
-            "metrics": MetricRecord({k: v for k, v in metrics.items()}),
-        }
-    )
-    return Message(content=content, reply_to=msg)
+    records: dict[str, Any] = {
+        "arrays": ArrayRecord(trainer.model.state_dict()),
+        "metrics": MetricRecord({k: v for k, v in metrics.items()}),
+    }
+    shared = trainer.shared_release_json()
+    if shared is not None:
+        records["fm-release"] = ConfigRecord({"json": shared})
+    return Message(content=RecordDict(records), reply_to=msg)
 
 
 def _global_arrays(msg: Message) -> ArrayRecord:

@@ -82,7 +82,11 @@ class FunctionalMechanismClient(NumPyClient):
             save_state(self.context, self.trainer.state)  # the ledger survives a failing round
         if self.partition_id is not None:
             metrics["partition-id"] = int(self.partition_id)
-        return self.get_parameters({}), int(metrics["num-examples"]), metrics
+        reply: dict[str, Any] = dict(metrics)
+        shared = self.trainer.shared_release_json()
+        if shared is not None:
+            reply["fm-release"] = shared  # legacy metrics allow strings
+        return self.get_parameters({}), int(metrics["num-examples"]), reply
 
     def evaluate(
         self, parameters: list[np.ndarray], config: dict[str, Any]

@@ -114,6 +114,10 @@ class TrainerConfig:
         Epsilon charged per local evaluation.
     sampler, neighbouring, seed
         Passed to :class:`~flwr_ppcdl.privacy.FunctionalMechanism`.
+    share_statistics
+        Also reply with the released (noisy) statistics, so that a statistics-summing server
+        (:class:`~flwr_ppcdl.strategies.summed.SummedStatisticsFedAvg`) can pool them. They are
+        what the parameters are computed from: sharing them costs no privacy.
     """
 
     task: Task
@@ -134,6 +138,7 @@ class TrainerConfig:
     sampler: str = "discrete"
     neighbouring: str = "replace-one"
     seed: int | None = None
+    share_statistics: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in ("classification", "regression"):
@@ -501,6 +506,12 @@ class FunctionalMechanismTrainer:
     def release(self) -> Release | None:
         """The participant's release (``None`` before the first training round)."""
         return self._release
+
+    def shared_release_json(self) -> str | None:
+        """The release as JSON when ``share_statistics`` is on (post-processing; nothing raw)."""
+        if not self.config.share_statistics or self._release is None:
+            return None
+        return json.dumps(self._release.to_dict())
 
     @property
     def epsilon_spent(self) -> float:

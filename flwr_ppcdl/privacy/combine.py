@@ -1,0 +1,93 @@
+"""Post-processing across participants: combine released statistics; map weights to a linear head.
+
+Both functions read only what :meth:`FunctionalMechanism.release` already released, so they cost no
+privacy. Each participant's records are in its own release only (disjoint data), so a combination
+of releases is ``max_k epsilon_k``-DP for every record (parallel composition), the same per-record
+guarantee each participant already has.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from flwr_ppcdl.privacy.functional_mechanism import Release
+
+_MUST_AGREE = ("task", "num_classes", "num_features", "feature_bound", "target_bound", "neighbouring", "repair_keep")
+
+
+def combine_releases(releases: Sequence[Release], coefficients: ArrayLike | None = None) -> Release:
+    """Weighted sum ``sum_k c_k * statistics_k`` of several participants' releases, as one release.
+
+    Summing the noisy Gram matrices and cross terms estimates the statistics of the pooled data;
+    the noise of the sum has per-coordinate standard deviation ``sqrt(2 * sum_k c_k^2 b_k^2)``,
+    so the combined ``noise_scale`` is ``sqrt(sum_k c_k^2 b_k^2)`` and the usual repair rule
+    (:meth:`Release.repaired`) applies to it unchanged.
+
+    Parameters
+    ----------
+    releases
+        Releases with the same task, classes, dimensions, bounds, neighbouring relation and repair rule.
+    coefficients
+        Non-negative ``c_k`` (default: all 1, the plain sum). A reliability weighting passes
+        ``c_k = w_k / p_k`` (weight over the participant's sample share), so equal quality gives the sum.
+
+    Returns
+    -------
+    Release
+        ``epsilon`` and ``sensitivity`` are the maxima over the inputs (per-record guarantee under
+        parallel composition); ``num_examples`` is ``round(sum_k c_k n_k)`` (at least 1).
+    """
+    if len(releases) == 0:
+        raise ValueError("combine_releases needs at least one release")
+    for i, release in enumerate(releases):
+        if not isinstance(release, Release):
+            raise TypeError(f"releases[{i}] must be a Release; got {type(release).__name__}")
+    first = releases[0]
+    for i, release in enumerate(releases[1:], start=1):
+        for name in _MUST_AGREE:
+            if getattr(release, name) != getattr(first, name):
+                raise ValueError(
+                    f"releases[{i}].{name} = {getattr(release, name)!r} differs from "
+                    f"releases[0].{name} = {getattr(first, name)!r}"
+                )
+    coef = np.ones(len(releases)) if coefficients is None else np.asarray(coefficients, dtype=np.float64)
+    if coef.shape != (len(releases),):
+        raise ValueError(f"coefficients must have shape ({len(releases)},); got {coef.shape}")
+    if not np.all(np.isfinite(coef)) or np.any(coef < 0) or not np.any(coef > 0):
+        raise ValueError(f"coefficients must be finite, >= 0 and not all 0; got {coef.tolist()}")
+    statistics = {
+        key: sum(c * r.statistics[key] for c, r in zip(coef, releases, strict=True) if c > 0)
+        for key in first.statistics
+    }
+    noise = math.sqrt(float(sum(c * c * r.noise_scale**2 for c, r in zip(coef, releases, strict=True))))
+    return Release(
+        task=first.task,
+        num_classes=first.num_classes,
+        epsilon=max(r.epsilon for r in releases),
+        sensitivity=max(r.sensitivity for r in releases),
+        noise_scale=noise,
+        neighbouring=first.neighbouring,
+        num_examples=max(1, int(round(float(sum(c * r.num_examples for c, r in zip(coef, releases, strict=True)))))),
+        num_features=first.num_features,
+        feature_bound=first.feature_bound,
+        target_bound=first.target_bound,
+        statistics={k: np.asarray(v, dtype=np.float64) for k, v in statistics.items()},
+        sampler="combined",
+        repair_keep=first.repair_keep,
+    )
+
+
+def linear_head_parameters(weights: ArrayLike, release: Release) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Normalised FM weights -> ``(weight, bias)`` of an ``nn.Linear`` acting on the body's output.
+
+    The mechanism's features are ``[phi(x) / c; 1]`` (``c = feature_bound``) and regression targets are
+    ``y / B``; so ``weight = scale * W[:, :d] / c`` and ``bias = scale * W[:, d]`` with ``scale = B``
+    for regression and 1 for classification. Exact when ``||phi(x)|| <= c``.
+    """
+    full = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    scale = float(release.target_bound) if release.task == "regression" and release.target_bound else 1.0
+    return full[:, :-1] * scale / release.feature_bound, full[:, -1] * scale
