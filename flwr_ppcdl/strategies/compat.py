@@ -23,6 +23,7 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
 from ._aggregator import ReliabilityAggregator, ServerLossFn, Upload
+from ._arrays import npy_view
 
 __all__ = ["ReliabilityWeightedFedAvg"]
 
@@ -129,10 +130,20 @@ def _to_upload(proxy: ClientProxy, res: FitRes) -> Upload:
         except (TypeError, ValueError):
             node_id = abs(hash(proxy.cid)) % (2**62)
     try:
-        arrays = parameters_to_ndarrays(res.parameters)
+        arrays = _parameters_view(res.parameters)
     except Exception as exc:  # noqa: BLE001
         return Upload(int(node_id), None, 0, f"unreadable parameters ({type(exc).__name__}: {exc})")
     count = res.num_examples
     if isinstance(count, bool) or not isinstance(count, (int, float)):
         return Upload(int(node_id), arrays, 0, f"num_examples is not a number: {count!r}")
     return Upload(int(node_id), arrays, count)
+
+
+def _parameters_view(parameters: Parameters) -> list[Any]:
+    """Read-only zero-copy views of ``.npy`` tensors; ``parameters_to_ndarrays`` otherwise."""
+    if parameters.tensor_type == "numpy.ndarray":
+        try:
+            return [npy_view(t) for t in parameters.tensors]
+        except ValueError:
+            pass  # let np.load report what is wrong with the bytes
+    return parameters_to_ndarrays(parameters)

@@ -13,6 +13,7 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
 from ._aggregator import ReliabilityAggregator, ServerLossFn, Upload
+from ._arrays import npy_view
 
 
 class ReliabilityWeightedFedAvg(FedAvg):
@@ -186,7 +187,7 @@ class ReliabilityWeightedFedAvg(FedAvg):
                 extra = sorted(set(record.keys()) - set(keys))
                 return Upload(node_id, None, 0, f"array keys differ (missing {missing}, unexpected {extra})")
             order = keys if keys is not None else list(record.keys())
-            arrays = [record[k].numpy() for k in order]
+            arrays = [_array_view(record[k]) for k in order]
             count: Any = None
             for metric_record in content.metric_records.values():
                 if self.weighted_by_key in metric_record:
@@ -199,3 +200,13 @@ class ReliabilityWeightedFedAvg(FedAvg):
             return Upload(node_id, arrays, count)
         except Exception as exc:  # noqa: BLE001 - a malformed reply must not crash the run
             return Upload(node_id, None, 0, f"malformed reply ({type(exc).__name__}: {exc})")
+
+
+def _array_view(array: Array) -> np.ndarray:
+    """Read-only numpy view of an uploaded ``Array`` (no copy); ``Array.numpy()`` otherwise."""
+    if array.stype == "numpy.ndarray":
+        try:
+            return npy_view(array.data)
+        except ValueError:
+            pass  # let np.load report what is wrong with the bytes
+    return array.numpy()

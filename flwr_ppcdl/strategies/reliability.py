@@ -34,10 +34,11 @@ K x P float64 copy is made (one float32/float64 stack per layer at a time).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -151,16 +152,9 @@ def validate_updates(
             reasons[k] = f"shapes {signatures[k]} differ from expected {reference}"
             continue
         for layer, a in enumerate(upd):
-            arr = np.asarray(a)
-            if not arr.size:
-                continue
-            # one pass: max(|x|) is NaN or Inf exactly when some entry is
-            peak = float(np.max(np.abs(arr)))
-            if not math.isfinite(peak):
-                reasons[k] = f"non-finite values (NaN/Inf) in array {layer}"
-                break
-            if peak > max_abs:
-                reasons[k] = f"absurd magnitude (> {max_abs:g}) in array {layer}"
+            problem = _value_problem(np.asarray(a), max_abs)
+            if problem is not None:
+                reasons[k] = f"{problem} in array {layer}"
                 break
         if k in reasons:
             continue
@@ -172,6 +166,32 @@ def validate_updates(
         if not math.isfinite(n) or n <= 0:
             reasons[k] = f"example count {num_examples[k]!r} is not positive"
     return reasons
+
+
+def _value_problem(arr: NDArray[Any], max_abs: float) -> str | None:
+    """Why ``arr`` cannot be aggregated (non-finite or absurd entries), or None.
+
+    Fast path (float32/float64): one pass (einsum; no BLAS threads woken) computes ``s = x . x``. Squares are >= 0, so
+    ``s`` is NaN/Inf whenever some entry is, and ``max|x_i| <= sqrt(s)``; a finite ``s``
+    with ``sqrt(s)`` (with a rounding margin) within ``max_abs`` therefore proves the array
+    clean. Only arrays that fail the screen (bad ones, or large norms) take the exact
+    ``max(|x|)`` pass, which names the problem. No copy of a contiguous array is made.
+    """
+    if not arr.size:
+        return None
+    if arr.dtype in (np.float32, np.float64):
+        flat = arr.reshape(-1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            sq = float(np.einsum("i,i->", flat, flat))
+        if math.isfinite(sq) and math.sqrt(sq) * (1.0 + 1e-3) <= max_abs:
+            return None
+    with np.errstate(over="ignore", invalid="ignore"):
+        peak = float(np.max(np.abs(arr)))
+    if not math.isfinite(peak):
+        return "non-finite values (NaN/Inf)"
+    if peak > max_abs:
+        return f"absurd magnitude (> {max_abs:g})"
+    return None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -229,6 +249,50 @@ def _robust_weights(dist: FloatArray, sharpness: float, tolerance: float) -> Flo
     return np.asarray(np.exp(-sharpness * np.maximum(z - tolerance, 0.0)), dtype=np.float64)
 
 
+_BLAS_CONTROLLER: Any = None
+
+
+def _single_thread_blas() -> contextlib.AbstractContextManager[Any]:
+    """Limit BLAS to one thread while scoring (when ``threadpoolctl`` is installed).
+
+    The scoring products are small (K x m by m x K with m <= ``max_coordinates``): a
+    multi-threaded OpenBLAS gains little on them, while its spinning worker threads cost
+    several times the whole aggregation when cores are shared (measured 2-10x slower on a
+    loaded 2-core host). Without ``threadpoolctl`` (an optional dependency, e.g. via
+    scikit-learn) BLAS runs with its default threads; set ``OPENBLAS_NUM_THREADS`` instead.
+    """
+    global _BLAS_CONTROLLER
+    if _BLAS_CONTROLLER is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS_CONTROLLER = ThreadpoolController()
+        except Exception:  # noqa: BLE001 - optional speed-up only
+            _BLAS_CONTROLLER = False
+    if _BLAS_CONTROLLER is False:
+        return contextlib.nullcontext()
+    try:
+        return cast(contextlib.AbstractContextManager[Any], _BLAS_CONTROLLER.limit(limits=1, user_api="blas"))
+    except Exception:  # noqa: BLE001
+        return contextlib.nullcontext()
+
+
+_BLOCK = 64  # coordinates per sampled block (256 bytes of float32: one or a few cache lines)
+
+
+def _sample_blocks(size: int, m: int, rng: np.random.Generator) -> NDArray[np.intp]:
+    """About ``m`` coordinates of ``range(size)`` as random circular blocks of ``_BLOCK``.
+
+    Block starts are uniform (with replacement) and blocks wrap around, so every coordinate
+    has the same inclusion probability (the sample stays unbiased for sums of squares and
+    inner products), while reads are contiguous: a gather of ``m`` scattered coordinates from
+    each of K large uploads is memory-latency bound, contiguous blocks are not.
+    """
+    blen = min(_BLOCK, size)
+    starts = np.sort(rng.integers(0, size, size=max(1, -(-m // blen))))
+    return ((starts[:, None] + np.arange(blen)) % size).reshape(-1)
+
+
 def _layer_grams(
     updates: Sequence[Sequence[Any]],
     idx: Sequence[int],
@@ -240,8 +304,9 @@ def _layer_grams(
     """Per-layer Gram matrices of centred and of raw scoring vectors (float64, K x K).
 
     Scoring vectors are ``update - reference`` restricted, for large models, to a random
-    subset of at most ``max_coordinates`` coordinates in all (proportional per layer):
-    squared distances and inner products on a uniform coordinate sample are unbiased
+    sample of about ``max_coordinates`` coordinates in all (proportional per layer, drawn as
+    random contiguous blocks, see :func:`_sample_blocks`): squared distances and inner
+    products on a uniform coordinate sample are unbiased
     (rescaled) estimates of the full ones, and the sample is drawn afresh each call so an
     uploader cannot know where it is looked at. Centring on the base-weighted mean keeps
     float32 products accurate; raw Grams (for alignment) are rebuilt from centred ones.
@@ -258,9 +323,11 @@ def _layer_grams(
         if max_coordinates is not None and total > max_coordinates and size > 0:
             m = max(1, int(round(max_coordinates * size / total)))
             if m < size:
-                take = np.sort(rng.integers(0, size, size=m))  # with replacement: cheap, unbiased
+                take = _sample_blocks(size, m, rng)
         width = size if take is None else len(take)
-        dtype = np.float64 if k * width <= 4_000_000 else np.float32
+        # float64 for small stacks; float32 BLAS above (centring keeps its products accurate,
+        # and a float64 K x K Gram over 10^4+ columns costs 5-20x as much on OpenBLAS)
+        dtype = np.float64 if k * width <= 1_000_000 else np.float32
         stack = np.empty((k, width), dtype=dtype)
         ref = None
         if reference is not None:
@@ -304,9 +371,14 @@ def weighted_sum(
         # accumulate in float64 for small layers, in the input float dtype for large ones
         dtype = ref.dtype if np.issubdtype(ref.dtype, np.floating) else np.float64
         acc_dtype = np.dtype(np.float64) if ref.size * len(contributing) <= 4_000_000 else np.dtype(dtype)
-        acc = np.zeros(ref.shape, dtype=acc_dtype)
-        for k in contributing:
-            acc += acc_dtype.type(w[k]) * np.asarray(updates[k][layer], dtype=acc_dtype)
+        acc = np.empty(ref.shape, dtype=acc_dtype)
+        # scaled upload goes through one reusable buffer: no per-upload allocation, no
+        # float64 copy of float32 uploads (the cast happens inside the ufunc loop)
+        np.multiply(ref, acc_dtype.type(w[contributing[0]]), out=acc)
+        tmp = np.empty(ref.shape, dtype=acc_dtype) if len(contributing) > 1 else acc
+        for k in contributing[1:]:
+            np.multiply(np.asarray(updates[k][layer]), acc_dtype.type(w[k]), out=tmp)
+            acc += tmp
         out.append(acc.astype(dtype, copy=False))
     return out
 
@@ -503,7 +575,8 @@ def _truth_discovery(
     base = base / base.sum() if base.sum() > 0 else np.full(k, 1.0 / k)
     if k == 1:
         return np.ones(1), np.zeros(1), 0
-    grams_c, grams_raw = _layer_grams(updates, list(idx), base, reference, max_coordinates, rng)
+    with _single_thread_blas():
+        grams_c, grams_raw = _layer_grams(updates, list(idx), base, reference, max_coordinates, rng)
     w = base.copy()
     r = np.ones(k)
     dist = np.zeros(k)

@@ -1,0 +1,47 @@
+"""Zero-copy views of serialised arrays (Flower ``Array`` / legacy ``Parameters`` tensors).
+
+Flower stores each array as ``.npy`` bytes and ``Array.numpy()`` / ``parameters_to_ndarrays``
+deserialise with ``np.load(BytesIO(...))``, which copies every byte. The server only reads
+uploads, so :func:`npy_view` parses the ``.npy`` header and returns a *read-only* view on the
+bytes instead (``np.frombuffer``): no K x P copy before aggregation. Object dtypes (pickles)
+are refused, as ``np.load(allow_pickle=False)`` refuses them.
+"""
+
+from __future__ import annotations
+
+from io import BytesIO
+from typing import Any
+
+import numpy as np
+from numpy.lib import format as npy_format
+from numpy.typing import NDArray
+
+__all__ = ["npy_view"]
+
+
+def npy_view(data: bytes | bytearray | memoryview) -> NDArray[Any]:
+    """Read-only array viewing ``.npy`` bytes ``data`` without copying them.
+
+    Raises ``ValueError`` on a malformed header, an object dtype or too few bytes; callers
+    fall back to ``np.load`` (which raises its own error) when they prefer a copy.
+    """
+    stream = BytesIO(data)
+    version = npy_format.read_magic(stream)
+    if version == (1, 0):
+        shape, fortran, dtype = npy_format.read_array_header_1_0(stream)
+    elif version in ((2, 0), (3, 0)):
+        shape, fortran, dtype = npy_format.read_array_header_2_0(stream)
+    else:
+        raise ValueError(f"unsupported .npy version {version}")
+    if dtype.hasobject:
+        raise ValueError("object arrays are not accepted (pickle)")
+    count = 1
+    for dim in shape:
+        count *= int(dim)
+    offset = stream.tell()
+    if len(data) - offset < count * dtype.itemsize:
+        raise ValueError(f"{len(data) - offset} bytes of data for {count} x {dtype} values")
+    flat = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+    if fortran:
+        return flat.reshape(shape[::-1]).T
+    return flat.reshape(shape)
