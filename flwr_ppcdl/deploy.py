@@ -287,8 +287,8 @@ class LocalDeployment:
         """``flwr run <app> <federation> --run-config ... --stream``; wait for ``result.json``.
 
         Returns (whether ``result_dir/result.json`` was written, the ``flwr run`` output). With
-        ``kill_node``, that SuperNode is SIGKILLed as soon as it has persisted its round-1 state
-        (its release and ledger), i.e. after it took part in round 1.
+        ``kill_node``, that SuperNode is SIGKILLed once it has persisted its round-1 state and the
+        server has logged round 1 (its reply was aggregated).
         """
         result = result_dir / "result.json"
         result.unlink(missing_ok=True)
@@ -307,7 +307,7 @@ class LocalDeployment:
         deadline = time.monotonic() + timeout
         shown = 0
         while time.monotonic() < deadline and not result.exists():
-            if not killed and state_file.exists():
+            if not killed and state_file.exists() and "[ppcdl] round 1/" in self.logs["flwr-run"].read_text(errors="replace"):
                 self.kill(f"supernode-{kill_node}")
                 killed = True
                 note = f"[deploy] killed supernode-{kill_node} (SIGKILL, PID {self.procs[f'supernode-{kill_node}'].pid}) after round 1\n"
