@@ -157,7 +157,7 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def run_server(grid: Grid, settings: RunSettings, *, timeout: float = 600.0) -> RunResult:
+def run_server(grid: Grid, settings: RunSettings, *, timeout: float | None = None) -> RunResult:
     """Run the experiment on ``grid``; print progress; write results to ``settings.result_dir``."""
     started = time.perf_counter()
     _, test = split_data(settings)
@@ -195,7 +195,7 @@ def run_server(grid: Grid, settings: RunSettings, *, timeout: float = 600.0) -> 
         grid=grid,
         initial_arrays=ArrayRecord(model.state_dict()),
         num_rounds=settings.num_rounds,
-        timeout=timeout,
+        timeout=settings.round_timeout if timeout is None else timeout,
         evaluate_fn=evaluate_fn,
     )
     reference = reference_metrics(settings)

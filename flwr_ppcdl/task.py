@@ -82,6 +82,7 @@ class RunSettings:
     trimmed_beta: float = 0.2
     plot: bool = True
     min_nodes: int = 0  # minimum available/train nodes per round; 0 = all num-partitions
+    round_timeout: float = 600.0  # seconds the server waits for replies in a round (a dead node's share)
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:

@@ -41,3 +41,15 @@ def test_a_participant_loads_the_same_records_every_round() -> None:
     settings = RunSettings(num_partitions=3)
     a, b = load_participant(settings, 1), load_participant(settings, 1)
     np.testing.assert_array_equal(a.inputs.numpy(), b.inputs.numpy())
+
+
+def test_every_setting_is_a_run_config_key_with_the_same_default() -> None:
+    """`flwr run --run-config` accepts only keys declared in pyproject.toml."""
+    import tomllib
+    from dataclasses import fields
+    from pathlib import Path
+
+    declared = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    config = declared["tool"]["flwr"]["app"]["config"]
+    assert {f.name.replace("_", "-") for f in fields(RunSettings)} == set(config)
+    assert RunSettings.from_config(config) == RunSettings()
