@@ -127,7 +127,7 @@ ROW_FIELDS = (
     "profile", "tag", "dataset", "metric", "unreliable_kind", "unreliable_fraction", "partitioning",
     "dirichlet_alpha", "seed", "partitions", "rounds", "local_epochs", "epsilon_target", "contender",
     "value", "epsilon_spent", "delta", "privacy", "weight_on_unreliable", "auroc", "client_s_per_round",
-    "client_s_first_round", "agg_s_per_round", "wall_s_per_round", "peak_rss_mb", "hyper", "tuning_best",
+    "client_s_first_round", "agg_s_per_round", "wall_s_per_round", "peak_rss_mb", "peak_rss_growth_mb", "hyper", "tuning_best",
     "device", "hardware", "error",
 )
 
@@ -630,7 +630,29 @@ def full_profile() -> Profile:
     )
 
 
-PROFILES = {"quick": quick_profile, "full": full_profile}
+def tradeoff_profile() -> Profile:
+    """Where each mechanism wins: fixed total eps (1 and 8), more rounds / local epochs.
+    FM pays once (later rounds are free); DP-SGD's noise grows with the number of steps."""
+    scns = []
+    for eps in (1.0, 8.0):
+        for rounds in (20, 100):
+            for epochs in (1, 5):
+                scns.append(Scenario("fashion-mnist", "flipped-labels", 0.0, eps, rounds=rounds, local_epochs=epochs, tag="tradeoff"))
+    fm_once = [c_fm("fedavg")]
+
+    def keep(scn: Scenario, fn_name: str) -> bool:  # FM does not depend on local_epochs
+        return fn_name != "fm-fedavg" or scn.local_epochs == 1
+
+    return Profile("tradeoff", scns, [*fm_once, c_opacus], opacus_lrs=(4.0,), opacus_clips=(1.0,), contender_filter=keep)
+
+
+def scale_profile() -> Profile:
+    """100 and 1,000 simulated participants, light model (census, 3 features + bias), 3 rounds."""
+    scns = [Scenario("census2000", "random-targets", 0.3, 1.0, partitions=k, rounds=3, tag="scale") for k in (100, 1000)]
+    return Profile("scale", scns, [c_fm("fedavg"), c_fm("reliability"), c_sgd], sgd_lrs=(0.5,))
+
+
+PROFILES = {"quick": quick_profile, "full": full_profile, "tradeoff": tradeoff_profile, "scale": scale_profile}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -662,6 +684,8 @@ def run_profile(prof: Profile, out: Path, *, only: set[str] | None = None, limit
             for fn in prof.contenders:
                 if only and fn.__name__ not in only:
                     continue
+                if prof.contender_filter is not None and not prof.contender_filter(scn, fn.__name__):
+                    continue
                 if limit_s is not None and time.perf_counter() - started > limit_s:
                     print(f"[harness] time limit {limit_s:.0f}s reached; re-run to continue", flush=True)
                     return path
@@ -669,13 +693,15 @@ def run_profile(prof: Profile, out: Path, *, only: set[str] | None = None, limit
                 if _key(probe) in done:
                     continue
                 t0 = time.perf_counter()
+                rss0 = peak_rss_mb()
                 try:
                     results = fn(scn, prof)
                 except Exception as exc:  # noqa: BLE001 - one failed cell must not stop the run
                     results = [(fn.__name__, {"value": math.nan, "error": f"{type(exc).__name__}: {exc}"[:300]})]
                 for name, res in results:
                     res.pop("reference", None)
-                    row = {**base_row(prof.name, scn, name), "contender_fn": fn.__name__, "peak_rss_mb": peak_rss_mb(), **res}
+                    row = {**base_row(prof.name, scn, name), "contender_fn": fn.__name__, "peak_rss_mb": peak_rss_mb(),
+                           "peak_rss_growth_mb": peak_rss_mb() - rss0, **res}
                     writer.writerow(row)
                     print(f"[harness] {scn.tag} {scn.dataset} {scn.kind} {scn.fraction} eps={scn.epsilon} seed={scn.seed} "
                           f"{name}: {row['value']:.4f} ({time.perf_counter() - t0:.1f}s) {row.get('error') or ''}", flush=True)
@@ -686,7 +712,8 @@ def run_profile(prof: Profile, out: Path, *, only: set[str] | None = None, limit
 def main(argv: list[str] | None = None) -> None:
     global DEVICE
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    ap.add_argument("--profile", choices=sorted(PROFILES), default="quick",
+                    help="quick (CI), full (README), tradeoff (rounds x local epochs at fixed eps), scale (100/1000 participants)")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                     help="device of the SGD / DP-SGD local training (FM clients are CPU numpy/torch)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
