@@ -3,8 +3,17 @@ unreliable ones; the server's reference and evaluation see no participant's priv
 
 from __future__ import annotations
 
+import sys
+from dataclasses import fields
+from pathlib import Path
+
 import numpy as np
 import torch
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 from flwr_ppcdl.task import RunSettings, load_participant, make_model, split_data
 
@@ -45,10 +54,6 @@ def test_a_participant_loads_the_same_records_every_round() -> None:
 
 def test_every_setting_is_a_run_config_key_with_the_same_default() -> None:
     """`flwr run --run-config` accepts only keys declared in pyproject.toml."""
-    import tomllib
-    from dataclasses import fields
-    from pathlib import Path
-
     declared = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
     config = declared["tool"]["flwr"]["app"]["config"]
     assert {f.name.replace("_", "-") for f in fields(RunSettings)} == set(config)
