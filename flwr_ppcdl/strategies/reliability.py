@@ -293,6 +293,38 @@ def _sample_blocks(size: int, m: int, rng: np.random.Generator) -> NDArray[np.in
     return ((starts[:, None] + np.arange(blen)) % size).reshape(-1)
 
 
+@dataclass
+class _LayerStats:
+    """Sufficient statistics of one layer's scoring vectors (all float64).
+
+    ``gram_c`` is the K x K Gram matrix of the centred vectors; ``unit_raw`` holds one K x K
+    Gram matrix of the raw (uncentred) vectors per *unit* (a group of output rows, see
+    :func:`_unit_ids`), shape (U, K, K), and ``unit_size`` the number of scored coordinates
+    of each unit. The raw Gram of the whole layer is ``unit_raw.sum(0)``.
+    """
+
+    gram_c: FloatArray
+    unit_raw: FloatArray
+    unit_size: FloatArray
+
+
+def _unit_ids(shape: tuple[int, ...], cols: NDArray[np.intp], width: int, max_units: int) -> NDArray[np.intp]:
+    """Unit index of each scored coordinate (flat index ``cols``) of a layer of ``shape``.
+
+    A unit is a group of consecutive output rows (axis 0 of a 2-D+ layer: an output unit of
+    a dense layer, a filter of a convolution, a class row of a linear head). Rows are merged
+    so there are at most ``max_units`` units and, on average, at least 8 scored
+    coordinates per unit; a 1-D layer is one unit.
+    """
+    if len(shape) < 2 or shape[0] <= 1 or max_units <= 1:
+        return np.zeros(len(cols), dtype=np.intp)
+    rows = int(shape[0])
+    row_len = max(1, int(np.prod(shape[1:])))
+    per_row = width / rows
+    group = max(-(-rows // max_units), int(math.ceil(8.0 / per_row)) if per_row > 0 else rows, 1)
+    return np.asarray((cols // row_len) // group, dtype=np.intp)
+
+
 def _layer_grams(
     updates: Sequence[Sequence[Any]],
     idx: Sequence[int],
@@ -300,30 +332,32 @@ def _layer_grams(
     reference: Sequence[Any] | None,
     max_coordinates: int | None,
     rng: np.random.Generator,
-) -> tuple[list[FloatArray], list[FloatArray]]:
-    """Per-layer Gram matrices of centred and of raw scoring vectors (float64, K x K).
+    max_units: int = 1,
+) -> list[_LayerStats]:
+    """Per-layer Gram matrices of the scoring vectors (see :class:`_LayerStats`).
 
     Scoring vectors are ``update - reference`` restricted, for large models, to a random
     sample of about ``max_coordinates`` coordinates in all (proportional per layer, drawn as
     random contiguous blocks, see :func:`_sample_blocks`): squared distances and inner
-    products on a uniform coordinate sample are unbiased
-    (rescaled) estimates of the full ones, and the sample is drawn afresh each call so an
-    uploader cannot know where it is looked at. Centring on the base-weighted mean keeps
-    float32 products accurate; raw Grams (for alignment) are rebuilt from centred ones.
+    products on a uniform coordinate sample are unbiased (rescaled) estimates of the full
+    ones, and the sample is drawn afresh each call so an uploader cannot know where it is
+    looked at. Centring on the base-weighted mean keeps float32 products accurate; raw
+    Grams (for alignment) are rebuilt from centred ones. The per-unit Grams sum to the
+    layer's, so splitting into units costs no extra arithmetic.
     """
     n_layers = len(updates[idx[0]])
-    sizes = [int(np.asarray(updates[idx[0]][layer]).size) for layer in range(n_layers)]
+    shapes = [tuple(np.shape(updates[idx[0]][layer])) for layer in range(n_layers)]
+    sizes = [int(np.prod(sh)) if sh else 1 for sh in shapes]
     total = sum(sizes)
-    grams_c: list[FloatArray] = []
-    grams_raw: list[FloatArray] = []
+    stats: list[_LayerStats] = []
+    k = len(idx)
     for layer in range(n_layers):
         size = sizes[layer]
-        k = len(idx)
         take: NDArray[np.intp] | None = None
         if max_coordinates is not None and total > max_coordinates and size > 0:
             m = max(1, int(round(max_coordinates * size / total)))
             if m < size:
-                take = _sample_blocks(size, m, rng)
+                take = np.sort(_sample_blocks(size, m, rng))
         width = size if take is None else len(take)
         # float64 for small stacks; float32 BLAS above (centring keeps its products accurate,
         # and a float64 K x K Gram over 10^4+ columns costs 5-20x as much on OpenBLAS)
@@ -339,16 +373,27 @@ def _layer_grams(
             stack[j] = row if ref is None else np.subtract(row, ref, dtype=np.float64)
         mean: NDArray[Any] = np.matmul(base_weights.astype(dtype), stack)
         stack -= mean
-        gram = (stack @ stack.T).astype(np.float64)
-        cross = (stack @ mean).astype(np.float64)  # <c_i, m>
-        mean = mean.astype(np.float64)
+        cols = np.arange(width, dtype=np.intp) if take is None else take
+        units = _unit_ids(shapes[layer], cols, width, max_units)
+        bounds = np.concatenate(([0], np.flatnonzero(np.diff(units)) + 1, [width]))
+        n_units = len(bounds) - 1
+        unit_raw = np.empty((n_units, k, k), dtype=np.float64)
+        unit_size = np.empty(n_units, dtype=np.float64)
+        gram_c = np.zeros((k, k), dtype=np.float64)
+        for u in range(n_units):
+            lo, hi = int(bounds[u]), int(bounds[u + 1])
+            part = stack[:, lo:hi]
+            mu = mean[lo:hi]
+            g = (part @ part.T).astype(np.float64)
+            g = (g + g.T) / 2.0
+            cross = (part @ mu).astype(np.float64)  # <c_i, m>
+            m2 = float(np.dot(mu.astype(np.float64), mu.astype(np.float64)))
+            gram_c += g
+            unit_raw[u] = g + cross[:, None] + cross[None, :] + m2
+            unit_size[u] = hi - lo
         del stack
-        gram = (gram + gram.T) / 2.0
-        m2 = float(mean @ mean)
-        raw = gram + cross[:, None] + cross[None, :] + m2
-        grams_c.append(gram)
-        grams_raw.append(raw)
-    return grams_c, grams_raw
+        stats.append(_LayerStats(gram_c, unit_raw, unit_size))
+    return stats
 
 
 def weighted_sum(
@@ -437,6 +482,8 @@ def estimate_reliability(
     reference: Sequence[Any] | None = None,
     max_coordinates: int | None = 50_000,
     seed: int | np.random.Generator | None = None,
+    alignment_units: int = 256,
+    alignment_relax: float = 0.5,
 ) -> ReliabilityResult:
     """Estimate reliability and aggregation weights of K uploads.
 
@@ -546,6 +593,7 @@ def estimate_reliability(
         r_v, d_v, iterations = _truth_discovery(
             updates, idx, s_v * p_v, sharpness, tolerance, alignment, max_iter, tol,
             reference, max_coordinates, np.random.default_rng(seed),
+            alignment_units, alignment_relax,
         )
         distances[idx] = d_v
     reliability[idx] = r_v
@@ -569,15 +617,54 @@ def _truth_discovery(
     reference: Sequence[Any] | None,
     max_coordinates: int | None,
     rng: np.random.Generator,
+    alignment_units: int = 256,
+    alignment_relax: float = 0.5,
 ) -> tuple[FloatArray, FloatArray, int]:
-    """Iterate CRH on per-layer Gram matrices; return (reliability, distance, iterations)."""
+    """CRH on per-layer Gram matrices; return (reliability, distance, iterations).
+
+    Stage 1 iterates distances (and, with ``alignment``, the whole-layer cosine gate) to a
+    fixed point. With ``alignment`` and ``alignment_units > 1``, stage 2 then computes the
+    per-unit alignment gate against the stage-1 consensus, which is already cleaned of most
+    unreliable uploads (computed against the initial FedAvg mean, the gate would inherit its
+    contamination), and re-runs the iteration with the gate as a prior; twice, so the gate
+    is also computed once against a consensus it helped clean.
+    """
     k = len(idx)
     base = base / base.sum() if base.sum() > 0 else np.full(k, 1.0 / k)
     if k == 1:
         return np.ones(1), np.zeros(1), 0
     with _single_thread_blas():
-        grams_c, grams_raw = _layer_grams(updates, list(idx), base, reference, max_coordinates, rng)
-    w = base.copy()
+        stats = _layer_grams(
+            updates, list(idx), base, reference, max_coordinates, rng,
+            max_units=alignment_units if alignment else 1,
+        )
+    raws = [st.unit_raw.sum(axis=0) for st in stats] if alignment else []
+    r, dist, w, it = _crh(stats, raws, base, base, sharpness, tolerance, max_iter, tol)
+    if alignment and alignment_units > 1:
+        for _ in range(2):
+            gate = _alignment_gate(stats, w, alignment_relax)
+            if not np.any(gate > 0):
+                break
+            r_s, dist, w, it_s = _crh(stats, raws, base * gate, w, sharpness, tolerance, max_iter, tol)
+            r = r_s * gate
+            it += it_s
+    return r, dist, it
+
+
+def _crh(
+    stats: list[_LayerStats],
+    raws: list[FloatArray],
+    base: FloatArray,
+    start: FloatArray,
+    sharpness: float,
+    tolerance: float,
+    max_iter: int,
+    tol: float,
+) -> tuple[FloatArray, FloatArray, FloatArray, int]:
+    """One CRH fixed point from weights ``start``; return (reliability, distance, weights, iterations)."""
+    k = len(base)
+    base = base / base.sum() if base.sum() > 0 else np.full(k, 1.0 / k)
+    w = start / start.sum() if start.sum() > 0 else base.copy()
     r = np.ones(k)
     dist = np.zeros(k)
     it = 0
@@ -585,7 +672,8 @@ def _truth_discovery(
         it += 1
         per_layer = np.zeros(k)
         used = 0
-        for gram in grams_c:
+        for st in stats:
+            gram = st.gram_c
             gw = gram @ w
             d = np.maximum(np.diag(gram) - 2.0 * gw + float(w @ gw), 0.0)
             scale = float(np.median(d))
@@ -597,18 +685,18 @@ def _truth_discovery(
             used += 1
         dist = per_layer / used if used else np.zeros(k)
         r = _robust_weights(dist, sharpness, tolerance)
-        if alignment:
-            r = r * _alignment_gate(grams_raw, w)
+        if raws:
+            r = r * _cosine_gate(raws, w)
         new_w = base * r
         new_w = new_w / new_w.sum() if new_w.sum() > 0 else base.copy()
         converged = float(np.max(np.abs(new_w - w))) < tol
         w = new_w
         if converged:
             break
-    return r, dist, it
+    return r, dist, w, it
 
 
-def _alignment_gate(grams_raw: list[FloatArray], w: FloatArray) -> FloatArray:
+def _cosine_gate(grams_raw: list[FloatArray], w: FloatArray) -> FloatArray:
     """Mean over layers of cos(u_k, leave-one-out estimate), clipped and median-normalised."""
     k = len(w)
     cos = np.zeros(k)
@@ -631,6 +719,68 @@ def _alignment_gate(grams_raw: list[FloatArray], w: FloatArray) -> FloatArray:
     if positive.size == 0:
         return np.ones(k)
     return np.asarray(np.clip(cos / float(np.median(positive)), 0.0, 1.0), dtype=np.float64)
+
+
+def _weighted_median(values: FloatArray, weights: FloatArray) -> float:
+    """Median of ``values`` under ``weights`` (>= 0, not all zero)."""
+    order = np.argsort(values)
+    cum = np.cumsum(weights[order])
+    pos = int(np.searchsorted(cum, 0.5 * cum[-1]))
+    return float(values[order][min(pos, len(order) - 1)])
+
+
+def _alignment_gate(stats: list[_LayerStats], w: FloatArray, relax: float) -> FloatArray:
+    """Gate in [0, 1] from per-unit agreement with the leave-one-out estimate.
+
+    For upload k and each unit u (a group of output rows) let ``p_ku`` be the projection of
+    the upload's unit vector onto the leave-one-out estimate's (``sum_{j != k} w_j x_j``),
+    kept only when positive. The *aligned energy fraction* ``sum_u p_ku^2 / ||x_k||^2``
+    minus its chance level for a signal-free (isotropic) upload, ``sum_u ||x_ku||^2 /
+    (2 n_u) / ||x_k||^2`` with ``n_u`` scored coordinates in unit u, is the upload's
+    *excess alignment* (averaged over layers). A random-label or pure-noise upload sits at
+    about 0 whatever its norm or its distance to the others; an honest upload from skewed
+    (non-IID) data still has rows (its well-represented classes / features) aligned with
+    the consensus. Per-unit rather than whole-layer projections matter there: a skewed
+    participant's layer-level cosine is diluted by its off rows, its good rows' are not.
+    The gate is ``clip(excess / (relax * reference), 0, 1)`` with ``reference`` the
+    ``w``-weighted median excess (no penalty from ``relax`` times the typical excess up).
+    """
+    k = len(w)
+    excess = np.zeros(k)
+    noise2 = np.zeros(k)
+    used = 0
+    for st in stats:
+        diag = np.einsum("ukk->uk", st.unit_raw)  # ||x_ku||^2, shape (U, K)
+        energy = diag.sum(axis=0)
+        if not np.any(energy > 0):
+            continue
+        gw = st.unit_raw @ w  # <x_ku, m_u>, shape (U, K)
+        ee = gw @ w  # ||m_u||^2
+        num = gw - w * diag  # <x_ku, m_u - w_k x_ku>
+        den = ee[:, None] - 2.0 * w * gw + w * w * diag  # ||m_u - w_k x_ku||^2
+        ok = (num > 0) & (den > 0)
+        p2 = np.where(ok, num * num / np.where(ok, den, 1.0), 0.0)  # positive projections only
+        chance = (diag / (2.0 * st.unit_size[:, None])).sum(axis=0)
+        safe = np.where(energy > 0, energy, 1.0)
+        excess += np.where(energy > 0, (p2.sum(axis=0) - chance) / safe, 0.0)
+        # std of the aligned energy of a signal-free upload: Var(max(z, 0)^2) = 5/4
+        noise2 += np.where(energy > 0, 1.25 * ((diag / st.unit_size[:, None]) ** 2).sum(axis=0) / safe**2, 0.0)
+        used += 1
+    if not used:
+        return np.ones(k)
+    excess /= used
+    noise = np.sqrt(noise2) / used
+    reference = _weighted_median(excess, w) if w.sum() > 0 else float(np.median(excess))
+    if not reference > 0:
+        return np.ones(k)  # no consensus signal to align with: no evidence either way
+    gate = np.clip(excess / (relax * reference), 0.0, 1.0)
+    # Trust the gate only as far as the typical excess stands out of chance fluctuations:
+    # fully from 4 noise standard deviations up, not at all below 2 (all uploads noisy).
+    typical_noise = float(np.median(noise))
+    if typical_noise > 0:
+        confidence = min(max((reference / typical_noise - 2.0) / 2.0, 0.0), 1.0)
+        gate = 1.0 - confidence * (1.0 - gate)
+    return np.asarray(gate, dtype=np.float64)
 
 
 def reliability_weights(
