@@ -10,7 +10,9 @@ generated for the run. ``--insecure`` turns TLS off (local debugging only).
 
     python -m flwr_ppcdl.deploy --nodes 3 --run-config "num-partitions=3 num-rounds=3"
     python -m flwr_ppcdl.deploy --nodes 3 --kill-node 2 \
-        --run-config "num-partitions=3 num-rounds=3 min-nodes=2"
+        --run-config "num-partitions=3 num-rounds=3 min-nodes=2 round-timeout=30"
+    python -m flwr_ppcdl.deploy --nodes 3 --kill-node 2 --restart \
+        --run-config "num-partitions=3 num-rounds=3 min-nodes=2 round-timeout=30"
 
 Every process started is recorded by PID (each in its own process group) and stopped on exit.
 """
@@ -87,17 +89,17 @@ def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
 
 
 def prepare_app(dest: Path, source: Path = PROJECT_ROOT) -> Path:
-    """Copy the Flower App (pyproject.toml + package) to ``dest``, adding ``min-nodes = 0`` to its
-    ``[tool.flwr.app.config]`` if absent (``flwr run --run-config`` may only override keys there)."""
+    """Copy the Flower App (pyproject.toml + the package) to ``dest``: a snapshot to run, so the
+    FAB holds only the app and later edits in the checkout cannot change a running test.
+
+    ``fab-exclude`` is dropped from the copy: Flower rejects patterns that match no file, and the
+    copy has no tests/, docs/, ... (the checkout itself runs as is: ``flwr run .``).
+    """
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copytree(source / "flwr_ppcdl", dest / "flwr_ppcdl", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("__pycache__"))
-    text = (source / "pyproject.toml").read_text()
-    if not any(line.strip().startswith("min-nodes") for line in text.splitlines()):
-        text = text.replace("[tool.flwr.app.config]\n", "[tool.flwr.app.config]\nmin-nodes = 0\n", 1)
-    # fab-exclude patterns must match files; the copy holds only the package, so drop them.
-    text = "\n".join(line for line in text.splitlines() if not line.startswith("fab-exclude")) + "\n"
-    (dest / "pyproject.toml").write_text(text)
+    lines = (source / "pyproject.toml").read_text().splitlines()
+    (dest / "pyproject.toml").write_text("\n".join(line for line in lines if not line.startswith("fab-exclude")) + "\n")
     return dest
 
 
@@ -282,13 +284,16 @@ class LocalDeployment:
         app: Path = PROJECT_ROOT,
         timeout: float = 600.0,
         kill_node: int | None = None,
+        restart: bool = False,
         out: IO[str] | None = None,
     ) -> tuple[bool, str]:
         """``flwr run <app> <federation> --run-config ... --stream``; wait for ``result.json``.
 
         Returns (whether ``result_dir/result.json`` was written, the ``flwr run`` output). With
         ``kill_node``, that SuperNode is SIGKILLed once it has persisted its round-1 state and the
-        server has logged round 1 (its reply was aggregated).
+        server has logged round 1 (its reply was aggregated); with ``restart`` too, a new SuperNode
+        is started at once with the same node config (same partition, same ``state-path``). The
+        killed process stays recorded as ``supernode-<i>-killed``.
         """
         result = result_dir / "result.json"
         result.unlink(missing_ok=True)
@@ -307,10 +312,14 @@ class LocalDeployment:
         deadline = time.monotonic() + timeout
         shown = 0
         while time.monotonic() < deadline and not result.exists():
-            if not killed and state_file.exists() and "[ppcdl] round 1/" in self.logs["flwr-run"].read_text(errors="replace"):
-                self.kill(f"supernode-{kill_node}")
+            if not killed and kill_node is not None and state_file.exists() and "[ppcdl] round 1/" in self.logs["flwr-run"].read_text(errors="replace"):
+                name = f"supernode-{kill_node}"
+                self.kill(name)
                 killed = True
-                note = f"[deploy] killed supernode-{kill_node} (SIGKILL, PID {self.procs[f'supernode-{kill_node}'].pid}) after round 1\n"
+                note = f"[deploy] killed {name} (SIGKILL, PID {self.procs[name].pid}) after round 1\n"
+                if restart:
+                    self.procs[f"{name}-killed"] = self.procs.pop(name)
+                    note += f"[deploy] restarted {name} (PID {self.start_supernode(kill_node).pid}, same node config)\n"
                 with open(self.logs["flwr-run"], "a") as handle:
                     handle.write(note)
             if out is not None:
@@ -334,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="certs, logs, FLWR_HOME, node state (default: a temp dir)")
     parser.add_argument("--no-state-file", action="store_true", help="keep each node's ledger in memory only")
     parser.add_argument("--kill-node", type=int, default=None, help="SIGKILL this partition's SuperNode mid-run")
+    parser.add_argument("--restart", action="store_true", help="start the killed SuperNode again (same node config)")
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ppcdl-deploy-"))
@@ -350,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         deployment.start()
         print(f"[deploy] PIDs: { {n: p.pid for n, p in deployment.procs.items()} }")
         ok, _ = deployment.run(
-            run_config, result_dir, timeout=args.timeout, kill_node=args.kill_node, out=sys.stdout
+            run_config, result_dir, timeout=args.timeout, kill_node=args.kill_node, restart=args.restart, out=sys.stdout
         )
     finally:
         deployment.stop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,9 @@ RUN = "num-partitions=3 num-rounds=3 dataset='digits' task='classification' unre
 HARD_TIMEOUT = 240.0
 
 
-def _run(tmp_path: Path, run_config: str, kill_node: int | None = None) -> tuple[dict, LocalDeployment, str]:
+def _run(
+    tmp_path: Path, run_config: str, kill_node: int | None = None, restart: bool = False
+) -> tuple[dict, LocalDeployment, str]:
     app = prepare_app(tmp_path / "app")
     results = tmp_path / "results"
     deployment = LocalDeployment(nodes=3, workdir=tmp_path / "deploy")  # TLS (generated certificates)
@@ -31,7 +34,8 @@ def _run(tmp_path: Path, run_config: str, kill_node: int | None = None) -> tuple
         started = [p.pid for p in deployment.procs.values()]
         assert len(started) == 4
         ok, output = deployment.run(
-            f"{run_config} result-dir='{results}'", results, app=app, timeout=HARD_TIMEOUT - 40, kill_node=kill_node
+            f"{run_config} result-dir='{results}'", results, app=app, timeout=HARD_TIMEOUT - 40,
+            kill_node=kill_node, restart=restart,
         )
         assert ok, f"no result.json; flwr run said:\n{output[-3000:]}"
         result = json.loads((results / "result.json").read_text())
@@ -57,17 +61,66 @@ def test_superlink_and_three_supernodes(tmp_path: Path) -> None:
         assert state["records_read"] == 1
 
 
+ROUND_TIMEOUT = 30  # seconds a round waits for a reply that never comes (the killed node's)
+
+
 def test_supernode_killed_after_round_one(tmp_path: Path) -> None:
-    result, deployment, output = _run(tmp_path, RUN + " min-nodes=2", kill_node=2)
+    started = time.monotonic()
+    run = f"{RUN} min-nodes=2 round-timeout={ROUND_TIMEOUT}"
+    result, deployment, output = _run(tmp_path, run, kill_node=2)
+    elapsed = time.monotonic() - started
     assert "killed supernode-2" in output
     assert deployment.procs["supernode-2"].returncode == -signal.SIGKILL
     assert [r["round"] for r in result["rounds"]] == [1, 2, 3]
-    assert result["rounds"][0]["replies"] == 3
-    last = result["rounds"][-1]
-    assert len(last["nodes"]) == 2 and len(last["weights"]) in (0, 2)
-    dropped = [p for p in result["participants"] if p["dropped_after_round"] is not None]
-    assert [(p["partition_id"], p["dropped_after_round"]) for p in dropped] == [(2, 1)]
-    survivors = [p for p in result["participants"] if p["partition_id"] != 2]
-    assert all(p["rounds_participated"] == 3 for p in survivors)
-    for r in result["rounds"][1:]:  # reliability history only names live nodes
-        assert set(r["weights"]) <= set(r["nodes"])
+    first, *later = result["rounds"]
+    assert first["replies"] == 3 and first["failures"] == 0 and len(first["nodes"]) == 3
+    by_partition = {p["partition_id"]: p for p in result["participants"]}
+    assert sorted(by_partition) == [0, 1, 2]
+    dead = by_partition[2]["node_id"]
+    live = {by_partition[0]["node_id"], by_partition[1]["node_id"]}
+    for r in later:
+        # The dead node is either still sampled (its reply is missing when the round times out),
+        # or the SuperLink has marked it offline (not sampled, or an error reply): in every case
+        # exactly the two live nodes contribute.
+        assert set(r["nodes"]) == live, r
+        assert r["replies"] - r["failures"] == 2
+    dropped = [(p["partition_id"], p["dropped_after_round"]) for p in result["participants"] if p["dropped_after_round"] is not None]
+    assert dropped == [(2, 1)]
+    assert by_partition[2]["rounds_participated"] == 1
+    assert all(by_partition[i]["rounds_participated"] == 3 for i in (0, 1))
+    assert all(p["epsilon"] == pytest.approx(1.0) for p in result["participants"])
+    for r in result["rounds"]:  # reliability weights: only nodes that replied, summing to 1
+        assert set(r["weights"]) == set(r["nodes"]), r
+        assert sum(r["weights"].values()) == pytest.approx(1.0)
+    assert dead not in set().union(*(r["weights"] for r in later))
+    assert not any("[ppcdl] restored" in path.read_text(errors="replace") for path in deployment.logs.values())
+    assert elapsed < HARD_TIMEOUT
+
+
+def test_supernode_restarted_with_its_state_path(tmp_path: Path) -> None:
+    """A SuperNode SIGKILLed after round 1 and started again with the same node config reloads its
+    release and ledger from ``state-path``: it does not read its records or release again."""
+    run = f"{RUN} min-nodes=2 round-timeout={ROUND_TIMEOUT}"
+    state_file = tmp_path / "deploy" / "node-2" / "state.json"
+    result, deployment, output = _run(tmp_path, run, kill_node=2, restart=True)
+    assert "killed supernode-2" in output and "restarted supernode-2" in output
+    assert deployment.procs["supernode-2-killed"].returncode == -signal.SIGKILL
+    assert [r["round"] for r in result["rounds"]] == [1, 2, 3]
+    rows = [p for p in result["participants"] if p["partition_id"] == 2]
+    assert len(rows) == 2, result["participants"]  # the killed node and its restart (a new node id)
+    first_round = result["rounds"][0]["nodes"]
+    [old] = [p for p in rows if p["node_id"] in first_round]
+    [new] = [p for p in rows if p["node_id"] not in first_round]
+    assert old["dropped_after_round"] == 1 and old["rounds_participated"] == 1
+    # The restarted node joins when it has registered (round 2 or 3) and replies to the end.
+    # (``dropped_after_round`` is its last round: server_app counts any row with fewer rounds.)
+    assert new["node_id"] in result["rounds"][-1]["nodes"]
+    assert old["epsilon"] == pytest.approx(1.0) and new["epsilon"] == pytest.approx(1.0)
+    restored = deployment.logs["supernode-2"].read_text(errors="replace").count("[ppcdl] restored the release and ledger")
+    assert restored == 1  # the restarted node's first ClientApp loaded state-path (and only it)
+    assert "[ppcdl] restored" not in deployment.logs["supernode-0"].read_text(errors="replace")
+    state = json.loads(state_file.read_text())
+    assert state["records_read"] == 1  # after the restore it released nothing new
+    assert len(state["ledger"]["entries"]) == 1, state["ledger"]
+    for r in result["rounds"]:
+        assert set(r["weights"]) == set(r["nodes"]) and sum(r["weights"].values()) == pytest.approx(1.0)
