@@ -7,6 +7,7 @@ loads only that partition.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from flwr.app import Context, Message
@@ -22,6 +23,8 @@ from flwr_ppcdl.clients import (
 )
 from flwr_ppcdl.clients.trainer import STATE_KEY
 from flwr_ppcdl.task import RunSettings, load_participant, make_model, trainer_config
+
+log = logging.getLogger("flwr")
 
 
 def participant_setup(context: Context) -> ClientSetup:
@@ -60,7 +63,9 @@ def _restore(context: Context) -> None:
     """A (re)started SuperNode reloads its release and ledger instead of releasing again."""
     path = _state_path(context)
     if path is not None and STATE_KEY not in context.state and path.exists():
-        save_state(context, TrainerState.from_json(path.read_text()))
+        state = TrainerState.from_json(path.read_text())
+        save_state(context, state)
+        log.info("[ppcdl] restored the release and ledger from %s (records read %d time(s) so far)", path, state.records_read)
 
 
 def _persist(context: Context) -> None:
