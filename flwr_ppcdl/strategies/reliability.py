@@ -482,7 +482,7 @@ def estimate_reliability(
     reference: Sequence[Any] | None = None,
     max_coordinates: int | None = 50_000,
     seed: int | np.random.Generator | None = None,
-    alignment_units: int = 256,
+    alignment_units: int = 64,
     alignment_relax: float = 0.5,
 ) -> ReliabilityResult:
     """Estimate reliability and aggregation weights of K uploads.
@@ -617,7 +617,7 @@ def _truth_discovery(
     reference: Sequence[Any] | None,
     max_coordinates: int | None,
     rng: np.random.Generator,
-    alignment_units: int = 256,
+    alignment_units: int = 64,
     alignment_relax: float = 0.5,
 ) -> tuple[FloatArray, FloatArray, int]:
     """CRH on per-layer Gram matrices; return (reliability, distance, iterations).
@@ -661,32 +661,35 @@ def _crh(
     max_iter: int,
     tol: float,
 ) -> tuple[FloatArray, FloatArray, FloatArray, int]:
-    """One CRH fixed point from weights ``start``; return (reliability, distance, weights, iterations)."""
+    """One CRH fixed point from weights ``start``; return (reliability, distance, weights, iterations).
+
+    All layers are processed at once on stacked (L, K, K) Grams, so an iteration costs a
+    few numpy calls whatever the number of layers.
+    """
     k = len(base)
     base = base / base.sum() if base.sum() > 0 else np.full(k, 1.0 / k)
     w = start / start.sum() if start.sum() > 0 else base.copy()
+    grams = np.stack([st.gram_c for st in stats])  # (L, K, K)
+    diag_c = np.einsum("lkk->lk", grams)
+    raw = np.stack(raws) if raws else None
+    diag_raw = np.einsum("lkk->lk", raw) if raw is not None else None
     r = np.ones(k)
     dist = np.zeros(k)
     it = 0
     while it < max_iter:
         it += 1
-        per_layer = np.zeros(k)
-        used = 0
-        for st in stats:
-            gram = st.gram_c
-            gw = gram @ w
-            d = np.maximum(np.diag(gram) - 2.0 * gw + float(w @ gw), 0.0)
-            scale = float(np.median(d))
-            if scale <= 0:
-                scale = float(np.mean(d))
-            if scale <= 1e-300:
-                continue  # layer identical across uploads: carries no evidence
-            per_layer += d / scale
-            used += 1
-        dist = per_layer / used if used else np.zeros(k)
+        gw = grams @ w  # (L, K)
+        d = np.maximum(diag_c - 2.0 * gw + (gw @ w)[:, None], 0.0)
+        scale = np.median(d, axis=1)
+        scale = np.where(scale > 0, scale, d.mean(axis=1))
+        used = scale > 1e-300  # a layer identical across uploads carries no evidence
+        if np.any(used):
+            dist = (d[used] / scale[used, None]).mean(axis=0)
+        else:
+            dist = np.zeros(k)
         r = _robust_weights(dist, sharpness, tolerance)
-        if raws:
-            r = r * _cosine_gate(raws, w)
+        if raw is not None and diag_raw is not None:
+            r = r * _cosine_gate(raw, diag_raw, w)
         new_w = base * r
         new_w = new_w / new_w.sum() if new_w.sum() > 0 else base.copy()
         converged = float(np.max(np.abs(new_w - w))) < tol
@@ -696,25 +699,22 @@ def _crh(
     return r, dist, w, it
 
 
-def _cosine_gate(grams_raw: list[FloatArray], w: FloatArray) -> FloatArray:
-    """Mean over layers of cos(u_k, leave-one-out estimate), clipped and median-normalised."""
+def _cosine_gate(raw: FloatArray, diag: FloatArray, w: FloatArray) -> FloatArray:
+    """Mean over layers of cos(u_k, leave-one-out estimate), clipped and median-normalised.
+
+    ``raw``: (L, K, K) raw Grams; ``diag``: their diagonals, (L, K).
+    """
     k = len(w)
-    cos = np.zeros(k)
-    used = 0
-    for raw in grams_raw:
-        diag = np.diag(raw)
-        gw = raw @ w
-        ee = float(w @ gw)
-        num = gw - w * diag
-        den2 = np.maximum(ee - 2.0 * w * gw + w * w * diag, 0.0)
-        denom = np.sqrt(np.maximum(diag, 0.0) * den2)
-        if not np.any(denom > 0):
-            continue
-        cos += np.where(denom > 0, num / np.where(denom > 0, denom, 1.0), 0.0)
-        used += 1
-    if not used:
+    gw = raw @ w  # (L, K)
+    ee = gw @ w  # (L,)
+    num = gw - w * diag
+    den2 = np.maximum(ee[:, None] - 2.0 * w * gw + w * w * diag, 0.0)
+    denom = np.sqrt(np.maximum(diag, 0.0) * den2)
+    pos = denom > 0
+    layer_used = np.any(pos, axis=1)
+    if not np.any(layer_used):
         return np.ones(k)
-    cos /= used
+    cos = np.where(pos, num / np.where(pos, denom, 1.0), 0.0)[layer_used].mean(axis=0)
     positive = cos[cos > 0]
     if positive.size == 0:
         return np.ones(k)
