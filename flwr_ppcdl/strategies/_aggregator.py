@@ -73,7 +73,7 @@ class ReliabilityAggregator:
         *,
         method: str = "truth_discovery",
         sharpness: float = 2.0,
-        tolerance: float = 1.5,
+        tolerance: float | None = None,
         alignment: bool = True,
         sample_weighting: str = "linear",
         count_cap: float | None = 10.0,

@@ -30,11 +30,15 @@ class ReliabilityWeightedFedAvg(FedAvg):
         Reliability estimator; see :mod:`flwr_ppcdl.strategies.reliability`.
     sharpness : float, default 2.0
         Exponential decay of the weight beyond ``tolerance`` times the median distance.
-    tolerance : float, default 1.5
-        Distances up to this multiple of the median distance are not penalised.
+    tolerance : float or None, default None
+        Method default when None: 1.5 for truth discovery (distances up to this multiple
+        of the median distance are not penalised), 1.2 for server data (losses up to this
+        multiple of the best upload's loss are not penalised).
     alignment : bool, default True
-        Also gate by the cosine between each delta and the leave-one-out estimate (uploads
-        without signal, e.g. random labels, lose weight even when they cluster).
+        Also gate by agreement between each delta and the leave-one-out estimate, per layer
+        (cosine) and per group of output rows (so that honest participants with skewed
+        labels keep their weight while signal-free ones, e.g. random labels, lose it even
+        when they cluster).
     sample_weighting : {"linear", "sqrt", "uniform"}, default "linear"
         How claimed example counts enter the weight.
     count_cap : float or None, default 10.0
@@ -80,7 +84,7 @@ class ReliabilityWeightedFedAvg(FedAvg):
         *,
         method: str = "truth_discovery",
         sharpness: float = 2.0,
-        tolerance: float = 1.5,
+        tolerance: float | None = None,
         alignment: bool = True,
         sample_weighting: str = "linear",
         count_cap: float | None = 10.0,
