@@ -67,24 +67,22 @@ def make_client_app(setup_fn: Callable[[Context], ClientSetup]) -> ClientApp:
     """
     app = ClientApp()
 
-    @app.train()
-    def train(msg: Message, context: Context) -> Message:
+    def handle(msg: Message, context: Context, action: str) -> Message:
         setup = setup_fn(context)
         trainer = _trainer(setup, context)
+        step = trainer.fit if action == "train" else trainer.evaluate
         try:
-            metrics = trainer.fit(_global_arrays(msg).to_torch_state_dict())
+            metrics = step(_global_arrays(msg).to_torch_state_dict())
         finally:
-            save_state(context, trainer.state)
+            save_state(context, trainer.state)  # the ledger survives a failing round
         return _reply(msg, trainer, metrics, setup)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        return handle(msg, context, "train")
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        setup = setup_fn(context)
-        trainer = _trainer(setup, context)
-        try:
-            metrics = trainer.evaluate(_global_arrays(msg).to_torch_state_dict())
-        finally:
-            save_state(context, trainer.state)
-        return _reply(msg, trainer, metrics, setup)
+        return handle(msg, context, "evaluate")
 
     return app

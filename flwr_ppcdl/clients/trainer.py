@@ -44,6 +44,7 @@ from flwr_ppcdl.privacy import (
     PrivacyLedger,
     Release,
 )
+from flwr_ppcdl.privacy.combine import linear_head_parameters
 
 log = logging.getLogger(__name__)
 
@@ -621,13 +622,13 @@ class FunctionalMechanismTrainer:
 
     @torch.no_grad()
     def normalised_to_head(self, weights: np.ndarray) -> None:
-        """Write normalised FM weights into the head's parameters."""
-        c = self.config.feature_bound
-        scale = self.config.output_scale
-        full = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-        self.head.weight.copy_(torch.as_tensor(full[:, :-1] * scale / c, dtype=self.head.weight.dtype))
+        """Write normalised FM weights into the head's parameters (needs the release's bounds)."""
+        if self._release is None:
+            raise RuntimeError("no release yet: call ensure_release() first")
+        weight, bias = linear_head_parameters(weights, self._release)
+        self.head.weight.copy_(torch.as_tensor(weight, dtype=self.head.weight.dtype))
         if self.head.bias is not None:
-            self.head.bias.copy_(torch.as_tensor(full[:, -1] * scale, dtype=self.head.bias.dtype))
+            self.head.bias.copy_(torch.as_tensor(bias, dtype=self.head.bias.dtype))
 
     # -- internals ---------------------------------------------------------------------------------
 
