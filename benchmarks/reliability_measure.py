@@ -11,7 +11,9 @@ benchmark, not for real data). Data sets:
   per participant; DP noise is large at this size, so it is run at a larger epsilon).
 Partitions: IID and Dirichlet(alpha=0.3) over labels (numpy). Unreliable participants: random
 labels or a fixed label permutation (flip), 10/30/50 % of K=10. The server-data estimator
-uses 200 server-held records disjoint from the participants' and the test set.
+uses 200 server-held records disjoint from the participants' and the test set (default
+tolerance: 1.2 x the best upload's loss). ``--flat`` adds truth discovery without the
+per-unit (class-row) alignment gate, for comparison.
 
 Reported per cell (mean over seeds): unreliable weight mass relative to FedAvg's (``bad/FA``,
 target <= 0.5), AUROC of the weights for separating reliable from unreliable (target >= .95),
@@ -35,6 +37,7 @@ logging.getLogger("flwr").setLevel(logging.WARNING)
 
 K = 10
 C = 10
+FLAT = False  # --flat: also report truth discovery with whole-layer alignment only
 RECORDS = 3000  # per participant, synthetic
 
 
@@ -137,6 +140,8 @@ def evaluate_cell(dataset, split, kind, frac, epsilon, seeds):
             "ours-server": reliability_weights(ups, counts, method="server_data", server_losses=losses),
             "FedAvg": fa,
         }
+        if FLAT:  # whole-layer alignment only (the estimator before the per-unit gate)
+            weights["ours-TD(flat)"] = reliability_weights(ups, counts, seed=seed, alignment_units=1)
         for name, w in weights.items():
             agg = (w[:, None] * ws).sum(0).reshape(shape)
             mass = w[bad].sum() / fa[bad].sum() if bad.any() else float("nan")
@@ -166,9 +171,11 @@ def main() -> None:
     parser.add_argument("--digits-epsilon", type=float, default=10.0, help="FM epsilon for 'digits'")
     parser.add_argument("--records", type=int, default=3000, help="records per participant, synthetic")
     parser.add_argument("--quick", action="store_true", help="synthetic, IID, random labels only")
+    parser.add_argument("--flat", action="store_true", help="also report ours-TD with alignment_units=1")
     args = parser.parse_args()
-    global RECORDS
+    global RECORDS, FLAT
     RECORDS = args.records
+    FLAT = args.flat
     datasets = [("synthetic", args.epsilon)] + ([] if args.quick else [("digits", args.digits_epsilon)])
     print("cells: bad/FA = unreliable mass / FedAvg's; AUROC; min/FA = honest non-IID minority mass / FedAvg's; acc")
     print("MultiKrum: 'AUROC' column holds the number of unreliable participants it selected")

@@ -63,7 +63,8 @@ class ReliabilityAggregator:
         raw parameters. The aggregate is the same weighted mean either way.
     server_loss_fn : callable, optional
         ``f(parameters: list[ndarray]) -> float`` on server-held data (lower is better).
-        Required by ``method="server_data"``.
+        Required by ``method="server_data"``. Uploads may be read-only views (the adapters
+        do not copy Flower's bytes), so the function must not modify them in place.
     metrics_prefix : str
         Prefix of the per-round metric keys.
     """

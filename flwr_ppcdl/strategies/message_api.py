@@ -56,7 +56,8 @@ class ReliabilityWeightedFedAvg(FedAvg):
         Score deltas to the global model sent in ``configure_train``.
     server_loss_fn : callable, optional
         ``f(parameters: list[ndarray]) -> float`` on server-held data (lower is better);
-        required by ``method="server_data"``.
+        required by ``method="server_data"``. The arrays are read-only zero-copy views of
+        the reply (copy them before modifying in place).
     metrics_prefix : str, default "reliability/"
         Prefix of the per-round metrics added to the training MetricRecord.
 
