@@ -304,6 +304,7 @@ def _single_thread_blas() -> contextlib.AbstractContextManager[Any]:
         return contextlib.nullcontext()
 
 
+_UNIT_BUDGET = 4_000_000  # float64 entries of all per-unit K x K Grams together (32 MB)
 _BLOCK = 64  # coordinates per sampled block (256 bytes of float32: one or a few cache lines)
 
 
@@ -568,7 +569,8 @@ def estimate_reliability(
         At most this many units (groups of consecutive output rows, axis 0) per layer for
         the per-unit alignment gate; rows are merged so that a unit has on average >= 8
         scored coordinates. 1 turns the per-unit gate off (whole-layer cosine only). Cost:
-        a (units, K, K) float64 array per layer, e.g. 5 MB at K = 100.
+        a (units, K, K) float64 array per layer; the units per layer are lowered so that
+        all layers together stay within 4e6 entries (32 MB), e.g. 400 units at K = 100.
     alignment_relax : float in (0, 1], default 0.5
         The per-unit gate is ``clip(excess / (alignment_relax * typical), 0, 1)`` with
         ``typical`` the weighted median excess alignment: uploads aligned at least half as
@@ -684,11 +686,14 @@ def _truth_discovery(
     base = base / base.sum() if base.sum() > 0 else np.full(k, 1.0 / k)
     if k == 1:
         return np.ones(1), np.zeros(1), 0
+    units = 1
+    if alignment:
+        # (units, K, K) float64 per layer: keep all layers together within ~32 MB
+        n_layers = max(1, len(updates[idx[0]]))
+        budget = max(n_layers, _UNIT_BUDGET // (k * k))
+        units = max(1, min(alignment_units, budget // n_layers))
     with _single_thread_blas():
-        stats = _layer_grams(
-            updates, list(idx), base, reference, max_coordinates, rng,
-            max_units=alignment_units if alignment else 1,
-        )
+        stats = _layer_grams(updates, list(idx), base, reference, max_coordinates, rng, max_units=units)
     raws = [st.unit_raw.sum(axis=0) for st in stats] if alignment else []
     r, dist, w, it = _crh(stats, raws, base, base, sharpness, tolerance, max_iter, tol)
     if alignment and alignment_units > 1:

@@ -111,3 +111,23 @@ def test_server_data_default_tolerance_is_1_2() -> None:
     td = estimate_reliability(ups, [1] * 4, tolerance=None)
     td_explicit = estimate_reliability(ups, [1] * 4, tolerance=1.5)
     np.testing.assert_allclose(td.weights, td_explicit.weights)
+
+
+def test_per_unit_statistics_stay_within_memory_budget(monkeypatch) -> None:
+    from flwr_ppcdl.strategies import reliability
+
+    seen: list[int] = []
+    original = reliability._layer_grams
+
+    def spy(*args, **kwargs):
+        stats = original(*args, **kwargs)
+        seen.append(sum(st.unit_raw.size for st in stats))
+        return stats
+
+    monkeypatch.setattr(reliability, "_layer_grams", spy)
+    rng = np.random.default_rng(0)
+    k, layers = 50, 120
+    ups = [[rng.normal(size=(64, 8)) for _ in range(layers)] for _ in range(k)]
+    w = reliability_weights(ups, np.full(k, 10), seed=0)
+    assert np.isclose(w.sum(), 1.0)
+    assert seen and seen[0] <= reliability._UNIT_BUDGET
