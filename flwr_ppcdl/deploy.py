@@ -103,6 +103,19 @@ def prepare_app(dest: Path, source: Path = PROJECT_ROOT) -> Path:
     return dest
 
 
+def _ancestors() -> set[int]:
+    """This process's PID and those of its parents (never to be stopped as stragglers)."""
+    pids, pid = set(), os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # field 4 (ppid), after "(comm)"
+    return pids
+
+
 def _bin(name: str) -> str:
     local = Path(sys.executable).parent / name
     return str(local) if local.exists() else (shutil.which(name) or name)
@@ -261,13 +274,14 @@ class LocalDeployment:
 
     def _stragglers(self) -> list[int]:
         marks = (f"127.0.0.1:{self.port}", str(self.workdir))
+        spared = _ancestors()  # this process and its callers may name the workdir too (--workdir)
         found = []
         for entry in Path("/proc").glob("[0-9]*"):
             try:
                 cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if int(entry.name) != os.getpid() and any(m in cmdline for m in marks):
+            if int(entry.name) not in spared and any(m in cmdline for m in marks):
                 found.append(int(entry.name))
         return found
 
