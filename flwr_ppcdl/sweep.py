@@ -199,7 +199,7 @@ def run_flwr(run_config: dict[str, Any], project_dir: Path, timeout: float = 900
 # --------------------------------------------------------------------------------------------------
 
 SUMMARY_COLUMNS = (
-    "dataset", "strategy", "epsilon", "unreliable_kind", "unreliable_fraction", "partitioning",
+    "dataset", "strategy", "protocol", "epsilon", "unreliable_kind", "unreliable_fraction", "partitioning",
     "seed", "metric", "final", "reference", "relative", "weight_on_unreliable", "failures", "seconds", "job_dir",
 )
 
@@ -214,7 +214,8 @@ def summarise_result(result: dict[str, Any], job_dir: str) -> dict[str, Any]:
     last = result["rounds"][-1]["weights"] if result["rounds"] else {}
     mass = sum(w for n, w in last.items() if flags.get(n)) if last else float("nan")
     return {
-        "dataset": s["dataset"], "strategy": s["strategy"], "epsilon": s["epsilon"],
+        "dataset": s["dataset"], "strategy": s["strategy"], "protocol": s.get("protocol", "parameters"),
+        "epsilon": s["epsilon"],
         "unreliable_kind": s["unreliable_kind"], "unreliable_fraction": s["unreliable_fraction"],
         "partitioning": s["partitioning"], "seed": s["seed"], "metric": metric, "final": final,
         "reference": ref, "relative": final / ref if ref else float("nan"),
@@ -250,7 +251,7 @@ def _plot_summary(rows: list[dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for row in rows:
-        groups.setdefault((row["strategy"], row["unreliable_fraction"]), []).append(row)
+        groups.setdefault((f"{row['strategy']}/{row['protocol']}", row["unreliable_fraction"]), []).append(row)
     for (strategy, fraction), items in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), float(kv[0][1]))):
         items = sorted(items, key=lambda r: float(r["epsilon"]))
         xs = [min(float(r["epsilon"]), 1e3) for r in items]
