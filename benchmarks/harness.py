@@ -41,6 +41,8 @@ import math
 import os
 import platform
 import resource
+import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -116,6 +118,8 @@ class Scenario:
             "dirichlet-alpha": self.alpha, "seed": self.seed, "plot": False,
             "result-dir": "/tmp/flwr_ppcdl_harness/run",
         }
+        if DATASET_DIR:
+            cfg["dataset-dir"] = DATASET_DIR
         cfg.update(extra)
         return cfg
 
@@ -127,7 +131,7 @@ ROW_FIELDS = (
     "profile", "tag", "dataset", "metric", "unreliable_kind", "unreliable_fraction", "partitioning",
     "dirichlet_alpha", "seed", "partitions", "rounds", "local_epochs", "epsilon_target", "contender",
     "value", "epsilon_spent", "delta", "privacy", "weight_on_unreliable", "auroc", "client_s_per_round",
-    "client_s_first_round", "agg_s_per_round", "wall_s_per_round", "peak_rss_mb", "peak_rss_growth_mb", "hyper", "tuning_best",
+    "client_s_first_round", "agg_s_per_round", "client_cpu_s_per_round", "agg_cpu_s_per_round", "wall_s_per_round", "peak_rss_mb", "peak_rss_growth_mb", "hyper", "tuning_best",
     "device", "hardware", "error",
 )
 
@@ -159,6 +163,8 @@ def hardware() -> str:
 
 
 DEVICE = torch.device("cpu")
+SINGLE_NODE = False  # memory profile: one participant per process (its peak RSS = one client + server)
+DATASET_DIR = ""  # --dataset-dir: Fashion-MNIST idx files elsewhere than the run config's default
 
 
 def peak_rss_mb() -> float:
@@ -176,12 +182,13 @@ class TimedApp:
     def __init__(self, app: Callable[[Message, Context], Message]) -> None:
         self.app = app
         self.seconds: list[float] = []
-        self.train_calls = 0
+        self.cpu_seconds: list[float] = []
 
     def __call__(self, msg: Message, ctx: Context) -> Message:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         reply = self.app(msg, ctx)
         self.seconds.append(time.perf_counter() - t0)
+        self.cpu_seconds.append(time.thread_time() - c0)
         return reply
 
 
@@ -191,6 +198,7 @@ class TimedStrategy(Strategy):
     def __init__(self, inner: Strategy) -> None:
         self.inner = inner
         self.agg_seconds: list[float] = []
+        self.agg_cpu_seconds: list[float] = []
 
     def __getattr__(self, name: str) -> Any:
         inner = self.__dict__.get("inner")
@@ -203,9 +211,10 @@ class TimedStrategy(Strategy):
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         out = self.inner.aggregate_train(server_round, replies)
         self.agg_seconds.append(time.perf_counter() - t0)
+        self.agg_cpu_seconds.append(time.thread_time() - c0)
         return out
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
@@ -235,6 +244,8 @@ def timing_fields(app: TimedApp, strat: TimedStrategy, nodes: int, rounds: int, 
         "client_s_per_round": sum(secs) / max(1, nodes * rounds),
         "client_s_first_round": float(np.mean(secs[:nodes])) if secs else math.nan,
         "agg_s_per_round": float(np.mean(strat.agg_seconds)) if strat.agg_seconds else math.nan,
+        "client_cpu_s_per_round": sum(app.cpu_seconds) / max(1, nodes * rounds),
+        "agg_cpu_s_per_round": float(np.mean(strat.agg_cpu_seconds)) if strat.agg_cpu_seconds else math.nan,
         "wall_s_per_round": wall / max(1, rounds),
     }
 
@@ -253,6 +264,8 @@ def run_fm(scn: Scenario, strategy: str, *, oracle: bool = False, epsilon: float
     settings = RunSettings.from_config(cfg)
     unreliable = set(settings.unreliable_ids)
     parts = [p for p in range(scn.partitions) if not (oracle and p in unreliable)]
+    if SINGLE_NODE:
+        parts, oracle = parts[:1], True
     if oracle:
         cfg["min-nodes"] = len(parts)
         settings = RunSettings.from_config(cfg)
@@ -436,9 +449,10 @@ def run_head_fed(scn: Scenario, local: Callable[..., int], *, mods: list | None 
         return Message(RecordDict({"arrays": ArrayRecord(head.state_dict()), "metrics": MetricRecord(metrics)}), reply_to=msg)
 
     timed = TimedApp(app)
-    grid = InProcessGrid(timed, num_nodes=scn.partitions, run_config=scn.run_config(strategy="fedavg"))
-    fedavg = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=scn.partitions,
-                    min_available_nodes=scn.partitions, weighted_by_key="dp-weight" if uniform else "num-examples")
+    nodes = 1 if SINGLE_NODE else scn.partitions
+    grid = InProcessGrid(timed, num_nodes=nodes, run_config=scn.run_config(strategy="fedavg"))
+    fedavg = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=nodes,
+                    min_available_nodes=nodes, weighted_by_key="dp-weight" if uniform else "num-examples")
     strat = TimedStrategy(wrap(fedavg) if wrap else fedavg)
     final: dict[str, float] = {}
 
@@ -451,7 +465,7 @@ def run_head_fed(scn: Scenario, local: Callable[..., int], *, mods: list | None 
     strat.start(grid, ArrayRecord(_new_head(settings).state_dict()), num_rounds=scn.rounds,
                 evaluate_fn=evaluate_fn)
     wall = time.perf_counter() - t0
-    return {"value": float(final.get(scn.metric, math.nan)), **timing_fields(timed, strat, scn.partitions, scn.rounds, wall)}
+    return {"value": float(final.get(scn.metric, math.nan)), **timing_fields(timed, strat, nodes, scn.rounds, wall)}
 
 
 def gaussian_rdp_epsilon(sigma: float, rounds: int, delta: float = DELTA) -> float:
@@ -652,7 +666,66 @@ def scale_profile() -> Profile:
     return Profile("scale", scns, [c_fm("fedavg"), c_fm("reliability"), c_sgd], sgd_lrs=(0.5,))
 
 
-PROFILES = {"quick": quick_profile, "full": full_profile, "tradeoff": tradeoff_profile, "scale": scale_profile}
+def speed_profile() -> Profile:
+    """Timings of every contender at its tuned setting, meant to run alone on a quiet machine
+    (thread CPU time is recorded next to wall time, so contention shows as the gap)."""
+    scns = [Scenario("fashion-mnist", "flipped-labels", 0.3, 1.0, tag="speed"),
+            Scenario("census2000", "random-targets", 0.3, 1.0, tag="speed")]
+    return Profile("speed", scns, [*ALL_FM[:5], c_sgd, c_opacus, c_flower_dp], sgd_lrs=(2.0,),
+                   opacus_lrs=(4.0,), opacus_clips=(1.0,), flower_lrs=(0.5,), flower_clips=(0.1,))
+
+
+def device_profile() -> Profile:
+    """Short CPU-vs-CUDA comparison of the contenders that train with torch on ``--device``."""
+    scns = [Scenario("fashion-mnist", "flipped-labels", 0.0, 1.0, rounds=r, tag="device") for r in (20, 100)]
+    return Profile("device", scns, [c_fm("fedavg"), c_sgd, c_opacus], sgd_lrs=(2.0,), opacus_lrs=(4.0,), opacus_clips=(1.0,))
+
+
+def memory_profile() -> Profile:
+    """Peak memory of ONE client per process: each contender runs in a fresh subprocess with a
+    single participant (partition 0 of 10) for 3 rounds; RSS after imports and data loading is the
+    baseline, the growth is what the client's training (and the server's evaluation) adds."""
+    scn = Scenario("fashion-mnist", "flipped-labels", 0.0, 1.0, rounds=3, tag="memory")
+    return Profile("memory", [scn], [c_fm("reliability"), c_fm("fedavg"), c_sgd, c_opacus, c_flower_dp],
+                   sgd_lrs=(2.0,), opacus_lrs=(4.0,), opacus_clips=(1.0,))
+
+
+def run_memory_profile(out: Path) -> Path:
+    """Each contender of ``memory_profile`` in its own process (``--memory-cell NAME``)."""
+    for fn in memory_profile().contenders:
+        cmd = [sys.executable, __file__, "--memory-cell", fn.__name__, "--out", str(out)]
+        if DATASET_DIR:
+            cmd += ["--dataset-dir", DATASET_DIR]
+        cmd += ["--device", DEVICE.type]
+        subprocess.run(cmd, check=False)
+    return out / "memory.csv"
+
+
+def memory_cell(name: str, out: Path) -> None:
+    global SINGLE_NODE
+    SINGLE_NODE = True
+    prof = memory_profile()
+    scn = prof.scenarios[0]
+    settings = scn.settings(strategy="fedavg")
+    split_data(settings)
+    _features(settings, 0)
+    _test_features(settings)
+    rss0 = peak_rss_mb()
+    prof.contenders = [fn for fn in prof.contenders if fn.__name__ == name]
+    path = run_profile(prof, out)
+    rows = list(csv.DictReader(path.open()))
+    for row in rows:
+        if row["contender_fn"] == name and not row.get("baseline_rss_mb"):
+            row["baseline_rss_mb"] = f"{rss0:.1f}"
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=(*ROW_FIELDS, "contender_fn", "baseline_rss_mb"), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+PROFILES = {"quick": quick_profile, "full": full_profile, "tradeoff": tradeoff_profile, "scale": scale_profile,
+            "device": device_profile, "memory": memory_profile,
+            "speed": speed_profile}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -669,12 +742,21 @@ def run_profile(prof: Profile, out: Path, *, only: set[str] | None = None, limit
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{prof.name}.csv"
     done: set[tuple[str, ...]] = set()
+    fields = (*ROW_FIELDS, "contender_fn")
     if path.exists():
         with path.open() as fh:
-            for row in csv.DictReader(fh):
-                done.add(_key(row))
+            reader = csv.DictReader(fh)
+            old_rows = list(reader)
+            old_fields = tuple(reader.fieldnames or ())
+        done = {_key(row) for row in old_rows}
+        if old_fields != fields:  # written by an older harness: rewrite under the current header
+            extra = tuple(f for f in old_fields if f not in fields)
+            fields = (*fields, *extra)
+            with path.open("w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(old_rows)
     started = time.perf_counter()
-    fields = (*ROW_FIELDS, "contender_fn")
     new = not path.exists()
     with path.open("a", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
@@ -710,7 +792,7 @@ def run_profile(prof: Profile, out: Path, *, only: set[str] | None = None, limit
 
 
 def main(argv: list[str] | None = None) -> None:
-    global DEVICE
+    global DEVICE, DATASET_DIR
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", choices=sorted(PROFILES), default="quick",
                     help="quick (CI), full (README), tradeoff (rounds x local epochs at fixed eps), scale (100/1000 participants)")
@@ -720,12 +802,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", nargs="*", help="contender function names to run (default all)")
     ap.add_argument("--limit-s", type=float, default=None, help="stop starting new cells after this many seconds")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: shared CPUs)")
+    ap.add_argument("--dataset-dir", default="", help="Fashion-MNIST idx folder (default: the run config's)")
+    ap.add_argument("--memory-cell", default="", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    DATASET_DIR = a.dataset_dir
     torch.set_num_threads(a.threads)
     if a.device == "cuda":
         if not torch.cuda.is_available():
             raise SystemExit("--device cuda: CUDA is not available here")
         DEVICE = torch.device("cuda")
+    if a.memory_cell:
+        memory_cell(a.memory_cell, a.out)
+        return
+    if a.profile == "memory":
+        print(f"[harness] rows in {run_memory_profile(a.out)} ({hardware()})")
+        return
     prof = PROFILES[a.profile]()
     path = run_profile(prof, a.out, only=set(a.only) if a.only else None, limit_s=a.limit_s)
     print(f"[harness] rows in {path} ({hardware()})")
