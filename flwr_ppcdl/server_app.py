@@ -242,18 +242,26 @@ def _floats(record: MetricRecord | None) -> dict[str, float]:
 
 
 def _participants(strategy: RecordingStrategy, node_partition: dict[str, int], unreliable: set[int], settings: RunSettings) -> list[dict[str, Any]]:
+    """One row per node that replied: its partition, ground-truth flag, epsilon, first/last round.
+
+    A node whose last reply came before the final round dropped out; a node that first replied
+    after round 1 (e.g. a restarted SuperNode under a new node id) joined late, it did not drop.
+    """
+    final_round = max(strategy.rounds, default=0)
     rows = []
-    for node, pid in sorted(node_partition.items(), key=lambda kv: kv[1]):
-        eps = max((r.nodes.get(node, {}).get("fm-epsilon", 0.0) for r in strategy.rounds.values()), default=0.0)
-        rounds_seen = sum(1 for r in strategy.rounds.values() if node in r.nodes)
+    for node, pid in sorted(node_partition.items(), key=lambda kv: (kv[1], kv[0])):
+        seen = sorted(r.round for r in strategy.rounds.values() if node in r.nodes)
+        eps = max((strategy.rounds[r].nodes[node].get("fm-epsilon", 0.0) for r in seen), default=0.0)
+        last = seen[-1] if seen else 0
         rows.append({
             "node_id": node,
             "partition_id": pid,
             "unreliable": pid in unreliable,  # ground truth, for evaluation only
             "epsilon": eps,
-            "rounds_participated": rounds_seen,
-            "dropped_after_round": None if rounds_seen == len(strategy.rounds) else max(
-                (r.round for r in strategy.rounds.values() if node in r.nodes), default=0),
+            "rounds_participated": len(seen),
+            "first_round": seen[0] if seen else None,
+            "last_round": last,
+            "dropped_after_round": last if last < final_round else None,
         })
     return rows
 

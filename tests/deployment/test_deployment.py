@@ -113,9 +113,10 @@ def test_supernode_restarted_with_its_state_path(tmp_path: Path) -> None:
     [old] = [p for p in rows if p["node_id"] in first_round]
     [new] = [p for p in rows if p["node_id"] not in first_round]
     assert old["dropped_after_round"] == 1 and old["rounds_participated"] == 1
-    # The restarted node joins when it has registered (round 2 or 3) and replies to the end.
-    # (``dropped_after_round`` is its last round: server_app counts any row with fewer rounds.)
+    # The restarted node joins when it has registered (round 2 or 3) and replies to the end:
+    # it joined late, it did not drop.
     assert new["node_id"] in result["rounds"][-1]["nodes"]
+    assert new["dropped_after_round"] is None and new["first_round"] in (2, 3)
     assert old["epsilon"] == pytest.approx(1.0) and new["epsilon"] == pytest.approx(1.0)
     restored = deployment.logs["supernode-2"].read_text(errors="replace").count("[ppcdl] restored the release and ledger")
     assert restored == 1  # the restarted node's first ClientApp loaded state-path (and only it)
