@@ -132,7 +132,7 @@ ROW_FIELDS = (
     "dirichlet_alpha", "seed", "partitions", "rounds", "local_epochs", "epsilon_target", "contender",
     "value", "epsilon_spent", "delta", "privacy", "weight_on_unreliable", "auroc", "client_s_per_round",
     "client_s_first_round", "agg_s_per_round", "client_cpu_s_per_round", "agg_cpu_s_per_round", "wall_s_per_round", "peak_rss_mb", "peak_rss_growth_mb", "hyper", "tuning_best",
-    "device", "hardware", "error",
+    "device", "hardware", "code_version", "error",
 )
 
 
@@ -143,8 +143,20 @@ def base_row(profile: str, scn: Scenario, contender: str) -> dict[str, Any]:
         "dirichlet_alpha": scn.alpha if scn.partitioning == "dirichlet" else "", "seed": scn.seed,
         "partitions": scn.partitions, "rounds": scn.rounds, "local_epochs": scn.local_epochs,
         "epsilon_target": scn.epsilon, "contender": contender, "device": DEVICE.type,
-        "hardware": hardware(), "error": "",
+        "hardware": hardware(), "code_version": code_version(), "error": "",
     }
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """Commit of the library code measured (+dirty when flwr_ppcdl/ has uncommitted changes)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "flwr_ppcdl"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head or "unknown") + ("+dirty" if dirty else "")
 
 
 def hardware() -> str:
@@ -301,7 +313,8 @@ def run_fm(scn: Scenario, strategy: str, *, oracle: bool = False, epsilon: float
     if last and any(flags.get(n) for n in last) and strategy != "fedavg":
         out["weight_on_unreliable"] = sum(w for n, w in last.items() if flags.get(n))
         out["auroc"] = auroc([w for n, w in last.items() if flags.get(n)], [w for n, w in last.items() if not flags.get(n)])
-    out["hyper"] = json.dumps({"solver": settings.solver, "local-steps": settings.local_steps, "body": settings.body})
+    out["hyper"] = json.dumps({"solver": settings.solver, "local-steps": settings.local_steps, "body": settings.body,
+                               "protocol": getattr(settings, "protocol", "parameters")})
     return out
 
 
@@ -491,17 +504,22 @@ def flower_dp_sigma(epsilon: float, rounds: int) -> float:
 # --------------------------------------------------------------------------------------------------
 
 
-def c_fm(strategy: str, **kw: Any) -> Callable[[Scenario, Profile], list[tuple[str, dict[str, Any]]]]:
+def c_fm(strategy: str, protocol: str = "", **kw: Any) -> Callable[[Scenario, Profile], list[tuple[str, dict[str, Any]]]]:
+    """FM clients with ``strategy``; ``protocol="statistics"``: the server sums the released
+    statistics (``SummedStatisticsFedAvg``, reliability-weighted for "reliability")."""
     name = {"reliability": "ppcdl-reliability"}.get(strategy, f"fm-{strategy}")
     if kw.get("oracle"):
         name = "fm-oracle"
     if kw.get("epsilon") == math.inf:
         name = "fm-noiseless-fedavg"
+    if protocol == "statistics":
+        name = {"reliability": "ppcdl-statistics-reliability"}.get(strategy, f"fm-statistics-{strategy}")
 
     def run(scn: Scenario, prof: Profile) -> list[tuple[str, dict[str, Any]]]:
         if kw.get("oracle") and scn.fraction == 0:
             return []  # identical to fm-fedavg
-        return [(name, run_fm(scn, strategy, extra=prof.fm_extra, **kw))]
+        extra = {**prof.fm_extra, **({"protocol": protocol} if protocol else {})}
+        return [(name, run_fm(scn, strategy, extra=extra, **kw))]
 
     run.__name__ = name
     return run
@@ -566,7 +584,11 @@ def c_opacus(scn: Scenario, prof: Profile) -> list[tuple[str, dict[str, Any]]]:
                   sample_rate=round(plan.sample_rate, 5))
         return r
 
-    return _tuned("opacus-dpsgd-fedavg", [{"lr": lr, "clip": c, "batch": 256} for lr in prof.opacus_lrs for c in prof.opacus_clips], runner)
+    grid = [{"lr": lr, "clip": c, "batch": 256} for lr in prof.opacus_lrs for c in prof.opacus_clips]
+    if prof.opacus_reduced is not None and (scn.tag != "main" or scn.seed != 0):
+        # the full grid is searched on the seed-0 "main" scenarios; elsewhere its best points are reused
+        grid = [{"lr": lr, "clip": c, "batch": 256} for lr, c in prof.opacus_reduced[scn.dataset == "census2000"]]
+    return _tuned("opacus-dpsgd-fedavg", grid, runner)
 
 
 def c_flower_dp(scn: Scenario, prof: Profile) -> list[tuple[str, dict[str, Any]]]:
@@ -608,15 +630,19 @@ class Profile:
     flower_lrs: tuple[float, ...] = (0.5,)
     flower_clips: tuple[float, ...] = (0.5,)
     contender_filter: Callable[[Scenario, str], bool] | None = None
+    # (fashion grid, census grid) of (lr, clip) used outside the seed-0 "main" scenarios; None = full grid
+    opacus_reduced: tuple[tuple[tuple[float, float], ...], tuple[tuple[float, float], ...]] | None = None
 
 
 ALL_FM = [c_fm("reliability"), c_fm("fedavg"), c_fm("fedmedian"), c_fm("fedtrimmedavg"), c_fm("multikrum"),
-          c_fm("fedavg", oracle=True), c_fm("fedavg", epsilon=math.inf)]
+          c_fm("fedavg", oracle=True), c_fm("fedavg", epsilon=math.inf),
+          c_fm("reliability", protocol="statistics"), c_fm("fedavg", protocol="statistics")]
 
 
 def quick_profile() -> Profile:
     scn = Scenario(dataset="digits", kind="flipped-labels", fraction=0.25, partitions=4, rounds=3, tag="quick")
-    return Profile("quick", [scn], [c_fm("reliability"), c_fm("fedavg"), c_centralized, c_sgd, c_opacus, c_flower_dp],
+    return Profile("quick", [scn], [c_fm("reliability"), c_fm("fedavg"), c_fm("reliability", protocol="statistics"),
+                                    c_centralized, c_sgd, c_opacus, c_flower_dp],
                    fm_extra={"local-steps": 5})
 
 
@@ -641,6 +667,7 @@ def full_profile() -> Profile:
         "full", scns, [*ALL_FM, c_centralized, c_sgd, c_opacus, c_flower_dp],
         sgd_lrs=(0.5, 2.0), opacus_lrs=(1.0, 4.0, 16.0), opacus_clips=(0.5, 1.0),
         flower_lrs=(0.5,), flower_clips=(0.1, 0.5),
+        opacus_reduced=(((4.0, 1.0), (16.0, 0.5)), ((0.25, 1.0), (1.0, 1.0))),
     )
 
 
@@ -671,7 +698,7 @@ def speed_profile() -> Profile:
     (thread CPU time is recorded next to wall time, so contention shows as the gap)."""
     scns = [Scenario("fashion-mnist", "flipped-labels", 0.3, 1.0, tag="speed"),
             Scenario("census2000", "random-targets", 0.3, 1.0, tag="speed")]
-    return Profile("speed", scns, [*ALL_FM[:5], c_sgd, c_opacus, c_flower_dp], sgd_lrs=(2.0,),
+    return Profile("speed", scns, [*ALL_FM[:5], *ALL_FM[7:], c_sgd, c_opacus, c_flower_dp], sgd_lrs=(2.0,),
                    opacus_lrs=(4.0,), opacus_clips=(1.0,), flower_lrs=(0.5,), flower_clips=(0.1,))
 
 
@@ -704,6 +731,8 @@ def run_memory_profile(out: Path) -> Path:
 def memory_cell(name: str, out: Path) -> None:
     global SINGLE_NODE
     SINGLE_NODE = True
+    # the server's non-private reference fit (all training records, report only) is not client memory
+    server_app.reference_metrics = lambda settings: {}
     prof = memory_profile()
     scn = prof.scenarios[0]
     settings = scn.settings(strategy="fedavg")

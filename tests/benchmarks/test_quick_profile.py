@@ -27,7 +27,7 @@ def test_quick_profile_rows(tmp_path: Path) -> None:
     path = harness.run_profile(harness.quick_profile(), tmp_path)
     rows = list(csv.DictReader(path.open()))
     by_name = {r["contender"]: r for r in rows}
-    expected = ["ppcdl-reliability", "fm-fedavg", "centralized", "sgd-fedavg", "flower-dp-fedavg"]
+    expected = ["ppcdl-reliability", "fm-fedavg", "ppcdl-statistics-reliability", "centralized", "sgd-fedavg", "flower-dp-fedavg"]
     if importlib.util.find_spec("opacus") is not None:
         expected.append("opacus-dpsgd-fedavg")
     else:
