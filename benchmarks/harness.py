@@ -514,6 +514,8 @@ def c_fm(strategy: str, protocol: str = "", **kw: Any) -> Callable[[Scenario, Pr
         name = "fm-noiseless-fedavg"
     if protocol == "statistics":
         name = {"reliability": "ppcdl-statistics-reliability"}.get(strategy, f"fm-statistics-{strategy}")
+        if kw.get("oracle"):
+            name = "fm-statistics-oracle"
 
     def run(scn: Scenario, prof: Profile) -> list[tuple[str, dict[str, Any]]]:
         if kw.get("oracle") and scn.fraction == 0:
@@ -636,7 +638,8 @@ class Profile:
 
 ALL_FM = [c_fm("reliability"), c_fm("fedavg"), c_fm("fedmedian"), c_fm("fedtrimmedavg"), c_fm("multikrum"),
           c_fm("fedavg", oracle=True), c_fm("fedavg", epsilon=math.inf),
-          c_fm("reliability", protocol="statistics"), c_fm("fedavg", protocol="statistics")]
+          c_fm("reliability", protocol="statistics"), c_fm("fedavg", protocol="statistics"),
+          c_fm("fedavg", protocol="statistics", oracle=True)]
 
 
 def quick_profile() -> Profile:
