@@ -666,8 +666,16 @@ def full_profile() -> Profile:
     for seed in (1, 2):
         for frac in (0.0, 0.3):
             scns.append(Scenario("fashion-mnist", "flipped-labels", frac, 1.0, seed=seed, tag="main"))
+    for eps in (0.1, 0.5, 2.0, 5.0, 10.0):
+        scns.append(Scenario("fashion-mnist", "flipped-labels", 0.3, eps, tag="epsilon"))
+    light = {"ppcdl-reliability", "ppcdl-statistics-reliability", "fm-fedavg", "fm-statistics-fedavg", "fm-oracle",
+             "fm-statistics-oracle", "fm-multikrum", "c_opacus", "c_centralized"}
+
+    def keep(scn: Scenario, fn_name: str) -> bool:  # Fashion epsilon sweep: the decisive contenders only
+        return not (scn.tag == "epsilon" and scn.dataset == "fashion-mnist") or fn_name in light
+
     return Profile(
-        "full", scns, [*ALL_FM, c_centralized, c_sgd, c_opacus, c_flower_dp],
+        "full", scns, [*ALL_FM, c_centralized, c_sgd, c_opacus, c_flower_dp], contender_filter=keep,
         sgd_lrs=(0.5, 2.0), opacus_lrs=(1.0, 4.0, 16.0), opacus_clips=(0.5, 1.0),
         flower_lrs=(0.5,), flower_clips=(0.1, 0.5),
         opacus_reduced=(((4.0, 1.0), (16.0, 0.5)), ((0.25, 1.0), (1.0, 1.0))),
@@ -682,10 +690,10 @@ def tradeoff_profile() -> Profile:
         for rounds in (20, 100):
             for epochs in (1, 5):
                 scns.append(Scenario("fashion-mnist", "flipped-labels", 0.0, eps, rounds=rounds, local_epochs=epochs, tag="tradeoff"))
-    fm_once = [c_fm("fedavg")]
+    fm_once = [c_fm("fedavg"), c_fm("fedavg", protocol="statistics")]
 
     def keep(scn: Scenario, fn_name: str) -> bool:  # FM does not depend on local_epochs
-        return fn_name != "fm-fedavg" or scn.local_epochs == 1
+        return not fn_name.startswith("fm-") or scn.local_epochs == 1
 
     return Profile("tradeoff", scns, [*fm_once, c_opacus], opacus_lrs=(4.0,), opacus_clips=(1.0,), contender_filter=keep)
 
