@@ -152,10 +152,11 @@ def speed_section(rows: list[dict[str, Any]]) -> list[str]:
     """Timings from ``speed.csv`` (run alone): thread CPU time next to wall time; ratios in the same run."""
     if not rows:
         return []
-    lines = ["\n### Speed (`--profile speed`, run alone; ratios measured in the same run)\n",
+    lines = ["\n### Speed (`--profile speed`; ratios measured in the same run)\n",
              "Hardware: " + "; ".join(sorted({f"{r['hardware']} (device {r['device']})" for r in rows})) +
              ". Client = one participant's ClientApp call per round (mean over participants and rounds; FM's "
-             "first round includes its one release); CPU = thread CPU time (contention-free), wall in brackets.\n"]
+             "first round includes its one release); CPU = thread CPU time of the process's single torch thread "
+             "(robust to other benchmarks sharing the 2 cores, which inflate the wall time in brackets).\n"]
     for (dataset,), _ in sorted({(r["dataset"],): 1 for r in rows}.items()):
         rs = {r["contender"]: r for r in rows if r["dataset"] == dataset and not r["contender"].endswith("-grid")}
         base_agg = f(rs["fm-fedavg"]["agg_cpu_s_per_round"]) if "fm-fedavg" in rs else math.nan
@@ -273,11 +274,13 @@ def scale_table(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return []
     lines = ["\n### Scale: simulated participants in one process (census2000, 3 features, 3 rounds, ε=1, 30 % random targets)\n",
-             "| participants | contender | R² | wall s/round | client s/round (each) | aggregation s/round | peak RSS MB (growth in this cell) |",
+             "One process drives every participant in turn (in-process grid), so a round costs about participants × "
+             "client time + aggregation; the 2 cores cannot run clients in parallel here.\n",
+             "| participants | contender | R² | wall s/round | client CPU s/round (each) | aggregation CPU s/round | peak RSS MB (growth in this cell) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['partitions']} | {r['contender']} | {f(r['value']):.3f} | {f(r['wall_s_per_round']):.3f} | "
-                     f"{f(r['client_s_per_round']):.5f} | {f(r['agg_s_per_round']):.5f} | {f(r['peak_rss_mb']):.0f} ({f(r['peak_rss_growth_mb']):+.0f}) |")
+                     f"{f(r.get('client_cpu_s_per_round')):.5f} | {f(r.get('agg_cpu_s_per_round')):.5f} | {f(r['peak_rss_mb']):.0f} ({f(r['peak_rss_growth_mb']):+.0f}) |")
     return lines
 
 
