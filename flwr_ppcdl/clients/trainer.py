@@ -499,6 +499,7 @@ class FunctionalMechanismTrainer:
         self._release: Release | None = (
             Release.from_dict(self.state.release) if self.state.release is not None else None
         )
+        self._check_release_matches_config()
         self._warn_if_body_unbounded()
 
     # -- public ----------------------------------------------------------------------------------
@@ -631,6 +632,29 @@ class FunctionalMechanismTrainer:
             self.head.bias.copy_(torch.as_tensor(bias, dtype=self.head.bias.dtype))
 
     # -- internals ---------------------------------------------------------------------------------
+
+    def _check_release_matches_config(self) -> None:
+        """A persisted release made under another public configuration must not be reused."""
+        release, cfg = self._release, self.config
+        if release is None:
+            return
+        expected = {
+            "task": cfg.task,
+            "num_classes": cfg.num_classes if cfg.task == "classification" else None,
+            "epsilon": float(cfg.epsilon),
+            "feature_bound": float(cfg.feature_bound),
+            "target_bound": float(cfg.target_bound) if cfg.task == "regression" else None,
+            "neighbouring": cfg.neighbouring,
+        }
+        found = {key: getattr(release, key) for key in expected}
+        if math.isclose(found["epsilon"], expected["epsilon"], rel_tol=1e-3):
+            found["epsilon"] = expected["epsilon"]  # OpenDP's calibrated map can sit just below
+        if found != expected:
+            diff = {k: (found[k], expected[k]) for k in expected if found[k] != expected[k]}
+            raise ValueError(
+                "the persisted release was made under another configuration (found, configured): "
+                f"{diff}; use a fresh state (or state-path) for a new configuration"
+            )
 
     def _check_affordable(self, epsilon: float) -> None:
         budget = self.ledger.max_epsilon

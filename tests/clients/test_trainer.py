@@ -291,3 +291,11 @@ def test_numpy_client_persists_release_in_a_context_across_objects() -> None:
     assert metrics["fm-epsilon"] == 1.0 and metrics["partition-id"] == 3
     with pytest.raises(ValueError, match="received 1 arrays"):
         client.fit(params[:1], {})
+
+
+def test_a_persisted_release_under_another_configuration_is_refused() -> None:
+    x, y, _, _ = digits()
+    trainer = FunctionalMechanismTrainer(digits_model(), (x, y), _config(epsilon=1.0))
+    trainer.fit()
+    with pytest.raises(ValueError, match="epsilon"):
+        FunctionalMechanismTrainer(digits_model(), (x, y), _config(epsilon=2.0), trainer.state)
