@@ -9,8 +9,10 @@ at epsilon = 1: R^2 .054 against .032 for parameter averaging (`benchmarks/proto
 Participants opt in with ``TrainerConfig(share_statistics=True)``: their train replies then carry a
 ``ConfigRecord`` ``"fm-release"`` (the release as JSON) next to the usual ``arrays``/``metrics``, which
 plain FedAvg ignores. Reliability: each participant's own closed-form solution is scored with
-:func:`reliability_weights` (truth discovery), and the statistics are summed with coefficients
-``c_k = w_k / p_k`` (``p_k`` = FedAvg's sample share), so equal reliability gives the plain sum.
+:func:`reliability_weights` (truth discovery), and the statistics are summed with keep-fractions
+``c_k = r_k / max_j r_j``, ``r_k = w_k / p_k`` (``p_k`` = FedAvg's sample share): equal reliability
+gives the plain sum, and no participant's noisy statistics are ever scaled up (measured: scaling
+up, ``c_k = r_k``, amplified the noise of a few small participants at 100-1,000 participants).
 """
 
 from __future__ import annotations
@@ -112,7 +114,10 @@ class SummedStatisticsFedAvg(FedAvg):
                 weights = reliability_weights(local, counts, **self.reliability_options)
             else:
                 weights = shares
-            combined = combine_releases(releases, weights / shares)
+            # keep-fractions in [0, 1]: reliability only removes statistics, it never amplifies a
+            # participant's (noisy) statistics above what it released
+            ratio = weights / shares
+            combined = combine_releases(releases, ratio / ratio.max())
             weight, bias = linear_head_parameters(combined.solve(), combined)
         except (ValueError, np.linalg.LinAlgError) as err:
             log.warning("[ppcdl] summing the statistics failed (%s); using FedAvg's head", err)
