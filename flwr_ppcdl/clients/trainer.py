@@ -647,7 +647,7 @@ class FunctionalMechanismTrainer:
             "neighbouring": cfg.neighbouring,
         }
         found = {key: getattr(release, key) for key in expected}
-        if math.isclose(found["epsilon"], expected["epsilon"], rel_tol=1e-3):
+        if math.isclose(float(release.epsilon), float(cfg.epsilon), rel_tol=1e-3):
             found["epsilon"] = expected["epsilon"]  # OpenDP's calibrated map can sit just below
         if found != expected:
             diff = {k: (found[k], expected[k]) for k in expected if found[k] != expected[k]}
