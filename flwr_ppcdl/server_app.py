@@ -20,20 +20,25 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg, MultiKrum, Strategy
 
+from flwr_ppcdl.data import Dataset
 from flwr_ppcdl.task import (
     RunSettings,
     epsilon_meaning,
     evaluate_model,
     make_model,
     reference_metrics,
-    split_data,
+    server_loss_fn,
+    server_splits,
 )
 
 log = logging.getLogger("flwr")
 
 
-def make_strategy(settings: RunSettings) -> Strategy:
-    """The configured aggregation rule (all Message-API strategies; evaluation is server-side)."""
+def make_strategy(settings: RunSettings, validation: Dataset | None = None) -> Strategy:
+    """The configured aggregation rule (all Message-API strategies; evaluation is server-side).
+
+    ``validation`` (server-held records) is required by ``reliability-method = server-data``.
+    """
     common: dict[str, Any] = {
         "fraction_train": 1.0,
         "fraction_evaluate": 0.0,
@@ -48,6 +53,10 @@ def make_strategy(settings: RunSettings) -> Strategy:
     if settings.strategy == "reliability":
         from flwr_ppcdl.strategies import ReliabilityWeightedFedAvg
 
+        if settings.reliability_method == "server-data":
+            if validation is None:
+                raise ValueError("reliability-method 'server-data' needs the server's validation records")
+            return ReliabilityWeightedFedAvg(method="server_data", server_loss_fn=server_loss_fn(settings, validation), **common)
         # alignment off: near the aggregation's fixed point every delta is anti-aligned with the
         # leave-one-out mean, and the gate makes the weights oscillate (benchmarks/default_job_tuning.py)
         return ReliabilityWeightedFedAvg(alignment=False, sharpness=4.0, tolerance=1.0, **common)
@@ -160,10 +169,10 @@ def _json_default(value: Any) -> Any:
 def run_server(grid: Grid, settings: RunSettings, *, timeout: float | None = None) -> RunResult:
     """Run the experiment on ``grid``; print progress; write results to ``settings.result_dir``."""
     started = time.perf_counter()
-    _, test = split_data(settings)
+    test, validation = server_splits(settings)
     model = make_model(settings)
     unreliable = set(settings.unreliable_ids)
-    strategy = RecordingStrategy(make_strategy(settings))
+    strategy = RecordingStrategy(make_strategy(settings, validation))
     main_metric = "r2" if settings.task == "regression" else "accuracy"
     node_partition: dict[str, int] = {}
 

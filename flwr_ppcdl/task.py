@@ -17,7 +17,7 @@ Which data each party touches:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Any
@@ -48,6 +48,7 @@ DATASETS = ("census2000", "fashion-mnist", "mnist5k", "digits")
 STRATEGIES = ("reliability", "fedavg", "fedmedian", "fedtrimmedavg", "multikrum")
 UNRELIABLE_KINDS = ("random-labels", "flipped-labels", "feature-noise", "random-targets")
 PROTOCOLS = ("parameters", "statistics")
+RELIABILITY_METHODS = ("truth-discovery", "server-data")
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,9 @@ class RunSettings:
     trimmed_beta: float = 0.2
     plot: bool = True
     min_nodes: int = 0  # minimum available/train nodes per round; 0 = all num-partitions
-    round_timeout: float = 600.0  # seconds the server waits for replies in a round (a dead node's share)
+    round_timeout: float = 600.0
+    reliability_method: str = "truth-discovery"  # or "server-data": score uploads on server-held records
+    server_validation: int = 500  # records of the server's own split held out for "server-data" scoring  # seconds the server waits for replies in a round (a dead node's share)
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
@@ -104,6 +107,8 @@ class RunSettings:
             raise ValueError(
                 f"num-partitions and num-rounds must be >= 1; got {self.num_partitions}, {self.num_rounds}"
             )
+        if self.reliability_method not in RELIABILITY_METHODS:
+            raise ValueError(f"reliability-method must be one of {RELIABILITY_METHODS}; got {self.reliability_method!r}")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}; got {self.protocol!r}")
         if self.protocol == "statistics" and self.strategy not in ("reliability", "fedavg"):
@@ -195,6 +200,31 @@ def split_data(settings: RunSettings) -> tuple[Dataset, Dataset]:
         n_train = len(data) - 10_000
         return data.subset(np.arange(n_train)), data.subset(np.arange(n_train, len(data)))
     return train_test_split(data, settings.test_fraction, seed=settings.seed)
+
+
+def server_splits(settings: RunSettings) -> tuple[Dataset, Dataset | None]:
+    """The server's own records: (evaluation, validation). Validation exists only for
+    ``reliability-method = server-data``: it is carved out of the server's split (never a
+    participant's) and never used for the reported test metrics."""
+    _, test = split_data(settings)
+    if settings.reliability_method != "server-data":
+        return test, None
+    size = min(max(settings.server_validation, 1), len(test) - 1)
+    order = np.random.default_rng([settings.seed, 31]).permutation(len(test))
+    return test.subset(np.sort(order[size:])), test.subset(np.sort(order[:size]))
+
+
+def server_loss_fn(settings: RunSettings, validation: Dataset) -> Callable[[list[np.ndarray]], float]:
+    """Loss of an upload (state-dict arrays in order) on the server-held validation records."""
+    model = make_model(settings)
+    keys = list(model.state_dict().keys())
+    metric = "mse" if settings.task == "regression" else "loss"
+
+    def loss(parameters: list[np.ndarray]) -> float:
+        model.load_state_dict({k: torch.as_tensor(np.array(v)) for k, v in zip(keys, parameters, strict=True)})
+        return float(evaluate_model(model, validation, settings)[metric])
+
+    return loss
 
 
 @lru_cache(maxsize=4)
@@ -311,7 +341,8 @@ def reference_metrics(settings: RunSettings) -> dict[str, float]:
     logistic regression (classification), trained on the reliable participants' records."""
     model = make_model(settings)
     body = model[:-1]
-    train, test = split_data(settings)
+    train, _ = split_data(settings)
+    test, _ = server_splits(settings)  # the same records the run is evaluated on
     reliable = [p for p in range(settings.num_partitions) if p not in settings.unreliable_ids]
     idx = np.concatenate([_partitions(settings)[p] for p in reliable]) if reliable else np.arange(len(train))
     with torch.no_grad():

@@ -58,3 +58,34 @@ def test_every_setting_is_a_run_config_key_with_the_same_default() -> None:
     config = declared["tool"]["flwr"]["app"]["config"]
     assert {f.name.replace("_", "-") for f in fields(RunSettings)} == set(config)
     assert RunSettings.from_config(config) == RunSettings()
+
+
+def test_server_data_scoring_uses_only_server_records_kept_out_of_evaluation() -> None:
+    from flwr_ppcdl.task import server_splits
+
+    settings = RunSettings(reliability_method="server-data", server_validation=300)
+    _, test = split_data(settings)
+    evaluation, validation = server_splits(settings)
+    assert validation is not None and len(validation) == 300
+    assert len(evaluation) + len(validation) == len(test)
+    def rows(d: object) -> np.ndarray:
+        table = np.c_[d.features, d.targets]  # type: ignore[attr-defined]
+        return table[np.lexsort(table.T[::-1])]
+
+    # the two parts partition the server's split (as multisets of records)
+    np.testing.assert_array_equal(rows(test), rows(type(test)(
+        features=np.concatenate([evaluation.features, validation.features]),
+        targets=np.concatenate([evaluation.targets, validation.targets]),
+        task=test.task, num_classes=test.num_classes)))
+    assert server_splits(RunSettings())[1] is None  # truth discovery holds nothing back
+
+
+def test_server_data_reliability_runs_end_to_end(tmp_path: Path) -> None:
+    from flwr_ppcdl.sweep import run_inprocess
+
+    result = run_inprocess({
+        "result-dir": str(tmp_path), "plot": False, "num-partitions": 4, "num-rounds": 2,
+        "reliability-method": "server-data", "unreliable-fraction": 0.5,
+    })
+    assert result["failures"] == 0
+    assert abs(sum(result["rounds"][-1]["weights"].values()) - 1.0) < 1e-9
