@@ -91,13 +91,18 @@ class PrivacySpec:
 class StrategySpec:
     name: str = "reliability"
     trimmed_beta: float = 0.2
+    reliability_method: str = "truth-discovery"
+    server_validation: int = 500
 
     def __post_init__(self) -> None:
         if self.name not in STRATEGIES:
             raise ValueError(f"strategy.name must be one of {STRATEGIES}; got {self.name!r}")
 
     def run_config(self) -> dict[str, Any]:
-        return {"strategy": self.name, "trimmed-beta": self.trimmed_beta}
+        return {
+            "strategy": self.name, "trimmed-beta": self.trimmed_beta,
+            "reliability-method": self.reliability_method, "server-validation": self.server_validation,
+        }
 
 
 @dataclass(frozen=True)
