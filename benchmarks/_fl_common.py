@@ -26,9 +26,9 @@ CACHE_DIR = Path(os.environ.get("BENCH_CACHE", "/tmp/flwr_ppcdl_bench"))
 
 
 def _patched(rel_kwargs: dict[str, Any]):
-    def make(settings):
+    def make(settings, validation=None):
         if settings.strategy != "reliability" or not rel_kwargs:
-            return _ORIG_MAKE(settings)
+            return _ORIG_MAKE(settings, validation)
         from flwr_ppcdl.strategies import ReliabilityWeightedFedAvg
 
         return ReliabilityWeightedFedAvg(

@@ -102,7 +102,7 @@ def stage_d(pname: str) -> None:
     for opts in ({}, {"alignment": False}, {"use_deltas": False}):
         holder = {}
 
-        def make(settings, opts=opts, holder=holder):
+        def make(settings, validation=None, opts=opts, holder=holder):
             s = ReliabilityWeightedFedAvg(fraction_train=1.0, fraction_evaluate=0.0,
                                           min_available_nodes=settings.num_partitions,
                                           min_train_nodes=settings.num_partitions, **opts)

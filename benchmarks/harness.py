@@ -291,8 +291,8 @@ def run_fm(scn: Scenario, strategy: str, *, oracle: bool = False, epsilon: float
     )
     holder: dict[str, TimedStrategy] = {}
 
-    def make(s: RunSettings) -> Strategy:
-        holder["s"] = TimedStrategy(_ORIG_MAKE_STRATEGY(s))
+    def make(s: RunSettings, validation: Any = None) -> Strategy:
+        holder["s"] = TimedStrategy(_ORIG_MAKE_STRATEGY(s, validation))
         return holder["s"]
 
     server_app.make_strategy = make
