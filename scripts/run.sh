@@ -25,7 +25,11 @@ stop_superlink() {
 trap stop_superlink EXIT
 args=("$@")
 has_result_dir=0
-for a in "${args[@]}"; do [[ "$a" == *result-dir* ]] && has_result_dir=1; done
+for a in "${args[@]}"; do
+    [[ "$a" == *result-dir* ]] && has_result_dir=1
+    # one simulated SuperNode per participant: follow a num-partitions override
+    if [ -z "${NUM_SUPERNODES:-}" ] && [[ "$a" =~ num-partitions=([0-9]+) ]]; then num=${BASH_REMATCH[1]}; fi
+done
 if [ "$has_result_dir" = 0 ]; then
     args+=(--run-config "result-dir='$result_dir'")
 fi
