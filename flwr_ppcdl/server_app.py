@@ -94,10 +94,10 @@ class RecordingStrategy(Strategy):
     def __init__(self, inner: Strategy) -> None:
         self.inner = inner
         self.rounds: dict[int, RoundRecord] = {}
-        self._started = time.perf_counter()
+        self.round_started = time.perf_counter()
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        self._started = time.perf_counter()
+        self.round_started = time.perf_counter()
         return self.inner.configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -124,7 +124,7 @@ class RecordingStrategy(Strategy):
             last = history[-1]
             weights = last.get("weights", last) if isinstance(last, dict) else getattr(last, "weights", {})
             return {str(k): float(v) for k, v in dict(weights).items()}
-        if isinstance(self.inner, (FedAvg,)) and type(self.inner) in (FedAvg,):
+        if type(self.inner) is FedAvg:  # plain FedAvg: weights are the sample shares
             total = sum(m.get("num-examples", 0.0) for m in record.nodes.values())
             return {k: m.get("num-examples", 0.0) / total for k, m in record.nodes.items()} if total else {}
         return {}
@@ -184,7 +184,7 @@ def run_server(grid: Grid, settings: RunSettings, *, timeout: float | None = Non
             return _metric_record(metrics)
         record = strategy.rounds.setdefault(server_round, RoundRecord(server_round, {}, 0.0))
         record.metrics = metrics
-        record.seconds = time.perf_counter() - strategy._started
+        record.seconds = time.perf_counter() - strategy.round_started
         for node, m in record.nodes.items():
             if "partition-id" in m:
                 node_partition[node] = int(m["partition-id"])

@@ -312,12 +312,19 @@ def split_model(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
     )
 
 
+def _body_arrays(body: nn.Module) -> list[tuple[str, np.ndarray]]:
+    """The body's parameters and buffers, by name, as flat float64 arrays."""
+    return [
+        (name, tensor.detach().cpu().to(torch.float64).numpy().ravel())
+        for name, tensor in sorted(body.state_dict().items())
+    ]
+
+
 def body_fingerprint(body: nn.Module) -> tuple[str, list[list[float]]]:
     """A hash of the body's parameters and buffers, and the values themselves (public)."""
     digest = hashlib.sha256()
     values: list[list[float]] = []
-    for name, tensor in sorted(body.state_dict().items()):
-        array = tensor.detach().cpu().to(torch.float64).numpy().ravel()
+    for name, array in _body_arrays(body):
         digest.update(name.encode())
         digest.update(array.tobytes())
         values.append(array.tolist())
@@ -328,10 +335,7 @@ def _body_matches(body: nn.Module, reference: list[list[float]] | None) -> bool:
     """Whether the body equals the reference up to aggregation round-off (float32 averaging)."""
     if reference is None:
         return False
-    current = [
-        tensor.detach().cpu().to(torch.float64).numpy().ravel()
-        for _, tensor in sorted(body.state_dict().items())
-    ]
+    current = [array for _, array in _body_arrays(body)]
     if len(current) != len(reference):
         return False
     for now, ref in zip(current, reference, strict=True):

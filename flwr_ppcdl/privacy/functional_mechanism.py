@@ -82,26 +82,24 @@ def _check_epsilon(epsilon: object) -> float:
     return value
 
 
-def _check_positive_finite(name: str, value: object) -> float:
+def _check_finite_real(name: str, value: object, *, allow_zero: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(
             f"{name} must be a real number; got {value!r} of type {type(value).__name__}"
         )
     result = float(value)
-    if not (math.isfinite(result) and result > 0):
-        raise ValueError(f"{name} must be positive and finite; got {value!r}")
+    if not (math.isfinite(result) and (result >= 0 if allow_zero else result > 0)):
+        wanted = ">= 0 and finite" if allow_zero else "positive and finite"
+        raise ValueError(f"{name} must be {wanted}; got {value!r}")
     return result
+
+
+def _check_positive_finite(name: str, value: object) -> float:
+    return _check_finite_real(name, value, allow_zero=False)
 
 
 def _check_nonnegative_finite(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"{name} must be a real number; got {value!r} of type {type(value).__name__}"
-        )
-    result = float(value)
-    if not (math.isfinite(result) and result >= 0):
-        raise ValueError(f"{name} must be >= 0 and finite; got {value!r}")
-    return result
+    return _check_finite_real(name, value, allow_zero=True)
 
 
 def _first_bad_index(mask: NDArray[np.bool_]) -> tuple[int, ...]:
