@@ -44,7 +44,7 @@ from flwr_ppcdl.privacy import (
     PrivacyLedger,
     Release,
 )
-from flwr_ppcdl.privacy.combine import linear_head_parameters
+from flwr_ppcdl.privacy import linear_head_parameters
 
 log = logging.getLogger(__name__)
 

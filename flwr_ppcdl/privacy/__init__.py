@@ -1,18 +1,25 @@
-"""Privacy core of flwr_ppcdl: the functional mechanism, its sensitivities, samplers and ledger.
+"""Privacy core of flwr_ppcdl (participant side): the functional mechanism and what surrounds it.
 
-Pure numpy (float64) and, in :mod:`.objective` only, torch. No Flower, no Ray.
-The guarantee is stated in :mod:`flwr_ppcdl.privacy.functional_mechanism`.
+Pure numpy (float64) and, in :mod:`.objective` only, torch. No Flower, no Ray. One job per module:
+
+* :mod:`.validation` -- the one validator of ε, public constants and records;
+* :mod:`.bounding` -- public per-record bounds and the float summation slack;
+* :mod:`.sensitivity` -- every sensitivity as a small pure function;
+* :mod:`.noise` -- the samplers behind one interface, and their factory;
+* :mod:`.mechanism` -- :class:`FunctionalMechanism`, the only reader of records (its docstring
+  states the guarantee);
+* :mod:`.release`, :mod:`.repair`, :mod:`.objective` -- the release and its free post-processing;
+* :mod:`.combine`, :mod:`.units` -- sums of releases; normalised weights <-> head parameters;
+* :mod:`.ledger` -- the per-participant privacy ledger.
 """
 
-from flwr_ppcdl.privacy.functional_mechanism import (
-    FunctionalMechanism,
-    Release,
-    RepairedStatistics,
-    clip_l2,
-    summation_slack,
-)
+from flwr_ppcdl.privacy.bounding import clip_l2, summation_slack
+from flwr_ppcdl.privacy.combine import combine_releases
 from flwr_ppcdl.privacy.ledger import BudgetExceededError, LedgerEntry, PrivacyLedger
+from flwr_ppcdl.privacy.mechanism import FunctionalMechanism
 from flwr_ppcdl.privacy.noise import PrivacyLeakWarning
+from flwr_ppcdl.privacy.release import Release
+from flwr_ppcdl.privacy.repair import RepairedStatistics
 from flwr_ppcdl.privacy.sensitivity import (
     cross_classification_record_l1,
     cross_regression_record_l1,
@@ -25,6 +32,12 @@ from flwr_ppcdl.privacy.sensitivity import (
     sensitivity_softmax,
     squared_l2_norm_bound,
 )
+from flwr_ppcdl.privacy.units import (
+    head_from_normalised,
+    linear_head_parameters,
+    normalised_from_head,
+)
+from flwr_ppcdl.privacy.validation import check_epsilon
 
 __all__ = [
     "BudgetExceededError",
@@ -34,11 +47,16 @@ __all__ = [
     "PrivacyLedger",
     "Release",
     "RepairedStatistics",
+    "check_epsilon",
     "clip_l2",
+    "combine_releases",
     "cross_classification_record_l1",
     "cross_regression_record_l1",
     "gram_record_l1",
+    "head_from_normalised",
     "l1_norm_bound",
+    "linear_head_parameters",
+    "normalised_from_head",
     "sensitivity_cross_classification",
     "sensitivity_cross_regression",
     "sensitivity_gram",

@@ -1,6 +1,6 @@
-"""Post-processing across participants: combine released statistics; map weights to a linear head.
+"""Post-processing across participants: combine released statistics.
 
-Both functions read only what :meth:`FunctionalMechanism.release` already released, so they cost no
+It reads only what :meth:`FunctionalMechanism.release` already released, so it costs no
 privacy. Each participant's records are in its own release only (disjoint data), so a combination
 of releases is ``max_k epsilon_k``-DP for every record (parallel composition), the same per-record
 guarantee each participant already has.
@@ -12,9 +12,9 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 
-from flwr_ppcdl.privacy.functional_mechanism import Release
+from flwr_ppcdl.privacy.release import Release
 
 _MUST_AGREE = ("task", "num_classes", "num_features", "feature_bound", "target_bound", "neighbouring", "repair_keep")
 
@@ -79,15 +79,3 @@ def combine_releases(releases: Sequence[Release], coefficients: ArrayLike | None
         sampler="combined",
         repair_keep=first.repair_keep,
     )
-
-
-def linear_head_parameters(weights: ArrayLike, release: Release) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Normalised FM weights -> ``(weight, bias)`` of an ``nn.Linear`` acting on the body's output.
-
-    The mechanism's features are ``[phi(x) / c; 1]`` (``c = feature_bound``) and regression targets are
-    ``y / B``; so ``weight = scale * W[:, :d] / c`` and ``bias = scale * W[:, d]`` with ``scale = B``
-    for regression and 1 for classification. Exact when ``||phi(x)|| <= c``.
-    """
-    full = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    scale = float(release.target_bound) if release.task == "regression" and release.target_bound else 1.0
-    return full[:, :-1] * scale / release.feature_bound, full[:, -1] * scale

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flwr_ppcdl.privacy.sensitivity import NEIGHBOURING_RELATIONS
+from flwr_ppcdl.privacy.validation import check_epsilon
 
 
 class BudgetExceededError(RuntimeError):
@@ -115,10 +116,7 @@ class PrivacyLedger:
         BudgetExceededError
             ``total_epsilon + epsilon > max_epsilon``.
         """
-        if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real):
-            raise TypeError(f"epsilon must be a real number; got {epsilon!r}")
-        if math.isnan(float(epsilon)) or float(epsilon) <= 0:
-            raise ValueError(f"epsilon must be > 0; got {epsilon!r}")
+        check_epsilon(epsilon)
         if neighbouring not in NEIGHBOURING_RELATIONS:
             raise ValueError(
                 f"neighbouring must be one of {NEIGHBOURING_RELATIONS}; got {neighbouring!r}"

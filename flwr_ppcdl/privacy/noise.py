@@ -26,6 +26,7 @@ import secrets
 import warnings
 from collections.abc import Callable
 from fractions import Fraction
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -40,8 +41,45 @@ SCALE_DENOMINATOR_BITS: int = 20
 """The integer noise scale is rounded *up* to a multiple of ``2**-SCALE_DENOMINATOR_BITS``."""
 
 
+SAMPLERS: tuple[str, ...] = ("discrete", "opendp", "numpy")
+
+
 class PrivacyLeakWarning(UserWarning):
     """A configuration weakens or removes the differential-privacy guarantee."""
+
+
+class NoiseSampler(Protocol):
+    """What the mechanism needs from a sampler: its scale, what it spends, and ``perturb``."""
+
+    name: str
+    scale: float
+    epsilon_spent: float
+    size: int
+
+    def perturb(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Return the noisy copy of the flat float64 vector ``values`` (length ``size``)."""
+        ...
+
+
+def make_sampler(
+    name: str, *, l1_bound: float, epsilon: float, size: int, rng: np.random.Generator | None
+) -> NoiseSampler:
+    """The Laplace sampler called ``name`` (one of :data:`SAMPLERS`), calibrated to ``l1_bound / ε``.
+
+    ``rng=None`` draws from the operating system's CSPRNG (``"discrete"``) or fresh OS entropy
+    (``"numpy"``); a ``Generator`` makes ``"discrete"``/``"numpy"`` reproducible (tests only).
+    ``"opendp"`` always uses OpenDP's own CSPRNG.
+    """
+    if name == "discrete":
+        randbelow = os_randbelow if rng is None else generator_randbelow(rng)
+        return DiscreteGridLaplace(l1_bound=l1_bound, epsilon=epsilon, size=size, randbelow=randbelow)
+    if name == "opendp":
+        return OpenDPLaplace(l1_bound=l1_bound, epsilon=epsilon, size=size)
+    if name == "numpy":
+        return NumpyLaplace(
+            l1_bound=l1_bound, epsilon=epsilon, size=size, rng=rng if rng is not None else np.random.default_rng()
+        )
+    raise ValueError(f"sampler must be one of {SAMPLERS}; got {name!r}")
 
 
 def os_randbelow(n: int) -> int:

@@ -32,7 +32,7 @@ The totals are multiplied by ``1 + 2**-40`` (:data:`ROUND_UP`). This covers the 
 of the per-record terms (``1/K`` is not exact in binary, ``sqrt(d)`` is rounded, the clipping guard
 allows ``||h||_2`` to exceed ``1 - 2**-40`` by a few ulps) which are all of relative size below
 ``1e-14``. Errors of the *summation* over records are not covered here: they depend on ``n`` and are
-added by the sampler (see :mod:`flwr_ppcdl.privacy.functional_mechanism`).
+added by the mechanism (see :func:`flwr_ppcdl.privacy.bounding.summation_slack`).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from flwr_ppcdl.privacy import Release
-from flwr_ppcdl.privacy.combine import combine_releases, linear_head_parameters
+from flwr_ppcdl.privacy import combine_releases, linear_head_parameters
 from flwr_ppcdl.strategies.reliability import reliability_weights
 
 log = logging.getLogger("flwr")

@@ -1,0 +1,281 @@
+"""The functional mechanism (Zhang et al., PVLDB 2012) for a linear head on bounded features.
+
+Guarantee
+---------
+:meth:`FunctionalMechanism.release` is ``ε``-differentially private (pure DP) with respect to the
+chosen neighbouring relation over the records it is given, under these assumptions:
+
+* each record's features depend on that record only (no batch statistics); the bound
+  ``h = clip_l2(x / feature_bound)`` uses the *public* constant ``feature_bound`` and is enforced here
+  (:mod:`.bounding`);
+* regression targets are clipped to the public ``[-target_bound, target_bound]``; labels lie in
+  ``{0, ..., K-1}`` (checked, :mod:`.validation`);
+* under ``"replace-one"`` the number of records ``n`` is public (it is published in the release);
+  under ``"add-remove-one"`` ``n`` is also published and therefore NOT protected;
+* the mechanism is called once per dataset (or the ledger sums every call).
+
+What it releases: the upper triangle (with diagonal) of the Gram matrix ``G = Σ h~ h~ᵀ`` and the cross
+term (classification ``C = Σ (e_y - 1/K) h~ᵀ``; regression ``b = Σ y h~``), ``h~ = [h; 1]``, perturbed by
+one Laplace draw of scale ``Δ/ε`` per coordinate (``Δ`` from :mod:`.sensitivity`, plus the
+floating-point summation slack of :func:`.bounding.summation_slack`; samplers in :mod:`.noise`).
+Everything else -- the repair, the closed-form solve, the objective used for local training
+(:mod:`.release`, :mod:`.repair`, :mod:`.objective`) -- is post-processing of the released arrays
+and costs nothing.
+
+Mathematics: ``docs/functional-mechanism.md`` in this repository (§2 regression, §3 softmax; K = 2
+is binary logistic regression via the second-order Taylor expansion of log-sum-exp at 0).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from typing import Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from flwr_ppcdl.privacy.bounding import bound_feature_matrix, bound_target_vector, summation_slack
+from flwr_ppcdl.privacy.ledger import PrivacyLedger
+from flwr_ppcdl.privacy.noise import SAMPLERS, PrivacyLeakWarning, make_sampler
+from flwr_ppcdl.privacy.release import TASKS, Release
+from flwr_ppcdl.privacy.repair import REPAIR_RULES
+from flwr_ppcdl.privacy.sensitivity import (
+    NEIGHBOURING_RELATIONS,
+    sensitivity_regression,
+    sensitivity_softmax,
+)
+from flwr_ppcdl.privacy.validation import (
+    as_feature_matrix,
+    as_record_vector,
+    check_choice,
+    check_epsilon,
+    check_labels,
+    check_positive_finite,
+    check_targets,
+)
+
+Task = Literal["classification", "regression"]
+Sampler = Literal["discrete", "opendp", "numpy"]
+RepairKeep = Literal["half-rho", "positive"]
+
+FloatArray = NDArray[np.float64]
+
+
+def check_num_classes(task: str, num_classes: object) -> int | None:
+    """K >= 2 (an int) for classification, ``None`` for regression; raise naming the value otherwise."""
+    if task == "classification":
+        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
+            raise TypeError(f"num_classes must be an int >= 2 for classification; got {num_classes!r}")
+        if int(num_classes) < 2:
+            raise ValueError(f"num_classes must be >= 2; got {num_classes!r}")
+        return int(num_classes)
+    if num_classes is not None:
+        raise ValueError(f"num_classes is for classification only; got {num_classes!r} for regression")
+    return None
+
+
+class FunctionalMechanism:
+    """Functional mechanism for a linear softmax / logistic / least-squares head on bounded features.
+
+    Parameters (all keyword-only)
+    -----------------------------
+    task:
+        ``"classification"`` (K-class softmax through its second-order Taylor expansion at 0;
+        ``K = 2`` is binary logistic regression) or ``"regression"`` (squared loss, exact).
+    num_classes:
+        ``K >= 2`` for classification; must be ``None`` for regression.
+    epsilon:
+        Pure-DP ε > 0 of one release. ``float("inf")`` releases exact statistics and warns
+        :class:`PrivacyLeakWarning`.
+    feature_bound:
+        Public constant ``c``: features are mapped to ``h = clip_l2(x / c)``. Never derived from data.
+    target_bound:
+        Public ``B`` (regression): targets are mapped to ``clip(y, -B, B) / B``.
+    neighbouring:
+        ``"replace-one"`` (default; ``n`` public) or ``"add-remove-one"`` (halves Δ; ``n`` is
+        published and so not protected).
+    sampler:
+        ``"discrete"`` (default, hardened: exact discrete Laplace on a power-of-two grid),
+        ``"opendp"`` (OpenDP ``make_laplace``; cannot be seeded), ``"numpy"`` (fast, NOT hardened).
+    seed:
+        ``None`` (OS CSPRNG; the default), an ``int`` or a ``numpy.random.Generator`` (reproducible,
+        PCG64 is not cryptographic: for tests and experiments).
+    ledger:
+        Optional :class:`PrivacyLedger`, charged by :meth:`release` before any noise is drawn.
+    repair_keep:
+        Public repair rule stored in the release (``"half-rho"`` default, or ``"positive"``).
+    """
+
+    def __init__(
+        self,
+        *,
+        task: Task,
+        num_classes: int | None = None,
+        epsilon: float,
+        feature_bound: float = 1.0,
+        target_bound: float = 1.0,
+        neighbouring: str = "replace-one",
+        sampler: Sampler = "discrete",
+        seed: int | np.random.Generator | None = None,
+        ledger: PrivacyLedger | None = None,
+        repair_keep: RepairKeep = "half-rho",
+    ) -> None:
+        self.task: str = check_choice("task", task, TASKS)
+        self.num_classes: int | None = check_num_classes(task, num_classes)
+        self.epsilon = check_epsilon(epsilon)
+        self.feature_bound = check_positive_finite("feature_bound", feature_bound)
+        self.target_bound = check_positive_finite("target_bound", target_bound)
+        self.neighbouring = check_choice("neighbouring", neighbouring, NEIGHBOURING_RELATIONS)
+        self.sampler: str = check_choice("sampler", sampler, SAMPLERS)
+        self.repair_keep: str = check_choice("repair_keep", repair_keep, REPAIR_RULES)
+        if ledger is not None and not isinstance(ledger, PrivacyLedger):
+            raise TypeError(f"ledger must be a PrivacyLedger or None; got {type(ledger).__name__}")
+        self.ledger = ledger
+        self._rng = _generator(seed)
+        if sampler == "opendp" and seed is not None:
+            warnings.warn(
+                f"sampler='opendp' cannot be seeded; seed={seed!r} is ignored and releases are not reproducible",
+                UserWarning,
+                stacklevel=2,
+            )
+        if math.isinf(self.epsilon):
+            warnings.warn(
+                "epsilon=inf: statistics are released WITHOUT noise (no differential privacy)",
+                PrivacyLeakWarning,
+                stacklevel=2,
+            )
+
+    # ---------------------------------------------------------------- public transforms
+
+    def bound_features(self, x: ArrayLike) -> FloatArray:
+        """Public per-record transform ``[clip_l2(x / feature_bound); 1]`` -> (n, d+1) float64."""
+        return bound_feature_matrix(as_feature_matrix(x), self.feature_bound)
+
+    def bound_targets(self, y: ArrayLike) -> FloatArray:
+        """Public per-record transform ``clip(y, -B, B) / B`` -> (n,) float64 (regression)."""
+        raw = np.asarray(y)
+        if raw.ndim != 1:
+            raise ValueError(f"regression targets must be 1-D; got shape {raw.shape}")
+        return bound_target_vector(check_targets(raw), self.target_bound)
+
+    def sensitivity(self, d: int) -> float:
+        """Δ of the whole release for ``d`` features (before the bias); see :mod:`.sensitivity`."""
+        if self.task == "classification":
+            return sensitivity_softmax(d, int(self.num_classes or 0), self.neighbouring)
+        return sensitivity_regression(d, self.neighbouring)
+
+    def _released_description(self, d: int) -> str:
+        dim = d + 1
+        cross = f"cross C ({self.num_classes}x{dim})" if self.task == "classification" else f"cross b ({dim})"
+        return f"gram upper triangle ({dim * (dim + 1) // 2}) + {cross}"
+
+    # ---------------------------------------------------------------- the release
+
+    def _exact_statistics(self, features: ArrayLike, labels_or_targets: ArrayLike) -> tuple[FloatArray, tuple[int, ...], int, int]:
+        """The exact released vector ``[upper(G), cross]`` (private; never leaves :meth:`release`)."""
+        x = as_feature_matrix(features)
+        n, d = x.shape
+        target_raw = as_record_vector(labels_or_targets, "labels" if self.task == "classification" else "targets", n)
+        h = bound_feature_matrix(x, self.feature_bound)
+        del x
+        if self.task == "classification":
+            k = int(self.num_classes or 0)
+            labels = check_labels(target_raw, k)
+            centred = np.full((n, k), -1.0 / k)
+            centred[np.arange(n), labels] += 1.0
+            cross = centred.T @ h
+            del labels, centred
+        else:
+            cross = h.T @ bound_target_vector(check_targets(target_raw), self.target_bound)
+        del target_raw
+        gram = h.T @ h
+        del h
+        exact = np.concatenate([gram[np.triu_indices(d + 1)], cross.ravel()])
+        return exact, cross.shape, n, d
+
+    def release(self, features: ArrayLike, labels_or_targets: ArrayLike) -> Release:
+        """Read the records once and release their noisy statistics. THE ONLY function reading records.
+
+        Parameters
+        ----------
+        features:
+            (n, d) real array of raw features (bounded here with the public ``feature_bound``).
+        labels_or_targets:
+            (n,) integer labels in ``[0, K)`` (classification) or real targets (regression, clipped
+            here with the public ``target_bound``).
+
+        Returns
+        -------
+        Release
+            Noisy statistics only; the exact statistics are deleted before returning.
+
+        Guarantee: ``ε``-DP under :attr:`neighbouring` (module docstring). Input errors are raised
+        before anything is charged or released. The ledger, if any, is charged before noise is drawn;
+        if it refuses (:class:`BudgetExceededError`) nothing is released.
+        """
+        exact, cross_shape, n, d = self._exact_statistics(features, labels_or_targets)
+        delta = self.sensitivity(d)
+        charge = {
+            "mechanism": f"functional-mechanism/{self.task}/{self.sampler}",
+            "released": self._released_description(d),
+            "neighbouring": self.neighbouring,
+        }
+        if math.isinf(self.epsilon):
+            if self.ledger is not None:
+                self.ledger.charge(math.inf, note="no noise", **charge)
+            noisy, noise_scale, spent = exact, 0.0, math.inf
+        else:
+            noise = make_sampler(
+                self.sampler,
+                l1_bound=delta + summation_slack(n, exact.size),
+                epsilon=self.epsilon,
+                size=exact.size,
+                rng=self._rng,
+            )
+            if self.ledger is not None:
+                self.ledger.charge(noise.epsilon_spent, **charge)
+            noisy = noise.perturb(exact)
+            noise_scale, spent = noise.scale, noise.epsilon_spent
+        del exact
+        dim = d + 1
+        upper = np.triu_indices(dim)
+        gram_noisy = np.zeros((dim, dim))
+        gram_noisy[upper] = noisy[: upper[0].size]
+        gram_noisy = gram_noisy + np.triu(gram_noisy, 1).T
+        cross_noisy = np.array(noisy[upper[0].size :]).reshape(cross_shape)
+        return Release(
+            task=self.task,
+            num_classes=self.num_classes,
+            epsilon=spent,
+            sensitivity=delta,
+            noise_scale=noise_scale,
+            neighbouring=self.neighbouring,
+            num_examples=n,
+            num_features=d,
+            feature_bound=self.feature_bound,
+            target_bound=self.target_bound if self.task == "regression" else None,
+            statistics={"gram": gram_noisy, "cross": cross_noisy},
+            sampler=self.sampler,
+            repair_keep=self.repair_keep,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"FunctionalMechanism(task={self.task!r}, num_classes={self.num_classes!r}, "
+            f"epsilon={self.epsilon!r}, feature_bound={self.feature_bound!r}, "
+            f"target_bound={self.target_bound!r}, neighbouring={self.neighbouring!r}, "
+            f"sampler={self.sampler!r})"
+        )
+
+
+def _generator(seed: int | np.random.Generator | None) -> np.random.Generator | None:
+    """The injected generator (reproducible releases) or ``None`` (OS CSPRNG)."""
+    if seed is None or isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        if int(seed) < 0:
+            raise ValueError(f"seed must be >= 0; got {seed!r}")
+        return np.random.default_rng(int(seed))
+    raise TypeError(f"seed must be None, an int or a numpy Generator; got {seed!r}")
