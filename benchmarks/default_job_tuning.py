@@ -120,7 +120,7 @@ def stage_d(pname: str) -> None:
         nodes = sorted(flags)
         print(f"options {opts or 'default'}: weights per round (nodes {' '.join(n[-2:] + ('*' if flags[n] else '') for n in nodes)})")
         for h in holder["s"].reliability_history:
-            w = h["weights"]
+            w = h.weights
             print(f"  round {h['round']:2d}: " + " ".join(f"{float(w.get(n, w.get(int(n), 0))):.2f}" for n in nodes)
                   + f"   R² after round {r['rounds'][h['round'] - 1]['metrics'].get('r2', float('nan')):.3f}")
 

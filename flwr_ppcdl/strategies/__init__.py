@@ -1,23 +1,31 @@
-"""Reliability-weighted aggregation for Flower.
+"""Flower adapters for reliability-weighted aggregation (thin: the math is in :mod:`flwr_ppcdl.reliability`).
 
-``reliability_weights`` (pure numpy) estimates how much each participant's upload should
-count; ``ReliabilityWeightedFedAvg`` (Message API) and
-``flwr_ppcdl.strategies.compat.ReliabilityWeightedFedAvg`` (legacy API) apply it.
+* :class:`ReliabilityWeightedFedAvg` -- Message API (``flwr.serverapp.strategy.FedAvg`` subclass);
+* :class:`flwr_ppcdl.strategies.compat.ReliabilityWeightedFedAvg` -- legacy API;
+* :class:`flwr_ppcdl.strategies.summed.SummedStatisticsFedAvg` -- pools released statistics.
+
+All take one :class:`~flwr_ppcdl.reliability.ReliabilityOptions` (or its fields as keywords).
+``reliability_weights`` and the other pure functions are re-exported here (public contract).
 """
 
-from .message_api import ReliabilityWeightedFedAvg
-from .reliability import (
+from flwr_ppcdl.reliability import (
     ReliabilityMemory,
+    ReliabilityOptions,
     ReliabilityResult,
+    RoundReport,
     estimate_reliability,
     reliability_weights,
     validate_updates,
 )
 
+from .message_api import ReliabilityWeightedFedAvg
+
 __all__ = [
     "ReliabilityMemory",
+    "ReliabilityOptions",
     "ReliabilityResult",
     "ReliabilityWeightedFedAvg",
+    "RoundReport",
     "estimate_reliability",
     "reliability_weights",
     "validate_updates",

@@ -6,6 +6,7 @@ For projects built on ``NumPyClient``. Same reliability core and options as
 
 from __future__ import annotations
 
+from dataclasses import fields
 from logging import INFO
 from typing import Any
 
@@ -22,7 +23,8 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
-from ._aggregator import ReliabilityAggregator, ServerLossFn, Upload
+from flwr_ppcdl.reliability import ReliabilityAggregator, ReliabilityOptions, RoundReport, Upload
+
 from ._arrays import npy_view
 
 __all__ = ["ReliabilityWeightedFedAvg"]
@@ -31,57 +33,31 @@ __all__ = ["ReliabilityWeightedFedAvg"]
 class ReliabilityWeightedFedAvg(FedAvg):
     """Legacy-API FedAvg whose weights combine sample counts with estimated reliability.
 
-    Accepts every keyword argument of :class:`flwr.server.strategy.FedAvg` plus the
-    reliability options of :class:`flwr_ppcdl.strategies.ReliabilityWeightedFedAvg`
-    (``method``, ``sharpness``, ``tolerance``, ``alignment``, ``sample_weighting``,
-    ``count_cap``, ``max_share``, ``max_abs``, ``max_coordinates``, ``memory_rate``, ``use_deltas``,
-    ``server_loss_fn``, ``metrics_prefix``), with the same defaults.
+    Accepts every keyword argument of :class:`flwr.server.strategy.FedAvg` plus the reliability
+    options (``options=ReliabilityOptions(...)`` and/or the options as keywords), exactly as
+    :class:`flwr_ppcdl.strategies.ReliabilityWeightedFedAvg`.
 
     Node ids are the clients' ``ClientProxy.node_id`` (falling back to ``int(cid)``).
-    ``reliability_history`` holds one entry per round, as in the Message-API strategy.
+    ``reliability_history`` holds one :class:`~flwr_ppcdl.reliability.RoundReport` per round.
     """
 
-    def __init__(
-        self,
-        *,
-        method: str = "truth_discovery",
-        sharpness: float = 2.0,
-        tolerance: float | None = None,
-        alignment: bool = True,
-        sample_weighting: str = "linear",
-        count_cap: float | None = 10.0,
-        max_share: float | None = 0.5,
-        max_abs: float = 1e12,
-        max_coordinates: int | None = 50_000,
-        memory_rate: float | None = 0.5,
-        use_deltas: bool = True,
-        server_loss_fn: ServerLossFn | None = None,
-        metrics_prefix: str = "reliability/",
-        **fedavg_kwargs: Any,
-    ) -> None:
-        super().__init__(**fedavg_kwargs)
-        self._reliability = ReliabilityAggregator(
-            method=method,
-            sharpness=sharpness,
-            tolerance=tolerance,
-            alignment=alignment,
-            sample_weighting=sample_weighting,
-            count_cap=count_cap,
-            max_share=max_share,
-            max_abs=max_abs,
-            max_coordinates=max_coordinates,
-            memory_rate=memory_rate,
-            use_deltas=use_deltas,
-            server_loss_fn=server_loss_fn,
-            metrics_prefix=metrics_prefix,
-        )
+    def __init__(self, *, options: ReliabilityOptions | None = None, **kwargs: Any) -> None:
+        known = {f.name for f in fields(ReliabilityOptions)}
+        overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in known}
+        super().__init__(**kwargs)
+        self._reliability = ReliabilityAggregator(ReliabilityOptions.resolve(options, **overrides))
+
+    @property
+    def options(self) -> ReliabilityOptions:
+        """The reliability options in force."""
+        return self._reliability.options
 
     def __repr__(self) -> str:
         """Short description."""
-        return f"ReliabilityWeightedFedAvg(accept_failures={self.accept_failures}, {self._reliability.options})"
+        return f"ReliabilityWeightedFedAvg(accept_failures={self.accept_failures}, {self._reliability.options.summary()})"
 
     @property
-    def reliability_history(self) -> list[dict[str, Any]]:
+    def reliability_history(self) -> list[RoundReport]:
         """Per-round weights, reliability factors and exclusions."""
         return self._reliability.history
 
@@ -107,7 +83,7 @@ class ReliabilityWeightedFedAvg(FedAvg):
         uploads = [_to_upload(proxy, res) for proxy, res in results]
         log(INFO, "aggregate_fit: %d results, %d failures", len(results), len(failures))
         outcome = self._reliability.aggregate(server_round, uploads)
-        self._reliability.history[-1]["failures"] = len(failures)
+        self._reliability.history[-1].failures = len(failures)
         metrics: dict[str, Scalar] = {}
         if outcome.included and self.fit_metrics_aggregation_fn is not None:
             try:

@@ -12,61 +12,26 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
-from ._aggregator import ReliabilityAggregator, ServerLossFn, Upload
+from flwr_ppcdl.reliability import ReliabilityAggregator, ReliabilityOptions, RoundReport, Upload
+
 from ._arrays import npy_view
 
 
 class ReliabilityWeightedFedAvg(FedAvg):
     """FedAvg whose weights combine sample counts with estimated reliability.
 
-    Takes every argument of :class:`flwr.serverapp.strategy.FedAvg` plus the reliability
-    options below (keyword-only). Works with any ClientApp that replies with one
-    ArrayRecord and one MetricRecord holding ``weighted_by_key``; composes with Flower's
-    DP wrappers (``DifferentialPrivacyServerSideFixedClipping(strategy, ...)``).
-
-    Parameters
-    ----------
-    method : {"truth_discovery", "server_data", "fedavg", "uniform"}, default "truth_discovery"
-        Reliability estimator; see :mod:`flwr_ppcdl.strategies.reliability`.
-    sharpness : float, default 2.0
-        Exponential decay of the weight beyond ``tolerance`` times the median distance.
-    tolerance : float or None, default None
-        Method default when None: 1.5 for truth discovery (distances up to this multiple
-        of the median distance are not penalised), 1.2 for server data (losses up to this
-        multiple of the best upload's loss are not penalised).
-    alignment : bool, default True
-        Also gate by agreement between each delta and the leave-one-out estimate, per layer
-        (cosine) and per group of output rows (so that honest participants with skewed
-        labels keep their weight while signal-free ones, e.g. random labels, lose it even
-        when they cluster).
-    sample_weighting : {"linear", "sqrt", "uniform"}, default "linear"
-        How claimed example counts enter the weight.
-    count_cap : float or None, default 10.0
-        Claimed counts are clipped at this multiple of the median claimed count.
-    max_share : float or None, default 0.5
-        Cap on any single node's share of the weight (when at least 2 nodes remain).
-    max_abs : float, default 1e12
-        Replies with entries above this magnitude are excluded.
-    max_coordinates : int or None, default 50_000
-        Reliability is scored on a fresh random sample of this many coordinates (the
-        aggregate uses all of them); None scores on every coordinate.
-    memory_rate : float or None, default 0.5
-        Moving-average rate of per-node reliability across rounds; None disables memory.
-    use_deltas : bool, default True
-        Score deltas to the global model sent in ``configure_train``.
-    server_loss_fn : callable, optional
-        ``f(parameters: list[ndarray]) -> float`` on server-held data (lower is better);
-        required by ``method="server_data"``. The arrays are read-only zero-copy views of
-        the reply (copy them before modifying in place).
-    metrics_prefix : str, default "reliability/"
-        Prefix of the per-round metrics added to the training MetricRecord.
+    Takes every argument of :class:`flwr.serverapp.strategy.FedAvg` plus the reliability options
+    (keyword-only): either ``options=ReliabilityOptions(...)`` or the options themselves as keywords
+    (``sharpness=4.0``), or both (keywords override). Every option is documented once, in
+    :class:`~flwr_ppcdl.reliability.ReliabilityOptions`. Works with any ClientApp that replies with
+    one ArrayRecord and one MetricRecord holding ``weighted_by_key``; composes with Flower's DP
+    wrappers (``DifferentialPrivacyServerSideFixedClipping(strategy, ...)``).
 
     Attributes
     ----------
-    reliability_history : list of dict
-        One entry per aggregated round: ``round``, ``weights`` ({node_id: weight}),
-        ``reliability``, ``fedavg_share``, ``excluded`` ({node_id: reason}),
-        ``down_weighted``, ``iterations``, ``model_updated``.
+    reliability_history : list of RoundReport
+        One :class:`~flwr_ppcdl.reliability.RoundReport` per aggregated round (weights,
+        reliability, FedAvg share, exclusions, ...), node ids as ints.
     """
 
     # pylint: disable=too-many-arguments
@@ -83,19 +48,8 @@ class ReliabilityWeightedFedAvg(FedAvg):
         train_metrics_aggr_fn: Callable[[list[RecordDict], str], MetricRecord] | None = None,
         evaluate_metrics_aggr_fn: Callable[[list[RecordDict], str], MetricRecord] | None = None,
         *,
-        method: str = "truth_discovery",
-        sharpness: float = 2.0,
-        tolerance: float | None = None,
-        alignment: bool = True,
-        sample_weighting: str = "linear",
-        count_cap: float | None = 10.0,
-        max_share: float | None = 0.5,
-        max_abs: float = 1e12,
-        max_coordinates: int | None = 50_000,
-        memory_rate: float | None = 0.5,
-        use_deltas: bool = True,
-        server_loss_fn: ServerLossFn | None = None,
-        metrics_prefix: str = "reliability/",
+        options: ReliabilityOptions | None = None,
+        **option_overrides: Any,
     ) -> None:
         super().__init__(
             fraction_train=fraction_train,
@@ -109,31 +63,22 @@ class ReliabilityWeightedFedAvg(FedAvg):
             train_metrics_aggr_fn=train_metrics_aggr_fn,
             evaluate_metrics_aggr_fn=evaluate_metrics_aggr_fn,
         )
-        self._reliability = ReliabilityAggregator(
-            method=method,
-            sharpness=sharpness,
-            tolerance=tolerance,
-            alignment=alignment,
-            sample_weighting=sample_weighting,
-            count_cap=count_cap,
-            max_share=max_share,
-            max_abs=max_abs,
-            max_coordinates=max_coordinates,
-            memory_rate=memory_rate,
-            use_deltas=use_deltas,
-            server_loss_fn=server_loss_fn,
-            metrics_prefix=metrics_prefix,
-        )
+        self._reliability = ReliabilityAggregator(ReliabilityOptions.resolve(options, **option_overrides))
         self._global_keys: list[str] | None = None
 
     @property
-    def reliability_history(self) -> list[dict[str, Any]]:
+    def options(self) -> ReliabilityOptions:
+        """The reliability options in force."""
+        return self._reliability.options
+
+    @property
+    def reliability_history(self) -> list[RoundReport]:
         """Per-round weights, reliability factors and exclusions (see class docstring)."""
         return self._reliability.history
 
     def summary(self) -> None:
         """Log the configuration."""
-        log(INFO, "\t├──> Reliability weighting: %s", self._reliability.options)
+        log(INFO, "\t├──> Reliability weighting: %s", self._reliability.options.summary())
         super().summary()
 
     def configure_train(

@@ -7,7 +7,7 @@ The released statistics are already differentially private, so the server may al
 at epsilon = 1: R^2 .054 against .032 for parameter averaging (`benchmarks/protocol_comparison.py`).
 
 Participants opt in with ``TrainerConfig(share_statistics=True)``: their train replies then carry a
-``ConfigRecord`` ``"fm-release"`` (the release as JSON) next to the usual ``arrays``/``metrics``, which
+``ConfigRecord`` ``wire.FM_RELEASE`` (the release as JSON) next to the usual ``arrays``/``metrics``, which
 plain FedAvg ignores. Reliability: each participant's own closed-form solution is scored with
 :func:`reliability_weights` (truth discovery), and the statistics are summed with keep-fractions
 ``c_k = r_k / max_j r_j``, ``r_k = w_k / p_k`` (``p_k`` = FedAvg's sample share): equal reliability
@@ -17,7 +17,6 @@ up, ``c_k = r_k``, amplified the noise of a few small participants at 100-1,000 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -27,26 +26,19 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from flwr_ppcdl.privacy import Release
-from flwr_ppcdl.privacy import combine_releases, linear_head_parameters
-from flwr_ppcdl.strategies.reliability import reliability_weights
+from flwr_ppcdl import wire
+from flwr_ppcdl.privacy import Release, combine_releases, linear_head_parameters
+from flwr_ppcdl.reliability import ReliabilityOptions, RoundReport, reliability_weights
 
 log = logging.getLogger("flwr")
-
-RELEASE_KEY = "fm-release"
 
 
 def parse_release(msg: Message) -> Release:
     """The release a participant shared in its reply (raises with a reason when malformed)."""
     records = msg.content.config_records
-    if RELEASE_KEY not in records:
-        raise KeyError(f"no ConfigRecord {RELEASE_KEY!r} (participant did not share its statistics)")
-    text = records[RELEASE_KEY]["json"]
-    release = Release.from_dict(json.loads(str(text)))
-    for key, value in release.statistics.items():
-        if not np.all(np.isfinite(value)):
-            raise ValueError(f"statistics {key!r} contain NaN/Inf")
-    return release
+    if wire.FM_RELEASE not in records:
+        raise KeyError(f"no ConfigRecord {wire.FM_RELEASE!r} (participant did not share its statistics)")
+    return wire.decode_release(records[wire.FM_RELEASE][wire.RELEASE_JSON])
 
 
 class SummedStatisticsFedAvg(FedAvg):
@@ -59,8 +51,9 @@ class SummedStatisticsFedAvg(FedAvg):
     reliability
         Weight the statistics by reliability (truth discovery on the participants' own solutions);
         ``False`` sums them plainly.
-    reliability_options
-        Keyword options of :func:`reliability_weights`.
+    options, **option_overrides
+        The reliability options (:class:`~flwr_ppcdl.reliability.ReliabilityOptions`), as for
+        ``ReliabilityWeightedFedAvg``.
     head_keys
         Names of the head's weight and bias in the ArrayRecord (default: its last two arrays).
     """
@@ -69,15 +62,17 @@ class SummedStatisticsFedAvg(FedAvg):
         self,
         *args: Any,
         reliability: bool = True,
-        reliability_options: dict[str, Any] | None = None,
+        options: ReliabilityOptions | None = None,
         head_keys: tuple[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
+        option_names = set(ReliabilityOptions.__dataclass_fields__)
+        overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in option_names}
         super().__init__(*args, **kwargs)
         self.reliability = reliability
-        self.reliability_options = dict(reliability_options or {})
+        self.options = ReliabilityOptions.resolve(options, **overrides)
         self.head_keys = head_keys
-        self.reliability_history: list[dict[str, Any]] = []
+        self.reliability_history: list[RoundReport] = []
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         self._sent = arrays
@@ -87,15 +82,15 @@ class SummedStatisticsFedAvg(FedAvg):
         replies = list(replies)
         good = [m for m in replies if not m.has_error()]
         releases: list[Release] = []
-        nodes: list[str] = []
-        excluded: dict[str, str] = {}
+        nodes: list[int] = []
+        excluded: dict[int, str] = {}
         for msg in good:
-            node = str(msg.metadata.src_node_id)
+            node = int(msg.metadata.src_node_id)
             try:
                 releases.append(parse_release(msg))
                 nodes.append(node)
             except (KeyError, ValueError, TypeError) as err:
-                excluded[node] = f"bad or missing {RELEASE_KEY}: {err}"
+                excluded[node] = f"bad or missing {wire.FM_RELEASE}: {err}"
                 log.warning("[ppcdl] node %s excluded from the summed statistics: %s", node, err)
         try:
             arrays, metrics = super().aggregate_train(server_round, good)
@@ -103,7 +98,7 @@ class SummedStatisticsFedAvg(FedAvg):
             log.warning("[ppcdl] FedAvg part of the aggregation failed (%s); keeping the sent arrays", err)
             arrays, metrics = getattr(self, "_sent", None), None
         if not releases or arrays is None:
-            self.reliability_history.append({"round": server_round, "weights": {}, "excluded": excluded})
+            self.reliability_history.append(RoundReport(server_round, excluded=excluded))
             return arrays, metrics
         try:
             releases, nodes = _consistent(releases, nodes, excluded)
@@ -111,7 +106,7 @@ class SummedStatisticsFedAvg(FedAvg):
             shares = counts / counts.sum()
             if self.reliability and len(releases) > 1:
                 local = [[np.asarray(r.solve())] for r in releases]
-                weights = reliability_weights(local, counts, **self.reliability_options)
+                weights = reliability_weights(local, counts, self.options)
             else:
                 weights = shares
             # keep-fractions in [0, 1]: reliability only removes statistics, it never amplifies a
@@ -121,19 +116,25 @@ class SummedStatisticsFedAvg(FedAvg):
             weight, bias = linear_head_parameters(combined.solve(), combined)
         except (ValueError, np.linalg.LinAlgError) as err:
             log.warning("[ppcdl] summing the statistics failed (%s); using FedAvg's head", err)
-            self.reliability_history.append({"round": server_round, "weights": {}, "excluded": excluded})
+            self.reliability_history.append(RoundReport(server_round, excluded=excluded))
             return arrays, metrics
         keys = list(arrays.keys())
         weight_key, bias_key = self.head_keys or (keys[-2], keys[-1])
         arrays[weight_key] = Array(weight.astype(arrays[weight_key].numpy().dtype))
         arrays[bias_key] = Array(bias.astype(arrays[bias_key].numpy().dtype))
         self.reliability_history.append(
-            {"round": server_round, "weights": dict(zip(nodes, map(float, weights), strict=True)), "excluded": excluded}
+            RoundReport(
+                server_round,
+                weights=dict(zip(nodes, map(float, weights), strict=True)),
+                fedavg_share=dict(zip(nodes, map(float, shares), strict=True)),
+                excluded=excluded,
+                model_updated=True,
+            )
         )
         return arrays, metrics
 
 
-def _consistent(releases: list[Release], nodes: list[str], excluded: dict[str, str]) -> tuple[list[Release], list[str]]:
+def _consistent(releases: list[Release], nodes: list[int], excluded: dict[int, str]) -> tuple[list[Release], list[int]]:
     """Keep the releases that agree with the majority's shape/bounds; exclude the others by node."""
     signature = [(r.task, r.num_classes, r.num_features, r.feature_bound, r.target_bound, r.neighbouring) for r in releases]
     majority = max(set(signature), key=signature.count)

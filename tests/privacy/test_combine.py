@@ -8,8 +8,12 @@ import warnings
 import numpy as np
 import pytest
 
-from flwr_ppcdl.privacy import FunctionalMechanism, PrivacyLeakWarning
-from flwr_ppcdl.privacy import combine_releases, linear_head_parameters
+from flwr_ppcdl.privacy import (
+    FunctionalMechanism,
+    PrivacyLeakWarning,
+    combine_releases,
+    linear_head_parameters,
+)
 
 
 def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

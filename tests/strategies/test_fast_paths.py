@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from flwr.app import Array
 
-from flwr_ppcdl.strategies import validate_updates
+from flwr_ppcdl.reliability import validate_updates, weighted_sum
+from flwr_ppcdl.reliability.sketch import _sample_blocks
 from flwr_ppcdl.strategies._arrays import npy_view
-from flwr_ppcdl.strategies.reliability import _sample_blocks, weighted_sum
 
 
 @pytest.mark.parametrize(

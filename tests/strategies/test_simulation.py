@@ -31,7 +31,7 @@ def test_message_api_under_run_simulation() -> None:
     result = results["result"]
     assert len(strategy.reliability_history) == 2
     for entry in strategy.reliability_history:
-        assert len(entry["weights"]) == 3 and not entry["excluded"]  # zero failures
+        assert len(entry.weights) == 3 and not entry.excluded  # zero failures
     assert "reliability/median" in result.train_metrics_clientapp[2]
 
 
@@ -50,4 +50,4 @@ def test_legacy_api_under_run_simulation() -> None:
     run_simulation(server, make_legacy_app(frozenset({0})), num_supernodes=3, backend_config=BACKEND)
     assert len(strategy.reliability_history) == 2
     for entry in strategy.reliability_history:
-        assert entry["failures"] == 0 and len(entry["weights"]) == 3 and not entry["excluded"]
+        assert entry.failures == 0 and len(entry.weights) == 3 and not entry.excluded

@@ -54,8 +54,8 @@ def test_bad_results_are_excluded_and_nothing_valid_keeps_model() -> None:
     results = [_res(1, nan, 10), _res(2, [np.zeros(2)], 10), _res(3, ups[2], 0), _res(4, ups[3], 10), _res(5, ups[1], 10)]
     params, metrics = strategy.aggregate_fit(1, results, [RuntimeError("lost")])
     assert params is not None and metrics["n"] == 2
-    assert set(strategy.reliability_history[-1]["excluded"]) == {1, 2, 3}
-    assert strategy.reliability_history[-1]["failures"] == 1
+    assert set(strategy.reliability_history[-1].excluded) == {1, 2, 3}
+    assert strategy.reliability_history[-1].failures == 1
     params, _ = strategy.aggregate_fit(2, [_res(1, nan, 10)], [])
     assert params is None
 

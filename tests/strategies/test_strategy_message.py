@@ -65,7 +65,7 @@ def test_iid_truth_discovery_is_close_to_fedavg() -> None:
     ups = _uploads(6, seed=3)
     ours = _configured(ReliabilityWeightedFedAvg())
     ours.aggregate_train(1, [_reply(10 + i, u, c) for i, (u, c) in enumerate(zip(ups, counts, strict=True))])
-    w = np.array(list(ours.reliability_history[-1]["weights"].values()))
+    w = np.array(list(ours.reliability_history[-1].weights.values()))
     np.testing.assert_allclose(w, np.array(counts) / sum(counts), atol=0.05)
 
 
@@ -90,7 +90,7 @@ def test_bad_replies_are_excluded_with_reasons() -> None:
     strategy = _configured(ReliabilityWeightedFedAvg())
     arrays, metrics = strategy.aggregate_train(1, replies)
     assert arrays is not None and np.all(np.isfinite(arrays["w"].numpy()))
-    excluded = strategy.reliability_history[-1]["excluded"]
+    excluded = strategy.reliability_history[-1].excluded
     assert set(excluded) == {1, 2, 3, 4, 5, 6, 7, 8, 12}
     assert "non-finite" in excluded[1] and "duplicated" in excluded[8]
     assert metrics["reliability/num-included"] == 2
@@ -102,7 +102,7 @@ def test_missing_array_keys_are_excluded() -> None:
     bad.content["arrays"] = ArrayRecord({"w": Array(ups[2][0])})
     strategy = _configured(ReliabilityWeightedFedAvg())
     strategy.aggregate_train(1, [_reply(1, ups[0], 10), _reply(2, ups[1], 10), bad])
-    assert "array keys differ" in strategy.reliability_history[-1]["excluded"][3]
+    assert "array keys differ" in strategy.reliability_history[-1].excluded[3]
 
 
 def test_nothing_valid_keeps_the_global_model() -> None:
@@ -111,7 +111,7 @@ def test_nothing_valid_keeps_the_global_model() -> None:
     arrays, metrics = strategy.aggregate_train(1, [_reply(1, nan, 10), _reply(2, GLOBAL, 0)])
     assert arrays is None  # Strategy.start keeps the previous arrays
     assert metrics["reliability/num-included"] == 0
-    assert strategy.reliability_history[-1]["model_updated"] is False
+    assert strategy.reliability_history[-1].model_updated is False
 
 
 def test_single_participant_and_identical_uploads() -> None:
@@ -139,8 +139,8 @@ def test_end_to_end_in_process_down_weights_random_targets() -> None:
     assert len(strategy.reliability_history) == 3
     bad_nodes = {nid for nid, ctx in grid.contexts.items() if ctx.node_config["partition-id"] in (0, 1, 2)}
     for entry in strategy.reliability_history:
-        assert not entry["excluded"]
-        mass = sum(w for n, w in entry["weights"].items() if n in bad_nodes)
+        assert not entry.excluded
+        mass = sum(w for n, w in entry.weights.items() if n in bad_nodes)
         assert mass <= 0.5 * 0.3
     for rnd in (1, 2, 3):
         assert any(k.startswith("reliability/weight/") for k in result.train_metrics_clientapp[rnd])
@@ -160,7 +160,7 @@ def test_server_data_method_end_to_end() -> None:
     result, grid = _run(strategy, unreliable=frozenset(range(5)))
     bad_nodes = {nid for nid, ctx in grid.contexts.items() if ctx.node_config["partition-id"] < 5}
     entry = strategy.reliability_history[-1]
-    assert sum(w for n, w in entry["weights"].items() if n in bad_nodes) < 0.25
+    assert sum(w for n, w in entry.weights.items() if n in bad_nodes) < 0.25
 
 
 def test_composes_with_flower_dp_wrapper() -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flwr_ppcdl.strategies import estimate_reliability, reliability_weights
-from flwr_ppcdl.strategies.reliability import DEFAULT_TOLERANCE
+from flwr_ppcdl.reliability import DEFAULT_TOLERANCE, estimate_reliability, reliability_weights
 
 C, D = 10, 12
 
@@ -80,7 +79,7 @@ def test_weights_are_permutation_equivariant_and_scale_invariant() -> None:
 
 
 def test_units_follow_output_rows_of_2d_layers_only() -> None:
-    from flwr_ppcdl.strategies.reliability import _unit_ids
+    from flwr_ppcdl.reliability.sketch import _unit_ids
 
     cols = np.arange(6 * 4)
     np.testing.assert_array_equal(_unit_ids((6, 4), cols, len(cols), 64), np.repeat(np.arange(3), 8))
@@ -114,20 +113,20 @@ def test_server_data_default_tolerance_is_1_2() -> None:
 
 
 def test_per_unit_statistics_stay_within_memory_budget(monkeypatch) -> None:
-    from flwr_ppcdl.strategies import reliability
+    from flwr_ppcdl.reliability import sketch, truth_discovery
 
     seen: list[int] = []
-    original = reliability._layer_grams
+    original = sketch.layer_grams
 
     def spy(*args, **kwargs):
         stats = original(*args, **kwargs)
         seen.append(sum(st.unit_raw.size for st in stats))
         return stats
 
-    monkeypatch.setattr(reliability, "_layer_grams", spy)
+    monkeypatch.setattr(truth_discovery, "layer_grams", spy)
     rng = np.random.default_rng(0)
     k, layers = 50, 120
     ups = [[rng.normal(size=(64, 8)) for _ in range(layers)] for _ in range(k)]
     w = reliability_weights(ups, np.full(k, 10), seed=0)
     assert np.isclose(w.sum(), 1.0)
-    assert seen and seen[0] <= reliability._UNIT_BUDGET
+    assert seen and seen[0] <= sketch.UNIT_BUDGET

@@ -7,8 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flwr_ppcdl.strategies import ReliabilityMemory, estimate_reliability, reliability_weights
-from flwr_ppcdl.strategies.reliability import weighted_sum
+from flwr_ppcdl.reliability import (
+    ReliabilityMemory,
+    estimate_reliability,
+    reliability_weights,
+    weighted_sum,
+)
 
 SHAPES = [(20, 8), (8,)]
 

@@ -1,0 +1,57 @@
+"""Reliability core of flwr_ppcdl (server side): pure numpy, no Flower, no Ray.
+
+The server's counterpart of :mod:`flwr_ppcdl.privacy`. One job per module:
+
+* :mod:`.options` -- :class:`ReliabilityOptions`, every option declared and validated once;
+* :mod:`.validation` -- which uploads cannot be aggregated, and why;
+* :mod:`.sketch` -- coordinate sampling and per-layer Gram matrices for scoring;
+* :mod:`.truth_discovery` -- the truth-discovery estimator and its alignment gates;
+* :mod:`.estimate` -- one round's reliability and weights (:func:`estimate_reliability`);
+* :mod:`.arrays` -- the weighted sum itself;
+* :mod:`.memory` -- reliability across rounds per node;
+* :mod:`.aggregator` -- a round's bookkeeping for the Flower adapters, with :class:`RoundReport`,
+  the one shape of the weight history.
+
+Privacy: everything here is post-processing of what participants already released, plus,
+optionally, losses the server computes on data it owns: it costs no privacy budget.
+"""
+
+from flwr_ppcdl.reliability.aggregator import (
+    ReliabilityAggregator,
+    RoundOutcome,
+    RoundReport,
+    Upload,
+)
+from flwr_ppcdl.reliability.arrays import weighted_sum
+from flwr_ppcdl.reliability.estimate import (
+    ReliabilityResult,
+    estimate_reliability,
+    reliability_weights,
+)
+from flwr_ppcdl.reliability.memory import ReliabilityMemory
+from flwr_ppcdl.reliability.options import (
+    DEFAULT_TOLERANCE,
+    METHODS,
+    SAMPLE_WEIGHTINGS,
+    ReliabilityOptions,
+    ServerLossFn,
+)
+from flwr_ppcdl.reliability.validation import validate_updates
+
+__all__ = [
+    "DEFAULT_TOLERANCE",
+    "METHODS",
+    "SAMPLE_WEIGHTINGS",
+    "ReliabilityAggregator",
+    "ReliabilityMemory",
+    "ReliabilityOptions",
+    "ReliabilityResult",
+    "RoundOutcome",
+    "RoundReport",
+    "ServerLossFn",
+    "Upload",
+    "estimate_reliability",
+    "reliability_weights",
+    "validate_updates",
+    "weighted_sum",
+]

@@ -1,0 +1,214 @@
+"""Round bookkeeping shared by the Flower adapters (pure Python/numpy; no Flower import).
+
+The adapters convert Flower replies into :class:`Upload` s (node id, arrays, claimed count, or the
+reason the adapter already rejected the reply); :class:`ReliabilityAggregator` does everything else:
+deltas to the global model, reliability estimation, memory across rounds, the aggregate, the
+per-round :class:`RoundReport` (the one shape of the weight history), metrics and the log line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from flwr_ppcdl.reliability.arrays import weighted_sum
+from flwr_ppcdl.reliability.estimate import ReliabilityResult, estimate_reliability
+from flwr_ppcdl.reliability.memory import ReliabilityMemory
+from flwr_ppcdl.reliability.options import ReliabilityOptions
+
+LOGGER = logging.getLogger("flwr")
+
+
+@dataclass
+class Upload:
+    """One participant's reply, already converted from Flower types."""
+
+    node_id: int
+    arrays: list[NDArray[Any]] | None
+    num_examples: Any
+    reason: str | None = None  # set when the adapter already rejected the reply
+
+
+@dataclass
+class RoundReport:
+    """What the reliability weighting decided in one round (node ids as ints).
+
+    Attributes
+    ----------
+    round : int
+    weights : dict[int, float]
+        Final aggregation weight per valid node (sums to 1 when the model was updated).
+    reliability : dict[int, float]
+        Reliability factor in [0, 1] per valid node, before counts and caps.
+    fedavg_share : dict[int, float]
+        The node's share under plain sample-count weighting (after the count cap).
+    excluded : dict[int, str]
+        Nodes whose reply was not aggregated, and why.
+    down_weighted : list[int]
+        Nodes below half their FedAvg share.
+    iterations : int
+        Truth-discovery iterations run.
+    model_updated : bool
+        False when nothing valid arrived (the global model stays as it was).
+    failures : int
+        Error replies / failures the runtime reported (legacy API).
+    """
+
+    round: int
+    weights: dict[int, float] = field(default_factory=dict)
+    reliability: dict[int, float] = field(default_factory=dict)
+    fedavg_share: dict[int, float] = field(default_factory=dict)
+    excluded: dict[int, str] = field(default_factory=dict)
+    down_weighted: list[int] = field(default_factory=list)
+    iterations: int = 0
+    model_updated: bool = False
+    failures: int = 0
+
+
+@dataclass
+class RoundOutcome:
+    """What an adapter needs to build its return value."""
+
+    arrays: list[NDArray[Any]] | None
+    metrics: dict[str, float]
+    included: list[int]  # positions (into the uploads list) with positive weight
+
+
+class ReliabilityAggregator:
+    """Reliability-weighted aggregation with history and memory across rounds.
+
+    Parameters
+    ----------
+    options : ReliabilityOptions
+        Every option (validated once); ``method="server_data"`` needs ``server_loss_fn``.
+    """
+
+    def __init__(self, options: ReliabilityOptions) -> None:
+        if not isinstance(options, ReliabilityOptions):
+            raise TypeError(f"options must be a ReliabilityOptions; got {type(options).__name__}")
+        if options.method == "server_data" and options.server_loss_fn is None:
+            raise ValueError("method='server_data' needs server_loss_fn (got None)")
+        self.options = options
+        self.memory = ReliabilityMemory(options.memory_rate) if options.memory_rate is not None else None
+        self.global_arrays: list[NDArray[Any]] | None = None
+        self.history: list[RoundReport] = []
+
+    def remember_global(self, arrays: list[NDArray[Any]]) -> None:
+        """Keep a copy of the arrays sent to clients this round."""
+        self.global_arrays = [np.array(a, copy=True) for a in arrays]
+
+    def aggregate(self, server_round: int, uploads: Sequence[Upload]) -> RoundOutcome:
+        """Validate, weight and average the uploads of one round."""
+        opts = self.options
+        excluded = _pre_excluded(uploads)
+        reference = self.global_arrays
+        shapes = [tuple(a.shape) for a in reference] if reference is not None else None
+        # Reliability is scored on deltas to the global model; the core subtracts the
+        # reference on the scored coordinates only, so no K x P delta copy is made.
+        updates = [[] if pos in excluded or up.arrays is None else list(up.arrays) for pos, up in enumerate(uploads)]
+        server_losses = self._server_losses(uploads, excluded) if opts.method == "server_data" else None
+        # Excluded uploads are given a placeholder the core rejects by shape.
+        core_updates = [[] if pos in excluded else u for pos, u in enumerate(updates)]
+        counts = [0 if pos in excluded else up.num_examples for pos, up in enumerate(uploads)]
+        node_ids = [up.node_id for up in uploads]
+        prior = self.memory.prior(node_ids) if self.memory is not None else None
+        result = estimate_reliability(
+            core_updates,
+            counts,
+            opts,
+            prior=prior,
+            server_losses=server_losses,
+            reference=reference if opts.use_deltas else None,
+            expected_shapes=shapes,
+        )
+        for pos, reason in result.excluded.items():
+            excluded.setdefault(pos, reason)
+        for pos, reason in sorted(excluded.items()):
+            LOGGER.warning(
+                "reliability round %d: excluded reply from node %s: %s", server_round, node_ids[pos], reason
+            )
+        weights = result.weights
+        included = [pos for pos in range(len(uploads)) if weights[pos] > 0 and pos not in excluded]
+        arrays_out: list[NDArray[Any]] | None = None
+        if included:
+            w = np.zeros(len(uploads))
+            w[included] = weights[included] / weights[included].sum()
+            # sum_k w_k (x_k - g) + g == sum_k w_k x_k because the weights sum to 1
+            arrays_out = weighted_sum(updates, w)
+        if self.memory is not None and included:
+            valid_pos = [pos for pos in range(len(uploads)) if pos not in excluded]
+            self.memory.update([node_ids[p] for p in valid_pos], result.reliability[valid_pos])
+        report = self._report(server_round, node_ids, result, excluded, bool(included))
+        return RoundOutcome(arrays_out, self._metrics(report, len(included)), included)
+
+    def _server_losses(self, uploads: Sequence[Upload], excluded: dict[int, str]) -> NDArray[np.float64]:
+        losses = np.full(len(uploads), np.inf)
+        loss_fn = self.options.server_loss_fn
+        assert loss_fn is not None
+        for pos, up in enumerate(uploads):
+            if pos in excluded or up.arrays is None:
+                continue
+            try:
+                losses[pos] = float(loss_fn(list(up.arrays)))
+            except Exception as exc:  # noqa: BLE001 - a bad upload must not crash the run
+                excluded[pos] = f"server loss failed ({type(exc).__name__}: {exc})"
+        return losses
+
+    def _report(
+        self, server_round: int, node_ids: list[int], result: ReliabilityResult, excluded: dict[int, str], updated: bool
+    ) -> RoundReport:
+        valid = [p for p in range(len(node_ids)) if p not in excluded]
+        report = RoundReport(
+            round=server_round,
+            weights={node_ids[p]: float(result.weights[p]) for p in valid},
+            reliability={node_ids[p]: float(result.reliability[p]) for p in valid},
+            fedavg_share={node_ids[p]: float(result.sample_weights[p]) for p in valid},
+            excluded={node_ids[p]: reason for p, reason in excluded.items()},
+            iterations=int(result.iterations),
+            model_updated=updated,
+        )
+        report.down_weighted = [n for n, w in report.weights.items() if w < 0.5 * report.fedavg_share.get(n, 0.0)]
+        self.history.append(report)
+        w = np.array(list(report.weights.values()))
+        if w.size:
+            LOGGER.info(
+                "reliability round %d: weights min %.4f / median %.4f / max %.4f over %d nodes; "
+                "down-weighted (< half FedAvg share): %s; excluded: %s",
+                server_round, w.min(), float(np.median(w)), w.max(), w.size,
+                report.down_weighted or "none", sorted(report.excluded) or "none",
+            )
+        else:
+            LOGGER.warning("reliability round %d: no valid reply; the global model stays as it was", server_round)
+        return report
+
+    def _metrics(self, report: RoundReport, num_included: int) -> dict[str, float]:
+        p = self.options.metrics_prefix
+        metrics: dict[str, float] = {f"{p}weight/{node}": weight for node, weight in report.weights.items()}
+        metrics[f"{p}num-included"] = float(num_included)
+        metrics[f"{p}num-excluded"] = float(len(report.excluded))
+        metrics[f"{p}num-down-weighted"] = float(len(report.down_weighted))
+        w = np.array(list(report.weights.values()))
+        if w.size:
+            metrics[f"{p}min"] = float(w.min())
+            metrics[f"{p}median"] = float(np.median(w))
+            metrics[f"{p}max"] = float(w.max())
+        return metrics
+
+
+def _pre_excluded(uploads: Sequence[Upload]) -> dict[int, str]:
+    """Uploads the adapter rejected, and duplicated node ids (no way to know which is genuine)."""
+    seen: dict[int, int] = {}
+    for up in uploads:
+        seen[up.node_id] = seen.get(up.node_id, 0) + 1
+    excluded: dict[int, str] = {}
+    for pos, up in enumerate(uploads):
+        if up.reason is not None:
+            excluded[pos] = up.reason
+        elif seen[up.node_id] > 1:
+            excluded[pos] = f"duplicated node id ({seen[up.node_id]} replies)"
+    return excluded

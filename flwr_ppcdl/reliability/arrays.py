@@ -1,0 +1,49 @@
+"""The aggregate itself: a weighted sum of uploads, layer by layer (pure numpy).
+
+One fused multiply-add per upload and layer in the uploads' dtype (float64 for small layers),
+through one reusable buffer. Measured at K = 100, P = 10^6 float32, the whole reliability
+aggregation costs about 1.0-1.5x Flower FedAvg's ``aggregate_train``
+(``benchmarks/aggregation_speed.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+FloatArray = NDArray[np.float64]
+
+
+def weighted_sum(
+    updates: Sequence[Sequence[Any]], weights: Sequence[float] | FloatArray
+) -> list[NDArray[Any]]:
+    """Return ``sum_k weights[k] * updates[k]`` layer by layer (float64 accumulation).
+
+    Uploads with weight 0 are never read, so excluded (e.g. NaN) uploads cannot leak in.
+    The result takes the dtype of the first contributing upload's layer; accumulation is
+    float64 for small layers and in that dtype for large ones (as Flower's FedAvg does).
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    contributing = [k for k in range(len(updates)) if w[k] > 0]
+    if not contributing:
+        raise ValueError("weighted_sum needs at least one positive weight")
+    out: list[NDArray[Any]] = []
+    first = updates[contributing[0]]
+    for layer in range(len(first)):
+        ref = np.asarray(first[layer])
+        # accumulate in float64 for small layers, in the input float dtype for large ones
+        dtype = ref.dtype if np.issubdtype(ref.dtype, np.floating) else np.float64
+        acc_dtype = np.dtype(np.float64) if ref.size * len(contributing) <= 4_000_000 else np.dtype(dtype)
+        acc = np.empty(ref.shape, dtype=acc_dtype)
+        # scaled upload goes through one reusable buffer: no per-upload allocation, no
+        # float64 copy of float32 uploads (the cast happens inside the ufunc loop)
+        np.multiply(ref, acc_dtype.type(w[contributing[0]]), out=acc)
+        tmp = np.empty(ref.shape, dtype=acc_dtype) if len(contributing) > 1 else acc
+        for k in contributing[1:]:
+            np.multiply(np.asarray(updates[k][layer]), acc_dtype.type(w[k]), out=tmp)
+            acc += tmp
+        out.append(acc.astype(dtype, copy=False))
+    return out
