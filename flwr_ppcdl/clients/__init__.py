@@ -1,25 +1,22 @@
 """Participant side: functional-mechanism clients for both Flower API generations.
 
-* :class:`FunctionalMechanismClient` - a ``NumPyClient`` for legacy projects.
-* :func:`make_client_app` - a Message-API ``ClientApp`` factory.
-* :class:`FunctionalMechanismTrainer` - the plain-torch core both are built on.
+* :class:`FunctionalMechanismClient` - a ``NumPyClient`` for legacy projects (:mod:`.numpy_client`).
+* :func:`make_client_app` - a Message-API ``ClientApp`` factory (:mod:`.message_client`).
+* :class:`FunctionalMechanismTrainer` - the plain-torch core both are built on (:mod:`.trainer`),
+  with its configuration (:mod:`.config`), persisted state (:mod:`.state`), model contract
+  (:mod:`.model`) and the only two readers of records (:mod:`.records`).
 """
 
-from flwr_ppcdl.clients.client_app import ClientSetup, make_client_app
+from flwr_ppcdl.clients.config import TrainerConfig
+from flwr_ppcdl.clients.message_client import ClientSetup, make_client_app
+from flwr_ppcdl.clients.model import BodyChangedError, split_model
 from flwr_ppcdl.clients.numpy_client import FunctionalMechanismClient
-from flwr_ppcdl.clients.trainer import (
-    BodyChangedError,
-    FunctionalMechanismTrainer,
-    TrainerConfig,
-    TrainerState,
-    load_state,
-    noisy_local_evaluation,
-    release_from_records,
-    save_state,
-    split_model,
-)
+from flwr_ppcdl.clients.records import noisy_local_evaluation, release_from_records
+from flwr_ppcdl.clients.state import STATE_KEY, TrainerState, load_state, save_state
+from flwr_ppcdl.clients.trainer import FunctionalMechanismTrainer
 
 __all__ = [
+    "STATE_KEY",
     "BodyChangedError",
     "ClientSetup",
     "FunctionalMechanismClient",

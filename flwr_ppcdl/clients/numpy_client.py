@@ -8,12 +8,10 @@ import numpy as np
 from flwr.client import NumPyClient
 from torch import nn
 
-from flwr_ppcdl.clients.trainer import (
-    FunctionalMechanismTrainer,
-    TrainerConfig,
-    load_state,
-    save_state,
-)
+from flwr_ppcdl import wire
+from flwr_ppcdl.clients.config import TrainerConfig
+from flwr_ppcdl.clients.state import load_state, save_state
+from flwr_ppcdl.clients.trainer import FunctionalMechanismTrainer
 
 
 class FunctionalMechanismClient(NumPyClient):
@@ -81,12 +79,12 @@ class FunctionalMechanismClient(NumPyClient):
         finally:
             save_state(self.context, self.trainer.state)  # the ledger survives a failing round
         if self.partition_id is not None:
-            metrics["partition-id"] = int(self.partition_id)
+            metrics[wire.PARTITION_ID] = int(self.partition_id)
         reply: dict[str, Any] = dict(metrics)
         shared = self.trainer.shared_release_json()
         if shared is not None:
-            reply["fm-release"] = shared  # legacy metrics allow strings
-        return self.get_parameters({}), int(metrics["num-examples"]), reply
+            reply[wire.FM_RELEASE] = shared  # legacy metrics allow strings
+        return self.get_parameters({}), int(metrics[wire.NUM_EXAMPLES]), reply
 
     def evaluate(
         self, parameters: list[np.ndarray], config: dict[str, Any]
@@ -97,4 +95,4 @@ class FunctionalMechanismClient(NumPyClient):
         finally:
             save_state(self.context, self.trainer.state)
         loss = metrics.get("noisy-mse", 1.0 - metrics.get("noisy-accuracy", 0.0))
-        return float(loss), int(metrics["num-examples"]), metrics
+        return float(loss), int(metrics[wire.NUM_EXAMPLES]), metrics

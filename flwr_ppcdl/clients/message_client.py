@@ -10,12 +10,10 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 from torch import nn
 
-from flwr_ppcdl.clients.trainer import (
-    FunctionalMechanismTrainer,
-    TrainerConfig,
-    load_state,
-    save_state,
-)
+from flwr_ppcdl import wire
+from flwr_ppcdl.clients.config import TrainerConfig
+from flwr_ppcdl.clients.state import load_state, save_state
+from flwr_ppcdl.clients.trainer import FunctionalMechanismTrainer
 
 
 @dataclass
@@ -37,21 +35,21 @@ def _trainer(setup: ClientSetup, context: Context) -> FunctionalMechanismTrainer
 
 def _reply(msg: Message, trainer: FunctionalMechanismTrainer, metrics: dict[str, Any], setup: ClientSetup) -> Message:
     if setup.partition_id is not None:
-        metrics["partition-id"] = int(setup.partition_id)
+        metrics[wire.PARTITION_ID] = int(setup.partition_id)
     records: dict[str, Any] = {
-        "arrays": ArrayRecord(trainer.model.state_dict()),
-        "metrics": MetricRecord({k: v for k, v in metrics.items()}),
+        wire.ARRAYS: ArrayRecord(trainer.model.state_dict()),
+        wire.METRICS: MetricRecord({k: v for k, v in metrics.items()}),
     }
     shared = trainer.shared_release_json()
     if shared is not None:
-        records["fm-release"] = ConfigRecord({"json": shared})
+        records[wire.FM_RELEASE] = ConfigRecord({wire.RELEASE_JSON: shared})
     return Message(content=RecordDict(records), reply_to=msg)
 
 
 def _global_arrays(msg: Message) -> ArrayRecord:
-    arrays = msg.content.array_records.get("arrays")
+    arrays = msg.content.array_records.get(wire.ARRAYS)
     if arrays is None:
-        raise KeyError("the server's message has no ArrayRecord 'arrays' (is it a Message-API strategy?)")
+        raise KeyError(f"the server's message has no ArrayRecord {wire.ARRAYS!r} (is it a Message-API strategy?)")
     return arrays
 
 

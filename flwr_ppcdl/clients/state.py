@@ -1,0 +1,79 @@
+"""What a participant keeps between rounds, and where: `TrainerState` in Flower's ``Context.state``.
+
+Nothing here is a raw statistic or a record: the release (noisy), the ledger, the body's
+fingerprint. It round-trips through JSON so it can live in ``Context.state`` (a ``RecordDict``) or,
+outside Flower, in a plain dict.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, MutableMapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass
+class TrainerState:
+    """What a participant keeps between rounds: the release, the ledger, the body's fingerprint.
+
+    Nothing here is a raw statistic or a record; it round-trips through JSON so it can live in
+    Flower's ``Context.state``.
+    """
+
+    release: dict[str, Any] | None = None
+    ledger: dict[str, Any] | None = None
+    body_fingerprint: str | None = None
+    body_reference: list[list[float]] | None = None
+    records_read: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainerState:
+        raw = json.loads(text)
+        if not isinstance(raw, dict):
+            raise ValueError(f"trainer state must be a JSON object; got {type(raw).__name__}")
+        return cls(**raw)
+
+
+STATE_KEY = "flwr-ppcdl"
+
+
+def load_state(store: Any) -> TrainerState:
+    """Read the trainer state from a Flower ``Context`` (its ``state``) or a plain mutable mapping."""
+    mapping = _state_mapping(store)
+    record = mapping.get(STATE_KEY)
+    if record is None:
+        return TrainerState()
+    text = record["json"] if isinstance(record, Mapping) else record
+    return TrainerState.from_json(str(text))
+
+
+def save_state(store: Any, state: TrainerState) -> None:
+    """Persist the trainer state into a Flower ``Context`` or a plain mutable mapping."""
+    mapping = _state_mapping(store)
+    text = state.to_json()
+    if _is_flower_recorddict(mapping):
+        from flwr.app import ConfigRecord
+
+        mapping[STATE_KEY] = ConfigRecord({"json": text})
+    else:
+        mapping[STATE_KEY] = text
+
+
+def _state_mapping(store: Any) -> MutableMapping[str, Any]:
+    state = getattr(store, "state", store)
+    if not isinstance(state, MutableMapping):
+        raise TypeError(
+            "state store must be a flwr.app.Context or a mutable mapping (dict); "
+            f"got {type(store).__name__}"
+        )
+    return state
+
+
+def _is_flower_recorddict(mapping: Any) -> bool:
+    from flwr.app import RecordDict
+
+    return isinstance(mapping, RecordDict)
