@@ -1,5 +1,5 @@
 """Shared helpers of the tuning benchmarks: run one in-process job with optional
-ReliabilityWeightedFedAvg kwargs (by monkeypatching ``server_app.make_strategy``), summarise,
+ReliabilityWeightedFedAvg kwargs (a strategy handed to ``run_inprocess``), summarise,
 cache results in a JSON file so re-running a script only computes missing cells."""
 
 from __future__ import annotations
@@ -18,26 +18,23 @@ import numpy as np
 warnings.filterwarnings("ignore")
 logging.disable(logging.WARNING)
 
-import flwr_ppcdl.server_app as server_app  # noqa: E402
-from flwr_ppcdl.sweep import run_inprocess  # noqa: E402
+from flwr_ppcdl.app.settings import RunSettings, main_metric  # noqa: E402
+from flwr_ppcdl.app.sweep import run_inprocess  # noqa: E402
 
-_ORIG_MAKE = server_app.make_strategy
 CACHE_DIR = Path(os.environ.get("BENCH_CACHE", "/tmp/flwr_ppcdl_bench"))
 
 
-def _patched(rel_kwargs: dict[str, Any]):
-    def make(settings, validation=None):
-        if settings.strategy != "reliability" or not rel_kwargs:
-            return _ORIG_MAKE(settings, validation)
-        from flwr_ppcdl.strategies import ReliabilityWeightedFedAvg
+def _strategy(settings: RunSettings, rel_kwargs: dict[str, Any]):
+    """ReliabilityWeightedFedAvg with ``rel_kwargs`` for a reliability job; None keeps the App's choice."""
+    if settings.strategy != "reliability" or not rel_kwargs:
+        return None
+    from flwr_ppcdl.strategies import ReliabilityWeightedFedAvg
 
-        return ReliabilityWeightedFedAvg(
-            fraction_train=1.0, fraction_evaluate=0.0,
-            min_available_nodes=settings.num_partitions, min_train_nodes=settings.num_partitions,
-            **rel_kwargs,
-        )
-
-    return make
+    return ReliabilityWeightedFedAvg(
+        fraction_train=1.0, fraction_evaluate=0.0,
+        min_available_nodes=settings.num_partitions, min_train_nodes=settings.num_partitions,
+        **rel_kwargs,
+    )
 
 
 def run_job(cfg: dict[str, Any], rel_kwargs: dict[str, Any] | None = None, cache: str = "default") -> dict[str, Any]:
@@ -49,13 +46,9 @@ def run_job(cfg: dict[str, Any], rel_kwargs: dict[str, Any] | None = None, cache
     if key in store:
         return store[key]
     full = {"result-dir": "/tmp/flwr_ppcdl_bench/run", "plot": False, **cfg}
-    server_app.make_strategy = _patched(rel_kwargs)
     t0 = time.perf_counter()
-    try:
-        r = run_inprocess(full)
-    finally:
-        server_app.make_strategy = _ORIG_MAKE
-    metric = "r2" if r["settings"]["task"] == "regression" else "accuracy"
+    r = run_inprocess(full, strategy=_strategy(RunSettings.from_config(full), rel_kwargs))
+    metric = main_metric(r["settings"]["task"])
     flags = {p["node_id"]: p["unreliable"] for p in r["participants"]}
     ws = [rd.get("weights") or {} for rd in r["rounds"]]
     last = ws[-1] if ws else {}

@@ -20,8 +20,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp.strategy import FedAvg
 
 import flwr_ppcdl
+from flwr_ppcdl.app.grid import InProcessGrid
 from flwr_ppcdl.strategies import ReliabilityWeightedFedAvg
-from flwr_ppcdl.testing import InProcessGrid
 
 
 def make_replies(k: int, p: int, seed: int = 0, layout: str = "1d") -> tuple[list[Message], ArrayRecord]:

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from benchmarks._fl_common import fmt, over_seeds, server_app
+from benchmarks._fl_common import fmt, over_seeds
 
 BASE = {"dataset": "census2000", "task": "regression", "epsilon": 1.0, "strategy": "reliability"}
 CACHE = "census"
@@ -97,25 +97,16 @@ def stage_c(seeds, pname: str, rel_opts: dict) -> None:
 def stage_d(pname: str) -> None:
     """Per-round weights of one run, and the alignment cosines, to show the oscillation."""
     print(f"\n## D. Oscillation diagnosis on '{pname}', seed 0 (unreliable = partitions 5, 6, 9)\n")
+    from flwr_ppcdl.app.sweep import run_inprocess
     from flwr_ppcdl.strategies import ReliabilityWeightedFedAvg
 
     for opts in ({}, {"alignment": False}, {"use_deltas": False}):
-        holder = {}
-
-        def make(settings, validation=None, opts=opts, holder=holder):
-            s = ReliabilityWeightedFedAvg(fraction_train=1.0, fraction_evaluate=0.0,
-                                          min_available_nodes=settings.num_partitions,
-                                          min_train_nodes=settings.num_partitions, **opts)
-            holder["s"] = s
-            return s
-
-        from flwr_ppcdl.sweep import run_inprocess
-        orig = server_app.make_strategy
-        server_app.make_strategy = make
-        try:
-            r = run_inprocess({"result-dir": "/tmp/flwr_ppcdl_bench/diag", "plot": False, **BASE, **PROTOCOLS[pname], "seed": 0, "num-rounds": 8})
-        finally:
-            server_app.make_strategy = orig
+        cfg = {"result-dir": "/tmp/flwr_ppcdl_bench/diag", "plot": False, **BASE, **PROTOCOLS[pname], "seed": 0, "num-rounds": 8}
+        parts = int(cfg.get("num-partitions", 10))
+        strategy = ReliabilityWeightedFedAvg(fraction_train=1.0, fraction_evaluate=0.0,
+                                             min_available_nodes=parts, min_train_nodes=parts, **opts)
+        holder = {"s": strategy}
+        r = run_inprocess(cfg, strategy=strategy)
         flags = {p["node_id"]: p["unreliable"] for p in r["participants"]}
         nodes = sorted(flags)
         print(f"options {opts or 'default'}: weights per round (nodes {' '.join(n[-2:] + ('*' if flags[n] else '') for n in nodes)})")

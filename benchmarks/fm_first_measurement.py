@@ -32,7 +32,7 @@ import warnings
 
 import numpy as np
 
-from flwr_ppcdl.data.sources import (
+from flwr_ppcdl.data import (
     CENSUS_NUM_NUMERIC,
     CENSUS_TARGET_BOUND,
     CENSUS_TARGET_CENTER,

@@ -62,22 +62,23 @@ from flwr.clientapp import ClientApp  # noqa: E402
 from flwr.serverapp import Grid  # noqa: E402
 from flwr.serverapp.strategy import FedAvg, Strategy  # noqa: E402
 
-import flwr_ppcdl.server_app as server_app  # noqa: E402
-from flwr_ppcdl.client_app import app as fm_client_app  # noqa: E402
-from flwr_ppcdl.task import (  # noqa: E402
-    RunSettings,
+import flwr_ppcdl.app.server_app as server_app  # noqa: E402
+from flwr_ppcdl.app.client_app import app as fm_client_app  # noqa: E402
+from flwr_ppcdl.app.experiment import (  # noqa: E402
     evaluate_model,
     load_participant,
     make_model,
     reference_metrics,
+    server_splits,
     split_data,
 )
-from flwr_ppcdl.testing import InProcessGrid  # noqa: E402
+from flwr_ppcdl.app.factory import make_strategy  # noqa: E402
+from flwr_ppcdl.app.grid import InProcessGrid  # noqa: E402
+from flwr_ppcdl.app.settings import DATASETS, RunSettings  # noqa: E402
 
 DELTA = 1e-5
 # RDP orders: Opacus's defaults stop at 63, which cannot certify eps < log(1/delta)/62 ~ 0.19
 RDP_ALPHAS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [80, 128, 256, 512, 1024, 2048, 4096]
-_ORIG_MAKE_STRATEGY = server_app.make_strategy
 
 PRIVACY_FM = "record-level pure eps per participant, whole run (one FM release)"
 PRIVACY_OPACUS = "record-level (eps, delta=1e-5), RDP over all local steps of all rounds"
@@ -106,11 +107,11 @@ class Scenario:
 
     @property
     def task(self) -> str:
-        return "regression" if self.dataset == "census2000" else "classification"
+        return DATASETS[self.dataset].task
 
     @property
     def metric(self) -> str:
-        return "r2" if self.task == "regression" else "accuracy"
+        return DATASETS[self.dataset].metric
 
     def run_config(self, **extra: Any) -> dict[str, Any]:
         cfg: dict[str, Any] = {
@@ -271,7 +272,7 @@ def timing_fields(app: TimedApp, strat: TimedStrategy, nodes: int, rounds: int, 
 
 def run_fm(scn: Scenario, strategy: str, *, oracle: bool = False, epsilon: float | None = None,
            extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """FM clients (``flwr_ppcdl.client_app.app``) + ``run_server`` over an in-process grid."""
+    """FM clients (``flwr_ppcdl.app.client_app.app``) + ``run_server`` over an in-process grid."""
     cfg = scn.run_config(strategy=strategy, **(extra or {}))
     if epsilon is not None:
         cfg["epsilon"] = epsilon
@@ -289,18 +290,9 @@ def run_fm(scn: Scenario, strategy: str, *, oracle: bool = False, epsilon: float
         node_config=lambda i, nid: {"partition-id": parts[i], "num-partitions": scn.partitions},
         run_config=cfg,
     )
-    holder: dict[str, TimedStrategy] = {}
-
-    def make(s: RunSettings, validation: Any = None) -> Strategy:
-        holder["s"] = TimedStrategy(_ORIG_MAKE_STRATEGY(s, validation))
-        return holder["s"]
-
-    server_app.make_strategy = make
+    holder = {"s": TimedStrategy(make_strategy(settings, server_splits(settings)[1]))}
     t0 = time.perf_counter()
-    try:
-        run = server_app.run_server(grid, settings)
-    finally:
-        server_app.make_strategy = _ORIG_MAKE_STRATEGY
+    run = server_app.run_server(grid, settings, strategy=holder["s"])
     wall = time.perf_counter() - t0
     res = json.loads(run.to_json())
     flags = {p["node_id"]: p["unreliable"] for p in res["participants"]}

@@ -31,10 +31,7 @@ import torch
 warnings.filterwarnings("ignore")
 
 from benchmarks._fl_common import fmt, over_seeds  # noqa: E402
-from flwr_ppcdl.clients import TrainerConfig  # noqa: E402
-from flwr_ppcdl.clients.trainer import release_from_records  # noqa: E402
-from flwr_ppcdl.task import (  # noqa: E402
-    RunSettings,
+from flwr_ppcdl.app.experiment import (  # noqa: E402
     _head,
     evaluate_model,
     load_participant,
@@ -43,6 +40,8 @@ from flwr_ppcdl.task import (  # noqa: E402
     split_data,
     trainer_config,
 )
+from flwr_ppcdl.app.settings import DATASETS, RunSettings  # noqa: E402
+from flwr_ppcdl.clients import TrainerConfig, release_from_records  # noqa: E402
 
 
 def summed_release(releases):
@@ -62,11 +61,11 @@ def metric_of(w: np.ndarray, model, settings: RunSettings, cfg: TrainerConfig, t
         head.weight.copy_(torch.as_tensor(full[:, :-1] * scale / cfg.feature_bound, dtype=head.weight.dtype))
         head.bias.copy_(torch.as_tensor(full[:, -1] * scale, dtype=head.bias.dtype))
     out = evaluate_model(model, test, settings)
-    return out["r2" if settings.task == "regression" else "accuracy"]
+    return out[settings.metric]
 
 
 def one(dataset: str, eps: float, seed: int) -> dict[str, float]:
-    task = "regression" if dataset == "census2000" else "classification"
+    task = DATASETS[dataset].task
     kind = "random-targets" if task == "regression" else "flipped-labels"
     settings = RunSettings(task=task, dataset=dataset, epsilon=eps, seed=seed, unreliable_fraction=0.0,
                            unreliable_kind=kind, plot=False)
@@ -90,7 +89,7 @@ def one(dataset: str, eps: float, seed: int) -> dict[str, float]:
     central = release_from_records(body, (torch.as_tensor(np.asarray(train.features), dtype=torch.float32),
                                           torch.as_tensor(np.asarray(train.targets))), cfg_c.mechanism(None))
     out["centralised FM (one release, all records)"] = metric_of(central.solve(), model, settings, cfg, test)
-    out["non-private reference (OLS / softmax)"] = reference_metrics(settings)["r2" if task == "regression" else "accuracy"]
+    out["non-private reference (OLS / softmax)"] = reference_metrics(settings)[settings.metric]
     return out
 
 
@@ -116,7 +115,7 @@ def main() -> None:
                 for k, v in one(ds, eps, seed).items():
                     rows.setdefault(k, [[] for _ in a.epsilons])[j].append(v)
             if a.federated:
-                task = "regression" if ds == "census2000" else "classification"
+                task = DATASETS[ds].task
                 for label, proto in FED["census2000" if task == "regression" else "classification"].items():
                     cfg = {"task": task, "dataset": ds, "epsilon": eps, "strategy": "fedavg",
                            "unreliable-fraction": 0.0, "proximal-mu": 0.0, **proto}

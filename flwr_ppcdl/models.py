@@ -1,7 +1,7 @@
 """Fixed, data-independent feature bodies and linear heads (torch).
 
 The functional mechanism perturbs the objective of a *linear head* on features ``phi(x)``. Its
-privacy proof (functional-mechanism.md §4.2) assumes
+privacy proof (docs/functional-mechanism.md §4.2) assumes
 
 * A1: ``phi`` is fixed and independent of the private data: every constant here is either a seeded
   random draw or computed from a *public, different* data set (``public_offsets.json``, made by

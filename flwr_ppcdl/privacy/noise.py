@@ -31,6 +31,8 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from flwr_ppcdl.privacy.validation import check_epsilon
+
 RandBelow = Callable[[int], int]
 """``randbelow(n)`` returns a uniform integer in ``{0, ..., n-1}``."""
 
@@ -310,9 +312,6 @@ class NumpyLaplace:
 def _check_calibration(l1_bound: float, epsilon: float, size: int) -> None:
     if not (math.isfinite(l1_bound) and l1_bound > 0):
         raise ValueError(f"l1_bound must be positive and finite; got {l1_bound!r}")
-    if not (math.isfinite(epsilon) and epsilon > 0):
-        raise ValueError(
-            f"epsilon must be positive and finite for a noisy release; got {epsilon!r}"
-        )
+    check_epsilon(epsilon, allow_inf=False)
     if size < 1:
         raise ValueError(f"size must be >= 1; got {size}")

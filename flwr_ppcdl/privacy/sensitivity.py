@@ -7,7 +7,7 @@ Every function here is pure and states the bound it relies on. The records they 
   bias coordinate 1, so ``h~ = [h; 1]`` has ``D = d + 1`` coordinates;
 * classification labels ``y in {0, ..., K-1}``; regression targets ``|y| <= 1``.
 
-For such a record (reference: ``functional-mechanism.md`` §2.2 and §3.2)
+For such a record (reference: ``docs/functional-mechanism.md`` §2.2 and §3.2)
 
 * ``s1 = max ||h~||_1 = sqrt(d) + 1`` (Cauchy-Schwarz on ``h``, plus the bias), attained by the sign
   vectors ``±1/sqrt(d)``;

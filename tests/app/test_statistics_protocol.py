@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flwr_ppcdl.sweep import run_inprocess
+from flwr_ppcdl.app.sweep import run_inprocess
 
 
 def test_statistics_protocol_runs_and_spends_epsilon_once(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -12,8 +12,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from flwr_ppcdl.sweep import compose_run_config
-from flwr_ppcdl.task import RunSettings
+from flwr_ppcdl.app.settings import RunSettings
+from flwr_ppcdl.app.sweep import Fragment, compose_run_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
@@ -41,7 +41,21 @@ def test_composed_configs_are_valid_run_settings() -> None:
                 cfg = compose(config_name="config", overrides=[f"dataset={dataset}", f"strategy={strategy}", f"unreliable={unreliable}"])
                 specs = [instantiate(cfg[g]) for g in GROUPS]
                 settings = RunSettings.from_config(compose_run_config(specs, "/tmp/unused"))
-                assert settings.dataset == instantiate(cfg["dataset"]).name
+                assert settings.dataset == instantiate(cfg["dataset"]).values["name"]
+
+
+def test_the_default_composition_is_the_flower_apps_default_run() -> None:
+    """One source of truth: conf/ reads its defaults from RunSettings (as pyproject.toml must)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config")
+        fragments = [instantiate(cfg[g]) for g in GROUPS]
+    settings = RunSettings.from_config(compose_run_config(fragments, RunSettings().result_dir))
+    assert settings == RunSettings()
+
+
+def test_a_misspelt_option_is_rejected_naming_it() -> None:
+    with pytest.raises(ValueError, match="epsilom"):
+        Fragment("privacy", epsilom=1.0)
 
 
 def test_bad_values_are_rejected_naming_them() -> None:
@@ -59,7 +73,7 @@ def test_bad_values_are_rejected_naming_them() -> None:
 def test_two_job_multirun_writes_the_summary(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "sweep"
     cmd = [
-        sys.executable, "-m", "flwr_ppcdl.sweep", "-m",
+        sys.executable, "-m", "flwr_ppcdl.app.sweep", "-m",
         "experiment=quick", "dataset=digits", "unreliable=random_labels",
         "privacy.epsilon=10", "strategy=reliability,fedavg", f"hydra.sweep.dir={sweep_dir}",
     ]

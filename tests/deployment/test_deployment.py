@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from flwr_ppcdl.deploy import LocalDeployment, prepare_app
+from flwr_ppcdl.app.deploy import LocalDeployment, prepare_app
 
 pytestmark = pytest.mark.slow
 

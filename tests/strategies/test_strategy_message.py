@@ -7,8 +7,8 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
 
+from flwr_ppcdl.app.grid import InProcessGrid
 from flwr_ppcdl.strategies import ReliabilityWeightedFedAvg
-from flwr_ppcdl.testing import InProcessGrid
 
 from .numpy_apps import DIM, W_TRUE, make_message_app
 

@@ -1,24 +1,23 @@
-"""The experiment, independent of how it is run: settings, data, model, evaluation, strategy.
+"""The experiment, independent of how it is run: data, participants, model, evaluation.
 
-The Flower App (``server_app.py``/``client_app.py``), the Hydra sweep and the benchmarks all build on
-these functions, so a run means the same thing whichever runtime drives it.
+The Flower App (:mod:`.server_app`, :mod:`.client_app`), the Hydra sweep and the benchmarks all build
+on these functions, so a run means the same thing whichever runtime drives it.
 
 Which data each party touches:
 
-* the server loads only the held-out **test split** (its own data) and, for the summary line, fits
-  ordinary least squares / softmax regression on the **reliable** training records - a
-  non-private reference point that a real deployment would not have; it is computed only for the
-  report and never reaches the strategy or the clients;
+* the server loads only the held-out **test split** (its own data) and, for ``reliability-method =
+  server-data``, a validation part of that split;
 * participant ``p`` loads only its own partition of the training split (and, if ``p`` is one of the
   unreliable participants of this experiment, corrupts it);
-* pre-processing uses public constants only (:mod:`flwr_ppcdl.data`).
+* pre-processing uses public constants only (:mod:`flwr_ppcdl.data`);
+* :func:`reference_metrics` -- a non-private centralised fit on the reliable participants' records --
+  is a simulation-only oracle for reports; it is never part of the ServerApp's aggregation.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -26,14 +25,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from flwr_ppcdl.app.settings import RunSettings
 from flwr_ppcdl.data import (
     CENSUS_TARGET_BIN_EDGES,
-    CENSUS_TARGET_BOUND,
     CENSUS_TARGET_CENTER,
     CENSUS_TARGET_RANGE,
-    DEFAULT_FASHION_DIR,
     Dataset,
-    choose_unreliable,
     corrupt,
     load_census2000,
     load_fashion_mnist,
@@ -43,129 +40,6 @@ from flwr_ppcdl.data import (
     train_test_split,
 )
 from flwr_ppcdl.models import CensusFeatureMap, L2Normalize, build_model, make_body
-
-DATASETS = ("census2000", "fashion-mnist", "mnist5k", "digits")
-STRATEGIES = ("reliability", "fedavg", "fedmedian", "fedtrimmedavg", "multikrum")
-UNRELIABLE_KINDS = ("random-labels", "flipped-labels", "feature-noise", "random-targets")
-PROTOCOLS = ("parameters", "statistics")
-RELIABILITY_METHODS = ("truth-discovery", "server-data")
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """One experiment, in the flat kebab-case keys of ``[tool.flwr.app.config]`` (as snake_case).
-
-    Every field is public configuration; none is derived from participants' data.
-    """
-
-    task: str = "regression"
-    dataset: str = "census2000"
-    num_partitions: int = 10
-    num_rounds: int = 30
-    epsilon: float = 1.0
-    strategy: str = "reliability"
-    unreliable_fraction: float = 0.3
-    unreliable_kind: str = "random-targets"
-    partitioning: str = "iid"
-    dirichlet_alpha: float = 0.3
-    seed: int = 0
-    result_dir: str = "results/latest"
-    feature_set: str = "basic"
-    body: str = "pool4-rp16"
-    dataset_dir: str = DEFAULT_FASHION_DIR
-    solver: str = "iterative"
-    local_steps: int = 5
-    protocol: str = "parameters"
-    proximal_mu: float = 0.0
-    sampler: str = "discrete"
-    test_fraction: float = 0.2
-    feature_noise_std: float = 0.5
-    trimmed_beta: float = 0.2
-    plot: bool = True
-    min_nodes: int = 0  # minimum available/train nodes per round; 0 = all num-partitions
-    round_timeout: float = 600.0
-    reliability_method: str = "truth-discovery"  # or "server-data": score uploads on server-held records
-    server_validation: int = 500  # records of the server's own split held out for "server-data" scoring  # seconds the server waits for replies in a round (a dead node's share)
-
-    def __post_init__(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {DATASETS}; got {self.dataset!r}")
-        expected_task = "regression" if self.dataset == "census2000" else "classification"
-        if self.task != expected_task:
-            raise ValueError(f"dataset {self.dataset!r} is a {expected_task} task; got task={self.task!r}")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}; got {self.strategy!r}")
-        if self.unreliable_kind not in UNRELIABLE_KINDS:
-            raise ValueError(f"unreliable-kind must be one of {UNRELIABLE_KINDS}; got {self.unreliable_kind!r}")
-        if self.task == "regression" and self.unreliable_kind in ("random-labels", "flipped-labels"):
-            raise ValueError(f"unreliable-kind {self.unreliable_kind!r} needs a classification task")
-        if self.task == "classification" and self.unreliable_kind == "random-targets":
-            raise ValueError("unreliable-kind 'random-targets' needs a regression task")
-        if not 0.0 <= self.unreliable_fraction < 1.0:
-            raise ValueError(f"unreliable-fraction must be in [0, 1); got {self.unreliable_fraction!r}")
-        if self.num_partitions < 1 or self.num_rounds < 1:
-            raise ValueError(
-                f"num-partitions and num-rounds must be >= 1; got {self.num_partitions}, {self.num_rounds}"
-            )
-        if self.reliability_method not in RELIABILITY_METHODS:
-            raise ValueError(f"reliability-method must be one of {RELIABILITY_METHODS}; got {self.reliability_method!r}")
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {PROTOCOLS}; got {self.protocol!r}")
-        if self.protocol == "statistics" and self.strategy not in ("reliability", "fedavg"):
-            raise ValueError(
-                f"protocol 'statistics' sums released statistics (plainly or reliability-weighted); "
-                f"strategy {self.strategy!r} aggregates parameters only"
-            )
-        if not (self.epsilon > 0):
-            raise ValueError(f"epsilon must be > 0 (inf = no noise); got {self.epsilon!r}")
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> RunSettings:
-        """Build from a run config (kebab-case keys); unknown keys are an error naming them."""
-        names = {f.name: f for f in fields(cls)}
-        kwargs: dict[str, Any] = {}
-        unknown = []
-        for key, value in config.items():
-            name = str(key).replace("-", "_")
-            if name not in names:
-                unknown.append(key)
-                continue
-            kwargs[name] = _coerce(name, value, names[name].type)
-        if unknown:
-            raise ValueError(f"unknown run-config keys {sorted(unknown)}; known: {sorted(k.replace('_', '-') for k in names)}")
-        return cls(**kwargs)
-
-    @property
-    def unreliable_ids(self) -> list[int]:
-        """Ground truth of the experiment (evaluation only; never given to the strategy)."""
-        return choose_unreliable(self.num_partitions, fraction=self.unreliable_fraction, seed=self.seed)
-
-    @property
-    def num_classes(self) -> int | None:
-        return None if self.task == "regression" else 10
-
-    @property
-    def target_bound(self) -> float:
-        return CENSUS_TARGET_BOUND if self.task == "regression" else 1.0
-
-
-def _coerce(name: str, value: Any, annotation: Any) -> Any:
-    kind = str(annotation)
-    try:
-        if kind == "int":
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if kind == "float":
-            return float(value)
-        if kind == "bool":
-            if isinstance(value, str):
-                return value.strip().lower() in ("1", "true", "yes")
-            return bool(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"run-config key {name.replace('_', '-')!r} must be {kind}; got {value!r}") from None
-
 
 # --------------------------------------------------------------------------------------------------
 # Data
@@ -218,7 +92,7 @@ def server_loss_fn(settings: RunSettings, validation: Dataset) -> Callable[[list
     """Loss of an upload (state-dict arrays in order) on the server-held validation records."""
     model = make_model(settings)
     keys = list(model.state_dict().keys())
-    metric = "mse" if settings.task == "regression" else "loss"
+    metric = "mse" if settings.task == "regression" else "loss"  # a loss: lower is better
 
     def loss(parameters: list[np.ndarray]) -> float:
         model.load_state_dict({k: torch.as_tensor(np.array(v)) for k, v in zip(keys, parameters, strict=True)})
@@ -382,11 +256,3 @@ def trainer_config(settings: RunSettings, partition_id: int) -> dict[str, Any]:
     else:
         config["target_bound"] = settings.target_bound
     return config
-
-
-def epsilon_meaning(settings: RunSettings) -> str:
-    eps = "inf (no noise)" if math.isinf(settings.epsilon) else f"{settings.epsilon:g}"
-    return (
-        f"epsilon = {eps}: pure epsilon-DP, record level (replace-one neighbours), per participant, "
-        "for the whole run (one functional-mechanism release; later rounds are post-processing)"
-    )

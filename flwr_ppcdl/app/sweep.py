@@ -1,13 +1,14 @@
 """Hydra entry point: paper-style sweeps over the same experiment the Flower App runs.
 
-    python -m flwr_ppcdl.sweep                                   # one job, the default experiment
-    python -m flwr_ppcdl.sweep -m privacy.epsilon=0.1,1,10 unreliable.fraction=0,0.3,0.5 \\
+    python -m flwr_ppcdl.app.sweep                               # one job, the default experiment
+    python -m flwr_ppcdl.app.sweep -m privacy.epsilon=0.1,1,10 unreliable.fraction=0,0.3,0.5 \\
         strategy=reliability,fedavg                              # every combination + a summary
 
 Each config group (``dataset``, ``model``, ``privacy``, ``strategy``, ``unreliable``,
-``experiment``) instantiates a small spec with ``_target_``; their run-config entries are merged into
-:class:`~flwr_ppcdl.task.RunSettings`, so a sweep job and ``flwr run . --run-config ...`` mean the same
-experiment. ``experiment.runner`` chooses how a job runs:
+``experiment``) is a thin :class:`Fragment` of the run config: its keys map onto
+:class:`~flwr_ppcdl.app.settings.RunSettings` fields, and its defaults are read from RunSettings
+through the ``${default:key}`` resolver, so a sweep job and ``flwr run . --run-config ...`` mean the
+same experiment and every default lives in one place. ``experiment.runner`` chooses how a job runs:
 
 * ``inprocess`` (default): the real ServerApp logic and ClientApp handlers over an in-process
   Flower ``Grid`` - no Ray, deterministic, a few seconds a job;
@@ -28,123 +29,79 @@ import os
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from flwr_ppcdl.task import DATASETS, STRATEGIES, UNRELIABLE_KINDS, RunSettings
+from flwr_ppcdl.app.settings import RunSettings, main_metric
+
+if TYPE_CHECKING:
+    from flwr.serverapp.strategy import Strategy
 
 log = logging.getLogger(__name__)
 
 RUNNERS = ("inprocess", "flwr-run")
-
+GROUPS = ("dataset", "model", "privacy", "strategy", "unreliable", "experiment")
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+"""Hydra's config folder in a source checkout (``conf/`` at the repository root)."""
 
 # --------------------------------------------------------------------------------------------------
-# Config-group specs (instantiated by Hydra with `_target_`)
+# Config-group fragments (instantiated by Hydra with `_target_`)
 # --------------------------------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    name: str = "census2000"
-    feature_set: str = "basic"
-    dataset_dir: str = "/usr/share/datasets/fashion-mnist"
-
-    def __post_init__(self) -> None:
-        if self.name not in DATASETS:
-            raise ValueError(f"dataset.name must be one of {DATASETS}; got {self.name!r}")
-
-    def run_config(self) -> dict[str, Any]:
-        task = "regression" if self.name == "census2000" else "classification"
-        return {"dataset": self.name, "task": task, "feature-set": self.feature_set, "dataset-dir": self.dataset_dir}
+_SETTING_KEYS = {f.name.replace("_", "-") for f in fields(RunSettings)}
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    body: str = "pool4-rp16"
-    solver: str = "iterative"
-    local_steps: int = 5
-    proximal_mu: float = 0.0
-    protocol: str = "parameters"
-
-    def run_config(self) -> dict[str, Any]:
-        return {
-            "body": self.body, "solver": self.solver, "local-steps": self.local_steps,
-            "proximal-mu": self.proximal_mu, "protocol": self.protocol,
-        }
+def run_config_key(group: str, key: str) -> str:
+    """The run-config key of ``group.key``: ``name`` is the group's own key (``dataset=...``),
+    ``unreliable.kind`` is ``unreliable-kind``, anything else its kebab-case name."""
+    if key == "name":
+        return group
+    kebab = key.replace("_", "-")
+    prefixed = f"{group}-{kebab}"
+    return prefixed if prefixed in _SETTING_KEYS else kebab
 
 
-@dataclass(frozen=True)
-class PrivacySpec:
-    epsilon: float = 1.0
-    sampler: str = "discrete"
+class Fragment:
+    """One Hydra config group's share of the run config (validated only by RunSettings).
 
-    def __post_init__(self) -> None:
-        if not float(self.epsilon) > 0:
-            raise ValueError(f"privacy.epsilon must be > 0 (inf = no noise); got {self.epsilon!r}")
+    ``Fragment(group="privacy", epsilon=1.0)`` contributes ``{"epsilon": 1.0}``; the ``experiment``
+    group's ``runner`` is the sweep's own choice, not a run-config key.
+    """
 
-    def run_config(self) -> dict[str, Any]:
-        return {"epsilon": float(self.epsilon), "sampler": self.sampler}
-
-
-@dataclass(frozen=True)
-class StrategySpec:
-    name: str = "reliability"
-    trimmed_beta: float = 0.2
-    reliability_method: str = "truth-discovery"
-    server_validation: int = 500
-
-    def __post_init__(self) -> None:
-        if self.name not in STRATEGIES:
-            raise ValueError(f"strategy.name must be one of {STRATEGIES}; got {self.name!r}")
-
-    def run_config(self) -> dict[str, Any]:
-        return {
-            "strategy": self.name, "trimmed-beta": self.trimmed_beta,
-            "reliability-method": self.reliability_method, "server-validation": self.server_validation,
-        }
-
-
-@dataclass(frozen=True)
-class UnreliableSpec:
-    kind: str = "random-targets"
-    fraction: float = 0.3
-
-    def __post_init__(self) -> None:
-        if self.kind not in UNRELIABLE_KINDS:
-            raise ValueError(f"unreliable.kind must be one of {UNRELIABLE_KINDS}; got {self.kind!r}")
-
-    def run_config(self) -> dict[str, Any]:
-        return {"unreliable-kind": self.kind, "unreliable-fraction": float(self.fraction)}
-
-
-@dataclass(frozen=True)
-class ExperimentSpec:
-    num_partitions: int = 10
-    num_rounds: int = 30
-    partitioning: str = "iid"
-    dirichlet_alpha: float = 0.3
-    seed: int = 0
-    runner: str = "inprocess"
-    plot: bool = True
-
-    def __post_init__(self) -> None:
+    def __init__(self, group: str, **values: Any) -> None:
+        if group not in GROUPS:
+            raise ValueError(f"unknown config group {group!r}; expected one of {GROUPS}")
+        self.group = group
+        self.runner = str(values.pop("runner", "inprocess"))
         if self.runner not in RUNNERS:
             raise ValueError(f"experiment.runner must be one of {RUNNERS}; got {self.runner!r}")
+        unknown = sorted(k for k in values if run_config_key(group, k) not in _SETTING_KEYS)
+        if unknown:
+            raise ValueError(f"{group} has no option(s) {unknown}; run-config keys: {sorted(_SETTING_KEYS)}")
+        self.values = values
 
     def run_config(self) -> dict[str, Any]:
-        return {
-            "num-partitions": self.num_partitions, "num-rounds": self.num_rounds,
-            "partitioning": self.partitioning, "dirichlet-alpha": self.dirichlet_alpha,
-            "seed": self.seed, "plot": self.plot,
-        }
+        """The fragment as flat kebab-case run-config entries."""
+        return {run_config_key(self.group, key): value for key, value in self.values.items()}
 
 
-def compose_run_config(specs: list[Any], result_dir: str) -> dict[str, Any]:
+def register_resolver() -> None:
+    """``${default:key}`` in ``conf/`` reads RunSettings' default for run-config ``key``."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("default"):
+        OmegaConf.register_new_resolver("default", RunSettings.default_value)
+
+
+register_resolver()  # so that conf/ composes wherever this module is imported (tests, notebooks)
+
+
+def compose_run_config(fragments: list[Fragment], result_dir: str) -> dict[str, Any]:
     """Merge the groups' run-config entries (flat kebab-case keys, as in pyproject.toml)."""
     merged: dict[str, Any] = {}
-    for spec in specs:
-        merged.update(spec.run_config())
+    for fragment in fragments:
+        merged.update(fragment.run_config())
     merged["result-dir"] = result_dir
     return merged
 
@@ -154,11 +111,14 @@ def compose_run_config(specs: list[Any], result_dir: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 
 
-def run_inprocess(run_config: dict[str, Any]) -> dict[str, Any]:
-    """Run the ServerApp logic and the ClientApp over an in-process grid; return result.json."""
-    from flwr_ppcdl.client_app import app as client_app
-    from flwr_ppcdl.server_app import run_server
-    from flwr_ppcdl.testing import InProcessGrid
+def run_inprocess(run_config: dict[str, Any], strategy: Strategy | None = None) -> dict[str, Any]:
+    """Run the ServerApp logic and the ClientApp over an in-process grid; return result.json.
+
+    ``strategy`` replaces the one the settings ask for (see :func:`~flwr_ppcdl.app.server_app.run_server`).
+    """
+    from flwr_ppcdl.app.client_app import app as client_app
+    from flwr_ppcdl.app.grid import InProcessGrid
+    from flwr_ppcdl.app.server_app import run_server
 
     settings = RunSettings.from_config(run_config)
     grid = InProcessGrid(
@@ -166,7 +126,7 @@ def run_inprocess(run_config: dict[str, Any]) -> dict[str, Any]:
         num_nodes=settings.num_partitions,
         run_config=run_config,
     )
-    run = run_server(grid, settings)
+    run = run_server(grid, settings, strategy=strategy)
     return json.loads(run.to_json())
 
 
@@ -212,7 +172,7 @@ SUMMARY_COLUMNS = (
 def summarise_result(result: dict[str, Any], job_dir: str) -> dict[str, Any]:
     """One row of the sweep summary from a run's ``result.json``."""
     s = result["settings"]
-    metric = "r2" if s["task"] == "regression" else "accuracy"
+    metric = main_metric(s["task"])
     final = float(result["final_metrics"].get(metric, float("nan")))
     ref = float(result["reference"].get(metric, float("nan")))
     flags = {p["node_id"]: p["unreliable"] for p in result["participants"]}
@@ -287,27 +247,24 @@ def main() -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
-    from omegaconf import DictConfig
+    from omegaconf import DictConfig, OmegaConf
 
-    conf_dir = str(Path(__file__).resolve().parent.parent / "conf")
-    if not Path(conf_dir).is_dir():
-        conf_dir = str(Path.cwd() / "conf")
+    register_resolver()
+    conf_dir = str(CONF_DIR if CONF_DIR.is_dir() else Path.cwd() / "conf")
 
     @hydra.main(version_base="1.3", config_path=conf_dir, config_name="config")
     def _job(cfg: DictConfig) -> float:
-        specs = [instantiate(cfg[group]) for group in ("dataset", "model", "privacy", "strategy", "unreliable", "experiment")]
+        fragments = [instantiate(cfg[group]) for group in GROUPS]
         out_dir = HydraConfig.get().runtime.output_dir
-        run_config = compose_run_config(specs, result_dir=out_dir)
-        experiment: ExperimentSpec = specs[-1]
-        job = HydraConfig.get().job
-        log.info("job %s: %s", getattr(job, "num", 0), {k: v for k, v in run_config.items() if k != "result-dir"})
+        run_config = compose_run_config(fragments, result_dir=out_dir)
+        runner = fragments[GROUPS.index("experiment")].runner
+        # hydra.job.num is unset (MISSING) outside a multirun: select it without raising
+        num = OmegaConf.select(cast(Any, HydraConfig.get()), "job.num", default=0, throw_on_missing=False)
+        log.info("job %s: %s", num, {k: v for k, v in run_config.items() if k != "result-dir"})
         started = time.perf_counter()
-        if experiment.runner == "inprocess":
-            result = run_inprocess(run_config)
-        else:
-            result = run_flwr(run_config, Path(conf_dir).parent)
+        result = run_inprocess(run_config) if runner == "inprocess" else run_flwr(run_config, Path(conf_dir).parent)
         row = summarise_result(result, out_dir)
-        log.info("job %s done in %.1fs: %s=%.4f (reference %.4f)", getattr(job, "num", 0),
+        log.info("job %s done in %.1fs: %s=%.4f (reference %.4f)", num,
                  time.perf_counter() - started, row["metric"], row["final"], row["reference"])
         Path(out_dir, "row.json").write_text(json.dumps(row, default=str))
         return float(row["final"])
@@ -316,9 +273,8 @@ def main() -> None:
 
 
 __all__ = [
-    "DatasetSpec", "ExperimentSpec", "ModelSpec", "PrivacySpec", "StrategySpec", "SweepSummary",
-    "UnreliableSpec", "compose_run_config", "main", "run_flwr", "run_inprocess", "summarise_result",
-    "write_summary",
+    "Fragment", "SweepSummary", "compose_run_config", "main", "register_resolver", "run_config_key",
+    "run_flwr", "run_inprocess", "summarise_result", "write_summary",
 ]
 
 if __name__ == "__main__":

@@ -8,10 +8,10 @@ are written to ``$FLWR_HOME/config.toml`` (never to pyproject.toml).
 TLS is the default: a throw-away CA and a server certificate for 127.0.0.1/localhost are
 generated for the run. ``--insecure`` turns TLS off (local debugging only).
 
-    python -m flwr_ppcdl.deploy --nodes 3 --run-config "num-partitions=3 num-rounds=3"
-    python -m flwr_ppcdl.deploy --nodes 3 --kill-node 2 \
+    python -m flwr_ppcdl.app.deploy --nodes 3 --run-config "num-partitions=3 num-rounds=3"
+    python -m flwr_ppcdl.app.deploy --nodes 3 --kill-node 2 \
         --run-config "num-partitions=3 num-rounds=3 min-nodes=2 round-timeout=30"
-    python -m flwr_ppcdl.deploy --nodes 3 --kill-node 2 --restart \
+    python -m flwr_ppcdl.app.deploy --nodes 3 --kill-node 2 --restart \
         --run-config "num-partitions=3 num-rounds=3 min-nodes=2 round-timeout=30"
 
 Every process started is recorded by PID (each in its own process group) and stopped on exit.
@@ -34,7 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from flwr_ppcdl import wire
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 FEDERATION = "ppcdl-local"
 
 
@@ -195,9 +197,9 @@ class LocalDeployment:
         self._wait_port(self.port, "superlink")
 
     def node_config(self, partition_id: int) -> str:
-        parts = [f"partition-id={partition_id}", f"num-partitions={self.num_partitions or self.nodes}"]
+        parts = [f"{wire.NODE_PARTITION_ID}={partition_id}", f"{wire.NODE_NUM_PARTITIONS}={self.num_partitions or self.nodes}"]
         if self.persist_state:
-            parts.append(f"state-path='{self.workdir / f'node-{partition_id}' / 'state.json'}'")
+            parts.append(f"{wire.NODE_STATE_PATH}='{self.workdir / f'node-{partition_id}' / 'state.json'}'")
         return " ".join(parts)
 
     def start_supernode(self, partition_id: int) -> subprocess.Popen[bytes]:

@@ -13,7 +13,11 @@ from pathlib import Path
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
+from flwr_ppcdl import wire
+from flwr_ppcdl.app.experiment import load_participant, make_model, trainer_config
+from flwr_ppcdl.app.settings import RunSettings
 from flwr_ppcdl.clients import (
+    STATE_KEY,
     ClientSetup,
     TrainerConfig,
     TrainerState,
@@ -21,8 +25,6 @@ from flwr_ppcdl.clients import (
     make_client_app,
     save_state,
 )
-from flwr_ppcdl.clients.trainer import STATE_KEY
-from flwr_ppcdl.task import RunSettings, load_participant, make_model, trainer_config
 
 log = logging.getLogger("flwr")
 
@@ -31,10 +33,13 @@ def participant_setup(context: Context) -> ClientSetup:
     """Build this node's participant from the run config and its node config."""
     settings = RunSettings.from_config(dict(context.run_config))
     node = context.node_config
-    if "partition-id" not in node:
-        raise KeyError("node config lacks 'partition-id' (start the SuperNode with --node-config \"partition-id=N num-partitions=M\")")
-    partition_id = int(node["partition-id"])
-    num_partitions = int(node.get("num-partitions", settings.num_partitions))
+    if wire.NODE_PARTITION_ID not in node:
+        raise KeyError(
+            f"node config lacks {wire.NODE_PARTITION_ID!r} (start the SuperNode with --node-config "
+            f"\"{wire.NODE_PARTITION_ID}=N {wire.NODE_NUM_PARTITIONS}=M\")"
+        )
+    partition_id = int(node[wire.NODE_PARTITION_ID])
+    num_partitions = int(node.get(wire.NODE_NUM_PARTITIONS, settings.num_partitions))
     if num_partitions != settings.num_partitions:
         raise ValueError(
             f"this node belongs to a federation of {num_partitions} partitions but the run config "
@@ -55,7 +60,7 @@ app = ClientApp()
 
 
 def _state_path(context: Context) -> Path | None:
-    value = context.node_config.get("state-path")
+    value = context.node_config.get(wire.NODE_STATE_PATH)
     return Path(str(value)).expanduser() if value else None
 
 
@@ -77,6 +82,14 @@ def _persist(context: Context) -> None:
         tmp.replace(path)  # atomic: a node killed mid-write keeps the previous file
 
 
+def _serve(msg: Message, context: Context) -> Message:
+    _restore(context)
+    try:
+        return _participant(msg, context)
+    finally:
+        _persist(context)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """The participant's train handler, with its state mirrored to ``state-path`` if given.
@@ -86,18 +99,10 @@ def train(msg: Message, context: Context) -> Message:
     restarted SuperNode reloads them: it reuses its release and reports the epsilon it already
     spent instead of releasing (and spending) again.
     """
-    _restore(context)
-    try:
-        return _participant(msg, context)
-    finally:
-        _persist(context)
+    return _serve(msg, context)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """As ``train``, for (charged, opt-in) local evaluation requests."""
-    _restore(context)
-    try:
-        return _participant(msg, context)
-    finally:
-        _persist(context)
+    return _serve(msg, context)

@@ -1,4 +1,4 @@
-"""Test helpers: an in-process Flower ``Grid`` that drives a real ClientApp without Ray.
+"""An in-process Flower ``Grid`` that drives a real ClientApp without Ray (sweeps, benchmarks, tests).
 
 ``InProcessGrid`` implements :class:`flwr.serverapp.Grid`: ``send_and_receive`` hands each
 message (content deep-copied, as over the wire) to the ClientApp for its destination node,
@@ -19,6 +19,8 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
+
+from flwr_ppcdl import wire
 
 __all__ = ["InProcessGrid"]
 
@@ -76,7 +78,7 @@ class InProcessGrid(Grid):
             cfg: dict[str, Any] = (
                 node_config(index, nid)
                 if node_config is not None
-                else {"partition-id": index, "num-partitions": len(ids)}
+                else {wire.NODE_PARTITION_ID: index, wire.NODE_NUM_PARTITIONS: len(ids)}
             )
             self.contexts[nid] = Context(
                 run_id=run_id,

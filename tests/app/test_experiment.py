@@ -15,7 +15,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from flwr_ppcdl.task import RunSettings, load_participant, make_model, split_data
+from flwr_ppcdl.app.experiment import load_participant, make_model, split_data
+from flwr_ppcdl.app.settings import RunSettings
 
 
 def test_corruption_hits_exactly_the_unreliable_participants() -> None:
@@ -61,7 +62,7 @@ def test_every_setting_is_a_run_config_key_with_the_same_default() -> None:
 
 
 def test_server_data_scoring_uses_only_server_records_kept_out_of_evaluation() -> None:
-    from flwr_ppcdl.task import server_splits
+    from flwr_ppcdl.app.experiment import server_splits
 
     settings = RunSettings(reliability_method="server-data", server_validation=300)
     _, test = split_data(settings)
@@ -81,7 +82,7 @@ def test_server_data_scoring_uses_only_server_records_kept_out_of_evaluation() -
 
 
 def test_server_data_reliability_runs_end_to_end(tmp_path: Path) -> None:
-    from flwr_ppcdl.sweep import run_inprocess
+    from flwr_ppcdl.app.sweep import run_inprocess
 
     result = run_inprocess({
         "result-dir": str(tmp_path), "plot": False, "num-partitions": 4, "num-rounds": 2,

@@ -1,0 +1,48 @@
+"""The App's aggregation rules: which Message-API strategy a run's settings ask for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg, MultiKrum, Strategy
+
+from flwr_ppcdl.app.experiment import server_loss_fn
+from flwr_ppcdl.app.settings import RunSettings
+from flwr_ppcdl.data import Dataset
+
+
+def make_strategy(settings: RunSettings, validation: Dataset | None = None) -> Strategy:
+    """The configured aggregation rule (all Message-API strategies; evaluation is server-side).
+
+    ``validation`` (server-held records) is required by ``reliability-method = server-data``.
+    """
+    common: dict[str, Any] = {
+        "fraction_train": 1.0,
+        "fraction_evaluate": 0.0,
+        "min_available_nodes": settings.min_nodes or settings.num_partitions,
+        "min_train_nodes": settings.min_nodes or settings.num_partitions,
+    }
+    if settings.protocol == "statistics":
+        from flwr_ppcdl.strategies.summed import SummedStatisticsFedAvg
+
+        # default estimator options: measured better here than the tuned parameter-protocol ones
+        return SummedStatisticsFedAvg(reliability=settings.strategy == "reliability", **common)
+    if settings.strategy == "reliability":
+        from flwr_ppcdl.strategies import ReliabilityWeightedFedAvg
+
+        if settings.reliability_method == "server-data":
+            if validation is None:
+                raise ValueError("reliability-method 'server-data' needs the server's validation records")
+            return ReliabilityWeightedFedAvg(method="server_data", server_loss_fn=server_loss_fn(settings, validation), **common)
+        # alignment off: near the aggregation's fixed point every delta is anti-aligned with the
+        # leave-one-out mean, and the gate makes the weights oscillate (benchmarks/default_job_tuning.py)
+        return ReliabilityWeightedFedAvg(alignment=False, sharpness=4.0, tolerance=1.0, **common)
+    if settings.strategy == "fedavg":
+        return FedAvg(**common)
+    if settings.strategy == "fedmedian":
+        return FedMedian(**common)
+    if settings.strategy == "fedtrimmedavg":
+        return FedTrimmedAvg(beta=settings.trimmed_beta, **common)
+    # MultiKrum is told the true number of unreliable participants: its best case.
+    bad = len(settings.unreliable_ids)
+    return MultiKrum(num_malicious_nodes=bad, num_nodes_to_select=max(1, settings.num_partitions - bad), **common)
