@@ -177,3 +177,110 @@ def sensitivity_regression(d: int, neighbouring: str = "replace-one") -> float:
     """
     per_record = cross_regression_record_l1(d) + gram_record_l1(d)
     return neighbour_factor(neighbouring) * per_record * ROUND_UP
+
+
+# --------------------------------------------------------------------------- L2 sensitivities
+#
+# The Gaussian mechanism needs the L2 distance between the released vectors of neighbouring
+# datasets. The released vector is v(D) = Σ_i φ(h_i, y_i) with
+#
+#     φ(h, y) = (upper(h~ h~ᵀ) including the diagonal, cross(h, y)),     h~ = [h; 1],  ||h||_2 <= 1,
+#
+# cross = (e_y - 1/K) h~ᵀ (classification, flattened) or y h~ (regression, |y| <= 1). Each unique
+# Gram entry is released once, so an off-diagonal entry counts once in the norm, not twice.
+#
+# Notation for a pair of records: r = ||h||, r' = ||h'||, s = h·h' (|s| <= r r'), u = e_y - 1/K,
+# c = ||u||^2 = 1 - 1/K, u·u' = [y = y'] - 1/K.
+
+
+def _squared_l2_softmax(d: int, num_classes: int, neighbouring: str) -> float:
+    _check_dimension(d)
+    _check_classes(num_classes)
+    k = float(num_classes)
+    c = 1.0 - 1.0 / k
+    neighbour_factor(neighbouring)  # validates the relation (raises ValueError naming it)
+    if neighbouring == "add-remove-one":
+        return 5.0 - 2.0 / k  # 3 (Gram) + 2c (cross)
+    if d == 1:
+        return 8.0 - 4.0 / k
+    return 8.0 - 2.0 / k + c * c / 2.0
+
+
+def _squared_l2_regression(d: int, neighbouring: str) -> float:
+    _check_dimension(d)
+    neighbour_factor(neighbouring)  # validates the relation (raises ValueError naming it)
+    if neighbouring == "add-remove-one":
+        return 5.0  # 3 (Gram) + 2 (cross)
+    return 8.0 if d == 1 else 10.0
+
+
+def sensitivity_softmax_l2(d: int, num_classes: int, neighbouring: str = "replace-one") -> float:
+    """L2 sensitivity of the whole classification release ``(upper(G), C)`` (any ``K >= 2``).
+
+    Guarantee: for records bounded as in the module docstring (``||h||_2 <= 1``, bias appended,
+    labels in ``{0..K-1}``), the released vectors of two neighbouring datasets are at most this far
+    apart in L2 (before floating-point summation error, which the caller adds: see
+    :func:`flwr_ppcdl.privacy.gaussian.gaussian_l2_bound`). ``K = 2`` is binary logistic regression.
+
+    Values (``c = 1 - 1/K``; multiplied by :data:`ROUND_UP`):
+
+    * replace-one, ``d >= 2``: ``Δ₂² = 8 - 2/K + c²/2 = 8.5 - 3/K + 1/(2K²)`` (``K = 10``: 2.86444);
+    * replace-one, ``d = 1``: ``Δ₂² = 8 - 4/K`` (``K = 10``: 2.75681);
+    * add/remove-one, every ``d``: ``Δ₂² = 5 - 2/K`` (``K = 10``: 2.19089).
+
+    Derivation, replace-one. Let ``M = h hᵀ - h' h'ᵀ``. For a symmetric ``M``,
+    ``||upper(M)||² = (||M||_F² + Σ_j M_jj²) / 2 <= ||M||_F² = r⁴ + r'⁴ - 2s²``, with equality iff
+    ``M`` is diagonal. The Gram's bias column changes by ``h - h'`` (``r² + r'² - 2s``); the
+    (bias, bias) entry does not change. The cross term changes by ``u h~ᵀ - u' h~'ᵀ`` whose squared
+    Frobenius norm is ``c||h~||² + c||h~'||² - 2(u·u')(h~·h~')``:
+
+    * ``y != y'``: ``2 + c(r² + r'²) + 2s/K``. Total ``<= r⁴ + r'⁴ + (1 + c)(r² + r'²) - 2s² - 2cs
+      + 2``, increasing in ``r, r'`` at fixed ``s`` (raising them keeps ``|s| <= r r'``), so
+      ``<= 8 - 2/K - 2s² - 2cs <= 8 - 2/K + c²/2`` at ``s = -c/2``. For ``d >= 2`` this is attained
+      by ``h = (cos a, sin a, 0, ...)``, ``h' = (sin a, cos a, 0, ...)`` with ``sin 2a = -c/2``: then
+      ``M = cos 2a · diag(1, -1, 0, ...)`` is diagonal and every inequality is an equality.
+    * ``y = y'``: ``c||h - h'||²``, total ``<= 2 - 2s² + (1 + c)(2 - 2s) <= 8 - 4/K + 1/(2K²)``
+      (at ``s = -(1 + c)/2``), which is ``1/2 + 1/K`` below the ``y != y'`` value; so the
+      ``y != y'`` case decides.
+
+    For ``d = 1`` (scalars ``a, b`` in ``[-1, 1]``, ``s = ab``, ``|s| = r r'``) the point
+    ``s = -c/2`` with ``r = r' = 1`` does not exist. With ``y != y'`` the total is
+    ``(a² - b²)² + (a - b)² + c(2 + a² + b²) + (2/K)(1 + ab)`` and with ``y = y'`` it is
+    ``(a² - b²)² + (1 + c)(a - b)²``; both have maximum ``8 - 4/K`` on the square, at ``a = -b = ±1``
+    (checked by dense grids and a local optimiser in ``tests/privacy/test_gaussian_sensitivity.py``),
+    so the general ``d >= 2`` value would be valid but loose by ``c²/2`` there.
+
+    Derivation, add/remove-one: the change is one record's ``||φ(h, y)||``. Gram: the h block
+    contributes ``Σ_{j<=l} (h_j h_l)² = (r⁴ + Σ_j h_j⁴)/2 <= r⁴`` (equality iff ``h`` is a multiple of
+    a basis vector), the bias column ``r²`` and the (bias, bias) entry 1 (it counts here: it equals
+    ``n``), so ``<= 3``; cross: ``c(1 + r²) <= 2c``. Total ``5 - 2/K``, attained by ``h = e_1`` with
+    any label, for every ``d >= 1``.
+    """
+    return math.sqrt(_squared_l2_softmax(d, num_classes, neighbouring)) * ROUND_UP
+
+
+def sensitivity_regression_l2(d: int, neighbouring: str = "replace-one") -> float:
+    """L2 sensitivity of the whole regression release ``(upper(G), b)``, ``b = Σ y h~``, ``|y| <= 1``.
+
+    Guarantee as in :func:`sensitivity_softmax_l2`. Values (multiplied by :data:`ROUND_UP`):
+
+    * replace-one, ``d >= 2``: ``Δ₂ = sqrt(10)`` (3.16228);
+    * replace-one, ``d = 1``: ``Δ₂ = sqrt(8)`` (2.82843);
+    * add/remove-one, every ``d``: ``Δ₂ = sqrt(5)`` (2.23607).
+
+    Derivation, replace-one. Gram part as in :func:`sensitivity_softmax_l2`:
+    ``<= r⁴ + r'⁴ - 2s² + r² + r'² - 2s``. Cross part ``||y h~ - y' h~'||² = y²(1 + r²) +
+    y'²(1 + r'²) - 2yy'(1 + s)`` is convex in ``(y, y')``, so its maximum over ``[-1, 1]²`` is at a
+    vertex: ``yy' = -1`` gives ``4 + r² + r'² + 2s``, ``yy' = 1`` gives ``r² + r'² - 2s``, and the
+    first is at least the second since ``s >= -1``. Total ``<= r⁴ + r'⁴ - 2s² + 2(r² + r'²) + 4 <=
+    10 - 2s² <= 10`` (``r = r' = 1``, ``s = 0``). Attained for ``d >= 2`` by ``h = e_1, y = 1`` and
+    ``h' = e_2, y' = -1`` (``M = diag(1, -1, 0, ...)`` is diagonal).
+
+    For ``d = 1`` the total ``(a² - b²)² + (a - b)² + y²(1 + a²) + y'²(1 + b²) - 2yy'(1 + ab)`` has
+    maximum 8 on ``[-1, 1]⁴`` (e.g. ``a = 1, b = -1, y = y' = 1``: the Gram part 4 from the bias
+    column, the cross part 4 from the bias coordinate); ``sqrt(10)`` is valid but loose there.
+
+    Add/remove-one: Gram ``<= 3`` as in :func:`sensitivity_softmax_l2`, cross ``y²(1 + r²) <= 2``;
+    total 5, attained by ``h = e_1, y = ±1`` for every ``d``.
+    """
+    return math.sqrt(_squared_l2_regression(d, neighbouring)) * ROUND_UP
