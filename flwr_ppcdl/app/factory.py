@@ -26,7 +26,7 @@ def make_strategy(settings: RunSettings, validation: Dataset | None = None) -> S
         from flwr_ppcdl.strategies.summed import SummedStatisticsFedAvg
 
         # default estimator options: measured better here than the tuned parameter-protocol ones
-        return SummedStatisticsFedAvg(reliability=settings.strategy == "reliability", **common)
+        return SummedStatisticsFedAvg(reliability=settings.strategy == "reliability", decoder=settings.decoder, **common)
     if settings.strategy == "reliability":
         from flwr_ppcdl.strategies import ReliabilityWeightedFedAvg
 

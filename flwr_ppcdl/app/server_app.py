@@ -25,6 +25,7 @@ from flwr_ppcdl.app.report import (
     fmt_metrics,
     fmt_weights,
     participant_rows,
+    privacy_spent,
     save_results,
 )
 from flwr_ppcdl.app.settings import RunSettings, epsilon_meaning
@@ -91,15 +92,16 @@ def run_server(
         seconds=time.perf_counter() - started,
         failures=sum(r["failures"] for r in rounds),
         excluded=excluded,
+        privacy_spent=privacy_spent(participants, settings),
     )
     out = save_results(run, settings)
     metric = settings.metric
     ratio = final.get(metric, float("nan")) / reference[metric] if reference.get(metric) else float("nan")
     log.info(
         "[ppcdl] done in %.1fs: final %s | non-private centralised reference on the same features "
-        "(reliable records): %s | ratio %s = %.2f | max epsilon spent per participant = %s | results: %s",
+        "(reliable records): %s | ratio %s = %.2f | spent per participant (max): %s | results: %s",
         run.seconds, fmt_metrics(run.final_metrics), fmt_metrics(reference), metric, ratio,
-        max((p["epsilon"] for p in participants), default=0.0), out,
+        run.privacy_spent["text"], out,
     )
     return run
 

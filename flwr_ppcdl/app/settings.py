@@ -15,6 +15,8 @@ from typing import Any
 
 from flwr_ppcdl.data import CENSUS_TARGET_BOUND, DEFAULT_FASHION_DIR, choose_unreliable
 from flwr_ppcdl.privacy import check_epsilon
+from flwr_ppcdl.privacy.decoders import DECODERS
+from flwr_ppcdl.privacy.mechanism import check_noise
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,9 @@ STRATEGIES = ("reliability", "fedavg", "fedmedian", "fedtrimmedavg", "multikrum"
 UNRELIABLE_KINDS = ("random-labels", "flipped-labels", "feature-noise", "random-targets")
 PROTOCOLS = ("parameters", "statistics")
 RELIABILITY_METHODS = ("truth-discovery", "server-data")
+AUTO_BODY = {"gaussian": "pool4", "laplace": "pool4-rp16"}
+"""``body = "auto"``: the image body measured best for each noise at epsilon <= 1 (Gaussian: 4x4 pooling,
+49 features; Laplace, whose L1 sensitivity grows with the dimension: pooling + projection to 16)."""
 
 
 def main_metric(task: str) -> str:
@@ -49,7 +54,9 @@ class RunSettings:
     """One experiment, in the flat kebab-case keys of ``[tool.flwr.app.config]`` (as snake_case).
 
     ``task = "auto"`` (default) takes the data set's task from :data:`DATASETS`; an explicit task
-    must agree with it.
+    must agree with it. ``body = "auto"`` (default) takes the image body of the noise
+    (:data:`AUTO_BODY`). ``noise = "gaussian"`` (default) gives (epsilon, delta)-DP with ``delta``;
+    ``noise = "laplace"`` gives pure epsilon-DP and ignores ``delta``.
     """
 
     task: str = "auto"
@@ -65,13 +72,16 @@ class RunSettings:
     seed: int = 0
     result_dir: str = "results/latest"
     feature_set: str = "basic"
-    body: str = "pool4-rp16"
+    body: str = "auto"
     dataset_dir: str = DEFAULT_FASHION_DIR
     solver: str = "iterative"
     local_steps: int = 5
     protocol: str = "parameters"
     proximal_mu: float = 0.0
     sampler: str = "discrete"
+    noise: str = "gaussian"  # or "laplace" (pure epsilon-DP; more noise with more features)
+    delta: float = 1e-5  # (epsilon, delta)-DP of each release, noise = "gaussian" only; keep it << 1/n
+    decoder: str = "taylor"  # closed-form and statistics-protocol solves: "taylor" or "lda"
     test_fraction: float = 0.2
     feature_noise_std: float = 0.5
     trimmed_beta: float = 0.2
@@ -115,6 +125,15 @@ class RunSettings:
                 f"strategy {self.strategy!r} aggregates parameters only"
             )
         check_epsilon(self.epsilon)
+        check_noise(self.noise, self.sampler, self.delta if self.noise == "gaussian" else None)
+        if isinstance(self.delta, bool) or not 0.0 < self.delta < 1.0:
+            raise ValueError(f"delta must lie in the open interval (0, 1); got {self.delta!r}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}; got {self.decoder!r}")
+        if self.decoder == "lda" and self.task != "classification":
+            raise ValueError(f"decoder 'lda' needs a classification task; dataset {self.dataset!r} is {self.task}")
+        if self.body == "auto":
+            object.__setattr__(self, "body", AUTO_BODY[self.noise])
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> RunSettings:
@@ -179,9 +198,16 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
 
 
 def epsilon_meaning(settings: RunSettings) -> str:
-    """What the ε of this run means, in words (printed in the run header and saved in results)."""
-    eps = "inf (no noise)" if math.isinf(settings.epsilon) else f"{settings.epsilon:g}"
-    return (
-        f"epsilon = {eps}: pure epsilon-DP, record level (replace-one neighbours), per participant, "
-        "for the whole run (one functional-mechanism release; later rounds are post-processing)"
+    """What the ε (and δ) of this run means, in words (printed in the run header and saved in results)."""
+    scope = (
+        "record level (replace-one neighbours), per participant, for the whole run (one "
+        "functional-mechanism release; later rounds are post-processing)"
     )
+    if math.isinf(settings.epsilon):
+        return f"epsilon = inf (no noise): NO differential privacy; {scope}"
+    if settings.noise == "gaussian":
+        return (
+            f"epsilon = {settings.epsilon:g}, delta = {settings.delta:g}: (epsilon, delta)-DP "
+            f"(Gaussian noise, calibrated through rho-zCDP), {scope}"
+        )
+    return f"epsilon = {settings.epsilon:g}: pure epsilon-DP (Laplace noise), {scope}"

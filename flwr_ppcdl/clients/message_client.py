@@ -59,7 +59,7 @@ def make_client_app(setup_fn: Callable[[Context], ClientSetup]) -> ClientApp:
     ``setup_fn(context)`` returns the participant's :class:`ClientSetup` (model, data, config).
     The release and the privacy ledger persist in ``context.state`` across rounds, so the run
     spends each participant's epsilon once. Train replies carry ``arrays`` (the whole model, body
-    unchanged) and ``metrics`` (``num-examples``, ``fm-epsilon``, ``fm-objective``, optionally
+    unchanged) and ``metrics`` (``num-examples``, ``fm-epsilon``, ``fm-delta``, ``fm-objective``, optionally
     ``partition-id``). Evaluate requests are served only with ``local_evaluation`` on (charged);
     otherwise they fail with a message saying so (use server-side evaluation).
     """

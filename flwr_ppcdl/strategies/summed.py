@@ -56,6 +56,10 @@ class SummedStatisticsFedAvg(FedAvg):
         ``ReliabilityWeightedFedAvg``.
     head_keys
         Names of the head's weight and bias in the ArrayRecord (default: its last two arrays).
+    decoder
+        How the pooled statistics become the head: ``"taylor"`` (closed form of the noisy Taylor
+        objective) or ``"lda"`` (linear discriminant from the same statistics); see
+        :meth:`flwr_ppcdl.privacy.Release.solve`.
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class SummedStatisticsFedAvg(FedAvg):
         reliability: bool = True,
         options: ReliabilityOptions | None = None,
         head_keys: tuple[str, str] | None = None,
+        decoder: str = "taylor",
         **kwargs: Any,
     ) -> None:
         option_names = set(ReliabilityOptions.__dataclass_fields__)
@@ -72,6 +77,7 @@ class SummedStatisticsFedAvg(FedAvg):
         self.reliability = reliability
         self.options = ReliabilityOptions.resolve(options, **overrides)
         self.head_keys = head_keys
+        self.decoder = decoder
         self.reliability_history: list[RoundReport] = []
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
@@ -113,7 +119,7 @@ class SummedStatisticsFedAvg(FedAvg):
             # participant's (noisy) statistics above what it released
             ratio = weights / shares
             combined = combine_releases(releases, ratio / ratio.max())
-            weight, bias = linear_head_parameters(combined.solve(), combined)
+            weight, bias = linear_head_parameters(combined.solve(decoder=self.decoder), combined)
         except (ValueError, np.linalg.LinAlgError) as err:
             log.warning("[ppcdl] summing the statistics failed (%s); using FedAvg's head", err)
             self.reliability_history.append(RoundReport(server_round, excluded=excluded))
