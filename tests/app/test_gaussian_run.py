@@ -28,6 +28,14 @@ def test_the_image_body_follows_the_noise() -> None:
     assert RunSettings(body="pool4-rp32").body == "pool4-rp32"
 
 
+def test_the_decoder_follows_the_task_and_noise() -> None:
+    images = {"dataset": "fashion-mnist", "unreliable_kind": "flipped-labels"}
+    assert RunSettings(**images).decoder == "lda"  # type: ignore[arg-type]
+    assert RunSettings(noise="laplace", **images).decoder == "taylor"  # type: ignore[arg-type]
+    assert RunSettings().decoder == "taylor"  # census is regression
+    assert RunSettings(decoder="taylor", **images).decoder == "taylor"  # type: ignore[arg-type]
+
+
 def test_trainer_config_carries_the_noise_and_delta() -> None:
     gauss = TrainerConfig(**trainer_config(RunSettings(), 0))
     assert (gauss.noise, gauss.delta) == ("gaussian", 1e-5)
