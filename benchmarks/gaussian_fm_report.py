@@ -1,0 +1,69 @@
+"""Tables of the ``gaussian`` harness profile (issue #14) from ``benchmarks/results/gaussian.csv``.
+
+    .venv/bin/python -m benchmarks.gaussian_fm_report [--csv benchmarks/results/gaussian.csv]
+
+Prints, per data set and fraction of unreliable participants, every contender's test metric (mean
+± sd over seeds, and the number of seeds), the (ε, δ) it spent with the meaning of its ε, and the
+client compute per participant for the whole run (seconds in the ClientApp summed over rounds; the
+first round holds the FM release). Opacus rows are the tuned best of their grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+
+def _f(value: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _fmt(values: list[float], digits: int = 3) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--csv", type=Path, default=Path("benchmarks/results/gaussian.csv"))
+    args = parser.parse_args()
+    rows = [r for r in csv.DictReader(args.csv.open()) if not r["contender"].endswith("-grid") and not r["error"]]
+    groups: dict[tuple[str, str], dict[str, list[dict[str, str]]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        groups[(r["dataset"], r["unreliable_fraction"])][r["contender"]].append(r)
+    for (dataset, fraction), contenders in sorted(groups.items()):
+        metric = next(iter(contenders.values()))[0]["metric"]
+        print(f"\n### {dataset}, {float(fraction):.0%} unreliable, ε = 1 (test {metric}; mean ± sd over seeds)\n")
+        print("| contender | noise / body / protocol / decoder | test | seeds | ε spent (max) | δ | privacy | client s per participant, whole run (first round) |")
+        print("|---|---|---|---|---|---|---|---|")
+        order = sorted(contenders, key=lambda c: -np.mean([_f(r["value"]) for r in contenders[c]]))
+        for name in order:
+            items = contenders[name]
+            values = [_f(r["value"]) for r in items]
+            hyper = json.loads(items[0]["hyper"] or "{}")
+            setting = " / ".join(str(hyper.get(k, "")) for k in ("noise", "body", "protocol", "decoder") if k in hyper)
+            if not setting and hyper:
+                setting = ", ".join(f"{k}={v}" for k, v in hyper.items() if k in ("lr", "clip", "noise_multiplier"))
+            eps = max(_f(r["epsilon_spent"]) for r in items)
+            delta = max(_f(r["delta"]) for r in items)
+            rounds = _f(items[0]["rounds"])
+            client = [_f(r["client_s_per_round"]) * rounds for r in items]
+            first = [_f(r["client_s_first_round"]) for r in items]
+            compute = "-" if not all(math.isfinite(c) for c in client) else f"{np.mean(client):.2f} ({np.mean(first):.2f})"
+            print(f"| {name} | {setting} | {_fmt(values)} | {len(values)} | {eps:.4g} | {delta:.0e} | {items[0]['privacy']} | {compute} |")
+
+
+if __name__ == "__main__":
+    main()
