@@ -86,3 +86,17 @@ def test_result_json_and_log_report_what_each_participant_spent(
         assert result["privacy_spent"]["guarantee"] == "pure epsilon-DP"
     assert result["privacy_spent"]["text"] in caplog.text
     assert result["failures"] == 0
+
+
+@pytest.mark.parametrize(("option", "noise"), [("gaussian", "gaussian"), ("laplace", "laplace"), ("functional_mechanism", "gaussian")])
+def test_hydra_privacy_group_chooses_the_noise(option: str, noise: str) -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from flwr_ppcdl.app.sweep import CONF_DIR, GROUPS, compose_run_config
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"privacy={option}", "privacy.epsilon=2"])
+        settings = RunSettings.from_config(compose_run_config([instantiate(cfg[g]) for g in GROUPS], "/tmp/unused"))
+    assert (settings.noise, settings.epsilon) == (noise, 2.0)
+    assert settings.delta == RunSettings.default_value("delta")
