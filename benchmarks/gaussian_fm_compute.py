@@ -62,45 +62,9 @@ def main() -> None:
     except ImportError:  # pragma: no cover
         pass
     warnings.simplefilter("ignore", PrivacyLeakWarning)
-    images = {"dataset": "fashion-mnist", "unreliable_kind": "flipped-labels", "unreliable_fraction": 0.0}
     rows: list[dict[str, Any]] = []
-
-    def add(what: str, noise: str, body: str, seconds: float) -> None:
-        rows.append({"what": what, "noise": noise, "body": body, "cpu_s": seconds})
-
     for noise in ("gaussian", "laplace"):
-        settings = RunSettings(noise=noise, **images)  # type: ignore[arg-type]
-        participant = load_participant(settings, 0)
-        body = make_model(settings)[:-1].eval()
-        with torch.no_grad():
-            feats = body(participant.inputs).double().numpy()
-        labels = participant.targets.numpy()
-        add("body forward, 6,000 images", noise, settings.body, cpu(lambda: body(participant.inputs), args.repeats))
-        samplers = ("discrete", "numpy") if noise == "gaussian" else ("discrete", "opendp", "numpy")
-        for sampler in samplers:
-            fm = FunctionalMechanism(task="classification", num_classes=10, epsilon=1.0, noise=noise,  # type: ignore[arg-type]
-                                     delta=1e-5 if noise == "gaussian" else None, sampler=sampler)  # type: ignore[arg-type]
-            add(f"release ({sampler})", noise, settings.body, cpu(lambda fm=fm: fm.release(feats, labels), args.repeats))
-        release = FunctionalMechanism(task="classification", num_classes=10, epsilon=1.0, noise=noise,  # type: ignore[arg-type]
-                                      delta=1e-5 if noise == "gaussian" else None).release(feats, labels)
-        for decoder in ("taylor", "lda"):
-            add(f"decode ({decoder}, incl. repair)", noise, settings.body,
-                cpu(lambda decoder=decoder: type(release).from_dict(release.to_dict()).solve(decoder=decoder), args.repeats))
-        model = make_model(settings)
-        config = TrainerConfig(**trainer_config(settings, 0))
-        store: dict[str, Any] = {}
-        first = FunctionalMechanismTrainer(model, (participant.inputs, participant.targets), config, load_state(store))
-        first.fit()
-        save_state(store, first.state)
-        global_state = {k: v.clone() for k, v in model.state_dict().items()}
-
-        def later_round() -> None:
-            trainer = FunctionalMechanismTrainer(model, (participant.inputs, participant.targets), config, load_state(store))
-            trainer.fit(global_state)
-            save_state(store, trainer.state)
-
-        add("one later round of the App's trainer (5 local steps)", noise, settings.body, cpu(later_round, args.repeats))
-
+        rows += measure_fm(noise, args.repeats)
     rows.append({"what": f"Opacus DP-SGD, {ROUNDS} rounds x 1 epoch", "noise": "gaussian (DP-SGD)", "body": "pool4",
                  "cpu_s": opacus_run(args.repeats)})
     args.out.mkdir(parents=True, exist_ok=True)
@@ -119,6 +83,48 @@ def main() -> None:
         print(f"\n{noise} FM, whole run per participant (hardened release + {ROUNDS - 1} later rounds, body excluded): "
               f"{whole:.3f} s CPU = {whole / dpsgd:.2f}x DP-SGD's {dpsgd:.3f} s")
     print(f"rows in {path}")
+
+
+def measure_fm(noise: str, repeats: int) -> list[dict[str, Any]]:
+    """CPU seconds of one FM participant's pieces under ``noise`` (App settings, body ``auto``)."""
+    settings = RunSettings(noise=noise, dataset="fashion-mnist", unreliable_kind="flipped-labels", unreliable_fraction=0.0)
+    participant = load_participant(settings, 0)
+    body = make_model(settings)[:-1].eval()
+    with torch.no_grad():
+        feats = body(participant.inputs).double().numpy()
+    labels = participant.targets.numpy()
+    delta = 1e-5 if noise == "gaussian" else None
+    rows: list[dict[str, Any]] = []
+
+    def add(what: str, seconds: float) -> None:
+        rows.append({"what": what, "noise": noise, "body": settings.body, "cpu_s": seconds})
+
+    add("body forward, 6,000 images", cpu(lambda: body(participant.inputs), repeats))
+    for sampler in ("discrete", "numpy") if noise == "gaussian" else ("discrete", "opendp", "numpy"):
+        fm = FunctionalMechanism(task="classification", num_classes=10, epsilon=1.0, noise=noise,  # type: ignore[arg-type]
+                                 delta=delta, sampler=sampler)  # type: ignore[arg-type]
+        add(f"release ({sampler})", cpu(lambda fm=fm: fm.release(feats, labels), repeats))
+    release = FunctionalMechanism(task="classification", num_classes=10, epsilon=1.0, noise=noise,  # type: ignore[arg-type]
+                                  delta=delta).release(feats, labels)
+    for decoder in ("taylor", "lda"):
+        add(f"decode ({decoder}, incl. repair)",
+            cpu(lambda decoder=decoder: type(release).from_dict(release.to_dict()).solve(decoder=decoder), repeats))
+    model = make_model(settings)
+    config = TrainerConfig(**trainer_config(settings, 0))
+    data = (participant.inputs, participant.targets)
+    store: dict[str, Any] = {}
+    first = FunctionalMechanismTrainer(model, data, config, load_state(store))
+    first.fit()
+    save_state(store, first.state)
+    global_state = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def later_round() -> None:
+        trainer = FunctionalMechanismTrainer(model, data, config, load_state(store))
+        trainer.fit(global_state)
+        save_state(store, trainer.state)
+
+    add("one later round of the App's trainer (5 local steps)", cpu(later_round, repeats))
+    return rows
 
 
 def opacus_run(repeats: int) -> float:

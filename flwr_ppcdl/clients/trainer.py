@@ -129,7 +129,10 @@ class FunctionalMechanismTrainer:
                     "participant's release was computed with; refusing to reuse stale statistics "
                     "(set body_change='re-release' to release again and charge the ledger)"
                 )
-            log.warning("body changed: re-releasing and charging %s to the ledger", self.config.epsilon)
+            log.warning(
+                "body changed: re-releasing and charging epsilon=%s (delta=%s) to the ledger",
+                self.config.epsilon, self.config.ledger_delta or 0.0,
+            )
         mechanism = self.config.mechanism(self.ledger)
         self._check_affordable(mechanism)  # before the records are read at all
         release = release_from_records(self.body, self.data, mechanism, self.device)
