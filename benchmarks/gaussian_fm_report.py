@@ -46,14 +46,17 @@ def main() -> None:
     for (dataset, fraction), contenders in sorted(groups.items()):
         metric = next(iter(contenders.values()))[0]["metric"]
         print(f"\n### {dataset}, {float(fraction):.0%} unreliable, ε = 1 (test {metric}; mean ± sd over seeds)\n")
-        print("| contender | noise / body / protocol / decoder | test | seeds | ε spent (max) | δ | privacy | client s per participant, whole run (first round) |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| contender | noise / body / protocol / decoder | test | seeds | ε spent (max) | δ | privacy | client wall s per participant, whole run (first round) | client thread-CPU s, whole run |")
+        print("|---|---|---|---|---|---|---|---|---|")
         order = sorted(contenders, key=lambda c: -np.mean([_f(r["value"]) for r in contenders[c]]))
         for name in order:
             items = contenders[name]
             values = [_f(r["value"]) for r in items]
             hyper = json.loads(items[0]["hyper"] or "{}")
-            setting = " / ".join(str(hyper.get(k, "")) for k in ("noise", "body", "protocol", "decoder") if k in hyper)
+            keys = ("noise", "body", "protocol", "solver", "decoder")
+            setting = " / ".join(str(hyper.get(k, "")) for k in keys if k in hyper)
+            if hyper.get("protocol") == "parameters" and hyper.get("solver") == "iterative":
+                setting = setting.rsplit(" / ", 1)[0]  # the iterative solver uses no decoder
             if not setting and hyper:
                 setting = ", ".join(f"{k}={v}" for k, v in hyper.items() if k in ("lr", "clip", "noise_multiplier"))
             eps = max(_f(r["epsilon_spent"]) for r in items)
@@ -62,7 +65,9 @@ def main() -> None:
             client = [_f(r["client_s_per_round"]) * rounds for r in items]
             first = [_f(r["client_s_first_round"]) for r in items]
             compute = "-" if not all(math.isfinite(c) for c in client) else f"{np.mean(client):.2f} ({np.mean(first):.2f})"
-            print(f"| {name} | {setting} | {_fmt(values)} | {len(values)} | {eps:.4g} | {delta:.0e} | {items[0]['privacy']} | {compute} |")
+            cpu = [_f(r["client_cpu_s_per_round"]) * rounds for r in items]
+            cpu_text = "-" if not all(math.isfinite(c) for c in cpu) else f"{np.mean(cpu):.2f}"
+            print(f"| {name} | {setting} | {_fmt(values)} | {len(values)} | {eps:.4g} | {delta:.0e} | {items[0]['privacy']} | {compute} | {cpu_text} |")
 
 
 if __name__ == "__main__":
