@@ -82,7 +82,7 @@ def test_bad_replies_are_excluded_with_reasons() -> None:
         _reply(6, ups[5], None),  # missing weighting key
         _reply(7, None, 10),  # no ArrayRecord
         _reply(8, ups[6], 10),
-        _reply(8, ups[7], 10),  # duplicated node id
+        _reply(8, ups[7], 10),  # a second reply of node 8: the first is kept
         _reply(9, [a.astype(np.int64) for a in ups[8]], 10),  # other dtype: accepted (numeric)
         _reply(11, ups[9], 10),
         Message(Error(0, "boom"), reply_to=_ins(12)),
@@ -90,10 +90,12 @@ def test_bad_replies_are_excluded_with_reasons() -> None:
     strategy = _configured(ReliabilityWeightedFedAvg())
     arrays, metrics = strategy.aggregate_train(1, replies)
     assert arrays is not None and np.all(np.isfinite(arrays["w"].numpy()))
-    excluded = strategy.reliability_history[-1].excluded
+    report = strategy.reliability_history[-1]
+    excluded = report.excluded
     assert set(excluded) == {1, 2, 3, 4, 5, 6, 7, 8, 12}
-    assert "non-finite" in excluded[1] and "duplicated" in excluded[8]
-    assert metrics["reliability/num-included"] == 2
+    assert "non-finite" in excluded[1] and "repeated" in excluded[8]
+    assert set(report.weights) == {8, 9, 11}  # node 8 counts once, with its first reply
+    assert metrics["reliability/num-included"] == sum(w > 0 for w in report.weights.values())
 
 
 def test_missing_array_keys_are_excluded() -> None:
@@ -110,7 +112,7 @@ def test_nothing_valid_keeps_the_global_model() -> None:
     nan = [np.full((4, 3), np.nan, dtype=np.float32), np.zeros(3, dtype=np.float32)]
     arrays, metrics = strategy.aggregate_train(1, [_reply(1, nan, 10), _reply(2, GLOBAL, 0)])
     assert arrays is None  # Strategy.start keeps the previous arrays
-    assert metrics["reliability/num-included"] == 0
+    assert metrics is not None and metrics["reliability/num-excluded"] == 2
     assert strategy.reliability_history[-1].model_updated is False
 
 
@@ -134,7 +136,7 @@ def _run(strategy, unreliable=frozenset({0, 1, 2}), rounds=3, nodes=10):
 
 
 def test_end_to_end_in_process_down_weights_random_targets() -> None:
-    strategy = ReliabilityWeightedFedAvg(fraction_evaluate=0.5)
+    strategy = ReliabilityWeightedFedAvg(fraction_evaluate=0.5, per_node_metrics=True)
     result, grid = _run(strategy)
     assert len(strategy.reliability_history) == 3
     bad_nodes = {nid for nid, ctx in grid.contexts.items() if ctx.node_config["partition-id"] in (0, 1, 2)}
