@@ -2,19 +2,29 @@
 
 Flower's fixed- and adaptive-clipping wrappers (``DifferentialPrivacy{Server,Client}Side{Fixed,
 Adaptive}Clipping``, legacy ``DPFedAvg{Fixed,Adaptive}``) add Gaussian noise of standard deviation
-``noise_multiplier * clipping_norm / num_sampled_clients`` to the aggregate. That calibration assumes
-each client moves the aggregate by at most ``clipping_norm / num_sampled_clients``: every client
-weighs at most ``1 / num_sampled_clients``. A reliability-weighted strategy may give one client up
-to ``max_share`` (0.5): the guarantee the wrapper states would then be overstated by up to
-``max_share * num_sampled_clients``.
+``noise_multiplier * clipping_norm / num_sampled_clients`` to the aggregate. That calibration is a
+client-level guarantee only if replacing one client's (clipped) update moves the aggregate by at
+most ``clipping_norm / num_sampled_clients``.
 
-The strategies therefore cap every client's weight at ``1 / num_sampled_clients`` when such a
-wrapper drives them (found on the call stack: the wrappers call the inner strategy directly), and do
-not hand the weight they take away to the other clients: it stays on the global model the round
-started from (DP-FedAvg's fixed-denominator estimator). Each client's clipped update then moves the
-aggregate by at most ``clipping_norm / num_sampled_clients`` and the wrapper's noise gives exactly
-the guarantee it states; down-weighting an unreliable client shortens the step instead of
-amplifying the others.
+Capping every weight at ``1 / num_sampled_clients`` is not enough for a reliability-weighted
+average: its weights are computed from *every* upload, so replacing one client's update can move
+every other client's weight too (truth discovery re-centres on the new consensus; server-data
+scores and claimed counts are relative to the round). One client's influence is then bounded only
+by ``clipping_norm`` -- up to ``num_sampled_clients`` times what the wrapper's noise covers -- and the
+stated guarantee would be overstated by that factor.
+
+So, under one of these wrappers (found on the call stack: they call the inner strategy directly):
+
+* with ``method="uniform"`` the weights do not depend on the data: each valid reply weighs exactly
+  ``1 / num_sampled_clients`` and the weight of missing or excluded replies stays on the global model
+  the round started from (DP-FedAvg's fixed denominator; exclusion looks at one reply alone). One
+  client then moves the aggregate by at most ``clipping_norm / num_sampled_clients``: the wrapper's
+  guarantee holds exactly as stated;
+* any data-dependent weighting (truth discovery, server data, claimed counts) is refused with an
+  error that says why, at the first ``configure_train``, before anything is sent.
+
+Flower's accounted mode (``accountant=...``) refuses every strategy that overrides
+``aggregate_train``, this one included, in the wrapper's constructor.
 """
 
 from __future__ import annotations
@@ -69,16 +79,35 @@ def dp_wrapper_driving(strategy: Any, depth: int = 12) -> Any | None:
         del frame
 
 
-def dp_weight_cap(strategy: Any, explicit: float | None) -> tuple[float | None, str | None]:
-    """The weight cap in force: ``explicit``, or ``1 / num_sampled_clients`` of a driving DP
-    wrapper (the smaller when both), and a description of where it comes from."""
+class DPCompositionError(ValueError):
+    """A Flower DP wrapper drives a strategy whose weights depend on the uploads (see module)."""
+
+
+def dp_weight_cap(strategy: Any, explicit: float | None, method: str) -> tuple[float | None, str | None]:
+    """The weight cap in force, and where it comes from.
+
+    Without a driving DP wrapper: ``explicit`` (may be None). With one: ``1 / num_sampled_clients``
+    (or ``explicit`` when smaller) if ``method == "uniform"``; :class:`DPCompositionError` otherwise.
+    """
     wrapper = dp_wrapper_driving(strategy)
     if wrapper is None:
         return explicit, None if explicit is None else "weight_cap"
+    name = type(wrapper).__name__
     try:
         sampled = int(wrapper.num_sampled_clients)
     except (TypeError, ValueError):
-        return explicit, None
+        raise DPCompositionError(f"{name} has no usable num_sampled_clients") from None
+    if method != "uniform":
+        raise DPCompositionError(
+            f"{name} sizes its noise for clients that each weigh 1/num_sampled_clients = 1/{sampled}, a "
+            f"weighting fixed in advance. {type(strategy).__name__}(method={method!r}) computes every "
+            f"client's weight from all the uploads, so replacing one client's update can move every "
+            f"weight and that client's influence on the aggregate is bounded only by the clipping norm, "
+            f"{sampled}x what the noise covers: the client-level guarantee would be overstated. Use "
+            f"{type(strategy).__name__}(method='uniform') inside {name} (fixed weights 1/{sampled}; bad "
+            f"replies still excluded), or drop the wrapper (functional-mechanism clients already give "
+            f"record-level epsilon-DP)."
+        )
     implied = 1.0 / max(sampled, 1)
     cap = implied if explicit is None else min(explicit, implied)
-    return cap, f"{type(wrapper).__name__}(num_sampled_clients={sampled})"
+    return cap, f"{name}(num_sampled_clients={sampled})"

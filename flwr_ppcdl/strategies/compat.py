@@ -55,7 +55,7 @@ class ReliabilityWeightedFedAvg(FedAvg):
     per_node_metrics : bool, default False
         Add ``{prefix}weight/<node id>`` per node to the fit metrics.
     weight_cap : float in (0, 1], optional
-        As in the Message-API class; set to ``1 / num_sampled_clients`` under Flower's DP wrappers.
+        As in the Message-API class (under Flower's DP wrappers: ``method="uniform"`` only).
 
     Node ids are the clients' ``ClientProxy.node_id`` (falling back to ``int(cid)``; a proxy with
     neither, e.g. a test double, counts as its own node). ``reliability_history`` holds one
@@ -100,7 +100,9 @@ class ReliabilityWeightedFedAvg(FedAvg):
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
-        """Configure training as FedAvg does, remembering the global parameters sent."""
+        """Configure training as FedAvg does, remembering the global parameters sent (refuses a
+        data-dependent weighting under Flower's DP wrappers, as the Message-API class does)."""
+        dp_weight_cap(self, self.weight_cap, self.options.method)
         instructions = super().configure_fit(server_round, parameters, client_manager)
         self._sent = parameters_to_ndarrays(parameters)
         self._reliability.remember_global([a for i, a in enumerate(self._sent) if i not in self.frozen_keys])
@@ -124,7 +126,7 @@ class ReliabilityWeightedFedAvg(FedAvg):
         report = self._reliability.history[-1]
         report.failures = len(failures)
         arrays = outcome.arrays
-        cap, source = dp_weight_cap(self, self.weight_cap)
+        cap, source = dp_weight_cap(self, self.weight_cap, self.options.method)
         if cap is not None and arrays is not None:
             arrays = self._capped(server_round, outcome.included, uploads, cap, source)
         metrics: dict[str, Scalar] = {}
@@ -175,6 +177,8 @@ class ReliabilityWeightedFedAvg(FedAvg):
             log(WARNING, "round %d: a weight cap needs configure_fit (the parameters sent); no update", server_round)
             return None
         raw = np.array([report.weights.get(uploads[p].node_id, 0.0) for p in included])
+        if self.options.method == "uniform":
+            raw = np.ones(len(raw))
         capped = np.minimum(raw / raw.sum(), cap)
         kept = max(0.0, 1.0 - float(capped.sum()))
         for p, w in zip(included, capped, strict=True):

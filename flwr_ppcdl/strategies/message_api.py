@@ -53,8 +53,9 @@ class ReliabilityWeightedFedAvg(FedAvg):
         Also add ``{prefix}weight/<node id>`` per node to the training metrics.
     weight_cap : float in (0, 1], optional
         No node weighs more than this; the weight taken away stays on the global model the round
-        started from (fixed denominator). Set automatically to ``1 / num_sampled_clients`` when one
-        of Flower's DP wrappers drives the strategy (see :mod:`flwr_ppcdl.strategies._dp`).
+        started from (fixed denominator). Under one of Flower's DP wrappers the strategy needs
+        ``method="uniform"`` and then weighs each valid reply ``1 / num_sampled_clients`` (any other
+        method is refused with the reason: :mod:`flwr_ppcdl.strategies._dp`).
 
     Attributes
     ----------
@@ -122,7 +123,12 @@ class ReliabilityWeightedFedAvg(FedAvg):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Configure training as FedAvg does, remembering the global arrays sent."""
+        """Configure training as FedAvg does, remembering the global arrays sent.
+
+        Under one of Flower's DP wrappers with a data-dependent weighting this refuses the
+        combination (``DPCompositionError``, a ``ValueError`` saying why; see ``_dp``).
+        """
+        dp_weight_cap(self, self.weight_cap, self.options.method)
         messages = super().configure_train(server_round, arrays, config, grid)
         self._sent = arrays
         self._reliability.remember_global([arrays[k].numpy() for k in self._trainable(list(arrays.keys()))])
@@ -146,7 +152,7 @@ class ReliabilityWeightedFedAvg(FedAvg):
         outcome = self._reliability.aggregate(server_round, uploads)
         if n_err == len(replies):  # nothing but errors: FedAvg's answer
             return None, None
-        cap, source = dp_weight_cap(self, self.weight_cap)
+        cap, source = dp_weight_cap(self, self.weight_cap, self.options.method)
         if cap is not None and outcome.arrays is not None:
             outcome = self._capped(server_round, outcome, uploads, cap, source)
         metrics = self._train_metrics(replies, outcome)
@@ -250,6 +256,8 @@ class ReliabilityWeightedFedAvg(FedAvg):
             log(WARNING, "round %d: a weight cap needs configure_train (the arrays sent); no update", server_round)
             return RoundOutcome(None, outcome.metrics, [])
         raw = np.array([report.weights.get(uploads[p].node_id, 0.0) for p in outcome.included])
+        if self.options.method == "uniform":  # exactly data-independent (no memory prior either)
+            raw = np.ones(len(raw))
         raw = raw / raw.sum()
         capped = np.minimum(raw, cap)
         kept = max(0.0, 1.0 - float(capped.sum()))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
-from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
+from flwr.serverapp.strategy import FedAvg
 
 from flwr_ppcdl.app.grid import InProcessGrid
 from flwr_ppcdl.strategies import ReliabilityWeightedFedAvg
@@ -163,11 +163,3 @@ def test_server_data_method_end_to_end() -> None:
     bad_nodes = {nid for nid, ctx in grid.contexts.items() if ctx.node_config["partition-id"] < 5}
     entry = strategy.reliability_history[-1]
     assert sum(w for n, w in entry.weights.items() if n in bad_nodes) < 0.25
-
-
-def test_composes_with_flower_dp_wrapper() -> None:
-    inner = ReliabilityWeightedFedAvg(fraction_evaluate=0.0)
-    strategy = DifferentialPrivacyServerSideFixedClipping(inner, noise_multiplier=0.01, clipping_norm=10.0, num_sampled_clients=6)
-    result, _ = _run(strategy, rounds=2, nodes=6, unreliable=frozenset({0}))
-    assert len(inner.reliability_history) == 2
-    assert np.all(np.isfinite(result.arrays.to_numpy_ndarrays()[0]))
