@@ -172,7 +172,7 @@ def _run(grid: Grid, settings: RunSettings, strategy: Strategy | None, timeout: 
     )
     out = save_results(run, settings)
     log.info(
-        "[ppcdl] done in %.1fs: final %s | max epsilon spent per participant = %s | results: %s",
+        "[ppcdl] ServerApp finished in %.1fs: final %s | max epsilon spent per participant = %s | results: %s",
         run.seconds, fmt_metrics(run.final_metrics), max((p["epsilon"] for p in participants), default=0.0), out,
     )
     return run
