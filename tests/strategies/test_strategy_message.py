@@ -163,3 +163,20 @@ def test_server_data_method_end_to_end() -> None:
     bad_nodes = {nid for nid, ctx in grid.contexts.items() if ctx.node_config["partition-id"] < 5}
     entry = strategy.reliability_history[-1]
     assert sum(w for n, w in entry.weights.items() if n in bad_nodes) < 0.25
+
+
+def test_log_lines_name_nodes_by_their_reported_partition(caplog: pytest.LogCaptureFixture) -> None:
+    """Readers want partition ids, not 20-digit node ids (display only; never trusted)."""
+    import logging
+
+    ups = _uploads(3, seed=4)
+    node = 12345678901234567890
+    nan = [a.copy() for a in ups[0]]
+    nan[0][0, 0] = np.nan
+    replies = [_reply(node, nan, 10), _reply(2, ups[1], 10), _reply(3, ups[2], 10)]
+    for pid, msg in enumerate(replies):
+        msg.content["metrics"]["partition-id"] = pid
+    with caplog.at_level(logging.INFO, logger="flwr"):
+        _configured(ReliabilityWeightedFedAvg()).aggregate_train(1, replies)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "excluded reply from node p0" in text and str(node) not in text
