@@ -10,6 +10,7 @@ from torch import nn
 
 from flwr_ppcdl import wire
 from flwr_ppcdl.clients.config import TrainerConfig
+from flwr_ppcdl.clients.message_client import evaluate_without_records
 from flwr_ppcdl.clients.state import load_state, save_state
 from flwr_ppcdl.clients.trainer import FunctionalMechanismTrainer
 
@@ -89,7 +90,15 @@ class FunctionalMechanismClient(NumPyClient):
     def evaluate(
         self, parameters: list[np.ndarray], config: dict[str, Any]
     ) -> tuple[float, int, dict[str, Any]]:
-        """Charged, noisy local evaluation; raises unless ``local_evaluation=True``."""
+        """Charged, noisy local evaluation with ``local_evaluation=True``; otherwise an answer that
+        reads no record and spends nothing (:func:`~flwr_ppcdl.clients.message_client.evaluate_without_records`:
+        the loss is the release's noisy objective at the global model, 0.0 before any release).
+
+        Flower's FedAvg asks every client to evaluate by default; this never turns that into an error.
+        """
+        if not self.config.local_evaluation:
+            metrics = evaluate_without_records(self.trainer, self._global_state(parameters))
+            return metrics.get(wire.FM_OBJECTIVE, 0.0), int(metrics[wire.NUM_EXAMPLES]), metrics
         try:
             metrics = self.trainer.evaluate(self._global_state(parameters))
         finally:
