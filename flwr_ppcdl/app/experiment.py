@@ -249,7 +249,6 @@ def trainer_config(settings: RunSettings, partition_id: int) -> dict[str, Any]:
         "proximal_mu": settings.proximal_mu,
         "sampler": settings.sampler,
         "share_statistics": settings.protocol == "statistics",
-        "seed": None if settings.sampler == "opendp" else int(settings.seed * 100_003 + partition_id),
     }
     if settings.task == "classification":
         config["num_classes"] = settings.num_classes

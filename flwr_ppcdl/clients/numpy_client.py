@@ -39,7 +39,8 @@ class FunctionalMechanismClient(NumPyClient):
         Keyword arguments of :class:`~flwr_ppcdl.clients.trainer.TrainerConfig`: ``task``,
         ``epsilon``, ``num_classes``, ``feature_bound``, ``target_bound``, ``local_steps``,
         ``learning_rate``, ``optimizer``, ``solver``, ``proximal_mu``, ``ridge``, ``body_change``,
-        ``max_epsilon``, ``local_evaluation``, ``eval_epsilon``, ``sampler``, ``neighbouring``, ``seed``.
+        ``max_epsilon``, ``local_evaluation``, ``eval_epsilon``, ``sampler``, ``neighbouring``,
+        ``insecure_noise_seed`` (reproducible, NOT private noise: tests only).
     """
 
     def __init__(

@@ -171,7 +171,9 @@ class FunctionalMechanismTrainer:
             )
         if global_state is not None:
             self.load_global(global_state)
-        seed = None if self.config.seed is None else self.config.seed + 7919 * (len(self.ledger.entries) + 1)
+        seed = self.config.insecure_noise_seed
+        if seed is not None:  # reproducible (NOT private) noise, a different stream per charge
+            seed += 7919 * (len(self.ledger.entries) + 1)
         metrics = noisy_local_evaluation(
             self.model, self.data, self.config, self.ledger, np.random.default_rng(seed), self.device
         )

@@ -63,7 +63,7 @@ def test_numpy_client_with_a_legacy_strategy() -> None:
         pid = int(context.node_config["partition-id"])
         return FunctionalMechanismClient(
             digits_model(), _partition(pid), context=context, task="classification",
-            num_classes=10, epsilon=EPSILON, seed=pid, partition_id=pid,
+            num_classes=10, epsilon=EPSILON, partition_id=pid,
         ).to_client()
 
     def server_fn(context: Context) -> ServerAppComponents:
@@ -110,7 +110,7 @@ def test_message_api_client_app_with_a_message_api_strategy() -> None:
 
     def setup(context: Context) -> ClientSetup:
         pid = int(context.node_config["partition-id"])
-        config = TrainerConfig(task="classification", num_classes=10, epsilon=EPSILON, seed=pid)
+        config = TrainerConfig(task="classification", num_classes=10, epsilon=EPSILON)
         return ClientSetup(model=digits_model(), data=_partition(pid), config=config, partition_id=pid)
 
     server = ServerApp()
