@@ -92,6 +92,8 @@ class FunctionalMechanismTrainer:
             Release.from_dict(self.state.release) if self.state.release is not None else None
         )
         self._check_release_matches_config()
+        if self._release is not None and not self._release.restore_repaired(self.state.repaired):
+            self.state.repaired = None  # stale or missing: recomputed (and saved) on first use
         warn_if_body_unbounded(self.body)
 
     # -- public ----------------------------------------------------------------------------------
@@ -130,6 +132,7 @@ class FunctionalMechanismTrainer:
         self._release = release
         fingerprint, reference = body_fingerprint(self.body)
         self.state.release = release.to_dict()
+        self.state.repaired = None
         self.state.body_fingerprint = fingerprint
         self.state.body_reference = reference
         self.state.ledger = self.ledger.to_dict()
@@ -156,6 +159,8 @@ class FunctionalMechanismTrainer:
             weights_t = self._iterate(release, anchor)
         self.normalised_to_head(weights_t.detach().cpu().numpy())
         objective = float(release.objective_value(weights_t.detach().cpu().numpy()))
+        if self.state.repaired is None:  # keep the eigen-repair with the release (post-processing)
+            self.state.repaired = release.repaired_to_dict()
         return {
             wire.NUM_EXAMPLES: float(release.num_examples),
             wire.FM_EPSILON: self.epsilon_spent,
