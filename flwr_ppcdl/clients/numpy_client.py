@@ -10,6 +10,7 @@ from torch import nn
 
 from flwr_ppcdl import wire
 from flwr_ppcdl.clients.config import TrainerConfig
+from flwr_ppcdl.clients.errors import ParticipantError, log_locally, public_error
 from flwr_ppcdl.clients.state import load_state, save_state
 from flwr_ppcdl.clients.trainer import FunctionalMechanismTrainer
 
@@ -74,9 +75,16 @@ class FunctionalMechanismClient(NumPyClient):
     def fit(
         self, parameters: list[np.ndarray], config: dict[str, Any]
     ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
-        """Train the head on the noisy objective from the global parameters."""
+        """Train the head on the noisy objective from the global parameters.
+
+        A failure is logged here in full and re-raised as :class:`ParticipantError`, whose message
+        (what Flower puts in the error reply) names no record's value or position.
+        """
         try:
             metrics = self.trainer.fit(self._global_state(parameters))
+        except Exception as exc:  # noqa: BLE001 - sanitised before it can reach the wire
+            log_locally(exc, "fit")
+            raise ParticipantError(public_error(exc)) from None
         finally:
             save_state(self.context, self.trainer.state)  # the ledger survives a failing round
         if self.partition_id is not None:
@@ -90,9 +98,12 @@ class FunctionalMechanismClient(NumPyClient):
     def evaluate(
         self, parameters: list[np.ndarray], config: dict[str, Any]
     ) -> tuple[float, int, dict[str, Any]]:
-        """Charged, noisy local evaluation; raises unless ``local_evaluation=True``."""
+        """Charged, noisy local evaluation; raises unless ``local_evaluation=True`` (sanitised as in ``fit``)."""
         try:
             metrics = self.trainer.evaluate(self._global_state(parameters))
+        except Exception as exc:  # noqa: BLE001
+            log_locally(exc, "evaluate")
+            raise ParticipantError(public_error(exc)) from None
         finally:
             save_state(self.context, self.trainer.state)
         loss = metrics.get("noisy-mse", 1.0 - metrics.get("noisy-accuracy", 0.0))

@@ -25,6 +25,7 @@ from torch import nn
 
 from flwr_ppcdl import wire
 from flwr_ppcdl.clients.config import TrainerConfig
+from flwr_ppcdl.clients.errors import PublicError, PublicValueError
 from flwr_ppcdl.clients.model import (
     BodyChangedError,
     body_fingerprint,
@@ -170,7 +171,7 @@ class FunctionalMechanismTrainer:
     def evaluate(self, global_state: Mapping[str, Any] | None = None) -> dict[str, float]:
         """Charged local evaluation (only when ``config.local_evaluation`` is on)."""
         if not self.config.local_evaluation:
-            raise RuntimeError(
+            raise PublicError(
                 "local evaluation is off: it is a new query on private records; enable "
                 "local_evaluation (charged eval_epsilon per call) or evaluate on the server"
             )
@@ -246,7 +247,7 @@ class FunctionalMechanismTrainer:
             found["epsilon"] = expected["epsilon"]  # OpenDP's calibrated map can sit just below
         if found != expected:
             diff = {k: (found[k], expected[k]) for k in expected if found[k] != expected[k]}
-            raise ValueError(
+            raise PublicValueError(
                 "the persisted release was made under another configuration (found, configured): "
                 f"{diff}; use a fresh state (or state-path) for a new configuration"
             )
