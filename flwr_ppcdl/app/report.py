@@ -29,6 +29,7 @@ class RunResult:
     seconds: float
     failures: int
     excluded: list[dict[str, Any]] = field(default_factory=list)
+    not_private: list[str] = field(default_factory=list)  # why this run is NOT private (settings.privacy_warnings)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, default=_json_default)

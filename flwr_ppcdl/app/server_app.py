@@ -27,7 +27,7 @@ from flwr_ppcdl.app.report import (
     participant_rows,
     save_results,
 )
-from flwr_ppcdl.app.settings import RunSettings, epsilon_meaning
+from flwr_ppcdl.app.settings import RunSettings, epsilon_meaning, privacy_warnings
 
 log = logging.getLogger("flwr")
 
@@ -91,6 +91,7 @@ def run_server(
         seconds=time.perf_counter() - started,
         failures=sum(r["failures"] for r in rounds),
         excluded=excluded,
+        not_private=privacy_warnings(settings),
     )
     out = save_results(run, settings)
     metric = settings.metric
