@@ -123,6 +123,8 @@ def _persist(context: Context) -> None:
     if path is not None and STATE_KEY in context.state:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
+        tmp.touch()
+        tmp.chmod(0o600)  # the participant's own ledger: readable by its owner only
         tmp.write_text(load_state(context).to_json())
         tmp.replace(path)  # atomic: a node killed mid-write keeps the previous file
 

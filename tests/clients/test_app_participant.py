@@ -170,3 +170,11 @@ def test_epsilon_reported_equals_epsilon_spent_across_a_restart(
         state = TrainerState.from_json((tmp_path / f"node-{index}" / "state.json").read_text())
         total = math.fsum(e["epsilon"] for e in state.ledger["entries"])  # type: ignore[index]
         assert state.records_read == 1 and total == reported[index]
+
+
+def test_the_state_file_is_private_to_its_owner(tmp_path: Path) -> None:
+    _run(tmp_path, "r", node_config=_state_paths(tmp_path), **{"num-rounds": 1})
+    for index in range(3):
+        path = tmp_path / f"node-{index}" / "state.json"
+        assert path.stat().st_mode & 0o077 == 0
+        assert TrainerState.from_json(path.read_text()).records_read == 1
