@@ -58,6 +58,15 @@ def test_the_participant_setup_never_passes_a_noise_seed(seed: int, sampler: str
         assert TrainerConfig(**config).insecure_noise_seed is None
 
 
+@pytest.mark.parametrize("extra", [{}, {"seed": 42}, {"insecure-noise-seed": 9}])
+def test_the_clientapp_setup_seeds_only_under_the_insecure_key(extra: dict) -> None:
+    run_config = {**BASE, **extra}
+    context = Context(run_id=1, node_id=5, node_config={wire.NODE_PARTITION_ID: 1, wire.NODE_NUM_PARTITIONS: 3},
+                      state=RecordDict(), run_config=run_config)
+    setup = client_app.participant_setup(context)
+    assert (setup.config.insecure_noise_seed is not None) == ("insecure-noise-seed" in extra)
+
+
 def test_only_the_insecure_key_seeds_the_noise_and_it_is_flagged() -> None:
     settings = RunSettings(num_partitions=3, insecure_noise_seed=5)
     seeds = [trainer_config(settings, pid)["insecure_noise_seed"] for pid in range(3)]
