@@ -10,7 +10,7 @@ from torch import nn
 
 from flwr_ppcdl import wire
 from flwr_ppcdl.clients.config import TrainerConfig
-from flwr_ppcdl.clients.errors import ParticipantError, log_locally, public_error
+from flwr_ppcdl.clients.errors import ParticipantError, PublicValueError, log_locally, public_error
 from flwr_ppcdl.clients.state import load_state, save_state
 from flwr_ppcdl.clients.trainer import FunctionalMechanismTrainer
 
@@ -65,8 +65,8 @@ class FunctionalMechanismClient(NumPyClient):
         return [v.detach().cpu().numpy() for v in self.trainer.model.state_dict().values()]
 
     def _global_state(self, parameters: list[np.ndarray]) -> dict[str, np.ndarray]:
-        if len(parameters) != len(self._keys):
-            raise ValueError(
+        if len(parameters) != len(self._keys):  # about the server's message and the public model
+            raise PublicValueError(
                 f"received {len(parameters)} arrays, the model has {len(self._keys)} "
                 f"({', '.join(self._keys[:4])}...)"
             )

@@ -192,13 +192,13 @@ class FunctionalMechanismTrainer:
         """Load the server's parameters (state-dict names -> arrays) into the model."""
         own = self.model.state_dict()
         missing = [k for k in own if k not in global_state]
-        if missing:
-            raise KeyError(f"global parameters lack {missing[:5]} (expected the model's state_dict keys)")
+        if missing:  # the server's parameters and the public model: nothing private in these errors
+            raise PublicValueError(f"global parameters lack {missing[:5]} (expected the model's state_dict keys)")
         converted: dict[str, torch.Tensor] = {}
         for key, reference in own.items():
             value = torch.as_tensor(np.asarray(global_state[key]))
             if tuple(value.shape) != tuple(reference.shape):
-                raise ValueError(
+                raise PublicValueError(
                     f"global parameter {key!r} has shape {tuple(value.shape)}, expected {tuple(reference.shape)}"
                 )
             converted[key] = value.to(reference.dtype)

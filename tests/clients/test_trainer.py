@@ -13,6 +13,7 @@ from flwr_ppcdl.clients import (
     BodyChangedError,
     FunctionalMechanismClient,
     FunctionalMechanismTrainer,
+    ParticipantError,
     TrainerConfig,
     TrainerState,
     load_state,
@@ -289,7 +290,7 @@ def test_numpy_client_persists_release_in_a_context_across_objects() -> None:
     assert loader.iterations == 1
     assert n == len(y)
     assert metrics["fm-epsilon"] == 1.0 and metrics["partition-id"] == 3
-    with pytest.raises(ValueError, match="received 1 arrays"):
+    with pytest.raises(ParticipantError, match="PublicValueError: received 1 arrays"):  # public: it crosses the wire
         client.fit(params[:1], {})
 
 
