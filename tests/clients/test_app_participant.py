@@ -104,6 +104,13 @@ def test_the_insecure_key_reproduces_runs_and_says_not_private(tmp_path: Path) -
 
 
 def test_the_deployment_runtime_is_recognised_by_flowers_runner() -> None:
+    import importlib
+    import inspect
+
+    # the installed Flower still runs a SuperNode's ClientApps from that module (an upgrade that
+    # moves it would silently switch the ClientApp's guard off: this fails instead)
+    runner_source = inspect.getsource(importlib.import_module(client_app.DEPLOYMENT_RUNNER))
+    assert "client_app(message=message, context=context)" in runner_source
     assert not client_app.on_deployment_runtime()
     runner = {"__name__": client_app.DEPLOYMENT_RUNNER, "probe": client_app.on_deployment_runtime}
     exec("def run():\n    return probe()", runner)  # a frame of Flower's SuperNode runner module
