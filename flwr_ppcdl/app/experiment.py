@@ -267,7 +267,13 @@ def reference_metrics(settings: RunSettings) -> dict[str, float]:
 
 
 def trainer_config(settings: RunSettings, partition_id: int) -> dict[str, Any]:
-    """Keyword arguments of :class:`~flwr_ppcdl.clients.TrainerConfig` for one participant."""
+    """Keyword arguments of :class:`~flwr_ppcdl.clients.TrainerConfig` for one participant.
+
+    No public value (run config, ``seed``, partition or node id) determines a participant's noise:
+    the configuration carries no noise seed, so the noise comes from the OS CSPRNG. Only the
+    explicitly insecure run-config key ``insecure-noise-seed`` (>= 0) adds one, derived from it
+    and the partition id: reproducible, predictable, NOT private.
+    """
     config: dict[str, Any] = {
         "task": settings.task,
         "epsilon": settings.epsilon,
@@ -277,10 +283,12 @@ def trainer_config(settings: RunSettings, partition_id: int) -> dict[str, Any]:
         "proximal_mu": settings.proximal_mu,
         "sampler": settings.sampler,
         "share_statistics": settings.protocol == "statistics",
-        "seed": None if settings.sampler == "opendp" else int(settings.seed * 100_003 + partition_id),
     }
     if settings.task == "classification":
         config["num_classes"] = settings.num_classes
     else:
         config["target_bound"] = settings.target_bound
+    if settings.reproducible_noise and settings.sampler != "opendp":  # opendp cannot be seeded
+        entropy = np.random.SeedSequence([settings.insecure_noise_seed, partition_id]).generate_state(1)
+        config["insecure_noise_seed"] = int(entropy[0])
     return config

@@ -35,6 +35,7 @@ class RunResult:
     rounds_without_update: list[int] = field(default_factory=list)
     reference: dict[str, float] = field(default_factory=dict)  # filled outside the ServerApp (oracle)
     reference_note: str = "not computed (the ServerApp never reads participants' records; see flwr_ppcdl.app.oracle)"
+    not_private: list[str] = field(default_factory=list)  # why this run is NOT private (settings.privacy_warnings)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, default=_json_default)

@@ -38,7 +38,7 @@ from flwr_ppcdl.app.report import (
     participant_rows,
     save_results,
 )
-from flwr_ppcdl.app.settings import RunSettings, epsilon_meaning
+from flwr_ppcdl.app.settings import RunSettings, epsilon_meaning, privacy_warnings
 
 log = logging.getLogger("flwr")
 
@@ -169,6 +169,7 @@ def _run(grid: Grid, settings: RunSettings, strategy: Strategy | None, timeout: 
         failures=sum(r["failures"] for r in rounds),
         excluded=excluded,
         rounds_without_update=stalled,
+        not_private=privacy_warnings(settings),
     )
     out = save_results(run, settings)
     log.info(

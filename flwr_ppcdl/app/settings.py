@@ -88,6 +88,10 @@ class RunSettings:
     round_timeout: float = 600.0  # seconds the server waits for replies in a round (a dead node's share)
     reliability_method: str = "truth-discovery"  # or "server-data": score uploads on server-held records
     server_validation: int = 500  # records of the server's own split held out for "server-data" scoring
+    # -1 (default): every participant's privacy noise comes from the OS CSPRNG. >= 0: reproducible,
+    # PREDICTABLE noise derived from this value and the partition id -- NOT PRIVATE (tests and
+    # research on public data only; the deployment runtime refuses it).
+    insecure_noise_seed: int = -1
 
     def __post_init__(self) -> None:
         """Validate every field (the one place): a bad value raises ``ValueError`` naming its
@@ -145,6 +149,12 @@ class RunSettings:
                 "protocol 'statistics' weights the released statistics by truth discovery only: "
                 "use protocol='parameters' with server-data, or reliability-method='truth-discovery'"
             )
+        _integer("insecure-noise-seed", self.insecure_noise_seed, low=-1)  # -1 = off (OS CSPRNG)
+
+    @property
+    def reproducible_noise(self) -> bool:
+        """Whether ``insecure-noise-seed`` is set: every release's noise is predictable (NOT private)."""
+        return self.insecure_noise_seed >= 0
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> RunSettings:
@@ -245,10 +255,29 @@ def _text(key: str, value: Any) -> None:
         raise ValueError(f"run-config key {key!r} must be a non-empty string; got {value!r}")
 
 
+def privacy_warnings(settings: RunSettings) -> list[str]:
+    """Why this run is NOT private, one sentence each; empty for a private run.
+
+    Printed in the run header and saved in ``result.json`` (``not_private``).
+    """
+    reasons = []
+    if settings.reproducible_noise:
+        reasons.append(
+            f"NOT PRIVATE: insecure-noise-seed={settings.insecure_noise_seed} makes every participant's "
+            "noise reproducible from the run config, so the exact statistics can be recovered"
+        )
+    if math.isinf(settings.epsilon):
+        reasons.append("NOT PRIVATE: epsilon = inf releases the statistics without noise")
+    return reasons
+
+
 def epsilon_meaning(settings: RunSettings) -> str:
     """What the ε of this run means, in words (printed in the run header and saved in results)."""
     eps = "inf (no noise)" if math.isinf(settings.epsilon) else f"{settings.epsilon:g}"
-    return (
+    meaning = (
         f"epsilon = {eps}: pure epsilon-DP, record level (replace-one neighbours), per participant, "
         "for the whole run (one functional-mechanism release; later rounds are post-processing)"
     )
+    if settings.reproducible_noise:
+        meaning += " -- " + privacy_warnings(settings)[0]
+    return meaning

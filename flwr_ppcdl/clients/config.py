@@ -54,8 +54,13 @@ class TrainerConfig:
         Evaluate on local records (a new, charged query). Off by default.
     eval_epsilon
         Epsilon charged per local evaluation.
-    sampler, neighbouring, seed
+    sampler, neighbouring
         Passed to :class:`~flwr_ppcdl.privacy.FunctionalMechanism`.
+    insecure_noise_seed
+        ``None`` (default): privacy noise from the operating system's CSPRNG. An ``int`` makes the
+        release's noise (and the local evaluation's) reproducible and therefore **predictable**:
+        NOT PRIVATE. Tests and research on public data only; warns ``PrivacyLeakWarning``. Never
+        derive it from a public value (run config, partition or node id) in a deployment.
     share_statistics
         Also reply with the released (noisy) statistics, so that a statistics-summing server
         (:class:`~flwr_ppcdl.strategies.summed.SummedStatisticsFedAvg`) can pool them. They are
@@ -79,7 +84,7 @@ class TrainerConfig:
     eval_epsilon: float = 0.1
     sampler: str = "discrete"
     neighbouring: str = "replace-one"
-    seed: int | None = None
+    insecure_noise_seed: int | None = None
     share_statistics: bool = False
 
     def __post_init__(self) -> None:
@@ -109,6 +114,12 @@ class TrainerConfig:
             raise ValueError(f"solver must be 'iterative' or 'closed-form'; got {self.solver!r}")
         if self.body_change not in ("refuse", "re-release"):
             raise ValueError(f"body_change must be 'refuse' or 're-release'; got {self.body_change!r}")
+        if self.insecure_noise_seed is not None and (
+            isinstance(self.insecure_noise_seed, bool)
+            or not isinstance(self.insecure_noise_seed, int)
+            or self.insecure_noise_seed < 0
+        ):
+            raise ValueError(f"insecure_noise_seed must be None or an int >= 0; got {self.insecure_noise_seed!r}")
         if self.max_epsilon is not None:
             check_epsilon(self.max_epsilon, "max_epsilon")
         if self.local_evaluation:
@@ -139,7 +150,7 @@ class TrainerConfig:
             "feature_bound": self.feature_bound,
             "neighbouring": self.neighbouring,
             "sampler": self.sampler,
-            "seed": self.seed,
+            "insecure_noise_seed": self.insecure_noise_seed,
             "ledger": ledger,
         }
         if self.task == "classification":

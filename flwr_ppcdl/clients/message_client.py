@@ -11,16 +11,19 @@ from flwr.app import (
     ArrayRecord,
     ConfigRecord,
     Context,
+    Error,
     Message,
     MessageType,
     MetricRecord,
     RecordDict,
 )
 from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
 from torch import nn
 
 from flwr_ppcdl import wire
 from flwr_ppcdl.clients.config import TrainerConfig
+from flwr_ppcdl.clients.errors import log_locally, public_error
 from flwr_ppcdl.clients.state import load_state, save_state
 from flwr_ppcdl.clients.trainer import FunctionalMechanismTrainer
 
@@ -96,6 +99,12 @@ def _public_count(data: Any) -> int:
     return 1
 
 
+def _error_reply(msg: Message, exc: Exception, action: str) -> Message:
+    """Log ``exc`` in full here; reply with a reason that names no record's value or position."""
+    log_locally(exc, action)
+    return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=public_error(exc)), reply_to=msg)
+
+
 def _global_arrays(msg: Message) -> ArrayRecord:
     arrays = msg.content.array_records.get(wire.ARRAYS)
     if arrays is None:
@@ -113,20 +122,30 @@ def make_client_app(setup_fn: Callable[[Context], ClientSetup]) -> ClientApp:
     ``partition-id``). Evaluate requests get a charged, noisy local evaluation with
     ``local_evaluation`` on; otherwise :func:`evaluate_without_records` answers them (no record
     read, no ε spent; evaluate on the server for test metrics).
+
+    A failure becomes an error reply whose reason names the problem but never a record's value or
+    position (:func:`~flwr_ppcdl.clients.errors.public_error`); the full error goes to the
+    participant's own log. The reply is returned, not raised, so the runtime keeps the updated
+    ``context.state`` (the ledger) even for a failed round.
     """
     app = ClientApp()
 
     def handle(msg: Message, context: Context, action: str) -> Message:
-        setup = setup_fn(context)
-        trainer = _trainer(setup, context)
-        state = _global_arrays(msg).to_torch_state_dict()
         try:
+            setup = setup_fn(context)
+            trainer = _trainer(setup, context)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a sanitised error reply
+            return _error_reply(msg, exc, action)
+        try:
+            state = _global_arrays(msg).to_torch_state_dict()
             if action == "train":
                 metrics = trainer.fit(state)
             elif setup.config.local_evaluation:
                 metrics = trainer.evaluate(state)
             else:
                 metrics = evaluate_without_records(trainer, state)
+        except Exception as exc:  # noqa: BLE001
+            return _error_reply(msg, exc, action)
         finally:
             save_state(context, trainer.state)  # the ledger survives a failing round
         return _reply(msg, trainer, metrics, setup)

@@ -10,6 +10,7 @@ from torch import nn
 
 from flwr_ppcdl import wire
 from flwr_ppcdl.clients.config import TrainerConfig
+from flwr_ppcdl.clients.errors import ParticipantError, PublicValueError, log_locally, public_error
 from flwr_ppcdl.clients.message_client import evaluate_without_records
 from flwr_ppcdl.clients.state import load_state, save_state
 from flwr_ppcdl.clients.trainer import FunctionalMechanismTrainer
@@ -40,7 +41,8 @@ class FunctionalMechanismClient(NumPyClient):
         Keyword arguments of :class:`~flwr_ppcdl.clients.trainer.TrainerConfig`: ``task``,
         ``epsilon``, ``num_classes``, ``feature_bound``, ``target_bound``, ``local_steps``,
         ``learning_rate``, ``optimizer``, ``solver``, ``proximal_mu``, ``ridge``, ``body_change``,
-        ``max_epsilon``, ``local_evaluation``, ``eval_epsilon``, ``sampler``, ``neighbouring``, ``seed``.
+        ``max_epsilon``, ``local_evaluation``, ``eval_epsilon``, ``sampler``, ``neighbouring``,
+        ``insecure_noise_seed`` (reproducible, NOT private noise: tests only).
     """
 
     def __init__(
@@ -64,8 +66,8 @@ class FunctionalMechanismClient(NumPyClient):
         return [v.detach().cpu().numpy() for v in self.trainer.model.state_dict().values()]
 
     def _global_state(self, parameters: list[np.ndarray]) -> dict[str, np.ndarray]:
-        if len(parameters) != len(self._keys):
-            raise ValueError(
+        if len(parameters) != len(self._keys):  # about the server's message and the public model
+            raise PublicValueError(
                 f"received {len(parameters)} arrays, the model has {len(self._keys)} "
                 f"({', '.join(self._keys[:4])}...)"
             )
@@ -74,9 +76,16 @@ class FunctionalMechanismClient(NumPyClient):
     def fit(
         self, parameters: list[np.ndarray], config: dict[str, Any]
     ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
-        """Train the head on the noisy objective from the global parameters."""
+        """Train the head on the noisy objective from the global parameters.
+
+        A failure is logged here in full and re-raised as :class:`ParticipantError`, whose message
+        (what Flower puts in the error reply) names no record's value or position.
+        """
         try:
             metrics = self.trainer.fit(self._global_state(parameters))
+        except Exception as exc:  # noqa: BLE001 - sanitised before it can reach the wire
+            log_locally(exc, "fit")
+            raise ParticipantError(public_error(exc)) from None
         finally:
             save_state(self.context, self.trainer.state)  # the ledger survives a failing round
         if self.partition_id is not None:
@@ -101,6 +110,9 @@ class FunctionalMechanismClient(NumPyClient):
             return metrics.get(wire.FM_OBJECTIVE, 0.0), int(metrics[wire.NUM_EXAMPLES]), metrics
         try:
             metrics = self.trainer.evaluate(self._global_state(parameters))
+        except Exception as exc:  # noqa: BLE001
+            log_locally(exc, "evaluate")
+            raise ParticipantError(public_error(exc)) from None
         finally:
             save_state(self.context, self.trainer.state)
         loss = metrics.get("noisy-mse", 1.0 - metrics.get("noisy-accuracy", 0.0))
