@@ -38,6 +38,7 @@ def _run(tmp_path: Path, protocol: str, attack: bool) -> tuple[dict[str, Any], I
     config = {
         "result-dir": str(tmp_path / f"{protocol}-{attack}"), "num-partitions": 4, "num-rounds": 4, "plot": False,
         "unreliable-fraction": 0.0, "epsilon": 10.0, "protocol": protocol,
+        "insecure-noise-seed": 0,  # reproducible (NOT private) noise: the two runs must be comparable
     }
     settings = RunSettings.from_config(config)
     grid = InProcessGrid(_hostile if attack else client_app, num_nodes=4, run_config=config)
@@ -55,7 +56,7 @@ def test_a_hostile_body_never_reaches_the_global_model(tmp_path: Path, protocol:
         np.testing.assert_array_equal(sent, body)  # every round, every node: the public body
     assert attacked["failures"] == 0  # no honest node refused (BodyChangedError would be an error reply)
     clean, _ = _run(tmp_path, protocol, attack=False)
-    # the attacker's head is honest, so the result is the clean run's (same seeds)
+    # the attacker's head is honest, so the result is the clean run's (same insecure noise seed)
     assert attacked["final"]["r2"] == pytest.approx(clean["final"]["r2"], abs=1e-6)
 
 

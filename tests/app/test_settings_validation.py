@@ -39,6 +39,7 @@ BAD: dict[str, Any] = {
     "round-timeout": -5,
     "reliability-method": "astrology",
     "server-validation": 0,
+    "insecure-noise-seed": -3,
 }
 
 

@@ -20,7 +20,7 @@ import flwr_ppcdl.clients.trainer as trainer_module
 from flwr_ppcdl import wire
 from flwr_ppcdl.app.experiment import trainer_config
 from flwr_ppcdl.app.grid import InProcessGrid
-from flwr_ppcdl.app.server_app import run_server
+from flwr_ppcdl.app.server_app import RunFailed, run_server
 from flwr_ppcdl.app.settings import RunSettings, epsilon_meaning
 from flwr_ppcdl.clients import PublicError, TrainerConfig, TrainerState, load_state
 from flwr_ppcdl.privacy import PrivacyLeakWarning
@@ -132,9 +132,18 @@ def _state_paths(tmp_path: Path) -> Any:
     return node_config
 
 
+def _failed_run(tmp_path: Path, node_config: Any = None, **extra: Any) -> tuple[str, InProcessGrid]:
+    """Run until the server stops (every participant refused); the server's reason and the grid."""
+    run_config = {**BASE, "result-dir": str(tmp_path / "r"), **extra}
+    grid = InProcessGrid(client_app.app, num_nodes=3, run_config=run_config, node_config=node_config)
+    with pytest.raises(RunFailed) as failed:
+        run_server(grid, RunSettings.from_config(run_config))
+    return str(failed.value), grid
+
+
 def test_the_deployment_runtime_refuses_predictable_noise(tmp_path: Path, deployed: None) -> None:
-    result, grid = _run(tmp_path, "r", node_config=_state_paths(tmp_path), **{"num-rounds": 1, "insecure-noise-seed": 3})
-    assert result["failures"] == 3 and result["rounds"][0]["replies"] == 3
+    reason, grid = _failed_run(tmp_path, node_config=_state_paths(tmp_path), **{"num-rounds": 1, "insecure-noise-seed": 3})
+    assert reason.count("insecure-noise-seed=3 is refused") == 3  # every participant said why
     for context in grid.contexts.values():
         assert load_state(context).records_read == 0  # refused before anything was read
 
@@ -143,8 +152,8 @@ def test_the_deployment_runtime_refuses_to_run_without_a_state_path(tmp_path: Pa
     settings = RunSettings.from_config(BASE)
     with pytest.raises(PublicError, match="state-path"):
         client_app.refuse_unsafe_deployment(settings, {wire.NODE_PARTITION_ID: 0})
-    result, grid = _run(tmp_path, "r", **{"num-rounds": 1})
-    assert result["failures"] == 3
+    reason, grid = _failed_run(tmp_path, **{"num-rounds": 1})
+    assert reason.count("needs 'state-path'") == 3
     assert all(load_state(c).records_read == 0 for c in grid.contexts.values())
 
 

@@ -20,6 +20,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr_ppcdl import wire
 from flwr_ppcdl.app.grid import InProcessGrid
 from flwr_ppcdl.privacy import FunctionalMechanism, Release
+from flwr_ppcdl.privacy.release import RELEASE_FORMAT_LISTS
 from flwr_ppcdl.strategies.summed import SummedStatisticsFedAvg
 
 D = 4
@@ -37,9 +38,9 @@ def release(seed: int, n: int = 300, epsilon: float = 5.0, sampler: str = "numpy
     x = rng.normal(size=(n, D)) / 2.0
     seed_ = None if sampler == "opendp" else seed  # OpenDP cannot be seeded
     if task == "regression":
-        fm = FunctionalMechanism(task="regression", epsilon=epsilon, sampler=sampler, seed=seed_)  # type: ignore[arg-type]
+        fm = FunctionalMechanism(task="regression", epsilon=epsilon, sampler=sampler, insecure_noise_seed=seed_)  # type: ignore[arg-type]
         return fm.release(x, np.clip(x @ W_TRUE + 0.05 * rng.normal(size=n), -1, 1))
-    fm = FunctionalMechanism(task="classification", num_classes=3, epsilon=epsilon, sampler=sampler, seed=seed_)  # type: ignore[arg-type]
+    fm = FunctionalMechanism(task="classification", num_classes=3, epsilon=epsilon, sampler=sampler, insecure_noise_seed=seed_)  # type: ignore[arg-type]
     return fm.release(x, rng.integers(0, 3, size=n))
 
 
@@ -76,8 +77,13 @@ def _head(arrays: ArrayRecord | None) -> np.ndarray:
     return np.concatenate([arrays["head.weight"].numpy().ravel(), arrays["head.bias"].numpy()])
 
 
+def _as_lists(r: Release) -> dict[str, Any]:
+    """The release as a dict with plain-list statistics (the older wire format, still accepted)."""
+    return r.to_dict() | {"format": RELEASE_FORMAT_LISTS, "statistics": {k: v.tolist() for k, v in r.statistics.items()}}
+
+
 def _tampered(change: Callable[[dict[str, Any]], Any]) -> str:
-    data = HONEST[0].to_dict()
+    data = _as_lists(HONEST[0])
     out = change(data)
     return json.dumps(data if out is None else out)
 
@@ -132,7 +138,7 @@ def _crafted_inflation(factor: int) -> str:
     with pytest.warns(UserWarning):
         exact = release(0, epsilon=float("inf"))
     rng = np.random.default_rng(5)
-    data = HONEST[0].to_dict()
+    data = _as_lists(HONEST[0])
     b = HONEST[0].noise_scale
     gram = factor * exact.statistics["gram"] + np.triu(rng.laplace(0, b, size=(D + 1, D + 1)))
     data["statistics"] = {"gram": (np.triu(gram) + np.triu(gram, 1).T).tolist(),
