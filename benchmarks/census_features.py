@@ -66,7 +66,7 @@ def fm_weights(x: np.ndarray, y: np.ndarray, epsilon: float, seed: int) -> np.nd
             epsilon=epsilon,
             feature_bound=1.0,
             target_bound=CENSUS_TARGET_BOUND,
-            seed=seed,
+            insecure_noise_seed=seed,  # reproducible research on public data: NOT private
         )
         return np.asarray(mechanism.release(x, y - CENSUS_TARGET_CENTER).solve())
 

@@ -50,7 +50,7 @@ def _mechanism(epsilon: float, seed: int, **kwargs: object) -> FunctionalMechani
         warnings.simplefilter(
             "ignore", PrivacyLeakWarning
         )  # ε = ∞ rows are the noise-free reference
-        return FunctionalMechanism(epsilon=epsilon, seed=seed, **kwargs)  # type: ignore[arg-type]
+        return FunctionalMechanism(epsilon=epsilon, insecure_noise_seed=seed, **kwargs)  # type: ignore[arg-type]
 
 
 def _fmt(values: list[float], digits: int = 3) -> str:

@@ -163,7 +163,7 @@ def release_all(split: Split, kind: str, seed: int, epsilon: float = EPSILON) ->
             vec, sd = exact_vector(h, y), 0.0
         elif kind == "laplace":
             fm = FunctionalMechanism(
-                task="classification", num_classes=K, epsilon=epsilon, sampler="discrete", seed=rng
+                task="classification", num_classes=K, epsilon=epsilon, sampler="discrete", insecure_noise_seed=rng
             )
             rel = fm.release(h, y)
             vec = np.concatenate(

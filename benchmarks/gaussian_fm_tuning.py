@@ -81,7 +81,7 @@ def releases(parts: list[tuple[np.ndarray, np.ndarray]], noise: str, epsilon: fl
     for k, (h, y) in enumerate(parts):
         fm = FunctionalMechanism(
             task="classification", num_classes=K, epsilon=epsilon, noise=noise,  # type: ignore[arg-type]
-            delta=DELTA if noise == "gaussian" else None, seed=np.random.default_rng([seed, k]),
+            delta=DELTA if noise == "gaussian" else None, insecure_noise_seed=np.random.default_rng([seed, k]),
         )
         start = time.perf_counter()
         out.append(fm.release(h, y))

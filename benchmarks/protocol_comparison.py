@@ -68,6 +68,7 @@ def one(dataset: str, eps: float, seed: int) -> dict[str, float]:
     task = DATASETS[dataset].task
     kind = "random-targets" if task == "regression" else "flipped-labels"
     settings = RunSettings(task=task, dataset=dataset, epsilon=eps, seed=seed, unreliable_fraction=0.0,
+                           insecure_noise_seed=seed,  # reproducible research on public data: NOT private
                            unreliable_kind=kind, plot=False)
     model = make_model(settings)
     body = model[:-1]
@@ -85,7 +86,7 @@ def one(dataset: str, eps: float, seed: int) -> dict[str, float]:
     out["FedAvg of local closed-form solutions"] = metric_of(avg, model, settings, cfg, test)
     # centralised: one release on the whole clean training split, same mechanism settings
     train, _ = split_data(settings)
-    cfg_c = TrainerConfig(**{**trainer_config(settings, 0), "seed": seed * 100_003 + 999})
+    cfg_c = TrainerConfig(**{**trainer_config(settings, 0), "insecure_noise_seed": seed * 100_003 + 999})
     central = release_from_records(body, (torch.as_tensor(np.asarray(train.features), dtype=torch.float32),
                                           torch.as_tensor(np.asarray(train.targets))), cfg_c.mechanism(None))
     out["centralised FM (one release, all records)"] = metric_of(central.solve(), model, settings, cfg, test)

@@ -89,7 +89,7 @@ def make_setting(dataset: str, split: str, kind: str, frac: float, epsilon: floa
         minority.append(np.bincount(yk, minlength=C).max() / len(yk) > 0.5)
         if bad[k]:
             yk = rng.integers(0, C, len(yk)) if kind == "random" else flip[yk]
-        fm = FunctionalMechanism(task="classification", num_classes=C, epsilon=epsilon, seed=int(rng.integers(2**31)), sampler="numpy")
+        fm = FunctionalMechanism(task="classification", num_classes=C, epsilon=epsilon, insecure_noise_seed=int(rng.integers(2**31)), sampler="numpy")
         w = fm.release(xt[parts[k]], yk).solve()
         ups.append([w])
         counts.append(len(parts[k]))

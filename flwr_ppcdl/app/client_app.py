@@ -3,10 +3,16 @@
 Each node learns which participant it is from Flower's node config (``partition-id``,
 ``num-partitions``; set by the simulation runtime, or by ``flower-supernode --node-config``) and
 loads only that partition.
+
+On Flower's deployment runtime (a SuperNode) the participant protects itself from the run config,
+which the submitter controls: it refuses ``insecure-noise-seed`` (predictable noise) and refuses
+to run without a ``state-path`` (a restarted SuperNode would release again while reporting only
+the new release's ε).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 
@@ -19,6 +25,7 @@ from flwr_ppcdl.app.settings import RunSettings
 from flwr_ppcdl.clients import (
     STATE_KEY,
     ClientSetup,
+    PublicError,
     TrainerConfig,
     TrainerState,
     load_state,
@@ -28,11 +35,49 @@ from flwr_ppcdl.clients import (
 
 log = logging.getLogger("flwr")
 
+DEPLOYMENT_RUNNER = "flwr.supernode.runtime.run_clientapp"
+"""The module through which Flower 1.42's SuperNode runs every ClientApp (``flwr-clientapp``,
+isolation ``subprocess`` or ``process``); simulations and the in-process grid never use it."""
+
+
+def on_deployment_runtime() -> bool:
+    """Whether this ClientApp is being run by a SuperNode (Flower's deployment runtime)."""
+    frame = inspect.currentframe()
+    while frame is not None:
+        if frame.f_globals.get("__name__") == DEPLOYMENT_RUNNER:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def refuse_unsafe_deployment(settings: RunSettings, node_config: dict[str, object]) -> None:
+    """On the deployment runtime, refuse what would make the reported ε or the noise untrue.
+
+    Raises
+    ------
+    PublicError
+        ``insecure-noise-seed`` is set (the noise would be predictable from the run config), or
+        the node config has no ``state-path`` (a restart would release again unreported).
+    """
+    if settings.reproducible_noise:
+        raise PublicError(
+            f"insecure-noise-seed={settings.insecure_noise_seed} is refused on the deployment runtime: "
+            "it makes this participant's noise predictable from the run config (NOT private)"
+        )
+    if not node_config.get(wire.NODE_STATE_PATH):
+        raise PublicError(
+            f"the deployment runtime needs {wire.NODE_STATE_PATH!r} in the node config: without a "
+            "persistent state a restarted SuperNode would release again and report only the new "
+            "release's epsilon"
+        )
+
 
 def participant_setup(context: Context) -> ClientSetup:
     """Build this node's participant from the run config and its node config."""
     settings = RunSettings.from_config(dict(context.run_config))
     node = context.node_config
+    if on_deployment_runtime():
+        refuse_unsafe_deployment(settings, dict(node))
     if wire.NODE_PARTITION_ID not in node:
         raise KeyError(
             f"node config lacks {wire.NODE_PARTITION_ID!r} (start the SuperNode with --node-config "
@@ -78,6 +123,8 @@ def _persist(context: Context) -> None:
     if path is not None and STATE_KEY in context.state:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
+        tmp.touch()
+        tmp.chmod(0o600)  # the participant's own ledger: readable by its owner only
         tmp.write_text(load_state(context).to_json())
         tmp.replace(path)  # atomic: a node killed mid-write keeps the previous file
 

@@ -5,8 +5,17 @@ through Flower's node config (``partition-id``, ``num-partitions``, ``state-path
 started with ``flwr run . <federation> --stream``; the federation's address and root certificate
 are written to ``$FLWR_HOME/config.toml`` (never to pyproject.toml).
 
-TLS is the default: a throw-away CA and a server certificate for 127.0.0.1/localhost are
-generated for the run. ``--insecure`` turns TLS off (local debugging only).
+TLS and SuperNode authentication are the default: a throw-away CA and a server certificate for
+127.0.0.1/localhost are generated for the run, the SuperLink starts with
+``--enable-supernode-auth``, one EC (P-384) key pair per SuperNode is generated and its public key
+registered with ``flwr supernode register`` before the SuperNode starts with
+``--auth-supernode-private-key``: a SuperNode whose key was not registered is refused, so holding
+the CA certificate is not enough to join (no Sybil nodes). ``--insecure`` turns TLS, and with it
+node authentication (Flower requires TLS for it), off (local debugging only).
+
+Privacy: every SuperNode gets a ``state-path`` (its release and ledger survive a restart, so the
+ε it reports counts every release), and a run config that sets ``insecure-noise-seed``
+(predictable noise) is refused before anything starts.
 
     python -m flwr_ppcdl.app.deploy --nodes 3 --run-config "num-partitions=3 num-rounds=3"
     python -m flwr_ppcdl.app.deploy --nodes 3 --kill-node 2 \
@@ -20,8 +29,6 @@ Every process started is recorded by PID (each in its own process group) and sto
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import ipaddress
 import os
 import shutil
 import signal
@@ -35,9 +42,17 @@ from pathlib import Path
 from typing import IO
 
 from flwr_ppcdl import wire
+from flwr_ppcdl.app.deploy_setup import (
+    PROJECT_ROOT,
+    make_certificates,
+    make_node_keys,
+    refuse_insecure_run,
+    registered_node_id,
+    run_settings,
+)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 FEDERATION = "ppcdl-local"
+RESTART_RETRY_SECONDS = 5.0
 
 
 def free_port() -> int:
@@ -45,49 +60,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
-    """Generate a CA and a server certificate (SAN 127.0.0.1, localhost); return (ca, cert, key)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    folder.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "flwr-ppcdl local CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_path, cert_path, key_path = folder / "ca.crt", folder / "server.pem", folder / "server.key"
-    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    key_path.chmod(0o600)
-    return ca_path, cert_path, key_path
 
 
 def prepare_app(dest: Path, source: Path = PROJECT_ROOT) -> Path:
@@ -125,15 +97,23 @@ def _bin(name: str) -> str:
 
 @dataclass
 class LocalDeployment:
-    """A SuperLink and N SuperNodes on 127.0.0.1, each a separate process (recorded by PID)."""
+    """A SuperLink and N SuperNodes on 127.0.0.1, each a separate process (recorded by PID).
+
+    With TLS (the default) SuperNode authentication is on: each partition's SuperNode has its own
+    key pair, registered with the SuperLink before the node starts (``node_ids`` holds the ids
+    the SuperLink assigned). Every SuperNode has a ``state-path`` under ``workdir``.
+    ``node_ids_history`` lists every (partition, node id) registered, oldest first.
+    """
 
     nodes: int
     workdir: Path
     insecure: bool = False
     num_partitions: int | None = None
-    persist_state: bool = True
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
+    node_ids: dict[int, int] = field(default_factory=dict)
+    node_ids_history: list[tuple[int, int]] = field(default_factory=list)
+    keys: dict[int, Path] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -147,6 +127,11 @@ class LocalDeployment:
         self.key: Path | None = None
         if not self.insecure:
             self.ca, self.cert, self.key = make_certificates(self.workdir / "certs")
+
+    @property
+    def node_auth(self) -> bool:
+        """SuperNode authentication is on whenever TLS is (Flower requires TLS for it)."""
+        return not self.insecure
 
     # -- environment -----------------------------------------------------------------------------
 
@@ -192,30 +177,71 @@ class LocalDeployment:
             "--fleet-api-address", f"127.0.0.1:{self.fleet_port}",
             "--database", str(self.workdir / "superlink.db"),
             "--disable-runtime-dependency-installation",
+            *(["--enable-supernode-auth"] if self.node_auth else []),
         ]
         self._spawn("superlink", cmd, self.workdir)
         self._wait_port(self.port, "superlink")
 
     def node_config(self, partition_id: int) -> str:
-        parts = [f"{wire.NODE_PARTITION_ID}={partition_id}", f"{wire.NODE_NUM_PARTITIONS}={self.num_partitions or self.nodes}"]
-        if self.persist_state:
-            parts.append(f"{wire.NODE_STATE_PATH}='{self.workdir / f'node-{partition_id}' / 'state.json'}'")
-        return " ".join(parts)
+        """The SuperNode's node config: its partition and its persistent ``state-path``."""
+        return " ".join([
+            f"{wire.NODE_PARTITION_ID}={partition_id}",
+            f"{wire.NODE_NUM_PARTITIONS}={self.num_partitions or self.nodes}",
+            f"{wire.NODE_STATE_PATH}='{self.workdir / f'node-{partition_id}' / 'state.json'}'",
+        ])
 
-    def start_supernode(self, partition_id: int) -> subprocess.Popen[bytes]:
+    def node_key(self, partition_id: int) -> Path:
+        """Partition ``partition_id``'s current private key (generated on first use)."""
+        if partition_id not in self.keys:
+            self.keys[partition_id] = make_node_keys(self.workdir / "keys" / f"node-{partition_id}")[0]
+        return self.keys[partition_id]
+
+    def register_node(self, partition_id: int, attempts: int = 10, *, new_key: bool = False) -> int:
+        """Register partition ``partition_id``'s public key with the SuperLink (``flwr supernode
+        register``); return the node id the SuperLink assigned. ``new_key``: a fresh key pair
+        replaces the partition's current one (a new identity, e.g. for a restarted node)."""
+        if new_key:
+            folder = self.workdir / "keys" / f"node-{partition_id}-{len(self.node_ids_history)}"
+            self.keys[partition_id] = make_node_keys(folder)[0]
+        public = self.node_key(partition_id).with_suffix(".pub")
+        cmd = [_bin("flwr"), "supernode", "register", str(public), FEDERATION, "--format", "json"]
+        output = ""
+        for _attempt in range(attempts):  # the control API may answer a moment after the port opens
+            done = subprocess.run(cmd, cwd=self.workdir, env=self.env(), capture_output=True, text=True, timeout=60)
+            output = done.stdout + done.stderr
+            node_id = registered_node_id(done.stdout)
+            if done.returncode == 0 and node_id is not None:
+                self.node_ids[partition_id] = node_id
+                self.node_ids_history.append((partition_id, node_id))
+                return node_id
+            time.sleep(2.0)
+        raise RuntimeError(f"could not register SuperNode {partition_id}'s key:\n{output[-2000:]}")
+
+    def start_supernode(
+        self, partition_id: int, *, name: str | None = None, private_key: Path | None = None, no_key: bool = False
+    ) -> subprocess.Popen[bytes]:
+        """Start a SuperNode for ``partition_id`` with its registered key (with node authentication),
+        or with ``private_key``, or with no key at all (``no_key``: the tests' intruders)."""
         node_dir = self.workdir / f"node-{partition_id}"
         node_dir.mkdir(exist_ok=True)
+        key = private_key if private_key is not None else (self.node_key(partition_id) if self.node_auth else None)
+        key = None if no_key else key
         cmd = [
             _bin("flower-supernode"), *self.tls_args("supernode"),
             "--superlink", f"127.0.0.1:{self.port}",
             "--node-config", self.node_config(partition_id),
             "--port", str(free_port()),
+            *(["--auth-supernode-private-key", str(key)] if key is not None else []),
         ]
-        return self._spawn(f"supernode-{partition_id}", cmd, node_dir)
+        return self._spawn(name or f"supernode-{partition_id}", cmd, node_dir)
 
     def start(self) -> None:
+        """Start the SuperLink, register every SuperNode's key (with TLS), start the SuperNodes."""
         self.write_federation()
         self.start_superlink()
+        if self.node_auth:
+            for pid in range(self.nodes):
+                self.register_node(pid)
         for pid in range(self.nodes):
             self.start_supernode(pid)
 
@@ -227,6 +253,11 @@ class LocalDeployment:
         path = self.flwr_home / "config.toml"
         path.write_text("\n".join(lines) + "\n")
         return path
+
+    def _note(self, line: str) -> None:
+        """Append a line of this script's own to the ``flwr run`` log (what ``run`` returns)."""
+        with open(self.logs["flwr-run"], "a") as handle:
+            handle.write(line + "\n")
 
     def _wait_port(self, port: int, name: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -267,12 +298,18 @@ class LocalDeployment:
                 pass
 
         # The SuperLink/SuperNode SuperExec starts flwr-serverapp/flwr-clientapp in new sessions;
-        # stop those of this deployment by PID (their command lines name our port or workdir).
-        for pid in self._stragglers():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        # stop those of this deployment by PID (their command lines name our port or workdir),
+        # again until none is left: on a loaded machine one may still be starting or dying.
+        for _attempt in range(20):
+            stragglers = self._stragglers()
+            if not stragglers:
+                break
+            for pid in stragglers:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            time.sleep(0.25)
 
     def _stragglers(self) -> list[int]:
         marks = (f"127.0.0.1:{self.port}", str(self.workdir))
@@ -308,9 +345,12 @@ class LocalDeployment:
         Returns (whether ``result_dir/result.json`` was written, the ``flwr run`` output). With
         ``kill_node``, that SuperNode is SIGKILLed once it has persisted its round-1 state and the
         server has logged round 1 (its reply was aggregated); with ``restart`` too, a new SuperNode
-        is started at once with the same node config (same partition, same ``state-path``). The
-        killed process stays recorded as ``supernode-<i>-killed``.
+        is started at once with the same node config (same partition, same ``state-path``; with
+        node authentication under a newly registered key), and again every few seconds if the
+        SuperLink refuses it. The killed process stays
+        recorded as ``supernode-<i>-killed``, refused attempts as ``supernode-<i>-refused-<k>``.
         """
+        refuse_insecure_run(run_settings(run_config, app))
         result = result_dir / "result.json"
         result.unlink(missing_ok=True)
         cmd = [_bin("flwr"), "run", str(app), FEDERATION, "--stream", "--run-config", run_config]
@@ -325,19 +365,35 @@ class LocalDeployment:
             return False, self.logs["flwr-run"].read_text(errors="replace")
         killed = kill_node is None
         state_file = self.workdir / f"node-{kill_node}" / "state.json"
+        name = f"supernode-{kill_node}"
+        next_start: float | None = None  # when to (re)start the killed node; None: not restarting
+        attempts = 0
         deadline = time.monotonic() + timeout
         shown = 0
         while time.monotonic() < deadline and not result.exists():
             if not killed and kill_node is not None and state_file.exists() and "[ppcdl] round 1/" in self.logs["flwr-run"].read_text(errors="replace"):
-                name = f"supernode-{kill_node}"
                 self.kill(name)
                 killed = True
-                note = f"[deploy] killed {name} (SIGKILL, PID {self.procs[name].pid}) after round 1\n"
+                self._note(f"[deploy] killed {name} (SIGKILL, PID {self.procs[name].pid}) after round 1")
                 if restart:
                     self.procs[f"{name}-killed"] = self.procs.pop(name)
-                    note += f"[deploy] restarted {name} (PID {self.start_supernode(kill_node).pid}, same node config)\n"
-                with open(self.logs["flwr-run"], "a") as handle:
-                    handle.write(note)
+                    next_start = time.monotonic()
+                    if self.node_auth:
+                        # Under its old key the SuperLink would refuse to activate the node until
+                        # it has marked the killed session offline (~40-60 s without heartbeats):
+                        # the restarted node gets a new registered key, i.e. a new node id.
+                        node_id = self.register_node(kill_node, new_key=True)
+                        self._note(f"[deploy] registered a new key for {name} (node id {node_id})")
+            if kill_node is not None and next_start is not None and time.monotonic() >= next_start:
+                # (re)start the node until it stays up: a refused activation ends the process
+                current = self.procs.get(name)
+                if current is None or current.poll() is not None:
+                    if current is not None:
+                        self.procs[f"{name}-refused-{attempts}"] = self.procs.pop(name)
+                    attempts += 1
+                    pid = self.start_supernode(kill_node).pid
+                    self._note(f"[deploy] restarted {name} (PID {pid}, same node config, attempt {attempts})")
+                next_start = time.monotonic() + RESTART_RETRY_SECONDS
             if out is not None:
                 text = self.logs["flwr-run"].read_text(errors="replace")
                 out.write(text[shown:])
@@ -355,9 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=3, help="SuperNodes to start (one per partition)")
     parser.add_argument("--run-config", default="", help="passed to `flwr run --run-config`")
-    parser.add_argument("--insecure", action="store_true", help="no TLS (local debugging only)")
+    parser.add_argument("--insecure", action="store_true", help="no TLS and no node authentication (local debugging only)")
     parser.add_argument("--workdir", type=Path, default=None, help="certs, logs, FLWR_HOME, node state (default: a temp dir)")
-    parser.add_argument("--no-state-file", action="store_true", help="keep each node's ledger in memory only")
     parser.add_argument("--kill-node", type=int, default=None, help="SIGKILL this partition's SuperNode mid-run")
     parser.add_argument("--restart", action="store_true", help="start the killed SuperNode again (same node config)")
     parser.add_argument("--timeout", type=float, default=600.0)
@@ -368,13 +423,19 @@ def main(argv: list[str] | None = None) -> int:
         run_config = f"num-partitions={args.nodes} {run_config}".strip()
     result_dir = workdir / "results"
     run_config += f" result-dir='{result_dir}'"
-    deployment = LocalDeployment(
-        nodes=args.nodes, workdir=workdir, insecure=args.insecure, persist_state=not args.no_state_file
-    )
-    print(f"[deploy] workdir {workdir}; SuperLink 127.0.0.1:{deployment.port} ({'insecure' if args.insecure else 'TLS'})")
+    try:
+        refuse_insecure_run(run_settings(run_config))
+    except ValueError as exc:
+        print(f"[deploy] refused: {exc}", file=sys.stderr)
+        return 2
+    deployment = LocalDeployment(nodes=args.nodes, workdir=workdir, insecure=args.insecure)
+    mode = "insecure, no node authentication" if args.insecure else "TLS, SuperNode authentication"
+    print(f"[deploy] workdir {workdir}; SuperLink 127.0.0.1:{deployment.port} ({mode})")
     try:
         deployment.start()
         print(f"[deploy] PIDs: { {n: p.pid for n, p in deployment.procs.items()} }")
+        if deployment.node_auth:
+            print(f"[deploy] registered SuperNode keys (partition: node id): {deployment.node_ids}")
         ok, _ = deployment.run(
             run_config, result_dir, timeout=args.timeout, kill_node=args.kill_node, restart=args.restart, out=sys.stdout
         )

@@ -10,8 +10,10 @@ Which data each party touches:
 * participant ``p`` loads only its own partition of the training split (and, if ``p`` is one of the
   unreliable participants of this experiment, corrupts it);
 * pre-processing uses public constants only (:mod:`flwr_ppcdl.data`);
-* :func:`reference_metrics` -- a non-private centralised fit on the reliable participants' records --
-  is a simulation-only oracle for reports; it is never part of the ServerApp's aggregation.
+* :func:`reference_metrics` -- a non-private centralised fit on the reliable participants' pooled
+  records -- is a simulation-only oracle for reports. The ServerApp never calls it (it sees only its
+  test split and the replies); :mod:`.oracle` adds it to a finished run's ``result.json`` from
+  outside (``scripts/run.sh``, the sweep, the benchmarks).
 """
 
 from __future__ import annotations
@@ -88,14 +90,23 @@ def server_splits(settings: RunSettings) -> tuple[Dataset, Dataset | None]:
     return test.subset(np.sort(order[size:])), test.subset(np.sort(order[:size]))
 
 
-def server_loss_fn(settings: RunSettings, validation: Dataset) -> Callable[[list[np.ndarray]], float]:
-    """Loss of an upload (state-dict arrays in order) on the server-held validation records."""
+def server_loss_fn(
+    settings: RunSettings, validation: Dataset, keys: list[str] | None = None
+) -> Callable[[list[np.ndarray]], float]:
+    """Loss of an upload on the server-held validation records.
+
+    The upload's arrays are the state-dict entries ``keys`` in order (default: every entry); the
+    model's own (public, frozen) values stand in for the others.
+    """
     model = make_model(settings)
-    keys = list(model.state_dict().keys())
+    names = list(model.state_dict().keys()) if keys is None else list(keys)
     metric = "mse" if settings.task == "regression" else "loss"  # a loss: lower is better
 
     def loss(parameters: list[np.ndarray]) -> float:
-        model.load_state_dict({k: torch.as_tensor(np.array(v)) for k, v in zip(keys, parameters, strict=True)})
+        if len(parameters) != len(names):
+            raise ValueError(f"expected {len(names)} arrays ({names[:3]}...), got {len(parameters)}")
+        state = {k: torch.as_tensor(np.array(v)) for k, v in zip(names, parameters, strict=True)}
+        model.load_state_dict(state, strict=keys is None)
         return float(evaluate_model(model, validation, settings)[metric])
 
     return loss
@@ -188,6 +199,20 @@ def make_model(settings: RunSettings) -> nn.Sequential:
     return model
 
 
+def body_keys(model: nn.Module) -> list[str]:
+    """Names (``state_dict`` keys) of the frozen public body's arrays: everything but the head's.
+
+    The App hands them to the strategies as ``frozen_keys``: the server keeps the body exactly as
+    it sent it and never reads it from a reply.
+    """
+    from flwr_ppcdl.clients import split_model
+
+    _, head = split_model(model)
+    prefix = next(name for name, module in model.named_modules() if module is head)
+    head_names = {f"{prefix}.{name}" if prefix else name for name in head.state_dict()}
+    return [key for key in model.state_dict() if key not in head_names]
+
+
 def _head(model: nn.Sequential) -> nn.Linear:
     head = model[-1]
     if not isinstance(head, nn.Linear):
@@ -212,7 +237,10 @@ def evaluate_model(model: nn.Module, data: Dataset, settings: RunSettings) -> di
 
 def reference_metrics(settings: RunSettings) -> dict[str, float]:
     """Non-private centralised reference on the same features: OLS (regression) or multinomial
-    logistic regression (classification), trained on the reliable participants' records."""
+    logistic regression (classification), trained on the reliable participants' pooled records.
+
+    A simulation-only oracle (it reads every participant's records): never call it from the
+    ServerApp or a deployment; :mod:`flwr_ppcdl.app.oracle` runs it after a run has finished."""
     model = make_model(settings)
     body = model[:-1]
     train, _ = split_data(settings)
@@ -239,7 +267,13 @@ def reference_metrics(settings: RunSettings) -> dict[str, float]:
 
 
 def trainer_config(settings: RunSettings, partition_id: int) -> dict[str, Any]:
-    """Keyword arguments of :class:`~flwr_ppcdl.clients.TrainerConfig` for one participant."""
+    """Keyword arguments of :class:`~flwr_ppcdl.clients.TrainerConfig` for one participant.
+
+    No public value (run config, ``seed``, partition or node id) determines a participant's noise:
+    the configuration carries no noise seed, so the noise comes from the OS CSPRNG. Only the
+    explicitly insecure run-config key ``insecure-noise-seed`` (>= 0) adds one, derived from it
+    and the partition id: reproducible, predictable, NOT private.
+    """
     config: dict[str, Any] = {
         "task": settings.task,
         "epsilon": settings.epsilon,
@@ -251,7 +285,6 @@ def trainer_config(settings: RunSettings, partition_id: int) -> dict[str, Any]:
         "noise": settings.noise,
         "delta": settings.delta if settings.noise == "gaussian" else None,
         "share_statistics": settings.protocol == "statistics",
-        "seed": None if settings.sampler == "opendp" else int(settings.seed * 100_003 + partition_id),
     }
     if settings.solver == "closed-form":
         config["decoder"] = settings.decoder
@@ -259,4 +292,7 @@ def trainer_config(settings: RunSettings, partition_id: int) -> dict[str, Any]:
         config["num_classes"] = settings.num_classes
     else:
         config["target_bound"] = settings.target_bound
+    if settings.reproducible_noise and settings.sampler != "opendp":  # opendp cannot be seeded
+        entropy = np.random.SeedSequence([settings.insecure_noise_seed, partition_id]).generate_state(1)
+        config["insecure_noise_seed"] = int(entropy[0])
     return config

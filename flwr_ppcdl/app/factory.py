@@ -6,8 +6,10 @@ from typing import Any
 
 from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg, MultiKrum, Strategy
 
-from flwr_ppcdl.app.experiment import server_loss_fn
+from flwr_ppcdl import wire
+from flwr_ppcdl.app.experiment import body_keys, make_model, server_loss_fn
 from flwr_ppcdl.app.settings import RunSettings
+from flwr_ppcdl.clients import split_model
 from flwr_ppcdl.data import Dataset
 
 
@@ -15,6 +17,8 @@ def make_strategy(settings: RunSettings, validation: Dataset | None = None) -> S
     """The configured aggregation rule (all Message-API strategies; evaluation is server-side).
 
     ``validation`` (server-held records) is required by ``reliability-method = server-data``.
+    The project's own strategies keep the frozen public body exactly as sent (``frozen_keys``) and
+    the statistics protocol checks every release against the run's public configuration.
     """
     common: dict[str, Any] = {
         "fraction_train": 1.0,
@@ -22,18 +26,36 @@ def make_strategy(settings: RunSettings, validation: Dataset | None = None) -> S
         "min_available_nodes": settings.min_nodes or settings.num_partitions,
         "min_train_nodes": settings.min_nodes or settings.num_partitions,
     }
+    model = make_model(settings)
+    frozen = body_keys(model)
     if settings.protocol == "statistics":
         from flwr_ppcdl.strategies.summed import SummedStatisticsFedAvg
 
+        expected = wire.ReleaseExpectation(
+            task=settings.task,
+            num_features=int(split_model(model)[1].in_features),
+            epsilon=float(settings.epsilon),
+            num_classes=settings.num_classes,
+            feature_bound=1.0,
+            target_bound=settings.target_bound if settings.task == "regression" else None,
+            noise=settings.noise,
+            delta=settings.delta if settings.noise == "gaussian" else 0.0,
+        )
         # default estimator options: measured better here than the tuned parameter-protocol ones
-        return SummedStatisticsFedAvg(reliability=settings.strategy == "reliability", decoder=settings.decoder, **common)
+        return SummedStatisticsFedAvg(
+            reliability=settings.strategy == "reliability", frozen_keys=frozen, expected_release=expected,
+            decoder=settings.decoder, **common,
+        )
     if settings.strategy == "reliability":
         from flwr_ppcdl.strategies import ReliabilityWeightedFedAvg
 
+        common["frozen_keys"] = frozen
         if settings.reliability_method == "server-data":
             if validation is None:
                 raise ValueError("reliability-method 'server-data' needs the server's validation records")
-            return ReliabilityWeightedFedAvg(method="server_data", server_loss_fn=server_loss_fn(settings, validation), **common)
+            head = [k for k in model.state_dict() if k not in frozen]  # what the strategy scores
+            loss = server_loss_fn(settings, validation, keys=head)
+            return ReliabilityWeightedFedAvg(method="server_data", server_loss_fn=loss, **common)
         # alignment off: near the aggregation's fixed point every delta is anti-aligned with the
         # leave-one-out mean, and the gate makes the weights oscillate (benchmarks/default_job_tuning.py)
         return ReliabilityWeightedFedAvg(alignment=False, sharpness=4.0, tolerance=1.0, **common)

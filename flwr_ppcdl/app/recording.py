@@ -29,6 +29,12 @@ class RoundRecord:
     failures: int = 0
     nodes: dict[str, dict[str, float]] = field(default_factory=dict)  # node id -> reply metrics
     weights: dict[str, float] = field(default_factory=dict)  # node id -> aggregation weight
+    errors: list[str] = field(default_factory=list)  # the first error replies' reasons (up to 3)
+
+    @property
+    def successes(self) -> int:
+        """Replies that carried content (not errors)."""
+        return self.replies - self.failures
 
 
 class RecordingStrategy(Strategy):
@@ -61,6 +67,8 @@ class RecordingStrategy(Strategy):
         record.failures = sum(1 for m in replies if m.has_error())
         for msg in replies:
             if msg.has_error():
+                if len(record.errors) < 3:
+                    record.errors.append(f"node {msg.metadata.src_node_id}: {msg.error.reason}")
                 continue
             node = str(msg.metadata.src_node_id)
             try:

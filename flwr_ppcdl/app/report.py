@@ -17,19 +17,26 @@ from flwr_ppcdl.app.settings import RunSettings, main_metric
 
 @dataclass
 class RunResult:
-    """Everything a run reports, saved as ``result.json`` (+ CSVs and a PNG) in ``result-dir``."""
+    """Everything a run reports, saved as ``result.json`` (+ CSVs and a PNG) in ``result-dir``.
+
+    ``reference`` stays empty in what the ServerApp writes: the non-private centralised reference
+    is a simulation-only oracle that :mod:`flwr_ppcdl.app.oracle` adds afterwards, outside the App.
+    """
 
     settings: dict[str, Any]
     rounds: list[dict[str, Any]]
     initial_metrics: dict[str, float]
     final_metrics: dict[str, float]
-    reference: dict[str, float]
     participants: list[dict[str, Any]]
     epsilon_meaning: str
     seconds: float
     failures: int
     excluded: list[dict[str, Any]] = field(default_factory=list)
-    privacy_spent: dict[str, Any] = field(default_factory=dict)
+    rounds_without_update: list[int] = field(default_factory=list)
+    reference: dict[str, float] = field(default_factory=dict)  # filled outside the ServerApp (oracle)
+    reference_note: str = "not computed (the ServerApp never reads participants' records; see flwr_ppcdl.app.oracle)"
+    not_private: list[str] = field(default_factory=list)  # why this run is NOT private (settings.privacy_warnings)
+    privacy_spent: dict[str, Any] = field(default_factory=dict)  # the largest (epsilon, delta) spent, with its meaning
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, default=_json_default)

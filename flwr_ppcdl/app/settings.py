@@ -13,10 +13,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from flwr_ppcdl.data import CENSUS_TARGET_BOUND, DEFAULT_FASHION_DIR, choose_unreliable
+from flwr_ppcdl.data import (
+    CENSUS_FEATURE_SETS,
+    CENSUS_TARGET_BOUND,
+    DEFAULT_FASHION_DIR,
+    PARTITIONINGS,
+    choose_unreliable,
+)
 from flwr_ppcdl.privacy import check_epsilon
 from flwr_ppcdl.privacy.decoders import DECODERS
 from flwr_ppcdl.privacy.mechanism import check_noise
+from flwr_ppcdl.privacy.release import NOISES
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,7 @@ STRATEGIES = ("reliability", "fedavg", "fedmedian", "fedtrimmedavg", "multikrum"
 UNRELIABLE_KINDS = ("random-labels", "flipped-labels", "feature-noise", "random-targets")
 PROTOCOLS = ("parameters", "statistics")
 RELIABILITY_METHODS = ("truth-discovery", "server-data")
+SOLVERS = ("iterative", "closed-form")
 AUTO_BODY = {"gaussian": "pool4", "laplace": "pool4-rp16"}
 """``body = "auto"``: the image body measured best for each noise at epsilon <= 1 (Gaussian: 4x4 pooling,
 49 features; Laplace, whose L1 sensitivity grows with the dimension: pooling + projection to 16)."""
@@ -102,8 +110,14 @@ class RunSettings:
     round_timeout: float = 600.0  # seconds the server waits for replies in a round (a dead node's share)
     reliability_method: str = "truth-discovery"  # or "server-data": score uploads on server-held records
     server_validation: int = 500  # records of the server's own split held out for "server-data" scoring
+    # -1 (default): every participant's privacy noise comes from the OS CSPRNG. >= 0: reproducible,
+    # PREDICTABLE noise derived from this value and the partition id -- NOT PRIVATE (tests and
+    # research on public data only; the deployment runtime refuses it).
+    insecure_noise_seed: int = -1
 
     def __post_init__(self) -> None:
+        """Validate every field (the one place): a bad value raises ``ValueError`` naming its
+        run-config key and the value."""
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {tuple(DATASETS)}; got {self.dataset!r}")
         expected_task = DATASETS[self.dataset].task
@@ -111,43 +125,67 @@ class RunSettings:
             object.__setattr__(self, "task", expected_task)
         elif self.task != expected_task:
             raise ValueError(f"dataset {self.dataset!r} is a {expected_task} task; got task={self.task!r}")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}; got {self.strategy!r}")
-        if self.unreliable_kind not in UNRELIABLE_KINDS:
-            raise ValueError(f"unreliable-kind must be one of {UNRELIABLE_KINDS}; got {self.unreliable_kind!r}")
+        _choice("strategy", self.strategy, STRATEGIES)
+        _choice("unreliable-kind", self.unreliable_kind, UNRELIABLE_KINDS)
         if self.task == "regression" and self.unreliable_kind in ("random-labels", "flipped-labels"):
             raise ValueError(f"unreliable-kind {self.unreliable_kind!r} needs a classification task")
         if self.task == "classification" and self.unreliable_kind == "random-targets":
             raise ValueError("unreliable-kind 'random-targets' needs a regression task")
-        if not 0.0 <= self.unreliable_fraction < 1.0:
-            raise ValueError(f"unreliable-fraction must be in [0, 1); got {self.unreliable_fraction!r}")
-        if self.num_partitions < 1 or self.num_rounds < 1:
-            raise ValueError(
-                f"num-partitions and num-rounds must be >= 1; got {self.num_partitions}, {self.num_rounds}"
-            )
-        if self.reliability_method not in RELIABILITY_METHODS:
-            raise ValueError(
-                f"reliability-method must be one of {RELIABILITY_METHODS}; got {self.reliability_method!r}"
-            )
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {PROTOCOLS}; got {self.protocol!r}")
+        _real("unreliable-fraction", self.unreliable_fraction, low=0.0, high=1.0, high_open=True)
+        _integer("num-partitions", self.num_partitions, low=1)
+        _integer("num-rounds", self.num_rounds, low=1)
+        check_epsilon(self.epsilon)
+        _choice("partitioning", self.partitioning, PARTITIONINGS)
+        _real("dirichlet-alpha", self.dirichlet_alpha, low=0.0, low_open=True)
+        _integer("seed", self.seed, low=0)
+        _text("result-dir", self.result_dir)
+        _choice("feature-set", self.feature_set, CENSUS_FEATURE_SETS)
+        _choice("noise", self.noise, NOISES)
+        _real("delta", self.delta, low=0.0, low_open=True, high=1.0, high_open=True)  # used by noise=gaussian
+        if self.body == "auto":
+            object.__setattr__(self, "body", AUTO_BODY[self.noise])
+        from flwr_ppcdl.models import BODY_NAMES  # torch: only when a run is actually configured
+
+        _choice("body", self.body, tuple(BODY_NAMES))
+        _text("dataset-dir", self.dataset_dir)
+        _choice("solver", self.solver, SOLVERS)
+        _integer("local-steps", self.local_steps, low=1)
+        _choice("protocol", self.protocol, PROTOCOLS)
+        _real("proximal-mu", self.proximal_mu, low=0.0)
+        check_noise(self.noise, self.sampler, self.delta if self.noise == "gaussian" else None)  # sampler per noise
+        if self.decoder == "auto":
+            object.__setattr__(self, "decoder", auto_decoder(self.task, self.noise))
+        _choice("decoder", self.decoder, DECODERS)
+        if self.decoder == "lda" and self.task != "classification":
+            raise ValueError(f"decoder 'lda' needs a classification task; dataset {self.dataset!r} is {self.task}")
+        _real("test-fraction", self.test_fraction, low=0.0, low_open=True, high=1.0, high_open=True)
+        _real("feature-noise-std", self.feature_noise_std, low=0.0)
+        _real("trimmed-beta", self.trimmed_beta, low=0.0, low_open=True, high=0.5, high_open=True)
+        if not isinstance(self.plot, bool):
+            raise ValueError(f"run-config key 'plot' must be true or false; got {self.plot!r}")
+        _integer("min-nodes", self.min_nodes, low=0)
+        if self.min_nodes > self.num_partitions:
+            raise ValueError(f"min-nodes={self.min_nodes} is above num-partitions={self.num_partitions}")
+        _real("round-timeout", self.round_timeout, low=0.0, low_open=True)
+        _choice("reliability-method", self.reliability_method, RELIABILITY_METHODS)
+        _integer("server-validation", self.server_validation, low=1)
         if self.protocol == "statistics" and self.strategy not in ("reliability", "fedavg"):
             raise ValueError(
                 f"protocol 'statistics' sums released statistics (plainly or reliability-weighted); "
                 f"strategy {self.strategy!r} aggregates parameters only"
             )
-        check_epsilon(self.epsilon)
-        check_noise(self.noise, self.sampler, self.delta if self.noise == "gaussian" else None)
-        if isinstance(self.delta, bool) or not 0.0 < self.delta < 1.0:
-            raise ValueError(f"delta must lie in the open interval (0, 1); got {self.delta!r}")
-        if self.decoder == "auto":
-            object.__setattr__(self, "decoder", auto_decoder(self.task, self.noise))
-        if self.decoder not in DECODERS:
-            raise ValueError(f"decoder must be one of {DECODERS} or 'auto'; got {self.decoder!r}")
-        if self.decoder == "lda" and self.task != "classification":
-            raise ValueError(f"decoder 'lda' needs a classification task; dataset {self.dataset!r} is {self.task}")
-        if self.body == "auto":
-            object.__setattr__(self, "body", AUTO_BODY[self.noise])
+        if self.protocol == "statistics" and self.reliability_method == "server-data":
+            raise ValueError(
+                "reliability-method 'server-data' scores parameter uploads on server-held records; "
+                "protocol 'statistics' weights the released statistics by truth discovery only: "
+                "use protocol='parameters' with server-data, or reliability-method='truth-discovery'"
+            )
+        _integer("insecure-noise-seed", self.insecure_noise_seed, low=-1)  # -1 = off (OS CSPRNG)
+
+    @property
+    def reproducible_noise(self) -> bool:
+        """Whether ``insecure-noise-seed`` is set: every release's noise is predictable (NOT private)."""
+        return self.insecure_noise_seed >= 0
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> RunSettings:
@@ -195,20 +233,73 @@ class RunSettings:
 
 def _coerce(name: str, value: Any, annotation: Any) -> Any:
     kind = str(annotation)
+    key = name.replace("_", "-")
     try:
-        if kind == "int":
-            if isinstance(value, float) and not value.is_integer():
+        if kind in ("int", "float"):
+            if isinstance(value, bool):
                 raise ValueError
-            return int(value)
-        if kind == "float":
+            if kind == "int":
+                if isinstance(value, float) and not value.is_integer():
+                    raise ValueError
+                return int(value)
             return float(value)
         if kind == "bool":
-            if isinstance(value, str):
-                return value.strip().lower() in ("1", "true", "yes")
-            return bool(value)
+            if isinstance(value, str) and value.strip().lower() in _BOOLS:
+                return _BOOLS[value.strip().lower()]
+            if isinstance(value, (bool, int)) and value in (0, 1):
+                return bool(value)
+            raise ValueError
         return str(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"run-config key {name.replace('_', '-')!r} must be {kind}; got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"run-config key {key!r} must be {kind}; got {value!r}") from None
+
+
+_BOOLS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
+
+
+def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"run-config key {key!r} must be one of {choices}; got {value!r}")
+
+
+def _integer(key: str, value: Any, *, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"run-config key {key!r} must be an integer >= {low}; got {value!r}")
+
+
+def _real(
+    key: str, value: Any, *, low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False
+) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        if math.isinf(high):
+            bound = f"{'>' if low_open else '>='} {low:g}"
+        else:
+            bound = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"run-config key {key!r} must be a finite number {bound}; got {value!r}")
+
+
+def _text(key: str, value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"run-config key {key!r} must be a non-empty string; got {value!r}")
+
+
+def privacy_warnings(settings: RunSettings) -> list[str]:
+    """Why this run is NOT private, one sentence each; empty for a private run.
+
+    Printed in the run header and saved in ``result.json`` (``not_private``).
+    """
+    reasons = []
+    if settings.reproducible_noise:
+        reasons.append(
+            f"NOT PRIVATE: insecure-noise-seed={settings.insecure_noise_seed} makes every participant's "
+            "noise reproducible from the run config, so the exact statistics can be recovered"
+        )
+    if math.isinf(settings.epsilon):
+        reasons.append("NOT PRIVATE: epsilon = inf releases the statistics without noise")
+    return reasons
 
 
 def epsilon_meaning(settings: RunSettings) -> str:
@@ -218,10 +309,14 @@ def epsilon_meaning(settings: RunSettings) -> str:
         "functional-mechanism release; later rounds are post-processing)"
     )
     if math.isinf(settings.epsilon):
-        return f"epsilon = inf (no noise): NO differential privacy; {scope}"
-    if settings.noise == "gaussian":
-        return (
+        meaning = f"epsilon = inf (no noise): NO differential privacy; {scope}"
+    elif settings.noise == "gaussian":
+        meaning = (
             f"epsilon = {settings.epsilon:g}, delta = {settings.delta:g}: (epsilon, delta)-DP "
             f"(Gaussian noise, calibrated through rho-zCDP), {scope}"
         )
-    return f"epsilon = {settings.epsilon:g}: pure epsilon-DP (Laplace noise), {scope}"
+    else:
+        meaning = f"epsilon = {settings.epsilon:g}: pure epsilon-DP (Laplace noise), {scope}"
+    if settings.reproducible_noise:
+        meaning += " -- " + privacy_warnings(settings)[0]
+    return meaning

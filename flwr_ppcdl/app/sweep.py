@@ -25,9 +25,6 @@ import csv
 import json
 import logging
 import math
-import os
-import shutil
-import subprocess
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -115,9 +112,12 @@ def run_inprocess(run_config: dict[str, Any], strategy: Strategy | None = None) 
     """Run the ServerApp logic and the ClientApp over an in-process grid; return result.json.
 
     ``strategy`` replaces the one the settings ask for (see :func:`~flwr_ppcdl.app.server_app.run_server`).
+    The returned result (and ``result.json``) carries the simulation-only oracle reference,
+    computed here after the run (:mod:`~flwr_ppcdl.app.oracle`), never by the ServerApp.
     """
     from flwr_ppcdl.app.client_app import app as client_app
     from flwr_ppcdl.app.grid import InProcessGrid
+    from flwr_ppcdl.app.oracle import complete_run
     from flwr_ppcdl.app.server_app import run_server
 
     settings = RunSettings.from_config(run_config)
@@ -126,8 +126,8 @@ def run_inprocess(run_config: dict[str, Any], strategy: Strategy | None = None) 
         num_nodes=settings.num_partitions,
         run_config=run_config,
     )
-    run = run_server(grid, settings, strategy=strategy)
-    return json.loads(run.to_json())
+    run_server(grid, settings, strategy=strategy)
+    return complete_run(Path(settings.result_dir).expanduser().resolve())
 
 
 def _flwr_config_value(value: Any) -> str:
@@ -141,22 +141,18 @@ def _flwr_config_value(value: Any) -> str:
 
 
 def run_flwr(run_config: dict[str, Any], project_dir: Path, timeout: float = 900.0) -> dict[str, Any]:
-    """Run ``flwr run .`` for one job (the supported path in Flower 1.42) and read its results."""
-    flwr = shutil.which("flwr") or str(Path(os.sys.executable).with_name("flwr"))  # type: ignore[attr-defined]
+    """Run ``flwr run .`` for one job (the supported path in Flower 1.42) and read its results.
+
+    Through :mod:`~flwr_ppcdl.app.local_run`: the job's own SuperLink and ports, stopped by PID.
+    """
+    from flwr_ppcdl.app.local_run import run
+
     overrides = " ".join(f"{k}={_flwr_config_value(v)}" for k, v in run_config.items())
-    env = dict(os.environ)
-    env.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
-    env.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    env.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
-    cmd = [
-        flwr, "run", str(project_dir), "--stream", "--run-config", overrides,
-        "--federation-config", f"num-supernodes={run_config['num-partitions']} client-resources-num-cpus=1",
-    ]
-    subprocess.run(cmd, check=True, timeout=timeout, env=env)
+    code = run(project_dir, ["--run-config", overrides], timeout=timeout)
     result = Path(run_config["result-dir"]) / "result.json"
-    if not result.exists():
-        raise RuntimeError(f"`flwr run` finished but wrote no {result}; see its log above")
-    return json.loads(result.read_text())
+    if code != 0 or not result.exists():
+        raise RuntimeError(f"`flwr run` failed (exit {code}); no {result}; see its log above")
+    return cast(dict[str, Any], json.loads(result.read_text()))
 
 
 # --------------------------------------------------------------------------------------------------

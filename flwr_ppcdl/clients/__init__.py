@@ -4,10 +4,12 @@
 * :func:`make_client_app` - a Message-API ``ClientApp`` factory (:mod:`.message_client`).
 * :class:`FunctionalMechanismTrainer` - the plain-torch core both are built on (:mod:`.trainer`),
   with its configuration (:mod:`.config`), persisted state (:mod:`.state`), model contract
-  (:mod:`.model`) and the only two readers of records (:mod:`.records`).
+  (:mod:`.model`), the only two readers of records (:mod:`.records`) and what an error reply may
+  say (:mod:`.errors`).
 """
 
 from flwr_ppcdl.clients.config import TrainerConfig
+from flwr_ppcdl.clients.errors import ParticipantError, PublicError, public_error
 from flwr_ppcdl.clients.message_client import ClientSetup, make_client_app
 from flwr_ppcdl.clients.model import BodyChangedError, split_model
 from flwr_ppcdl.clients.numpy_client import FunctionalMechanismClient
@@ -21,11 +23,14 @@ __all__ = [
     "ClientSetup",
     "FunctionalMechanismClient",
     "FunctionalMechanismTrainer",
+    "ParticipantError",
+    "PublicError",
     "TrainerConfig",
     "TrainerState",
     "load_state",
     "make_client_app",
     "noisy_local_evaluation",
+    "public_error",
     "release_from_records",
     "save_state",
     "split_model",

@@ -57,7 +57,7 @@ class TrainerConfig:
         Evaluate on local records (a new, charged query). Off by default.
     eval_epsilon
         Epsilon charged per local evaluation.
-    noise, delta, sampler, neighbouring, seed
+    noise, delta, sampler, neighbouring
         Passed to :class:`~flwr_ppcdl.privacy.FunctionalMechanism`: ``noise="laplace"`` (pure
         epsilon-DP, ``delta=None``) or ``"gaussian"`` ((epsilon, delta)-DP; ``delta`` in (0, 1),
         well below 1/n, e.g. 1e-5); samplers per noise: laplace ``discrete``/``opendp``/``numpy``,
@@ -66,6 +66,11 @@ class TrainerConfig:
         How ``solver="closed-form"`` turns the release into weights: ``"taylor"`` (the minimiser of
         the noisy Taylor objective; default) or ``"lda"`` (linear discriminant from the same
         statistics; classification, no ridge or proximal term).
+    insecure_noise_seed
+        ``None`` (default): privacy noise from the operating system's CSPRNG. An ``int`` makes the
+        release's noise (and the local evaluation's) reproducible and therefore **predictable**:
+        NOT PRIVATE. Tests and research on public data only; warns ``PrivacyLeakWarning``. Never
+        derive it from a public value (run config, partition or node id) in a deployment.
     share_statistics
         Also reply with the released (noisy) statistics, so that a statistics-summing server
         (:class:`~flwr_ppcdl.strategies.summed.SummedStatisticsFedAvg`) can pool them. They are
@@ -92,7 +97,7 @@ class TrainerConfig:
     delta: float | None = None
     decoder: str = "taylor"
     neighbouring: str = "replace-one"
-    seed: int | None = None
+    insecure_noise_seed: int | None = None
     share_statistics: bool = False
 
     def __post_init__(self) -> None:
@@ -133,6 +138,12 @@ class TrainerConfig:
             )
         if self.body_change not in ("refuse", "re-release"):
             raise ValueError(f"body_change must be 'refuse' or 're-release'; got {self.body_change!r}")
+        if self.insecure_noise_seed is not None and (
+            isinstance(self.insecure_noise_seed, bool)
+            or not isinstance(self.insecure_noise_seed, int)
+            or self.insecure_noise_seed < 0
+        ):
+            raise ValueError(f"insecure_noise_seed must be None or an int >= 0; got {self.insecure_noise_seed!r}")
         if self.max_epsilon is not None:
             check_epsilon(self.max_epsilon, "max_epsilon")
         if self.local_evaluation:
@@ -170,7 +181,7 @@ class TrainerConfig:
             "sampler": self.sampler,
             "noise": self.noise,
             "delta": self.delta,
-            "seed": self.seed,
+            "insecure_noise_seed": self.insecure_noise_seed,
             "ledger": ledger,
         }
         if self.task == "classification":

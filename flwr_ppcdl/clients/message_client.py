@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
 from torch import nn
 
 from flwr_ppcdl import wire
 from flwr_ppcdl.clients.config import TrainerConfig
+from flwr_ppcdl.clients.errors import log_locally, public_error
 from flwr_ppcdl.clients.state import load_state, save_state
 from flwr_ppcdl.clients.trainer import FunctionalMechanismTrainer
+
+log = logging.getLogger("flwr")
 
 
 @dataclass
@@ -36,14 +50,60 @@ def _trainer(setup: ClientSetup, context: Context) -> FunctionalMechanismTrainer
 def _reply(msg: Message, trainer: FunctionalMechanismTrainer, metrics: dict[str, Any], setup: ClientSetup) -> Message:
     if setup.partition_id is not None:
         metrics[wire.PARTITION_ID] = int(setup.partition_id)
-    records: dict[str, Any] = {
-        wire.ARRAYS: ArrayRecord(trainer.model.state_dict()),
-        wire.METRICS: MetricRecord({k: v for k, v in metrics.items()}),
-    }
-    shared = trainer.shared_release_json()
+    records: dict[str, Any] = {wire.METRICS: MetricRecord({k: v for k, v in metrics.items()})}
+    is_train = msg.metadata.message_type == MessageType.TRAIN
+    if is_train:  # an evaluation reply carries metrics only, as Flower's own ClientApps do
+        records[wire.ARRAYS] = ArrayRecord(trainer.model.state_dict())
+    shared = trainer.shared_release_json() if is_train else None
     if shared is not None:
         records[wire.FM_RELEASE] = ConfigRecord({wire.RELEASE_JSON: shared})
     return Message(content=RecordDict(records), reply_to=msg)
+
+
+def evaluate_without_records(trainer: FunctionalMechanismTrainer, global_state: Mapping[str, Any]) -> dict[str, float]:
+    """Answer an evaluation request when local evaluation is off: no record is read, no ε spent.
+
+    Flower's FedAvg asks every client to evaluate by default (``fraction_evaluate=1.0``); a
+    drop-in client must not turn that default into errors, nor query its private records for it.
+    The reply holds ``num-examples`` (the release's public ``n``; before the first release, the
+    size of the local data set, else 1), ``fm-epsilon``, ``fm-delta`` and, once there is a release,
+    ``fm-objective``: the release's noisy objective at the global head (post-processing of what
+    was already released, per example). It is not a test loss: evaluate on the server for that.
+    """
+    trainer.load_global(global_state)
+    release = trainer.release
+    metrics: dict[str, float] = {
+        wire.NUM_EXAMPLES: float(release.num_examples if release is not None else _public_count(trainer.data)),
+        wire.FM_EPSILON: trainer.epsilon_spent,
+        wire.FM_DELTA: trainer.delta_spent,
+    }
+    if release is not None:
+        metrics[wire.FM_OBJECTIVE] = float(release.objective_value(trainer.head_to_normalised()))
+    log.info(
+        "[ppcdl] evaluate: local evaluation is off (it would query private records); replying with %s "
+        "(no record read, no epsilon spent). Evaluate on the server (evaluate_fn) for test metrics.",
+        "the release's noisy objective at the global model" if release is not None else "no metric (no release yet)",
+    )
+    return metrics
+
+
+def _public_count(data: Any) -> int:
+    """How many local records there are, without reading them (1 when it cannot be told)."""
+    try:
+        if isinstance(data, (tuple, list)) and len(data) == 2:
+            return max(int(len(data[0])), 1)
+        dataset = getattr(data, "dataset", None)
+        if dataset is not None:
+            return max(int(len(dataset)), 1)
+    except TypeError:
+        pass
+    return 1
+
+
+def _error_reply(msg: Message, exc: Exception, action: str) -> Message:
+    """Log ``exc`` in full here; reply with a reason that names no record's value or position."""
+    log_locally(exc, action)
+    return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=public_error(exc)), reply_to=msg)
 
 
 def _global_arrays(msg: Message) -> ArrayRecord:
@@ -60,17 +120,33 @@ def make_client_app(setup_fn: Callable[[Context], ClientSetup]) -> ClientApp:
     The release and the privacy ledger persist in ``context.state`` across rounds, so the run
     spends each participant's epsilon once. Train replies carry ``arrays`` (the whole model, body
     unchanged) and ``metrics`` (``num-examples``, ``fm-epsilon``, ``fm-delta``, ``fm-objective``, optionally
-    ``partition-id``). Evaluate requests are served only with ``local_evaluation`` on (charged);
-    otherwise they fail with a message saying so (use server-side evaluation).
+    ``partition-id``). Evaluate requests get a charged, noisy local evaluation with
+    ``local_evaluation`` on; otherwise :func:`evaluate_without_records` answers them (no record
+    read, no ε spent; evaluate on the server for test metrics).
+
+    A failure becomes an error reply whose reason names the problem but never a record's value or
+    position (:func:`~flwr_ppcdl.clients.errors.public_error`); the full error goes to the
+    participant's own log. The reply is returned, not raised, so the runtime keeps the updated
+    ``context.state`` (the ledger) even for a failed round.
     """
     app = ClientApp()
 
     def handle(msg: Message, context: Context, action: str) -> Message:
-        setup = setup_fn(context)
-        trainer = _trainer(setup, context)
-        step = trainer.fit if action == "train" else trainer.evaluate
         try:
-            metrics = step(_global_arrays(msg).to_torch_state_dict())
+            setup = setup_fn(context)
+            trainer = _trainer(setup, context)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a sanitised error reply
+            return _error_reply(msg, exc, action)
+        try:
+            state = _global_arrays(msg).to_torch_state_dict()
+            if action == "train":
+                metrics = trainer.fit(state)
+            elif setup.config.local_evaluation:
+                metrics = trainer.evaluate(state)
+            else:
+                metrics = evaluate_without_records(trainer, state)
+        except Exception as exc:  # noqa: BLE001
+            return _error_reply(msg, exc, action)
         finally:
             save_state(context, trainer.state)  # the ledger survives a failing round
         return _reply(msg, trainer, metrics, setup)

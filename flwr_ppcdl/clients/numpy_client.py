@@ -10,6 +10,8 @@ from torch import nn
 
 from flwr_ppcdl import wire
 from flwr_ppcdl.clients.config import TrainerConfig
+from flwr_ppcdl.clients.errors import ParticipantError, PublicValueError, log_locally, public_error
+from flwr_ppcdl.clients.message_client import evaluate_without_records
 from flwr_ppcdl.clients.state import load_state, save_state
 from flwr_ppcdl.clients.trainer import FunctionalMechanismTrainer
 
@@ -41,7 +43,8 @@ class FunctionalMechanismClient(NumPyClient):
         ``epsilon``, ``num_classes``, ``feature_bound``, ``target_bound``, ``local_steps``,
         ``learning_rate``, ``optimizer``, ``solver``, ``proximal_mu``, ``ridge``, ``body_change``,
         ``max_epsilon``, ``local_evaluation``, ``eval_epsilon``, ``sampler``, ``noise``, ``delta``,
-        ``decoder``, ``neighbouring``, ``seed``.
+        ``decoder``, ``neighbouring``,
+        ``insecure_noise_seed`` (reproducible, NOT private noise: tests only).
     """
 
     def __init__(
@@ -65,8 +68,8 @@ class FunctionalMechanismClient(NumPyClient):
         return [v.detach().cpu().numpy() for v in self.trainer.model.state_dict().values()]
 
     def _global_state(self, parameters: list[np.ndarray]) -> dict[str, np.ndarray]:
-        if len(parameters) != len(self._keys):
-            raise ValueError(
+        if len(parameters) != len(self._keys):  # about the server's message and the public model
+            raise PublicValueError(
                 f"received {len(parameters)} arrays, the model has {len(self._keys)} "
                 f"({', '.join(self._keys[:4])}...)"
             )
@@ -75,9 +78,16 @@ class FunctionalMechanismClient(NumPyClient):
     def fit(
         self, parameters: list[np.ndarray], config: dict[str, Any]
     ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
-        """Train the head on the noisy objective from the global parameters."""
+        """Train the head on the noisy objective from the global parameters.
+
+        A failure is logged here in full and re-raised as :class:`ParticipantError`, whose message
+        (what Flower puts in the error reply) names no record's value or position.
+        """
         try:
             metrics = self.trainer.fit(self._global_state(parameters))
+        except Exception as exc:  # noqa: BLE001 - sanitised before it can reach the wire
+            log_locally(exc, "fit")
+            raise ParticipantError(public_error(exc)) from None
         finally:
             save_state(self.context, self.trainer.state)  # the ledger survives a failing round
         if self.partition_id is not None:
@@ -91,9 +101,20 @@ class FunctionalMechanismClient(NumPyClient):
     def evaluate(
         self, parameters: list[np.ndarray], config: dict[str, Any]
     ) -> tuple[float, int, dict[str, Any]]:
-        """Charged, noisy local evaluation; raises unless ``local_evaluation=True``."""
+        """Charged, noisy local evaluation with ``local_evaluation=True``; otherwise an answer that
+        reads no record and spends nothing (:func:`~flwr_ppcdl.clients.message_client.evaluate_without_records`:
+        the loss is the release's noisy objective at the global model, 0.0 before any release).
+
+        Flower's FedAvg asks every client to evaluate by default; this never turns that into an error.
+        """
+        if not self.config.local_evaluation:
+            metrics = evaluate_without_records(self.trainer, self._global_state(parameters))
+            return metrics.get(wire.FM_OBJECTIVE, 0.0), int(metrics[wire.NUM_EXAMPLES]), metrics
         try:
             metrics = self.trainer.evaluate(self._global_state(parameters))
+        except Exception as exc:  # noqa: BLE001
+            log_locally(exc, "evaluate")
+            raise ParticipantError(public_error(exc)) from None
         finally:
             save_state(self.context, self.trainer.state)
         loss = metrics.get("noisy-mse", 1.0 - metrics.get("noisy-accuracy", 0.0))

@@ -15,10 +15,13 @@ from typing import Any
 
 @dataclass
 class TrainerState:
-    """What a participant keeps between rounds: the release, the ledger, the body's fingerprint.
+    """What a participant keeps between rounds: the release, its repair, the ledger, the body's fingerprint.
 
     Nothing here is a raw statistic or a record; it round-trips through JSON so it can live in
-    Flower's ``Context.state``.
+    Flower's ``Context.state``. Arrays are stored compactly (base64 float64,
+    :func:`flwr_ppcdl.privacy.release.encode_array`). ``repaired`` caches the release's
+    eigen-repair (post-processing) so that the trainer object Flower builds each round does not
+    redo the eigendecomposition; it names the release it belongs to and is ignored otherwise.
     """
 
     release: dict[str, Any] | None = None
@@ -26,12 +29,15 @@ class TrainerState:
     body_fingerprint: str | None = None
     body_reference: list[list[float]] | None = None
     records_read: int = 0
+    repaired: dict[str, Any] | None = None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        """The state as compact JSON text."""
+        return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> TrainerState:
+        """Inverse of :meth:`to_json` (states written before ``repaired`` existed load too)."""
         raw = json.loads(text)
         if not isinstance(raw, dict):
             raise ValueError(f"trainer state must be a JSON object; got {type(raw).__name__}")

@@ -25,6 +25,7 @@ from torch import nn
 
 from flwr_ppcdl import wire
 from flwr_ppcdl.clients.config import TrainerConfig
+from flwr_ppcdl.clients.errors import PublicError, PublicValueError
 from flwr_ppcdl.clients.model import (
     BodyChangedError,
     body_fingerprint,
@@ -93,6 +94,8 @@ class FunctionalMechanismTrainer:
             Release.from_dict(self.state.release) if self.state.release is not None else None
         )
         self._check_release_matches_config()
+        if self._release is not None and not self._release.restore_repaired(self.state.repaired):
+            self.state.repaired = None  # stale or missing: recomputed (and saved) on first use
         warn_if_body_unbounded(self.body)
 
     # -- public ----------------------------------------------------------------------------------
@@ -139,6 +142,7 @@ class FunctionalMechanismTrainer:
         self._release = release
         fingerprint, reference = body_fingerprint(self.body)
         self.state.release = release.to_dict()
+        self.state.repaired = None
         self.state.body_fingerprint = fingerprint
         self.state.body_reference = reference
         self.state.ledger = self.ledger.to_dict()
@@ -166,6 +170,8 @@ class FunctionalMechanismTrainer:
             weights_t = self._iterate(release, anchor)
         self.normalised_to_head(weights_t.detach().cpu().numpy())
         objective = float(release.objective_value(weights_t.detach().cpu().numpy()))
+        if self.state.repaired is None:  # keep the eigen-repair with the release (post-processing)
+            self.state.repaired = release.repaired_to_dict()
         return {
             wire.NUM_EXAMPLES: float(release.num_examples),
             wire.FM_EPSILON: self.epsilon_spent,
@@ -176,13 +182,15 @@ class FunctionalMechanismTrainer:
     def evaluate(self, global_state: Mapping[str, Any] | None = None) -> dict[str, float]:
         """Charged local evaluation (only when ``config.local_evaluation`` is on)."""
         if not self.config.local_evaluation:
-            raise RuntimeError(
+            raise PublicError(
                 "local evaluation is off: it is a new query on private records; enable "
                 "local_evaluation (charged eval_epsilon per call) or evaluate on the server"
             )
         if global_state is not None:
             self.load_global(global_state)
-        seed = None if self.config.seed is None else self.config.seed + 7919 * (len(self.ledger.entries) + 1)
+        seed = self.config.insecure_noise_seed
+        if seed is not None:  # reproducible (NOT private) noise, a different stream per charge
+            seed += 7919 * (len(self.ledger.entries) + 1)
         metrics = noisy_local_evaluation(
             self.model, self.data, self.config, self.ledger, np.random.default_rng(seed), self.device
         )
@@ -196,13 +204,13 @@ class FunctionalMechanismTrainer:
         """Load the server's parameters (state-dict names -> arrays) into the model."""
         own = self.model.state_dict()
         missing = [k for k in own if k not in global_state]
-        if missing:
-            raise KeyError(f"global parameters lack {missing[:5]} (expected the model's state_dict keys)")
+        if missing:  # the server's parameters and the public model: nothing private in these errors
+            raise PublicValueError(f"global parameters lack {missing[:5]} (expected the model's state_dict keys)")
         converted: dict[str, torch.Tensor] = {}
         for key, reference in own.items():
             value = torch.as_tensor(np.asarray(global_state[key]))
             if tuple(value.shape) != tuple(reference.shape):
-                raise ValueError(
+                raise PublicValueError(
                     f"global parameter {key!r} has shape {tuple(value.shape)}, expected {tuple(reference.shape)}"
                 )
             converted[key] = value.to(reference.dtype)
@@ -253,7 +261,7 @@ class FunctionalMechanismTrainer:
             found["epsilon"] = expected["epsilon"]  # OpenDP's calibrated map can sit just below
         if found != expected:
             diff = {k: (found[k], expected[k]) for k in expected if found[k] != expected[k]}
-            raise ValueError(
+            raise PublicValueError(
                 "the persisted release was made under another configuration (found, configured): "
                 f"{diff}; use a fresh state (or state-path) for a new configuration"
             )

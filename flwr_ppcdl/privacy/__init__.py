@@ -41,14 +41,16 @@ from flwr_ppcdl.privacy.units import (
     linear_head_parameters,
     normalised_from_head,
 )
-from flwr_ppcdl.privacy.validation import check_epsilon
+from flwr_ppcdl.privacy.validation import MIN_EPSILON, RecordError, check_epsilon
 
 __all__ = [
+    "MIN_EPSILON",
     "BudgetExceededError",
     "FunctionalMechanism",
     "LedgerEntry",
     "PrivacyLeakWarning",
     "PrivacyLedger",
+    "RecordError",
     "Release",
     "RepairedStatistics",
     "check_epsilon",

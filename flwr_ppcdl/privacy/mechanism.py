@@ -14,7 +14,10 @@ assumptions:
   ``{0, ..., K-1}`` (checked, :mod:`.validation`);
 * under ``"replace-one"`` the number of records ``n`` is public (it is published in the release);
   under ``"add-remove-one"`` ``n`` is also published and therefore NOT protected;
-* the mechanism is called once per dataset (or the ledger sums every call).
+* the mechanism is called once per dataset (or the ledger sums every call);
+* the noise is unpredictable: it comes from the operating system's CSPRNG. A mechanism built with
+  ``insecure_noise_seed`` draws reproducible noise that anyone knowing the seed can subtract: its
+  releases are NOT private (tests and research on public data only).
 
 What it releases: the upper triangle (with diagonal) of the Gram matrix ``G = Σ h~ h~ᵀ`` and the cross
 term (classification ``C = Σ (e_y - 1/K) h~ᵀ``; regression ``b = Σ y h~``), ``h~ = [h; 1]``, perturbed by
@@ -151,9 +154,12 @@ class FunctionalMechanism:
         ``"opendp"`` (OpenDP ``make_laplace``; cannot be seeded), ``"numpy"`` (fast, NOT hardened).
         Gaussian: ``"discrete"`` (default, hardened: exact discrete Gaussian on a power-of-two grid,
         σ from zCDP), ``"numpy"`` (analytic σ, NOT hardened).
-    seed:
-        ``None`` (OS CSPRNG; the default), an ``int`` or a ``numpy.random.Generator`` (reproducible,
-        PCG64 is not cryptographic: for tests and experiments).
+    insecure_noise_seed:
+        ``None`` (the default): the noise comes from the operating system's CSPRNG and nobody can
+        predict it. An ``int`` or a ``numpy.random.Generator`` makes the noise reproducible and
+        therefore **predictable**: whoever knows the seed regenerates the noise and recovers the
+        exact statistics, so a seeded release is NOT differentially private. For tests and
+        reproducible research on public data only; warns :class:`PrivacyLeakWarning`.
     ledger:
         Optional :class:`PrivacyLedger`, charged by :meth:`release` before any noise is drawn.
     repair_keep:
@@ -173,7 +179,7 @@ class FunctionalMechanism:
         target_bound: float = 1.0,
         neighbouring: str = "replace-one",
         sampler: Sampler = "discrete",
-        seed: int | np.random.Generator | None = None,
+        insecure_noise_seed: int | np.random.Generator | None = None,
         ledger: PrivacyLedger | None = None,
         repair_keep: RepairKeep = "half-rho",
         noise: Noise = "laplace",
@@ -196,11 +202,20 @@ class FunctionalMechanism:
         if ledger is not None and not isinstance(ledger, PrivacyLedger):
             raise TypeError(f"ledger must be a PrivacyLedger or None; got {type(ledger).__name__}")
         self.ledger = ledger
-        self._rng = _generator(seed)
-        if sampler == "opendp" and seed is not None:
+        self._rng = _generator(insecure_noise_seed)
+        self.reproducible_noise = insecure_noise_seed is not None and self.sampler != "opendp"
+        if sampler == "opendp" and insecure_noise_seed is not None:
             warnings.warn(
-                f"sampler='opendp' cannot be seeded; seed={seed!r} is ignored and releases are not reproducible",
+                f"sampler='opendp' cannot be seeded; insecure_noise_seed={insecure_noise_seed!r} is "
+                "ignored and releases are not reproducible",
                 UserWarning,
+                stacklevel=2,
+            )
+        elif self.reproducible_noise:
+            warnings.warn(
+                "insecure_noise_seed is set: the noise is reproducible, so anyone who knows the seed "
+                "recovers the exact statistics -- NOT PRIVATE (tests and research on public data only)",
+                PrivacyLeakWarning,
                 stacklevel=2,
             )
         if math.isinf(self.epsilon):
@@ -379,11 +394,11 @@ class FunctionalMechanism:
 
 
 def _generator(seed: int | np.random.Generator | None) -> np.random.Generator | None:
-    """The injected generator (reproducible releases) or ``None`` (OS CSPRNG)."""
+    """The injected generator (reproducible, NOT private releases) or ``None`` (OS CSPRNG)."""
     if seed is None or isinstance(seed, np.random.Generator):
         return seed
     if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
         if int(seed) < 0:
-            raise ValueError(f"seed must be >= 0; got {seed!r}")
+            raise ValueError(f"insecure_noise_seed must be >= 0; got {seed!r}")
         return np.random.default_rng(int(seed))
-    raise TypeError(f"seed must be None, an int or a numpy Generator; got {seed!r}")
+    raise TypeError(f"insecure_noise_seed must be None, an int or a numpy Generator; got {seed!r}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -25,10 +27,52 @@ FloatArray = NDArray[np.float64]
 TASKS: tuple[str, ...] = ("classification", "regression")
 NOISES: tuple[str, ...] = ("laplace", "gaussian")
 """Noise laws of a release: ``"laplace"`` (pure ε-DP) or ``"gaussian"`` (ρ-zCDP, reported as (ε, δ))."""
-RELEASE_FORMAT = "flwr_ppcdl.fm-release/2"
-"""Version 2 adds the noise law (``noise``, ``delta``, ``noise_sd``) and ``repair_multiplier``."""
-RELEASE_FORMAT_LAPLACE_ONLY = "flwr_ppcdl.fm-release/1"
-"""Version 1 (every release was Laplace, repair multiplier 1); still read."""
+RELEASE_FORMAT = "flwr_ppcdl.fm-release/3"
+"""Arrays as base64 of little-endian float64 (a symmetric matrix as its upper triangle), and the
+noise law (``noise``, ``delta``, ``noise_sd``) with the public ``repair_multiplier``."""
+RELEASE_FORMAT_BASE64_LAPLACE = "flwr_ppcdl.fm-release/2"
+"""Arrays as base64; every release of this format was Laplace with repair multiplier 1. Still read."""
+RELEASE_FORMAT_LISTS = "flwr_ppcdl.fm-release/1"
+"""The earliest format (arrays as nested JSON lists; Laplace, repair multiplier 1); still read."""
+REPAIR_FORMAT = "flwr_ppcdl.fm-repair/1"
+
+
+def encode_array(array: FloatArray) -> dict[str, Any]:
+    """A float64 array as JSON-safe ``{"shape", "upper", "base64"}`` (exact, about 10.7 bytes a value).
+
+    A symmetric square matrix keeps only its upper triangle (``"upper": true``), half the bytes.
+    JSON lists of the same floats take about 20 bytes a value.
+    """
+    values = np.ascontiguousarray(array, dtype="<f8")
+    upper = values.ndim == 2 and values.shape[0] == values.shape[1] and bool(np.array_equal(values, values.T))
+    payload = values[np.triu_indices(values.shape[0])] if upper else values.ravel()
+    return {
+        "shape": list(values.shape),
+        "upper": upper,
+        "base64": base64.b64encode(np.ascontiguousarray(payload).tobytes()).decode("ascii"),
+    }
+
+
+def decode_array(data: Any) -> FloatArray:
+    """Inverse of :func:`encode_array`; raises ``ValueError`` naming what is malformed."""
+    if not isinstance(data, dict) or not {"shape", "upper", "base64"} <= set(data):
+        raise ValueError("an encoded array needs 'shape', 'upper' and 'base64'")
+    shape = tuple(int(n) for n in data["shape"])
+    if any(n < 0 for n in shape):
+        raise ValueError(f"an encoded array has a negative dimension: {shape}")
+    upper = bool(data["upper"])
+    if upper and (len(shape) != 2 or shape[0] != shape[1]):
+        raise ValueError(f"an upper-triangle array must be square; got shape {shape}")
+    raw = base64.b64decode(str(data["base64"]).encode("ascii"), validate=True)
+    expected = shape[0] * (shape[0] + 1) // 2 if upper else int(np.prod(shape, dtype=np.int64))
+    if len(raw) != 8 * expected:
+        raise ValueError(f"an encoded array of shape {shape} needs {8 * expected} bytes; got {len(raw)}")
+    flat = np.frombuffer(raw, dtype="<f8").astype(np.float64)
+    if not upper:
+        return flat.reshape(shape)
+    out = np.zeros(shape)
+    out[np.triu_indices(shape[0])] = flat
+    return out + np.triu(out, 1).T
 
 
 def noise_sd_of(noise: str, noise_scale: float) -> float:
@@ -110,6 +154,53 @@ class Release:
             )
         return self._repaired
 
+    def digest(self) -> str:
+        """SHA-256 of the released arrays and the public constants the repair depends on."""
+        h = hashlib.sha256()
+        h.update(repr((self.task, self.num_classes, self.noise_scale, self.noise_sd, self.repair_multiplier, self.repair_keep)).encode())
+        for key in sorted(self.statistics):
+            value = np.ascontiguousarray(self.statistics[key], dtype="<f8")
+            h.update(f"{key}{value.shape}".encode())
+            h.update(value.tobytes())
+        return h.hexdigest()
+
+    def repaired_to_dict(self) -> dict[str, Any]:
+        """The repair (computing it if needed) as a JSON-safe dict, tied to this release's digest.
+
+        Persisting it next to the release lets a new trainer object (Flower builds one per round)
+        skip the eigendecomposition (:meth:`restore_repaired`). Post-processing only: nothing in
+        it is a raw statistic.
+        """
+        rep = self.repaired()
+        return {
+            "format": REPAIR_FORMAT,
+            "release": self.digest(),
+            "eigvecs": encode_array(rep.eigvecs),
+            "eigvals": encode_array(rep.eigvals),
+            "cross": encode_array(rep.cross),
+            "rho": rep.rho,
+            "threshold": rep.threshold,
+        }
+
+    def restore_repaired(self, data: dict[str, Any] | None) -> bool:
+        """Reuse a repair saved by :meth:`repaired_to_dict` if it belongs to this release.
+
+        Returns whether it was used. A repair of another release (another digest, format or
+        shape) is ignored and the repair is recomputed when needed.
+        """
+        if not isinstance(data, dict) or data.get("format") != REPAIR_FORMAT or data.get("release") != self.digest():
+            return False
+        eigvecs = decode_array(data["eigvecs"])
+        eigvals = decode_array(data["eigvals"])
+        cross = decode_array(data["cross"])
+        dim = self.dimension
+        if eigvecs.ndim != 2 or eigvecs.shape[0] != dim or eigvals.shape != (eigvecs.shape[1],) or cross.shape != self.cross_shape:
+            return False
+        self._repaired = RepairedStatistics(
+            eigvecs=eigvecs, eigvals=eigvals, cross=cross, rho=float(data["rho"]), threshold=float(data["threshold"])
+        )
+        return True
+
     def _check_weights(self, weights: ArrayLike, name: str) -> FloatArray:
         w = np.asarray(weights, dtype=np.float64)
         if w.shape != self.cross_shape:
@@ -177,7 +268,7 @@ class Release:
     # ---------------------------------------------------------------- serialisation
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe plain dict (lists and floats; exact for float64). ``inf`` stays a float."""
+        """JSON-safe plain dict, exact for float64 (arrays as :func:`encode_array`). ``inf`` stays a float."""
         return {
             "format": RELEASE_FORMAT,
             "task": self.task,
@@ -196,24 +287,29 @@ class Release:
             "delta": self.delta,
             "noise_sd": self.noise_sd,
             "repair_multiplier": self.repair_multiplier,
-            "statistics": {key: value.tolist() for key, value in self.statistics.items()},
+            "statistics": {key: encode_array(value) for key, value in self.statistics.items()},
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Release:
-        """Inverse of :meth:`to_dict` (validates format and shapes); version 1 reads as Laplace."""
+        """Inverse of :meth:`to_dict` (validates format and shapes); also reads the earlier formats
+        (lists, then base64), whose releases were all Laplace with repair multiplier 1."""
         fmt = data.get("format")
-        if fmt not in (RELEASE_FORMAT, RELEASE_FORMAT_LAPLACE_ONLY):
-            raise ValueError(f"not a {RELEASE_FORMAT} dict; got format {fmt!r}")
         law: dict[str, Any] = {}
         if fmt == RELEASE_FORMAT:
+            stats = {key: decode_array(value) for key, value in data["statistics"].items()}
             law = {
                 "noise": str(data["noise"]),
                 "delta": float(data["delta"]),
                 "noise_sd": float(data["noise_sd"]),
                 "repair_multiplier": float(data["repair_multiplier"]),
             }
-        stats = {key: np.asarray(value, dtype=np.float64) for key, value in data["statistics"].items()}
+        elif fmt == RELEASE_FORMAT_BASE64_LAPLACE:
+            stats = {key: decode_array(value) for key, value in data["statistics"].items()}
+        elif fmt == RELEASE_FORMAT_LISTS:
+            stats = {key: np.asarray(value, dtype=np.float64) for key, value in data["statistics"].items()}
+        else:
+            raise ValueError(f"not a {RELEASE_FORMAT} dict; got format {fmt!r}")
         release = cls(
             task=str(data["task"]),
             num_classes=None if data["num_classes"] is None else int(data["num_classes"]),

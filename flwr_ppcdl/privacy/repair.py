@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import NDArray
@@ -51,9 +52,9 @@ class RepairedStatistics:
     rho: float
     threshold: float
 
-    @property
+    @cached_property
     def gram(self) -> FloatArray:
-        """``Ĝ = Q' Λ' Q'ᵀ`` (D, D), positive semi-definite."""
+        """``Ĝ = Q' Λ' Q'ᵀ`` (D, D), positive semi-definite (computed once per object)."""
         return (self.eigvecs * self.eigvals) @ self.eigvecs.T
 
 

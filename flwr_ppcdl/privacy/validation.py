@@ -5,8 +5,9 @@ configuration, the run settings, the ledger) calls :func:`check_epsilon`, so an 
 refused with the same rule and the same message everywhere.
 
 Errors name the offending value. Record validators (features, labels, targets) name the value and
-its position too: they run inside the participant's process, on its own records. Whatever crosses
-the wire must not repeat them (see :func:`flwr_ppcdl.wire.public_error`).
+its position too: they run inside the participant's process, on its own records, and raise
+:class:`RecordError`, whose :attr:`RecordError.public` text names the problem only. Whatever crosses
+the wire uses that text, never ``str(error)`` (see :func:`flwr_ppcdl.clients.errors.public_error`).
 """
 
 from __future__ import annotations
@@ -21,10 +22,30 @@ from numpy.typing import ArrayLike, NDArray
 FloatArray = NDArray[np.float64]
 
 
-def check_epsilon(value: object, name: str = "epsilon", *, allow_inf: bool = True) -> float:
-    """Return ``value`` as a float ε > 0, or raise naming it.
+MIN_EPSILON: float = 1e-9
+"""Smallest finite ε any sampler is asked to draw for.
 
-    ``float("inf")`` means "no noise" and is accepted unless ``allow_inf=False``.
+Below it the noise scale ``Δ/ε`` leaves the range where float64 arithmetic stays exact enough and
+finite: at ``ε = 1e-320`` (a subnormal) ``Δ/ε`` overflows to ``inf`` (numpy's sampler releases
+non-finite statistics, the discrete sampler's exact arithmetic raises ``OverflowError``). At
+``ε = 1e-9`` the noise is already ``10^9·Δ``: the release carries no information at all.
+"""
+
+MAX_FINITE_EPSILON: float = 1e9
+"""Largest finite ε accepted (``float("inf")`` means "no noise" and is separate).
+
+Above it the discrete sampler's public grid ``2^(⌊log2(Δ/ε)⌋ - 30)`` becomes subnormal and the
+statistics overflow when mapped onto it (``ε = 1e300``). Nothing private happens above ``ε = 1e9``.
+"""
+
+
+def check_epsilon(value: object, name: str = "epsilon", *, allow_inf: bool = True) -> float:
+    """Return ``value`` as a float ε in ``[MIN_EPSILON, MAX_FINITE_EPSILON]`` (or ``inf``), or raise.
+
+    ``float("inf")`` means "no noise" and is accepted unless ``allow_inf=False``. Finite values
+    outside ``[MIN_EPSILON, MAX_FINITE_EPSILON]`` are refused because no sampler can draw noise for
+    them in float64 (:data:`MIN_EPSILON`, :data:`MAX_FINITE_EPSILON`); this runs before any record
+    is read or any ε is charged.
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number; got {value!r} of type {type(value).__name__}")
@@ -32,8 +53,21 @@ def check_epsilon(value: object, name: str = "epsilon", *, allow_inf: bool = Tru
     if math.isnan(result) or result <= 0:
         hint = " (float('inf') for no noise)" if allow_inf else ""
         raise ValueError(f"{name} must be > 0{hint}; got {value!r}")
-    if math.isinf(result) and not allow_inf:
-        raise ValueError(f"{name} must be finite here; got {value!r}")
+    if math.isinf(result):
+        if not allow_inf:
+            raise ValueError(f"{name} must be finite here; got {value!r}")
+        return result
+    if result < MIN_EPSILON:
+        raise ValueError(
+            f"{name}={value!r} is too small to sample: the noise scale sensitivity/{name} would "
+            f"leave float64's range (smallest accepted {name}: {MIN_EPSILON:g})"
+        )
+    if result > MAX_FINITE_EPSILON:
+        hint = "; use float('inf') for no noise" if allow_inf else ""
+        raise ValueError(
+            f"{name}={value!r} is too large to sample: the noise grid would leave float64's range "
+            f"(largest accepted finite {name}: {MAX_FINITE_EPSILON:g}{hint})"
+        )
     return result
 
 
@@ -68,6 +102,26 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
 # --------------------------------------------------------------------------- records
 
 
+class RecordError(ValueError):
+    """A participant's records break a public rule (a label out of range, a NaN feature...).
+
+    ``str(error)`` names the offending value and its position, for the participant's own log.
+    :attr:`public` names the rule only: it is the only text about this error that may leave the
+    participant (error replies, the server's ``result.json``).
+
+    Parameters
+    ----------
+    message
+        The full, local message (value and position).
+    public
+        The same problem without any record's value or position.
+    """
+
+    def __init__(self, message: str, public: str) -> None:
+        super().__init__(message)
+        self.public = public
+
+
 def _first_bad_index(mask: NDArray[np.bool_]) -> tuple[int, ...]:
     return tuple(int(i) for i in np.argwhere(mask)[0])
 
@@ -87,7 +141,10 @@ def as_feature_matrix(features: ArrayLike) -> FloatArray:
     bad = ~np.isfinite(x)
     if bad.any():
         row, col = _first_bad_index(bad)
-        raise ValueError(f"features must be finite; got {x[row, col]} at row {row}, column {col}")
+        raise RecordError(
+            f"features must be finite; got {x[row, col]} at row {row}, column {col}",
+            "features must be finite; a record has a non-finite feature",
+        )
     return x
 
 
@@ -107,13 +164,19 @@ def check_labels(raw: NDArray[Any], num_classes: int) -> NDArray[np.int64]:
         bad = ~np.isfinite(raw) | (raw != np.round(raw))
         if bad.any():
             i = int(np.argmax(bad))
-            raise ValueError(f"labels must be integers in [0, {num_classes}); got {raw[i]} at index {i}")
+            raise RecordError(
+                f"labels must be integers in [0, {num_classes}); got {raw[i]} at index {i}",
+                f"labels must be integers in [0, {num_classes}); a record's label is not an integer",
+            )
     elif raw.dtype.kind not in "iu":
         raise TypeError(f"labels must be integers in [0, {num_classes}); got dtype {raw.dtype}")
     out_of_range = (raw < 0) | (raw >= num_classes)
     if out_of_range.any():
         i = int(np.argmax(out_of_range))
-        raise ValueError(f"labels must be integers in [0, {num_classes}); got {raw[i].item()} at index {i}")
+        raise RecordError(
+            f"labels must be integers in [0, {num_classes}); got {raw[i].item()} at index {i}",
+            f"labels must be integers in [0, {num_classes}); a record's label is out of range",
+        )
     return raw.astype(np.int64)
 
 
@@ -125,5 +188,8 @@ def check_targets(raw: NDArray[Any]) -> FloatArray:
     bad = ~np.isfinite(y)
     if bad.any():
         i = int(np.argmax(bad))
-        raise ValueError(f"regression targets must be finite; got {y[i]} at index {i}")
+        raise RecordError(
+            f"regression targets must be finite; got {y[i]} at index {i}",
+            "regression targets must be finite; a record's target is not finite",
+        )
     return y

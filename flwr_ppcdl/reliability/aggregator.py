@@ -97,6 +97,7 @@ class ReliabilityAggregator:
         self.memory = ReliabilityMemory(options.memory_rate) if options.memory_rate is not None else None
         self.global_arrays: list[NDArray[Any]] | None = None
         self.history: list[RoundReport] = []
+        self.labels: dict[int, str] = {}  # node id -> how logs name it (e.g. "p3"); display only
 
     def remember_global(self, arrays: list[NDArray[Any]]) -> None:
         """Keep a copy of the arrays sent to clients this round."""
@@ -130,7 +131,7 @@ class ReliabilityAggregator:
             excluded.setdefault(pos, reason)
         for pos, reason in sorted(excluded.items()):
             LOGGER.warning(
-                "reliability round %d: excluded reply from node %s: %s", server_round, node_ids[pos], reason
+                "reliability round %d: excluded reply from node %s: %s", server_round, self._label(node_ids[pos]), reason
             )
         weights = result.weights
         included = [pos for pos in range(len(uploads)) if weights[pos] > 0 and pos not in excluded]
@@ -180,18 +181,28 @@ class ReliabilityAggregator:
                 "reliability round %d: weights min %.4f / median %.4f / max %.4f over %d nodes; "
                 "down-weighted (< half FedAvg share): %s; excluded: %s",
                 server_round, w.min(), float(np.median(w)), w.max(), w.size,
-                report.down_weighted or "none", sorted(report.excluded) or "none",
+                [self._label(n) for n in report.down_weighted] or "none",
+                [self._label(n) for n in sorted(report.excluded)] or "none",
             )
         else:
             LOGGER.warning("reliability round %d: no valid reply; the global model stays as it was", server_round)
         return report
 
+    def _label(self, node: int) -> str:
+        return self.labels.get(node, str(node))
+
     def _metrics(self, report: RoundReport, num_included: int) -> dict[str, float]:
+        """Summary counts of the round (a fixed set of keys, whatever the number of nodes).
+
+        Per-node weights are not metrics here (their keys would grow with the federation); the
+        adapters add ``{prefix}weight/<node>`` only when asked (``per_node_metrics=True``).
+        """
         p = self.options.metrics_prefix
-        metrics: dict[str, float] = {f"{p}weight/{node}": weight for node, weight in report.weights.items()}
-        metrics[f"{p}num-included"] = float(num_included)
-        metrics[f"{p}num-excluded"] = float(len(report.excluded))
-        metrics[f"{p}num-down-weighted"] = float(len(report.down_weighted))
+        metrics: dict[str, float] = {
+            f"{p}num-included": float(num_included),
+            f"{p}num-excluded": float(len(report.excluded)),
+            f"{p}num-down-weighted": float(len(report.down_weighted)),
+        }
         w = np.array(list(report.weights.values()))
         if w.size:
             metrics[f"{p}min"] = float(w.min())
@@ -201,14 +212,20 @@ class ReliabilityAggregator:
 
 
 def _pre_excluded(uploads: Sequence[Upload]) -> dict[int, str]:
-    """Uploads the adapter rejected, and duplicated node ids (no way to know which is genuine)."""
-    seen: dict[int, int] = {}
-    for up in uploads:
-        seen[up.node_id] = seen.get(up.node_id, 0) + 1
+    """Uploads the adapter rejected, and repeated replies of one node.
+
+    A node counts once per round: its first reply the adapter accepted is kept, every later reply
+    of the same node id is excluded (and named in the warning), as is every reply the adapter
+    rejected. Adapters give replies without a usable sender id distinct ids, so they are never
+    taken for repeats of one another.
+    """
+    kept: dict[int, int] = {}
     excluded: dict[int, str] = {}
     for pos, up in enumerate(uploads):
         if up.reason is not None:
             excluded[pos] = up.reason
-        elif seen[up.node_id] > 1:
-            excluded[pos] = f"duplicated node id ({seen[up.node_id]} replies)"
+        elif up.node_id in kept:
+            excluded[pos] = f"repeated reply of node {up.node_id} (its first reply this round is kept)"
+        else:
+            kept[up.node_id] = pos
     return excluded

@@ -6,11 +6,15 @@ For projects built on ``NumPyClient``. Same reliability core and options as
 
 from __future__ import annotations
 
+import math
+from collections.abc import Collection
 from dataclasses import fields
-from logging import INFO
+from logging import INFO, WARNING
 from typing import Any
 
+import numpy as np
 from flwr.common import (
+    EvaluateRes,
     FitIns,
     FitRes,
     Parameters,
@@ -23,9 +27,17 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
-from flwr_ppcdl.reliability import ReliabilityAggregator, ReliabilityOptions, RoundReport, Upload
+from flwr_ppcdl.reliability import (
+    ReliabilityAggregator,
+    ReliabilityOptions,
+    RoundReport,
+    Upload,
+    weighted_sum,
+)
 
 from ._arrays import npy_view
+from ._dp import dp_weight_cap
+from .message_api import check_frozen_keys, check_weight_cap
 
 __all__ = ["ReliabilityWeightedFedAvg"]
 
@@ -35,17 +47,41 @@ class ReliabilityWeightedFedAvg(FedAvg):
 
     Accepts every keyword argument of :class:`flwr.server.strategy.FedAvg` plus the reliability
     options (``options=ReliabilityOptions(...)`` and/or the options as keywords), exactly as
-    :class:`flwr_ppcdl.strategies.ReliabilityWeightedFedAvg`.
+    :class:`flwr_ppcdl.strategies.ReliabilityWeightedFedAvg`, and:
 
-    Node ids are the clients' ``ClientProxy.node_id`` (falling back to ``int(cid)``).
-    ``reliability_history`` holds one :class:`~flwr_ppcdl.reliability.RoundReport` per round.
+    frozen_keys : collection of int, optional
+        Positions (in the ``Parameters`` list) of arrays the server keeps as it sent them; never
+        read from results.
+    per_node_metrics : bool, default False
+        Add ``{prefix}weight/<node id>`` per node to the fit metrics.
+    weight_cap : float in (0, 1], optional
+        As in the Message-API class (under Flower's DP wrappers: ``method="uniform"`` only).
+
+    Node ids are the clients' ``ClientProxy.node_id`` (falling back to ``int(cid)``; a proxy with
+    neither, e.g. a test double, counts as its own node). ``reliability_history`` holds one
+    :class:`~flwr_ppcdl.reliability.RoundReport` per round.
     """
 
-    def __init__(self, *, options: ReliabilityOptions | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        options: ReliabilityOptions | None = None,
+        frozen_keys: Collection[int] | None = None,
+        per_node_metrics: bool = False,
+        weight_cap: float | None = None,
+        **kwargs: Any,
+    ) -> None:
         known = {f.name for f in fields(ReliabilityOptions)}
         overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in known}
         super().__init__(**kwargs)
         self._reliability = ReliabilityAggregator(ReliabilityOptions.resolve(options, **overrides))
+        frozen = check_frozen_keys(frozen_keys)
+        if any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in frozen):
+            raise ValueError(f"frozen_keys are positions (ints >= 0) in the legacy API; got {sorted(map(repr, frozen))}")
+        self.frozen_keys: frozenset[int] = frozen
+        self.per_node_metrics = bool(per_node_metrics)
+        self.weight_cap = check_weight_cap(weight_cap)
+        self._sent: list[Any] | None = None
 
     @property
     def options(self) -> ReliabilityOptions:
@@ -64,9 +100,12 @@ class ReliabilityWeightedFedAvg(FedAvg):
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
-        """Configure training as FedAvg does, remembering the global parameters sent."""
+        """Configure training as FedAvg does, remembering the global parameters sent (refuses a
+        data-dependent weighting under Flower's DP wrappers, as the Message-API class does)."""
+        dp_weight_cap(self, self.weight_cap, self.options.method)
         instructions = super().configure_fit(server_round, parameters, client_manager)
-        self._reliability.remember_global(parameters_to_ndarrays(parameters))
+        self._sent = parameters_to_ndarrays(parameters)
+        self._reliability.remember_global([a for i, a in enumerate(self._sent) if i not in self.frozen_keys])
         return instructions
 
     def aggregate_fit(
@@ -80,10 +119,16 @@ class ReliabilityWeightedFedAvg(FedAvg):
             return None, {}
         if not self.accept_failures and failures:
             return None, {}
-        uploads = [_to_upload(proxy, res) for proxy, res in results]
+        frozen = self.frozen_keys if self._sent is not None else frozenset()
+        uploads = [_to_upload(proxy, res, pos, frozen) for pos, (proxy, res) in enumerate(results)]
         log(INFO, "aggregate_fit: %d results, %d failures", len(results), len(failures))
         outcome = self._reliability.aggregate(server_round, uploads)
-        self._reliability.history[-1].failures = len(failures)
+        report = self._reliability.history[-1]
+        report.failures = len(failures)
+        arrays = outcome.arrays
+        cap, source = dp_weight_cap(self, self.weight_cap, self.options.method)
+        if cap is not None and arrays is not None:
+            arrays = self._capped(server_round, outcome.included, uploads, cap, source)
         metrics: dict[str, Scalar] = {}
         if outcome.included and self.fit_metrics_aggregation_fn is not None:
             try:
@@ -91,28 +136,83 @@ class ReliabilityWeightedFedAvg(FedAvg):
                 metrics.update(self.fit_metrics_aggregation_fn(fit_metrics))
             except Exception as exc:  # noqa: BLE001 - client metrics are untrusted input
                 log(INFO, "aggregate_fit: client metrics not aggregated (%s)", exc)
-        metrics.update(outcome.metrics)
-        if outcome.arrays is None:
+        metrics.update(self._reliability._metrics(report, len(outcome.included)))  # noqa: SLF001
+        if self.per_node_metrics:
+            prefix = self.options.metrics_prefix
+            metrics.update({f"{prefix}weight/{node}": float(w) for node, w in report.weights.items()})
+        if arrays is None:
             return None, metrics
-        return ndarrays_to_parameters(outcome.arrays), metrics
+        if frozen:
+            assert self._sent is not None
+            values = iter(arrays)
+            arrays = [self._sent[i] if i in frozen else next(values) for i in range(len(self._sent))]
+        return ndarrays_to_parameters(arrays), metrics
+
+    def aggregate_evaluate(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, EvaluateRes]],
+        failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
+    ) -> tuple[float | None, dict[str, Scalar]]:
+        """FedAvg's weighted loss, without results whose count is not positive or whose loss is not
+        finite (excluded with a warning, where FedAvg would divide by zero or average a NaN)."""
+        good = []
+        for proxy, res in results:
+            n, loss = res.num_examples, res.loss
+            if isinstance(n, bool) or not isinstance(n, (int, float)) or not 0 < n < math.inf or not math.isfinite(loss):
+                log(WARNING, "aggregate_evaluate: excluded result of node %s (num_examples=%r, loss=%r)",
+                    _node_id(proxy, -1), n, loss)
+            else:
+                good.append((proxy, res))
+        if results and not good:
+            return None, {}
+        return super().aggregate_evaluate(server_round, good, failures)
+
+    def _capped(
+        self, server_round: int, included: list[int], uploads: list[Upload], cap: float, source: str | None
+    ) -> list[Any] | None:
+        reference = self._reliability.global_arrays
+        report = self._reliability.history[-1]
+        if reference is None:
+            log(WARNING, "round %d: a weight cap needs configure_fit (the parameters sent); no update", server_round)
+            return None
+        raw = np.array([report.weights.get(uploads[p].node_id, 0.0) for p in included])
+        if self.options.method == "uniform":
+            raw = np.ones(len(raw))
+        capped = np.minimum(raw / raw.sum(), cap)
+        kept = max(0.0, 1.0 - float(capped.sum()))
+        for p, w in zip(included, capped, strict=True):
+            report.weights[uploads[p].node_id] = float(w)
+        if kept > 1e-12:
+            log(INFO, "round %d: weights capped at %.4g (%s); %.3f of the step stays on the global model",
+                server_round, cap, source, kept)
+        return weighted_sum([list(uploads[p].arrays or []) for p in included] + [reference], np.append(capped, kept))
 
 
-def _to_upload(proxy: ClientProxy, res: FitRes) -> Upload:
-    """Convert one legacy result; never raises (untrusted input)."""
+def _node_id(proxy: Any, pos: int) -> int:
+    """``proxy.node_id``, else ``int(proxy.cid)``, else ``-(pos + 1)`` (its own node)."""
     node_id = getattr(proxy, "node_id", None)
-    if node_id is None:
-        try:
-            node_id = int(proxy.cid)
-        except (TypeError, ValueError):
-            node_id = abs(hash(proxy.cid)) % (2**62)
+    if isinstance(node_id, (int, np.integer)) and not isinstance(node_id, bool):
+        return int(node_id)
+    cid = getattr(proxy, "cid", None)
+    if isinstance(cid, str) and cid.strip().lstrip("-").isdigit():
+        return int(cid)
+    return -(pos + 1)
+
+
+def _to_upload(proxy: ClientProxy, res: FitRes, pos: int, frozen: frozenset[int]) -> Upload:
+    """Convert one legacy result; never raises (untrusted input)."""
+    node_id = _node_id(proxy, pos)
     try:
         arrays = _parameters_view(res.parameters)
     except Exception as exc:  # noqa: BLE001
-        return Upload(int(node_id), None, 0, f"unreadable parameters ({type(exc).__name__}: {exc})")
+        return Upload(node_id, None, 0, f"unreadable parameters ({type(exc).__name__}: {exc})")
+    if frozen:
+        arrays = [a for i, a in enumerate(arrays) if i not in frozen]
     count = res.num_examples
     if isinstance(count, bool) or not isinstance(count, (int, float)):
-        return Upload(int(node_id), arrays, 0, f"num_examples is not a number: {count!r}")
-    return Upload(int(node_id), arrays, count)
+        return Upload(node_id, arrays, 0, f"num_examples is not a number: {count!r}")
+    return Upload(node_id, arrays, count)
 
 
 def _parameters_view(parameters: Parameters) -> list[Any]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from logging import INFO
+import math
+from collections.abc import Callable, Collection, Iterable
+from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
@@ -12,9 +13,18 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
-from flwr_ppcdl.reliability import ReliabilityAggregator, ReliabilityOptions, RoundReport, Upload
+from flwr_ppcdl import wire
+from flwr_ppcdl.reliability import (
+    ReliabilityAggregator,
+    ReliabilityOptions,
+    RoundOutcome,
+    RoundReport,
+    Upload,
+    weighted_sum,
+)
 
 from ._arrays import npy_view
+from ._dp import dp_weight_cap
 
 
 class ReliabilityWeightedFedAvg(FedAvg):
@@ -24,8 +34,28 @@ class ReliabilityWeightedFedAvg(FedAvg):
     (keyword-only): either ``options=ReliabilityOptions(...)`` or the options themselves as keywords
     (``sharpness=4.0``), or both (keywords override). Every option is documented once, in
     :class:`~flwr_ppcdl.reliability.ReliabilityOptions`. Works with any ClientApp that replies with
-    one ArrayRecord and one MetricRecord holding ``weighted_by_key``; composes with Flower's DP
-    wrappers (``DifferentialPrivacyServerSideFixedClipping(strategy, ...)``).
+    one ArrayRecord and one MetricRecord holding ``weighted_by_key``.
+
+    Like FedAvg it returns ``(None, None)`` when no reply carries content, keeps the arrays' names,
+    dtypes and shapes (with or without a prior ``configure_train``), and adds only a fixed set of
+    summary metrics (``{prefix}num-included``, ``num-excluded``, ``num-down-weighted``, ``min``,
+    ``median``, ``max``). Unlike FedAvg it never lets one reply end the run: replies that cannot be
+    aggregated (errors, NaN, wrong shapes or keys, a missing or non-positive count, a second reply of
+    the same node) are excluded with a warning naming the node.
+
+    Parameters
+    ----------
+    frozen_keys : collection of str, optional
+        Names of arrays the server keeps exactly as it sent them (e.g. a frozen public body): they
+        are never read from replies, and a reply may omit them. Only the other arrays are weighted
+        and averaged.
+    per_node_metrics : bool, default False
+        Also add ``{prefix}weight/<node id>`` per node to the training metrics.
+    weight_cap : float in (0, 1], optional
+        No node weighs more than this; the weight taken away stays on the global model the round
+        started from (fixed denominator). Under one of Flower's DP wrappers the strategy needs
+        ``method="uniform"`` and then weighs each valid reply ``1 / num_sampled_clients`` (any other
+        method is refused with the reason: :mod:`flwr_ppcdl.strategies._dp`).
 
     Attributes
     ----------
@@ -49,6 +79,9 @@ class ReliabilityWeightedFedAvg(FedAvg):
         evaluate_metrics_aggr_fn: Callable[[list[RecordDict], str], MetricRecord] | None = None,
         *,
         options: ReliabilityOptions | None = None,
+        frozen_keys: Collection[str] | None = None,
+        per_node_metrics: bool = False,
+        weight_cap: float | None = None,
         **option_overrides: Any,
     ) -> None:
         super().__init__(
@@ -64,7 +97,11 @@ class ReliabilityWeightedFedAvg(FedAvg):
             evaluate_metrics_aggr_fn=evaluate_metrics_aggr_fn,
         )
         self._reliability = ReliabilityAggregator(ReliabilityOptions.resolve(options, **option_overrides))
-        self._global_keys: list[str] | None = None
+        self.frozen_keys: frozenset[str] = check_frozen_keys(frozen_keys)
+        self.per_node_metrics = bool(per_node_metrics)
+        self.weight_cap = check_weight_cap(weight_cap)
+        self._sent: ArrayRecord | None = None
+        self._warned: set[str] = set()
 
     @property
     def options(self) -> ReliabilityOptions:
@@ -79,77 +116,266 @@ class ReliabilityWeightedFedAvg(FedAvg):
     def summary(self) -> None:
         """Log the configuration."""
         log(INFO, "\t├──> Reliability weighting: %s", self._reliability.options.summary())
+        if self.frozen_keys:
+            log(INFO, "\t├──> Kept as sent (frozen, never read from replies): %s", sorted(self.frozen_keys))
         super().summary()
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Configure training as FedAvg does, remembering the global arrays sent."""
+        """Configure training as FedAvg does, remembering the global arrays sent.
+
+        Under one of Flower's DP wrappers with a data-dependent weighting this refuses the
+        combination (``DPCompositionError``, a ``ValueError`` saying why; see ``_dp``).
+        """
+        dp_weight_cap(self, self.weight_cap, self.options.method)
         messages = super().configure_train(server_round, arrays, config, grid)
-        self._global_keys = list(arrays.keys())
-        self._reliability.remember_global(arrays.to_numpy_ndarrays())
+        self._sent = arrays
+        self._reliability.remember_global([arrays[k].numpy() for k in self._trainable(list(arrays.keys()))])
         return messages
+
+    # -- aggregation --------------------------------------------------------------------------------
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Reliability-weighted average of the valid replies; bad replies are excluded."""
         replies = list(replies)
-        uploads = [self._to_upload(msg) for msg in replies]
-        n_err = sum(1 for u in uploads if u.reason is not None and u.reason.startswith("error reply"))
+        keys = self._reference_keys(replies)
+        uploads = [self._to_upload(msg, pos, keys) for pos, msg in enumerate(replies)]
+        self._learn_labels(replies, uploads)
+        n_err = sum(1 for msg in replies if _has_error(msg))
         log(INFO, "aggregate_train: received %d replies (%d with errors)", len(replies), n_err)
+        if not replies:
+            self._reliability.history.append(RoundReport(server_round))
+            return None, None
         outcome = self._reliability.aggregate(server_round, uploads)
+        if n_err == len(replies):  # nothing but errors: FedAvg's answer
+            return None, None
+        cap, source = dp_weight_cap(self, self.weight_cap, self.options.method)
+        if cap is not None and outcome.arrays is not None:
+            outcome = self._capped(server_round, outcome, uploads, cap, source)
+        metrics = self._train_metrics(replies, outcome)
+        if outcome.arrays is None or keys is None:
+            return None, metrics
+        return self._record(keys, outcome.arrays), metrics
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """FedAvg's weighted average of the evaluation metrics, without the replies that lack a
+        positive ``weighted_by_key`` in exactly one MetricRecord (excluded with a warning, where
+        FedAvg would raise and end the run)."""
+        good = []
+        for msg in replies:
+            if _has_error(msg):
+                continue
+            problem = metric_problem(msg.content, self.weighted_by_key)
+            if problem is None:
+                good.append(msg.content)
+            else:
+                log(WARNING, "aggregate_evaluate: excluded reply from node %s: %s", self._label_of(msg), problem)
+        if not good:
+            return None
+        try:
+            return self.evaluate_metrics_aggr_fn(good, self.weighted_by_key)
+        except Exception as exc:  # noqa: BLE001 - client metrics are untrusted input
+            log(WARNING, "aggregate_evaluate: metrics not aggregated (%s: %s)", type(exc).__name__, exc)
+            return None
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    def _trainable(self, keys: list[str]) -> list[str]:
+        return [k for k in keys if k not in self.frozen_keys] if self._sent is not None or not self.frozen_keys else keys
+
+    def _reference_keys(self, replies: list[Message]) -> list[str] | None:
+        """The arrays' names, in order: those sent in ``configure_train``, else the first good reply's."""
+        if self._sent is not None:
+            return list(self._sent.keys())
+        for msg in replies:
+            try:
+                if not _has_error(msg):
+                    record = self._array_record(msg.content)
+                    if record is not None:
+                        if self.frozen_keys:
+                            self._warn_once("frozen", "frozen_keys need configure_train (the arrays sent); "
+                                            "without it they are averaged like the others")
+                        return list(record.keys())
+            except Exception:  # noqa: BLE001 - untrusted
+                continue
+        return None
+
+    def _array_record(self, content: RecordDict) -> ArrayRecord | None:
+        records = content.array_records
+        if self.arrayrecord_key in records:
+            return records[self.arrayrecord_key]
+        return next(iter(records.values())) if len(records) == 1 else None
+
+    def _to_upload(self, msg: Message, pos: int, keys: list[str] | None) -> Upload:
+        """Convert one reply; never raises (untrusted input)."""
+        node_id = sender_id(msg, pos)
+        try:
+            if _has_error(msg):
+                return Upload(node_id, None, 0, f"error reply ({msg.error.reason})")
+            content = msg.content
+            record = self._array_record(content)
+            if record is None:
+                return Upload(node_id, None, 0, f"expected one ArrayRecord, got {len(content.array_records)}")
+            order = self._trainable(keys if keys is not None else list(record.keys()))
+            allowed = set(keys if keys is not None else order)
+            missing = sorted(set(order) - set(record.keys()))
+            extra = sorted(set(record.keys()) - allowed)
+            if missing or extra:
+                return Upload(node_id, None, 0, f"array keys differ (missing {missing}, unexpected {extra})")
+            arrays = [_array_view(record[k]) for k in order]
+            count = _count(content, self.weighted_by_key)
+            if isinstance(count, str):
+                return Upload(node_id, arrays, 0, count)
+            return Upload(node_id, arrays, count)
+        except Exception as exc:  # noqa: BLE001 - a malformed reply must not crash the run
+            return Upload(node_id, None, 0, f"malformed reply ({type(exc).__name__}: {exc})")
+
+    def _record(self, keys: list[str], aggregated: list[Any]) -> ArrayRecord:
+        """The new global ArrayRecord: frozen arrays as sent, the others aggregated, in ``keys`` order."""
+        values = iter(aggregated)
+        trainable = set(self._trainable(keys))
+        out: dict[str, Array] = {}
+        for key in keys:
+            if key in trainable:
+                out[key] = Array(np.asarray(next(values)))
+            else:
+                assert self._sent is not None
+                out[key] = self._sent[key]
+        return ArrayRecord(out)
+
+    def _capped(
+        self, server_round: int, outcome: RoundOutcome, uploads: list[Upload], cap: float, source: str | None
+    ) -> RoundOutcome:
+        """Re-aggregate with every weight at most ``cap``; the rest stays on the global model."""
+        reference = self._reliability.global_arrays
+        report = self._reliability.history[-1]
+        if reference is None:
+            log(WARNING, "round %d: a weight cap needs configure_train (the arrays sent); no update", server_round)
+            return RoundOutcome(None, outcome.metrics, [])
+        raw = np.array([report.weights.get(uploads[p].node_id, 0.0) for p in outcome.included])
+        if self.options.method == "uniform":  # exactly data-independent (no memory prior either)
+            raw = np.ones(len(raw))
+        raw = raw / raw.sum()
+        capped = np.minimum(raw, cap)
+        kept = max(0.0, 1.0 - float(capped.sum()))
+        arrays = weighted_sum([list(uploads[p].arrays or []) for p in outcome.included] + [reference],
+                              np.append(capped, kept))
+        for p, w in zip(outcome.included, capped, strict=True):
+            report.weights[uploads[p].node_id] = float(w)
+        if kept > 1e-12:
+            log(INFO, "round %d: weights capped at %.4g (%s); %.3f of the step stays on the global model",
+                server_round, cap, source, kept)
+        metrics = self._reliability._metrics(report, len(outcome.included))  # noqa: SLF001 - same package
+        return RoundOutcome(arrays, metrics, outcome.included)
+
+    def _train_metrics(self, replies: list[Message], outcome: RoundOutcome) -> MetricRecord:
         metrics = MetricRecord()
         if outcome.included:
             try:
-                contents = [replies[p].content for p in outcome.included]
-                metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+                metrics = self.train_metrics_aggr_fn([replies[p].content for p in outcome.included], self.weighted_by_key)
             except Exception as exc:  # noqa: BLE001 - client metrics are untrusted input
                 log(INFO, "aggregate_train: client metrics not aggregated (%s)", exc)
                 metrics = MetricRecord()
         for key, value in outcome.metrics.items():
             metrics[key] = value
-        if outcome.arrays is None:
-            return None, metrics
-        keys = self._global_keys or [str(i) for i in range(len(outcome.arrays))]
-        record = ArrayRecord({k: Array(np.asarray(v)) for k, v in zip(keys, outcome.arrays, strict=True)})
-        return record, metrics
+        if self.per_node_metrics:
+            prefix = self.options.metrics_prefix
+            for node, weight in self._reliability.history[-1].weights.items():
+                metrics[f"{prefix}weight/{node}"] = float(weight)
+        return metrics
 
-    def _to_upload(self, msg: Message) -> Upload:
-        """Convert one reply; never raises (untrusted input)."""
-        try:
-            node_id = int(msg.metadata.src_node_id)
-        except Exception:  # noqa: BLE001
-            node_id = -1
-        try:
-            if msg.has_error():
-                return Upload(node_id, None, 0, f"error reply ({msg.error.reason})")
-            content = msg.content
-            if self.arrayrecord_key in content.array_records:
-                record = content.array_records[self.arrayrecord_key]
-            elif len(content.array_records) == 1:
-                record = next(iter(content.array_records.values()))
-            else:
-                return Upload(node_id, None, 0, f"expected one ArrayRecord, got {len(content.array_records)}")
-            keys = self._global_keys
-            if keys is not None and set(record.keys()) != set(keys):
-                missing = sorted(set(keys) - set(record.keys()))
-                extra = sorted(set(record.keys()) - set(keys))
-                return Upload(node_id, None, 0, f"array keys differ (missing {missing}, unexpected {extra})")
-            order = keys if keys is not None else list(record.keys())
-            arrays = [_array_view(record[k]) for k in order]
-            count: Any = None
-            for metric_record in content.metric_records.values():
-                if self.weighted_by_key in metric_record:
-                    count = metric_record[self.weighted_by_key]
-                    break
-            if count is None:
-                return Upload(node_id, arrays, 0, f"missing metric {self.weighted_by_key!r}")
-            if isinstance(count, list) or isinstance(count, bool):
-                return Upload(node_id, arrays, 0, f"metric {self.weighted_by_key!r} is not a number: {count!r}")
-            return Upload(node_id, arrays, count)
-        except Exception as exc:  # noqa: BLE001 - a malformed reply must not crash the run
-            return Upload(node_id, None, 0, f"malformed reply ({type(exc).__name__}: {exc})")
+    def _learn_labels(self, replies: list[Message], uploads: list[Upload]) -> None:
+        """Name nodes in logs by the partition id their replies report (display only, never trusted)."""
+        for msg, up in zip(replies, uploads, strict=True):
+            label = reported_partition(msg)
+            if label is not None:
+                self._reliability.labels[up.node_id] = label
+
+    def _label_of(self, msg: Message) -> str:
+        label = reported_partition(msg)
+        return label if label is not None else str(sender_id(msg, -1))
+
+    def _warn_once(self, key: str, text: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log(WARNING, "%s", text)
+
+
+# -- shared by the Message-API strategies -----------------------------------------------------------
+
+
+def check_frozen_keys(keys: Collection[Any] | None) -> frozenset[Any]:
+    """``frozen_keys`` as a frozenset (a lone string is refused: it is not a collection of names)."""
+    if keys is None:
+        return frozenset()
+    if isinstance(keys, (str, bytes)):
+        raise TypeError(f"frozen_keys must be a collection of array names, not the string {keys!r}")
+    return frozenset(keys)
+
+
+def check_weight_cap(cap: float | None) -> float | None:
+    """``weight_cap`` validated: a number in (0, 1] or None."""
+    if cap is None:
+        return None
+    if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 0.0 < float(cap) <= 1.0:
+        raise ValueError(f"weight_cap={cap!r} must be a number in (0, 1] or None")
+    return float(cap)
+
+
+def sender_id(msg: Any, pos: int) -> int:
+    """The reply's ``src_node_id``; a reply without an integer one (a test double) gets ``-(pos + 1)``,
+    so that replies without distinct sender ids are never taken for one node's repeats."""
+    raw = getattr(getattr(msg, "metadata", None), "src_node_id", None)
+    if isinstance(raw, (int, np.integer)) and not isinstance(raw, (bool, np.bool_)):
+        return int(raw)
+    return -(pos + 1)
+
+
+def reported_partition(msg: Any) -> str | None:
+    """``"p<id>"`` from the reply's ``partition-id`` metric, if it carries one (display only)."""
+    try:
+        if _has_error(msg):
+            return None
+        for record in msg.content.metric_records.values():
+            value = record.get(wire.PARTITION_ID)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer():
+                return f"p{int(value)}"
+    except Exception:  # noqa: BLE001 - untrusted
+        return None
+    return None
+
+
+def metric_problem(content: RecordDict, key: str) -> str | None:
+    """Why a reply's metrics cannot weigh it (None when they can): exactly one MetricRecord with a
+    positive finite number under ``key``."""
+    try:
+        records = list(content.metric_records.values())
+    except Exception as exc:  # noqa: BLE001
+        return f"unreadable metrics ({exc})"
+    if len(records) != 1:
+        return f"expected one MetricRecord, got {len(records)}"
+    value = records[0].get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
+        return f"metric {key!r} must be a positive finite number; got {value!r}"
+    return None
+
+
+def _count(content: RecordDict, key: str) -> Any:
+    """The claimed count, or a string saying why there is none."""
+    for metric_record in content.metric_records.values():
+        if key in metric_record:
+            count = metric_record[key]
+            if isinstance(count, (list, bool)):
+                return f"metric {key!r} is not a number: {count!r}"
+            return count
+    return f"missing metric {key!r}"
+
+
+def _has_error(msg: Any) -> bool:
+    return bool(msg.has_error())
 
 
 def _array_view(array: Array) -> np.ndarray:

@@ -13,49 +13,85 @@ plain FedAvg ignores. Reliability: each participant's own closed-form solution i
 ``c_k = r_k / max_j r_j``, ``r_k = w_k / p_k`` (``p_k`` = FedAvg's sample share): equal reliability
 gives the plain sum, and no participant's noisy statistics are ever scaled up (measured: scaling
 up, ``c_k = r_k``, amplified the noise of a few small participants at 100-1,000 participants).
+
+Untrusted releases. Every shared release is checked field by field against public bounds
+(:func:`flwr_ppcdl.wire.validate_release`, with the run's :class:`~flwr_ppcdl.wire.ReleaseExpectation`
+when the strategy is given one); a release whose ``n`` exceeds ``count_cap`` times the round's
+median is counted as ``count_cap`` times the median (its statistics are scaled down, as the
+parameter strategy clips claimed counts). A release that fails is excluded with a warning naming the
+node; nothing falls back silently and no exception leaves ``aggregate_train``. Only the head comes
+from the statistics: every other array (the frozen public body) is kept exactly as sent.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
+from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
+from flwr.supercore import log
 
 from flwr_ppcdl import wire
 from flwr_ppcdl.privacy import Release, combine_releases, linear_head_parameters
 from flwr_ppcdl.reliability import ReliabilityOptions, RoundReport, reliability_weights
 
-log = logging.getLogger("flwr")
+from ._dp import DPCompositionError, dp_wrapper_driving
+from .message_api import (
+    ReliabilityWeightedFedAvg,
+    _count,
+    _has_error,
+    reported_partition,
+    sender_id,
+)
 
 
-def parse_release(msg: Message) -> Release:
-    """The release a participant shared in its reply (raises with a reason when malformed)."""
-    records = msg.content.config_records
-    if wire.FM_RELEASE not in records:
-        raise KeyError(f"no ConfigRecord {wire.FM_RELEASE!r} (participant did not share its statistics)")
-    return wire.decode_release(records[wire.FM_RELEASE][wire.RELEASE_JSON])
+def parse_release(msg: Message, expected: wire.ReleaseExpectation | None = None) -> Release:
+    """The release a participant shared in its reply; ``ValueError`` with the reason otherwise."""
+    try:
+        records = msg.content.config_records
+        if wire.FM_RELEASE not in records:
+            raise ValueError(f"no ConfigRecord {wire.FM_RELEASE!r} (participant did not share its statistics)")
+        text = records[wire.FM_RELEASE].get(wire.RELEASE_JSON)
+    except ValueError:
+        raise
+    except Exception as err:  # noqa: BLE001 - untrusted content
+        raise ValueError(f"unreadable reply ({type(err).__name__}: {err})") from None
+    if text is None:
+        raise ValueError(f"ConfigRecord {wire.FM_RELEASE!r} has no field {wire.RELEASE_JSON!r}")
+    return wire.decode_release(text, expected)
 
 
-class SummedStatisticsFedAvg(FedAvg):
-    """FedAvg for the body and the metrics; the head is solved from the summed released statistics.
+def _carries_release(msg: Message) -> bool:
+    try:
+        return not _has_error(msg) and wire.FM_RELEASE in msg.content.config_records
+    except Exception:  # noqa: BLE001
+        return False
+
+
+class SummedStatisticsFedAvg(ReliabilityWeightedFedAvg):
+    """The head is solved from the summed released statistics; every other array is kept as sent.
+
+    A round in which no reply carries a release (ordinary, non-FM clients) is aggregated as
+    :class:`~flwr_ppcdl.strategies.ReliabilityWeightedFedAvg` does (``reliability=False``: FedAvg
+    weights), with a warning saying so: this strategy is meant for ``share_statistics=True`` clients.
 
     Parameters
     ----------
     *args, **kwargs
-        Those of :class:`flwr.serverapp.strategy.FedAvg`.
+        Those of :class:`~flwr_ppcdl.strategies.ReliabilityWeightedFedAvg` (and so of FedAvg).
     reliability
         Weight the statistics by reliability (truth discovery on the participants' own solutions);
         ``False`` sums them plainly.
     options, **option_overrides
-        The reliability options (:class:`~flwr_ppcdl.reliability.ReliabilityOptions`), as for
-        ``ReliabilityWeightedFedAvg``.
+        The reliability options (:class:`~flwr_ppcdl.reliability.ReliabilityOptions`).
     head_keys
         Names of the head's weight and bias in the ArrayRecord (default: its last two arrays).
+    expected_release
+        The run's public configuration (task, ``d``, ``K``, ε, bounds): every release must match it.
+        Without it a release is checked against its own public fields and the round's majority.
     decoder
         How the pooled statistics become the head: ``"taylor"`` (closed form of the noisy Taylor
         objective) or ``"lda"`` (linear discriminant from the same statistics); see
@@ -68,87 +104,170 @@ class SummedStatisticsFedAvg(FedAvg):
         reliability: bool = True,
         options: ReliabilityOptions | None = None,
         head_keys: tuple[str, str] | None = None,
+        expected_release: wire.ReleaseExpectation | None = None,
         decoder: str = "taylor",
         **kwargs: Any,
     ) -> None:
         option_names = set(ReliabilityOptions.__dataclass_fields__)
         overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in option_names}
-        super().__init__(*args, **kwargs)
+        resolved = ReliabilityOptions.resolve(options, **overrides)
+        if not reliability:
+            resolved = resolved.with_overrides(method="fedavg")
+        super().__init__(*args, options=resolved, **kwargs)
         self.reliability = reliability
-        self.options = ReliabilityOptions.resolve(options, **overrides)
         self.head_keys = head_keys
+        self.expected_release = expected_release
         self.decoder = decoder
-        self.reliability_history: list[RoundReport] = []
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        self._sent = arrays
+        """As the parent; refuses to run under one of Flower's DP wrappers: the pooled head is not
+        a weighted average of clipped updates, so the wrapper's noise would not cover it."""
+        wrapper = dp_wrapper_driving(self)
+        if wrapper is not None:
+            raise DPCompositionError(
+                f"{type(wrapper).__name__} clips and noises averaged updates; SummedStatisticsFedAvg solves "
+                "the head from the pooled released statistics, which that noise does not cover. Its "
+                "participants' releases are already record-level epsilon-DP: drop the wrapper, or wrap "
+                "ReliabilityWeightedFedAvg(method='uniform') instead."
+            )
         return super().configure_train(server_round, arrays, config, grid)
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Sum the valid releases (reliability-weighted) and solve the pooled head; see the class."""
         replies = list(replies)
-        good = [m for m in replies if not m.has_error()]
+        if replies and all(_has_error(m) for m in replies):
+            self.reliability_history.append(RoundReport(server_round, excluded={
+                sender_id(m, p): "error reply" for p, m in enumerate(replies)}))
+            return None, None
+        if not any(_carries_release(m) for m in replies):
+            self._warn_once("no-release", (
+                "[ppcdl] SummedStatisticsFedAvg: no reply carries an 'fm-release' (ordinary clients, or "
+                "FM clients without share_statistics=True): aggregating the replies' parameters as "
+                "ReliabilityWeightedFedAvg does instead of summing statistics"))
+            log(INFO, "[ppcdl] round %d: no released statistics; parameter aggregation", server_round)
+            return super().aggregate_train(server_round, replies)
+        try:
+            return self._aggregate_statistics(server_round, replies)
+        except Exception as err:  # noqa: BLE001 - untrusted input must never end the run
+            log(WARNING, "[ppcdl] round %d: summing the statistics failed (%s: %s); global model unchanged",
+                server_round, type(err).__name__, err)
+            self.reliability_history.append(RoundReport(server_round))
+            return None, None
+
+    def _aggregate_statistics(
+        self, server_round: int, replies: list[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        excluded: dict[int, str] = {}
         releases: list[Release] = []
         nodes: list[int] = []
-        excluded: dict[int, str] = {}
-        for msg in good:
-            node = int(msg.metadata.src_node_id)
-            try:
-                releases.append(parse_release(msg))
-                nodes.append(node)
-            except (KeyError, ValueError, TypeError) as err:
-                excluded[node] = f"bad or missing {wire.FM_RELEASE}: {err}"
-                log.warning("[ppcdl] node %s excluded from the summed statistics: %s", node, err)
-        try:
-            arrays, metrics = super().aggregate_train(server_round, good)
-        except Exception as err:  # noqa: BLE001 - an untrusted reply must not crash the run
-            log.warning("[ppcdl] FedAvg part of the aggregation failed (%s); keeping the sent arrays", err)
-            arrays, metrics = getattr(self, "_sent", None), None
-        if not releases or arrays is None:
-            self.reliability_history.append(RoundReport(server_round, excluded=excluded))
-            return arrays, metrics
-        try:
-            releases, nodes = _consistent(releases, nodes, excluded)
-            counts = np.array([r.num_examples for r in releases], dtype=np.float64)
-            shares = counts / counts.sum()
-            if self.reliability and len(releases) > 1:
-                local = [[np.asarray(r.solve())] for r in releases]
-                weights = reliability_weights(local, counts, self.options)
-            else:
-                weights = shares
-            # keep-fractions in [0, 1]: reliability only removes statistics, it never amplifies a
-            # participant's (noisy) statistics above what it released
-            ratio = weights / shares
-            combined = combine_releases(releases, ratio / ratio.max())
-            weight, bias = linear_head_parameters(combined.solve(decoder=self.decoder), combined)
-        except (ValueError, np.linalg.LinAlgError) as err:
-            log.warning("[ppcdl] summing the statistics failed (%s); using FedAvg's head", err)
-            self.reliability_history.append(RoundReport(server_round, excluded=excluded))
-            return arrays, metrics
-        keys = list(arrays.keys())
-        weight_key, bias_key = self.head_keys or (keys[-2], keys[-1])
-        arrays[weight_key] = Array(weight.astype(arrays[weight_key].numpy().dtype))
-        arrays[bias_key] = Array(bias.astype(arrays[bias_key].numpy().dtype))
-        self.reliability_history.append(
-            RoundReport(
-                server_round,
-                weights=dict(zip(nodes, map(float, weights), strict=True)),
-                fedavg_share=dict(zip(nodes, map(float, shares), strict=True)),
-                excluded=excluded,
-                model_updated=True,
-            )
-        )
-        return arrays, metrics
-
-
-def _consistent(releases: list[Release], nodes: list[int], excluded: dict[int, str]) -> tuple[list[Release], list[int]]:
-    """Keep the releases that agree with the majority's shape/bounds; exclude the others by node."""
-    signature = [(r.task, r.num_classes, r.num_features, r.feature_bound, r.target_bound, r.neighbouring) for r in releases]
-    majority = max(set(signature), key=signature.count)
-    keep_r, keep_n = [], []
-    for release, node, sig in zip(releases, nodes, signature, strict=True):
-        if sig == majority:
-            keep_r.append(release)
-            keep_n.append(node)
+        positions: list[int] = []
+        for pos, msg in enumerate(replies):
+            node = sender_id(msg, pos)
+            label = reported_partition(msg)
+            if label is not None:
+                self._reliability.labels[node] = label
+            reason = self._problem(msg, node, nodes)
+            if reason is None:
+                try:
+                    release = parse_release(msg, self.expected_release)
+                    count = _count(msg.content, self.weighted_by_key)
+                    if not isinstance(count, str) and count != release.num_examples:
+                        raise ValueError(f"{self.weighted_by_key}={count!r} differs from the release's n={release.num_examples}")
+                    releases.append(release)
+                    nodes.append(node)
+                    positions.append(pos)
+                    continue
+                except ValueError as err:
+                    reason = f"bad or missing {wire.FM_RELEASE}: {err}"
+            excluded.setdefault(node, reason)
+            log(WARNING, "[ppcdl] round %d: node %s excluded from the summed statistics: %s",
+                server_round, self._reliability.labels.get(node, node), reason)
+        releases, nodes, positions = _consistent(releases, nodes, positions, excluded, self.expected_release is None)
+        report = RoundReport(server_round, excluded=excluded)
+        self.reliability_history.append(report)
+        keys = list(self._sent.keys()) if self._sent is not None else None
+        if not releases or keys is None:
+            why = "no valid release" if keys is not None else "configure_train was not called (the body to keep)"
+            log(WARNING, "[ppcdl] round %d: %s; the global model stays as it was", server_round, why)
+            return None, self._summary(replies, report, [])
+        counts = np.array([r.num_examples for r in releases], dtype=np.float64)
+        cap = self.options.count_cap
+        clip = np.minimum(1.0, cap * float(np.median(counts)) / counts) if cap is not None else np.ones(len(counts))
+        shares = counts / counts.sum()
+        if self.reliability and len(releases) > 1:
+            weights = reliability_weights([[np.asarray(r.solve())] for r in releases], counts, self.options)
         else:
-            excluded[node] = f"release {sig} disagrees with the majority {majority}"
-    return keep_r, keep_n
+            weights = shares
+        # keep-fractions in [0, 1]: reliability only removes statistics, never amplifies them
+        ratio = weights / shares
+        keep = clip * (ratio / ratio.max()) if ratio.max() > 0 else np.zeros(len(ratio))
+        if not np.any(keep > 0):
+            log(WARNING, "[ppcdl] round %d: every release got weight 0; the global model stays as it was", server_round)
+            return None, self._summary(replies, report, [])
+        combined = combine_releases(releases, keep)
+        weight, bias = linear_head_parameters(combined.solve(decoder=self.decoder), combined)
+        weight_key, bias_key = self.head_keys or (keys[-2], keys[-1])
+        assert self._sent is not None
+        out = {k: self._sent[k] for k in keys}
+        for key, value in ((weight_key, weight), (bias_key, bias)):
+            sent = self._sent[key].numpy()
+            if value.shape != sent.shape:
+                raise ValueError(f"the pooled head {key!r} has shape {value.shape}, the model's is {sent.shape}")
+            out[key] = Array(value.astype(sent.dtype))
+        effective = keep * counts / float((keep * counts).sum())
+        report.weights = dict(zip(nodes, map(float, effective), strict=True))
+        report.fedavg_share = dict(zip(nodes, map(float, shares), strict=True))
+        report.reliability = dict(zip(nodes, map(float, keep), strict=True))
+        report.down_weighted = [n for n, w in report.weights.items() if w < 0.5 * report.fedavg_share[n]]
+        report.model_updated = True
+        included = [p for p, k in zip(positions, keep, strict=True) if k > 0]
+        return ArrayRecord(out), self._summary(replies, report, included)
+
+    def _problem(self, msg: Message, node: int, accepted: list[int]) -> str | None:
+        if _has_error(msg):
+            return f"error reply ({msg.error.reason})"
+        if node in accepted:
+            return f"repeated reply of node {node} (its first reply is kept)"
+        return None
+
+    def _summary(self, replies: list[Message], report: RoundReport, included: list[int]) -> MetricRecord:
+        metrics = MetricRecord()
+        if included:
+            try:
+                metrics = self.train_metrics_aggr_fn([replies[p].content for p in included], self.weighted_by_key)
+            except Exception as exc:  # noqa: BLE001 - client metrics are untrusted input
+                log(INFO, "aggregate_train: client metrics not aggregated (%s)", exc)
+                metrics = MetricRecord()
+        for key, value in self._reliability._metrics(report, len(included)).items():  # noqa: SLF001
+            metrics[key] = value
+        if self.per_node_metrics:
+            for node, weight in report.weights.items():
+                metrics[f"{self.options.metrics_prefix}weight/{node}"] = float(weight)
+        return metrics
+
+
+def _consistent(
+    releases: list[Release], nodes: list[int], positions: list[int], excluded: dict[int, str], with_epsilon: bool
+) -> tuple[list[Release], list[int], list[int]]:
+    """Keep the releases that agree with the majority's public shape; exclude the others by node.
+
+    Without a public expectation the majority also fixes ε (a lone release claiming a huge ε, hence
+    little noise, is excluded).
+    """
+    if not releases:
+        return [], [], []
+
+    def signature(r: Release) -> tuple[Any, ...]:
+        sig = (r.task, r.num_classes, r.num_features, r.feature_bound, r.target_bound, r.neighbouring, r.repair_keep)
+        return sig + ((round(r.epsilon, 6),) if with_epsilon else ())
+
+    sigs = [signature(r) for r in releases]
+    majority = max(set(sigs), key=sigs.count)
+    keep = [i for i, sig in enumerate(sigs) if sig == majority]
+    for i, sig in enumerate(sigs):
+        if sig != majority:
+            excluded[nodes[i]] = f"release {sig} disagrees with the majority {majority}"
+            log(WARNING, "[ppcdl] node %s excluded from the summed statistics: %s", nodes[i], excluded[nodes[i]])
+    return [releases[i] for i in keep], [nodes[i] for i in keep], [positions[i] for i in keep]

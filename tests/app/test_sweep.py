@@ -86,3 +86,22 @@ def test_two_job_multirun_writes_the_summary(tmp_path: Path) -> None:
     assert all(float(r["failures"]) == 0 for r in rows)
     assert all(float(r["final"]) > 0.1 for r in rows)  # above chance (0.1) on digits
     assert (sweep_dir / "summary.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_one_job_without_multirun_writes_its_result(tmp_path: Path) -> None:
+    """``python -m flwr_ppcdl.app.sweep`` without ``-m`` runs one job (issue #12.11)."""
+    import json
+
+    run_dir = tmp_path / "job"
+    cmd = [
+        sys.executable, "-m", "flwr_ppcdl.app.sweep",
+        "experiment=quick", "dataset=digits", "unreliable=random_labels", "privacy.epsilon=10", f"hydra.run.dir={run_dir}",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["failures"] == 0 and len(result["rounds"]) == 3
+    assert "simulation-only oracle" in result["reference_note"]  # added outside the ServerApp
+    row = json.loads((run_dir / "row.json").read_text())
+    assert row["final"] > 0.1 and row["reference"] > 0.1  # both above chance on digits

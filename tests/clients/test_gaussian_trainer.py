@@ -14,7 +14,7 @@ DELTA = 1e-5
 
 def _config(**overrides: object) -> TrainerConfig:
     base: dict[str, object] = {
-        "task": "classification", "num_classes": 10, "epsilon": 1.0, "seed": 0, "noise": "gaussian", "delta": DELTA,
+        "task": "classification", "num_classes": 10, "epsilon": 1.0, "insecure_noise_seed": 0, "noise": "gaussian", "delta": DELTA,
     }
     base.update(overrides)
     return TrainerConfig(**base)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.slow
 NUM_CLIENTS = 3
 NUM_ROUNDS = 3
 EPSILON = 10.0
+ABOVE_CHANCE = 0.3  # chance is 0.1; with fresh noise each run (no seed) 0.43-0.67 over 30 runs of this setup
 
 
 def _partition(pid: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,7 +64,7 @@ def test_numpy_client_with_a_legacy_strategy() -> None:
         pid = int(context.node_config["partition-id"])
         return FunctionalMechanismClient(
             digits_model(), _partition(pid), context=context, task="classification",
-            num_classes=10, epsilon=EPSILON, seed=pid, partition_id=pid,
+            num_classes=10, epsilon=EPSILON, partition_id=pid,
         ).to_client()
 
     def server_fn(context: Context) -> ServerAppComponents:
@@ -84,7 +85,7 @@ def test_numpy_client_with_a_legacy_strategy() -> None:
     assert record["failures"] == [0] * NUM_ROUNDS
     assert record["results"] == [NUM_CLIENTS] * NUM_ROUNDS
     assert record["epsilon"] == [EPSILON] * (NUM_CLIENTS * NUM_ROUNDS)
-    assert record["accuracy"][-1] > 0.5  # chance is 0.1
+    assert record["accuracy"][-1] > ABOVE_CHANCE
 
 
 def test_message_api_client_app_with_a_message_api_strategy() -> None:
@@ -110,7 +111,7 @@ def test_message_api_client_app_with_a_message_api_strategy() -> None:
 
     def setup(context: Context) -> ClientSetup:
         pid = int(context.node_config["partition-id"])
-        config = TrainerConfig(task="classification", num_classes=10, epsilon=EPSILON, seed=pid)
+        config = TrainerConfig(task="classification", num_classes=10, epsilon=EPSILON)
         return ClientSetup(model=digits_model(), data=_partition(pid), config=config, partition_id=pid)
 
     server = ServerApp()
@@ -138,4 +139,4 @@ def test_message_api_client_app_with_a_message_api_strategy() -> None:
     assert record["epsilon"] == [EPSILON] * (NUM_CLIENTS * NUM_ROUNDS)
     result = results["result"]
     final = result.evaluate_metrics_serverapp[NUM_ROUNDS]  # type: ignore[attr-defined]
-    assert final["accuracy"] > 0.5
+    assert final["accuracy"] > ABOVE_CHANCE

@@ -13,6 +13,7 @@ from flwr_ppcdl.clients import (
     BodyChangedError,
     FunctionalMechanismClient,
     FunctionalMechanismTrainer,
+    ParticipantError,
     TrainerConfig,
     TrainerState,
     load_state,
@@ -30,7 +31,7 @@ from tests.clients.helpers import (
 
 
 def _config(**overrides: object) -> TrainerConfig:
-    base: dict[str, object] = {"task": "classification", "num_classes": 10, "epsilon": 1.0, "seed": 0}
+    base: dict[str, object] = {"task": "classification", "num_classes": 10, "epsilon": 1.0, "insecure_noise_seed": 0}
     base.update(overrides)
     return TrainerConfig(**base)  # type: ignore[arg-type]
 
@@ -284,12 +285,12 @@ def test_numpy_client_persists_release_in_a_context_across_objects() -> None:
     model = digits_model()
     params = [v.numpy() for v in model.state_dict().values()]
     for _ in range(5):
-        client = FunctionalMechanismClient(model, loader, context=context, task="classification", num_classes=10, epsilon=1.0, seed=1, partition_id=3)
+        client = FunctionalMechanismClient(model, loader, context=context, task="classification", num_classes=10, epsilon=1.0, insecure_noise_seed=1, partition_id=3)
         params, n, metrics = client.fit(params, {})
     assert loader.iterations == 1
     assert n == len(y)
     assert metrics["fm-epsilon"] == 1.0 and metrics["partition-id"] == 3
-    with pytest.raises(ValueError, match="received 1 arrays"):
+    with pytest.raises(ParticipantError, match="PublicValueError: received 1 arrays"):  # public: it crosses the wire
         client.fit(params[:1], {})
 
 

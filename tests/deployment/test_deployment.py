@@ -1,6 +1,7 @@
-"""The Flower App on the deployment runtime: a SuperLink and three SuperNodes as real processes.
+"""The Flower App on the deployment runtime: a SuperLink and three SuperNodes as real processes,
+with TLS and SuperNode authentication (each node's key registered before it starts).
 
-Both tests start every process themselves, record their PIDs and stop them in ``finally``.
+Every test starts every process itself, records its PID and stops it in ``finally``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from flwr_ppcdl.app.deploy import LocalDeployment, prepare_app
+from flwr_ppcdl.app.deploy import LocalDeployment, make_node_keys, prepare_app
 
 pytestmark = pytest.mark.slow
 
@@ -22,17 +23,22 @@ HARD_TIMEOUT = 240.0
 
 
 def _run(
-    tmp_path: Path, run_config: str, kill_node: int | None = None, restart: bool = False
+    tmp_path: Path, run_config: str, kill_node: int | None = None, restart: bool = False, intruders: bool = False
 ) -> tuple[dict, LocalDeployment, str]:
     app = prepare_app(tmp_path / "app")
     results = tmp_path / "results"
-    deployment = LocalDeployment(nodes=3, workdir=tmp_path / "deploy")  # TLS (generated certificates)
+    deployment = LocalDeployment(nodes=3, workdir=tmp_path / "deploy")  # TLS + SuperNode authentication
     watchdog = threading.Timer(HARD_TIMEOUT, deployment.stop)
     watchdog.start()
     try:
         deployment.start()
         started = [p.pid for p in deployment.procs.values()]
         assert len(started) == 4
+        assert sorted(deployment.node_ids) == [0, 1, 2]  # every partition's key was registered
+        if intruders:  # hold the CA certificate, but no registered key
+            key, _ = make_node_keys(tmp_path / "intruder-keys")
+            deployment.start_supernode(0, name="intruder-unregistered-key", private_key=key)
+            deployment.start_supernode(1, name="intruder-no-key", no_key=True)
         ok, output = deployment.run(
             f"{run_config} result-dir='{results}'", results, app=app, timeout=HARD_TIMEOUT - 40,
             kill_node=kill_node, restart=restart,
@@ -49,7 +55,18 @@ def _run(
 
 
 def test_superlink_and_three_supernodes(tmp_path: Path) -> None:
-    result, deployment, _ = _run(tmp_path, RUN)
+    """Three registered SuperNodes complete the run; a node with an unregistered key and a node
+    without a key (both holding the CA certificate) are refused and never take part."""
+    result, deployment, _ = _run(tmp_path, RUN, intruders=True)
+    for name, reason in (
+        ("intruder-unregistered-key", "Failed to activate SuperNode"),
+        ("intruder-no-key", "All SuperNodes must be registered"),
+    ):
+        log = deployment.logs[name].read_text(errors="replace")
+        assert "Failed to initialize the connection to the SuperLink" in log and reason in log, log[-2000:]
+        assert "SuperNode ID:" not in log
+        assert deployment.procs[name].returncode not in (0, None)
+    assert {str(p["node_id"]) for p in result["participants"]} == {str(n) for n in deployment.node_ids.values()}
     assert [r["round"] for r in result["rounds"]] == [1, 2, 3]
     assert result["failures"] == 0
     assert all(r["replies"] == 3 and r["failures"] == 0 for r in result["rounds"])
@@ -100,7 +117,8 @@ def test_supernode_killed_after_round_one(tmp_path: Path) -> None:
 
 def test_supernode_restarted_with_its_state_path(tmp_path: Path) -> None:
     """A SuperNode SIGKILLed after round 1 and started again with the same node config reloads its
-    release and ledger from ``state-path``: it does not read its records or release again."""
+    release and ledger from ``state-path``: it does not read its records or release again, and the
+    epsilon reported for its partition is the epsilon it spent (one release)."""
     run = f"{RUN} min-nodes=2 round-timeout={ROUND_TIMEOUT}"
     state_file = tmp_path / "deploy" / "node-2" / "state.json"
     result, deployment, output = _run(tmp_path, run, kill_node=2, restart=True)
@@ -113,6 +131,9 @@ def test_supernode_restarted_with_its_state_path(tmp_path: Path) -> None:
     [old] = [p for p in rows if p["node_id"] in first_round]
     [new] = [p for p in rows if p["node_id"] not in first_round]
     assert old["dropped_after_round"] == 1 and old["rounds_participated"] == 1
+    # with node authentication the restart came back under a newly registered key
+    registered = [str(node) for pid, node in deployment.node_ids_history if pid == 2]
+    assert registered == [old["node_id"], new["node_id"]]
     # The restarted node joins when it has registered (round 2 or 3) and replies to the end:
     # it joined late, it did not drop.
     assert new["node_id"] in result["rounds"][-1]["nodes"]

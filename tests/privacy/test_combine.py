@@ -25,7 +25,7 @@ def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def _fm(epsilon: float, seed: int | None = 0) -> FunctionalMechanism:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PrivacyLeakWarning)
-        return FunctionalMechanism(task="classification", num_classes=3, epsilon=epsilon, seed=seed)
+        return FunctionalMechanism(task="classification", num_classes=3, epsilon=epsilon, insecure_noise_seed=seed)
 
 
 def test_sum_of_noise_free_releases_equals_the_pooled_release() -> None:
@@ -55,7 +55,7 @@ def test_combined_noise_scale_and_epsilon() -> None:
 
 def test_mismatched_or_bad_inputs_are_rejected_naming_the_problem() -> None:
     a = _fm(1.0).release(*_data(100, 0))
-    b = FunctionalMechanism(task="classification", num_classes=3, epsilon=1.0, feature_bound=2.0, seed=0).release(*_data(100, 1))
+    b = FunctionalMechanism(task="classification", num_classes=3, epsilon=1.0, feature_bound=2.0, insecure_noise_seed=0).release(*_data(100, 1))
     with pytest.raises(ValueError, match="feature_bound"):
         combine_releases([a, b])
     with pytest.raises(ValueError, match="-1.0"):

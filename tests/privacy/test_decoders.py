@@ -54,7 +54,7 @@ def test_noise_free_lda_equals_lda_fitted_on_the_records() -> None:
 def test_lda_under_gaussian_noise_beats_chance_and_sums_pool() -> None:
     parts = [_records(3000, 8, seed=10 + k) for k in range(4)]
     releases = [
-        FunctionalMechanism(task="classification", num_classes=K, epsilon=2.0, noise="gaussian", delta=1e-5, seed=k).release(*p)
+        FunctionalMechanism(task="classification", num_classes=K, epsilon=2.0, noise="gaussian", delta=1e-5, insecure_noise_seed=k).release(*p)
         for k, p in enumerate(parts)
     ]
     combined = combine_releases(releases)

@@ -58,7 +58,7 @@ def test_gaussian_release_noise_matches_its_formula() -> None:
     exact = _exact(x, y)
     residuals = []
     for seed in range(4):
-        release = _gaussian(seed=seed).release(x, y)
+        release = _gaussian(insecure_noise_seed=seed).release(x, y)
         residuals.append(_vector(release) - exact)
     noise = np.concatenate(residuals)
     sigma = sigma_zcdp(1.0, DELTA, gaussian_l2_bound(sensitivity_softmax_l2(d, K), n, exact.size))
@@ -77,7 +77,7 @@ def test_laplace_release_is_not_mistaken_for_gaussian() -> None:
     n, d = 500, 8
     x, y = _records(n, d, seed=1)
     exact = _exact(x, y)
-    fm = FunctionalMechanism(task="classification", num_classes=K, epsilon=1.0, seed=0)
+    fm = FunctionalMechanism(task="classification", num_classes=K, epsilon=1.0, insecure_noise_seed=0)
     release = fm.release(x, y)
     noise = _vector(release) - exact
     assert release.noise == "laplace" and release.delta == 0.0
@@ -89,10 +89,10 @@ def test_gaussian_noise_does_not_grow_with_the_feature_dimension() -> None:
     sds = []
     for d in (4, 16, 64):
         x, y = _records(300, d, seed=2)
-        sds.append(_gaussian(seed=0).release(x, y).noise_sd)
+        sds.append(_gaussian(insecure_noise_seed=0).release(x, y).noise_sd)
     assert max(sds) / min(sds) < 1 + 1e-6  # Δ₂ is the same for every d >= 2
     laplace = [
-        FunctionalMechanism(task="classification", num_classes=K, epsilon=1.0, seed=0).sensitivity(d)
+        FunctionalMechanism(task="classification", num_classes=K, epsilon=1.0, insecure_noise_seed=0).sensitivity(d)
         for d in (4, 16, 64)
     ]
     assert laplace[2] > 3 * laplace[0]
@@ -101,7 +101,7 @@ def test_gaussian_noise_does_not_grow_with_the_feature_dimension() -> None:
 def test_regression_release_uses_its_own_l2_sensitivity() -> None:
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(400, 6)), rng.normal(size=400)
-    fm = FunctionalMechanism(task="regression", epsilon=2.0, noise="gaussian", delta=DELTA, seed=1)
+    fm = FunctionalMechanism(task="regression", epsilon=2.0, noise="gaussian", delta=DELTA, insecure_noise_seed=1)
     release = fm.release(x, y)
     assert release.sensitivity == sensitivity_regression_l2(6) == pytest.approx(math.sqrt(10), rel=1e-9)
     m = _vector(release).size
@@ -113,7 +113,7 @@ def test_regression_release_uses_its_own_l2_sensitivity() -> None:
 
 def test_release_and_ledger_record_epsilon_delta_and_rho() -> None:
     ledger = PrivacyLedger(max_epsilon=1.0, delta=DELTA)
-    fm = _gaussian(seed=4, ledger=ledger)
+    fm = _gaussian(insecure_noise_seed=4, ledger=ledger)
     planned = fm.planned_guarantee()
     release = fm.release(*_records(300, 5, seed=4))
     entry = ledger.entries[0]
@@ -128,7 +128,7 @@ def test_release_and_ledger_record_epsilon_delta_and_rho() -> None:
 
 def test_a_second_gaussian_release_is_refused_by_the_budget_before_noise() -> None:
     ledger = PrivacyLedger(max_epsilon=1.0, delta=DELTA)
-    fm = _gaussian(seed=5, ledger=ledger)
+    fm = _gaussian(insecure_noise_seed=5, ledger=ledger)
     data = _records(200, 4, seed=5)
     fm.release(*data)
     with pytest.raises(Exception, match="max_epsilon"):
@@ -136,42 +136,47 @@ def test_a_second_gaussian_release_is_refused_by_the_budget_before_noise() -> No
     assert len(ledger.entries) == 1
 
 
-def test_release_round_trips_and_version_1_reads_as_laplace() -> None:
-    release = _gaussian(seed=6).release(*_records(200, 4, seed=6))
+def test_release_round_trips_and_earlier_formats_read_as_laplace() -> None:
+    release = _gaussian(insecure_noise_seed=6).release(*_records(200, 4, seed=6))
     back = Release.from_dict(json.loads(json.dumps(release.to_dict())))
     assert (back.noise, back.delta, back.noise_sd, back.repair_multiplier) == (
         "gaussian", release.delta, release.noise_sd, release.repair_multiplier,
     )
     np.testing.assert_array_equal(back.solve(), release.solve())
-    old = FunctionalMechanism(task="classification", num_classes=K, epsilon=1.0, seed=0).release(
+    laplace = FunctionalMechanism(task="classification", num_classes=K, epsilon=1.0, insecure_noise_seed=0).release(
         *_records(200, 4, seed=6)
-    ).to_dict()
+    )
+    base64_format = laplace.to_dict()  # format /2: base64 arrays, no noise law (every release was Laplace)
     for key in ("noise", "delta", "noise_sd", "repair_multiplier"):
-        del old[key]
-    old["format"] = "flwr_ppcdl.fm-release/1"
-    legacy = Release.from_dict(old)
-    assert (legacy.noise, legacy.delta, legacy.repair_multiplier) == ("laplace", 0.0, 1.0)
-    assert legacy.noise_sd == pytest.approx(math.sqrt(2) * legacy.noise_scale)
+        del base64_format[key]
+    base64_format["format"] = "flwr_ppcdl.fm-release/2"
+    list_format = dict(base64_format, format="flwr_ppcdl.fm-release/1")  # format /1: nested lists
+    list_format["statistics"] = {k: v.tolist() for k, v in laplace.statistics.items()}
+    for old in (base64_format, list_format):
+        legacy = Release.from_dict(json.loads(json.dumps(old)))
+        assert (legacy.noise, legacy.delta, legacy.repair_multiplier) == ("laplace", 0.0, 1.0)
+        assert legacy.noise_sd == pytest.approx(math.sqrt(2) * legacy.noise_scale)
+        np.testing.assert_array_equal(legacy.solve(), laplace.solve())
 
 
 def test_repair_reads_the_noise_sd_not_the_laplace_scale() -> None:
     data = _records(300, 6, seed=7)
-    gauss = _gaussian(seed=7).release(*data)
+    gauss = _gaussian(insecure_noise_seed=7).release(*data)
     dim = gauss.dimension
     assert gauss.repaired().rho == pytest.approx(0.5 * 2 * gauss.noise_sd * math.sqrt(dim))
-    laplace = FunctionalMechanism(task="classification", num_classes=K, epsilon=1.0, seed=7).release(*data)
+    laplace = FunctionalMechanism(task="classification", num_classes=K, epsilon=1.0, insecure_noise_seed=7).release(*data)
     assert laplace.repaired().rho == pytest.approx(2 * math.sqrt(2) * laplace.noise_scale * math.sqrt(dim))
 
 
 def test_combined_gaussian_releases_carry_the_sd_of_the_sum() -> None:
-    releases = [_gaussian(epsilon=e, seed=k).release(*_records(300, 5, seed=k)) for k, e in enumerate((0.5, 1.0, 2.0))]
+    releases = [_gaussian(epsilon=e, insecure_noise_seed=k).release(*_records(300, 5, seed=k)) for k, e in enumerate((0.5, 1.0, 2.0))]
     coef = np.array([1.0, 0.5, 0.25])
     combined = combine_releases(releases, coef)
     expected = math.sqrt(sum(c * c * r.noise_sd**2 for c, r in zip(coef, releases, strict=True)))
     assert combined.noise_sd == pytest.approx(expected)
     assert (combined.noise, combined.delta) == ("gaussian", DELTA)
     assert combined.epsilon == max(r.epsilon for r in releases)
-    laplace = FunctionalMechanism(task="classification", num_classes=K, epsilon=1.0, seed=0).release(*_records(300, 5, 9))
+    laplace = FunctionalMechanism(task="classification", num_classes=K, epsilon=1.0, insecure_noise_seed=0).release(*_records(300, 5, 9))
     with pytest.raises(ValueError, match="noise"):
         combine_releases([releases[0], laplace])
 
@@ -203,20 +208,21 @@ def test_every_valid_combination_releases(noise: str, sampler: str) -> None:
     delta = DELTA if noise == "gaussian" else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PrivacyLeakWarning)  # the numpy samplers warn
-        fm = FunctionalMechanism(task="classification", num_classes=K, epsilon=1.0, noise=noise, delta=delta, sampler=sampler, seed=0)  # type: ignore[arg-type]
+        fm = FunctionalMechanism(task="classification", num_classes=K, epsilon=1.0, noise=noise, delta=delta, sampler=sampler, insecure_noise_seed=0)  # type: ignore[arg-type]
         release = fm.release(*_records(100, 3, seed=0))
     assert release.noise == noise and release.sampler == sampler
 
 
 def test_numpy_gaussian_sampler_warns_and_uses_the_analytic_sigma() -> None:
     with pytest.warns(PrivacyLeakWarning, match="not hardened"):
-        release = _gaussian(sampler="numpy", seed=0).release(*_records(100, 3, seed=0))
-    assert release.noise_sd < _gaussian(seed=0).release(*_records(100, 3, seed=0)).noise_sd
+        release = _gaussian(sampler="numpy", insecure_noise_seed=0).release(*_records(100, 3, seed=0))
+    assert release.noise_sd < _gaussian(insecure_noise_seed=0).release(*_records(100, 3, seed=0)).noise_sd
 
 
 def test_delta_at_least_one_over_n_warns() -> None:
     with pytest.warns(PrivacyLeakWarning, match="1/n"):
-        _gaussian(delta=0.02, seed=0).release(*_records(100, 3, seed=0))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", PrivacyLeakWarning)
-        _gaussian(delta=0.005, seed=0).release(*_records(100, 3, seed=0))
+        _gaussian(delta=0.02, insecure_noise_seed=0).release(*_records(100, 3, seed=0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _gaussian(delta=0.005, insecure_noise_seed=0).release(*_records(100, 3, seed=0))
+    assert not [w for w in caught if "1/n" in str(w.message)]  # (the seed's own warning is expected)

@@ -18,6 +18,7 @@ from flwr_ppcdl.privacy import (
     FunctionalMechanism,
     PrivacyLeakWarning,
     PrivacyLedger,
+    RecordError,
     Release,
     clip_l2,
 )
@@ -128,7 +129,7 @@ def test_binary_softmax_is_taylor_logistic_regression() -> None:
 def test_release_keeps_only_noisy_statistics() -> None:
     x, y = _regression_data()
     exact = _noise_free(task="regression").release(x, y)
-    release = FunctionalMechanism(task="regression", epsilon=1.0, seed=0).release(x, y)
+    release = FunctionalMechanism(task="regression", epsilon=1.0, insecure_noise_seed=0).release(x, y)
     assert set(release.statistics) == {"gram", "cross"}
     gram = release.statistics["gram"]
     assert np.array_equal(gram, gram.T)
@@ -150,7 +151,7 @@ def test_release_reads_each_input_exactly_once() -> None:
             return self.data
 
     features, targets = CountingArray(x), CountingArray(labels)
-    FunctionalMechanism(task="classification", num_classes=4, epsilon=1.0, seed=0).release(
+    FunctionalMechanism(task="classification", num_classes=4, epsilon=1.0, insecure_noise_seed=0).release(
         features, targets
     )
     assert (features.reads, targets.reads) == (1, 1)
@@ -166,7 +167,7 @@ def test_repaired_objective_is_psd_even_with_heavy_noise(keep: str) -> None:
         task="classification",
         num_classes=4,
         epsilon=0.1,
-        seed=3,
+        insecure_noise_seed=3,
         repair_keep=keep,  # type: ignore[arg-type]
     )
     release = fm.release(x, labels)
@@ -221,12 +222,12 @@ def test_torch_training_without_data_reaches_the_closed_form(
     if task == "classification":
         x, targets = _classification_data()
         fm = FunctionalMechanism(
-            task="classification", num_classes=4, epsilon=5.0, seed=1, feature_bound=3.0
+            task="classification", num_classes=4, epsilon=5.0, insecure_noise_seed=1, feature_bound=3.0
         )
     else:
         x, targets = _regression_data()
         fm = FunctionalMechanism(
-            task="regression", epsilon=5.0, seed=1, feature_bound=3.0, target_bound=4.0
+            task="regression", epsilon=5.0, insecure_noise_seed=1, feature_bound=3.0, target_bound=4.0
         )
     release = fm.release(x, targets)
     shape = release.statistics["cross"].shape
@@ -242,10 +243,10 @@ def test_objective_value_matches_torch() -> None:
     for task in ("classification", "regression"):
         if task == "classification":
             x, t = _classification_data()
-            fm = FunctionalMechanism(task="classification", num_classes=4, epsilon=1.0, seed=2)
+            fm = FunctionalMechanism(task="classification", num_classes=4, epsilon=1.0, insecure_noise_seed=2)
         else:
             x, t = _regression_data()
-            fm = FunctionalMechanism(task="regression", epsilon=1.0, seed=2)
+            fm = FunctionalMechanism(task="regression", epsilon=1.0, insecure_noise_seed=2)
         release = fm.release(x, t)
         w = np.random.default_rng(3).normal(size=release.statistics["cross"].shape)
         torch_value = release.torch_objective(ridge=0.5)(torch.as_tensor(w)).item()
@@ -254,7 +255,7 @@ def test_objective_value_matches_torch() -> None:
 
 def test_prox_needs_an_anchor() -> None:
     x, y = _regression_data()
-    release = FunctionalMechanism(task="regression", epsilon=1.0, seed=0).release(x, y)
+    release = FunctionalMechanism(task="regression", epsilon=1.0, insecure_noise_seed=0).release(x, y)
     with pytest.raises(ValueError, match="anchor"):
         release.solve(prox_mu=1.0)
     with pytest.raises(ValueError, match="anchor"):
@@ -268,10 +269,10 @@ def test_prox_needs_an_anchor() -> None:
 def test_release_dict_round_trip_is_exact_through_json(task: str) -> None:
     if task == "classification":
         x, t = _classification_data()
-        fm = FunctionalMechanism(task="classification", num_classes=4, epsilon=0.5, seed=9)
+        fm = FunctionalMechanism(task="classification", num_classes=4, epsilon=0.5, insecure_noise_seed=9)
     else:
         x, t = _regression_data()
-        fm = FunctionalMechanism(task="regression", epsilon=0.5, seed=9, target_bound=2.0)
+        fm = FunctionalMechanism(task="regression", epsilon=0.5, insecure_noise_seed=9, target_bound=2.0)
     release = fm.release(x, t)
     data = json.loads(json.dumps(release.to_dict()))
     back = Release.from_dict(data)
@@ -284,7 +285,7 @@ def test_release_dict_round_trip_is_exact_through_json(task: str) -> None:
 def test_release_charges_the_ledger_before_noise() -> None:
     x, y = _regression_data()
     ledger = PrivacyLedger(max_epsilon=1.5)
-    fm = FunctionalMechanism(task="regression", epsilon=1.0, seed=0, ledger=ledger)
+    fm = FunctionalMechanism(task="regression", epsilon=1.0, insecure_noise_seed=0, ledger=ledger)
     fm.release(x, y)
     assert ledger.total_epsilon == 1.0
     entry = ledger.entries[0]
@@ -322,7 +323,7 @@ def test_noise_free_release_is_charged_as_infinite() -> None:
         ({"epsilon": 1.0, "target_bound": -2.0}, ValueError, "target_bound.*-2.0"),
         ({"epsilon": 1.0, "neighbouring": "swap"}, ValueError, "'swap'"),
         ({"epsilon": 1.0, "sampler": "torch"}, ValueError, "'torch'"),
-        ({"epsilon": 1.0, "seed": 1.5}, TypeError, "1.5"),
+        ({"epsilon": 1.0, "insecure_noise_seed": 1.5}, TypeError, "1.5"),
         ({"epsilon": 1.0, "num_classes": 1}, ValueError, "num_classes.*1"),
         ({"epsilon": 1.0, "num_classes": None}, TypeError, "None"),
         ({"epsilon": 1.0, "task": "ranking"}, ValueError, "'ranking'"),
@@ -380,7 +381,7 @@ def test_bad_records_name_the_value(
     task: str, x: np.ndarray, y: np.ndarray, error: type, match: str
 ) -> None:
     kwargs = {"num_classes": 3} if task == "classification" else {}
-    fm = FunctionalMechanism(task=task, epsilon=1.0, seed=0, **kwargs)  # type: ignore[arg-type]
+    fm = FunctionalMechanism(task=task, epsilon=1.0, insecure_noise_seed=0, **kwargs)  # type: ignore[arg-type]
     with pytest.raises(error, match=match):
         fm.release(x, y)
 
@@ -396,3 +397,27 @@ def test_infinite_epsilon_warns_and_adds_no_noise() -> None:
     h, t = fm.bound_features(x), fm.bound_targets(y)
     assert np.allclose(release.statistics["gram"], h.T @ h, rtol=1e-14)
     assert np.allclose(release.statistics["cross"], h.T @ t, rtol=1e-14)
+
+
+@pytest.mark.parametrize(
+    ("task", "x", "y", "value", "position"),
+    [
+        ("classification", np.zeros((30, 2)), np.r_[np.zeros(17, int), 77, np.zeros(12, int)], "77", "17"),
+        ("classification", np.zeros((30, 2)), np.r_[np.zeros(23), 0.25, np.zeros(6)], "0.25", "23"),
+        ("classification", np.where(np.arange(60).reshape(30, 2) == 41, np.nan, 0.0), np.zeros(30, int), "nan", "20"),
+        ("regression", np.zeros((30, 2)), np.r_[np.zeros(19), -np.inf, np.zeros(10)], "inf", "19"),
+    ],
+)
+def test_record_errors_keep_values_and_positions_out_of_their_public_text(
+    task: str, x: np.ndarray, y: np.ndarray, value: str, position: str
+) -> None:
+    """``str(error)`` is for the participant's log (value and position); ``error.public`` may
+    cross the wire and names the broken rule only."""
+    kwargs = {"num_classes": 5} if task == "classification" else {}
+    fm = FunctionalMechanism(task=task, epsilon=1.0, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(RecordError) as caught:
+        fm.release(x, y)
+    assert value in str(caught.value) and position in str(caught.value)
+    public = caught.value.public
+    assert value not in public.lower() and position not in public
+    assert "index" not in public and "row" not in public

@@ -87,7 +87,7 @@ def test_noise_variance_matches_laplace(sampler: str) -> None:
     seed = None if sampler == "opendp" else 11
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PrivacyLeakWarning)
-        fm = FunctionalMechanism(task="regression", epsilon=2.0, sampler=sampler, seed=seed)  # type: ignore[arg-type]
+        fm = FunctionalMechanism(task="regression", epsilon=2.0, sampler=sampler, insecure_noise_seed=seed)  # type: ignore[arg-type]
         releases = [fm.release(x, y) for _ in range(160)]
     noise = np.concatenate([_released_vector(r) - exact for r in releases])  # 160 * 54 draws
     delta = fm.sensitivity(8)
@@ -103,7 +103,7 @@ def test_same_seed_same_release_different_seed_differs(sampler: str) -> None:
         warnings.simplefilter("ignore", PrivacyLeakWarning)
 
         def release(seed: int | np.random.Generator) -> np.ndarray:
-            fm = FunctionalMechanism(task="regression", epsilon=1.0, sampler=sampler, seed=seed)  # type: ignore[arg-type]
+            fm = FunctionalMechanism(task="regression", epsilon=1.0, sampler=sampler, insecure_noise_seed=seed)  # type: ignore[arg-type]
             return _released_vector(fm.release(x, y))
 
         assert np.array_equal(release(5), release(5))
@@ -121,7 +121,7 @@ def test_unseeded_releases_differ() -> None:
 
 def test_opendp_cannot_be_seeded_and_says_so() -> None:
     with pytest.warns(UserWarning, match="cannot be seeded"):
-        FunctionalMechanism(task="regression", epsilon=1.0, sampler="opendp", seed=3)
+        FunctionalMechanism(task="regression", epsilon=1.0, sampler="opendp", insecure_noise_seed=3)
 
 
 def test_opendp_reports_the_epsilon_its_map_spends() -> None:
@@ -132,7 +132,7 @@ def test_opendp_reports_the_epsilon_its_map_spends() -> None:
 
 def test_numpy_sampler_warns_it_is_not_hardened() -> None:
     x, y = _regression_data()
-    fm = FunctionalMechanism(task="regression", epsilon=1.0, sampler="numpy", seed=0)
+    fm = FunctionalMechanism(task="regression", epsilon=1.0, sampler="numpy", insecure_noise_seed=0)
     with pytest.warns(PrivacyLeakWarning, match="not hardened"):
         fm.release(x, y)
 
@@ -149,8 +149,8 @@ def test_empirical_privacy_ratio_of_one_coordinate() -> None:
     y_neighbour = y.copy()
     y_neighbour[0] = -1.0
     epsilon, draws = 5.0, 3000
-    fm_a = FunctionalMechanism(task="regression", epsilon=epsilon, seed=100)
-    fm_b = FunctionalMechanism(task="regression", epsilon=epsilon, seed=200)
+    fm_a = FunctionalMechanism(task="regression", epsilon=epsilon, insecure_noise_seed=100)
+    fm_b = FunctionalMechanism(task="regression", epsilon=epsilon, insecure_noise_seed=200)
     delta = fm_a.sensitivity(1)
     a = np.array([fm_a.release(x, y).statistics["cross"][1] for _ in range(draws)])
     b = np.array([fm_b.release(x, y_neighbour).statistics["cross"][1] for _ in range(draws)])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
-from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
+from flwr.serverapp.strategy import FedAvg
 
 from flwr_ppcdl.app.grid import InProcessGrid
 from flwr_ppcdl.strategies import ReliabilityWeightedFedAvg
@@ -82,7 +82,7 @@ def test_bad_replies_are_excluded_with_reasons() -> None:
         _reply(6, ups[5], None),  # missing weighting key
         _reply(7, None, 10),  # no ArrayRecord
         _reply(8, ups[6], 10),
-        _reply(8, ups[7], 10),  # duplicated node id
+        _reply(8, ups[7], 10),  # a second reply of node 8: the first is kept
         _reply(9, [a.astype(np.int64) for a in ups[8]], 10),  # other dtype: accepted (numeric)
         _reply(11, ups[9], 10),
         Message(Error(0, "boom"), reply_to=_ins(12)),
@@ -90,10 +90,12 @@ def test_bad_replies_are_excluded_with_reasons() -> None:
     strategy = _configured(ReliabilityWeightedFedAvg())
     arrays, metrics = strategy.aggregate_train(1, replies)
     assert arrays is not None and np.all(np.isfinite(arrays["w"].numpy()))
-    excluded = strategy.reliability_history[-1].excluded
+    report = strategy.reliability_history[-1]
+    excluded = report.excluded
     assert set(excluded) == {1, 2, 3, 4, 5, 6, 7, 8, 12}
-    assert "non-finite" in excluded[1] and "duplicated" in excluded[8]
-    assert metrics["reliability/num-included"] == 2
+    assert "non-finite" in excluded[1] and "repeated" in excluded[8]
+    assert set(report.weights) == {8, 9, 11}  # node 8 counts once, with its first reply
+    assert metrics["reliability/num-included"] == sum(w > 0 for w in report.weights.values())
 
 
 def test_missing_array_keys_are_excluded() -> None:
@@ -110,7 +112,7 @@ def test_nothing_valid_keeps_the_global_model() -> None:
     nan = [np.full((4, 3), np.nan, dtype=np.float32), np.zeros(3, dtype=np.float32)]
     arrays, metrics = strategy.aggregate_train(1, [_reply(1, nan, 10), _reply(2, GLOBAL, 0)])
     assert arrays is None  # Strategy.start keeps the previous arrays
-    assert metrics["reliability/num-included"] == 0
+    assert metrics is not None and metrics["reliability/num-excluded"] == 2
     assert strategy.reliability_history[-1].model_updated is False
 
 
@@ -134,7 +136,7 @@ def _run(strategy, unreliable=frozenset({0, 1, 2}), rounds=3, nodes=10):
 
 
 def test_end_to_end_in_process_down_weights_random_targets() -> None:
-    strategy = ReliabilityWeightedFedAvg(fraction_evaluate=0.5)
+    strategy = ReliabilityWeightedFedAvg(fraction_evaluate=0.5, per_node_metrics=True)
     result, grid = _run(strategy)
     assert len(strategy.reliability_history) == 3
     bad_nodes = {nid for nid, ctx in grid.contexts.items() if ctx.node_config["partition-id"] in (0, 1, 2)}
@@ -163,9 +165,18 @@ def test_server_data_method_end_to_end() -> None:
     assert sum(w for n, w in entry.weights.items() if n in bad_nodes) < 0.25
 
 
-def test_composes_with_flower_dp_wrapper() -> None:
-    inner = ReliabilityWeightedFedAvg(fraction_evaluate=0.0)
-    strategy = DifferentialPrivacyServerSideFixedClipping(inner, noise_multiplier=0.01, clipping_norm=10.0, num_sampled_clients=6)
-    result, _ = _run(strategy, rounds=2, nodes=6, unreliable=frozenset({0}))
-    assert len(inner.reliability_history) == 2
-    assert np.all(np.isfinite(result.arrays.to_numpy_ndarrays()[0]))
+def test_log_lines_name_nodes_by_their_reported_partition(caplog: pytest.LogCaptureFixture) -> None:
+    """Readers want partition ids, not 20-digit node ids (display only; never trusted)."""
+    import logging
+
+    ups = _uploads(3, seed=4)
+    node = 12345678901234567890
+    nan = [a.copy() for a in ups[0]]
+    nan[0][0, 0] = np.nan
+    replies = [_reply(node, nan, 10), _reply(2, ups[1], 10), _reply(3, ups[2], 10)]
+    for pid, msg in enumerate(replies):
+        msg.content["metrics"]["partition-id"] = pid
+    with caplog.at_level(logging.INFO, logger="flwr"):
+        _configured(ReliabilityWeightedFedAvg()).aggregate_train(1, replies)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "excluded reply from node p0" in text and str(node) not in text

@@ -1,0 +1,239 @@
+"""SummedStatisticsFedAvg against hostile releases (issue #11.5) and ordinary clients (issue #12.5).
+
+Every hostile reply must leave ``aggregate_train`` without an exception, be excluded with a
+warning naming its node (or, for an inflated count, be counted as no more than ``count_cap`` times
+the round's median), and must not steer the pooled head: it equals the head pooled from the honest
+replies alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+
+from flwr_ppcdl import wire
+from flwr_ppcdl.app.grid import InProcessGrid
+from flwr_ppcdl.privacy import FunctionalMechanism, Release
+from flwr_ppcdl.privacy.release import RELEASE_FORMAT_LISTS
+from flwr_ppcdl.strategies.summed import SummedStatisticsFedAvg
+
+D = 4
+W_TRUE = np.array([0.4, -0.3, 0.2, 0.1])
+SENT = {
+    "body.offset": np.arange(D, dtype=np.float32),
+    "head.weight": np.zeros((1, D), np.float32),
+    "head.bias": np.zeros(1, np.float32),
+}
+EXPECTED = wire.ReleaseExpectation(task="regression", num_features=D, epsilon=5.0, target_bound=1.0)
+
+
+def release(seed: int, n: int = 300, epsilon: float = 5.0, sampler: str = "numpy", task: str = "regression") -> Release:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, D)) / 2.0
+    seed_ = None if sampler == "opendp" else seed  # OpenDP cannot be seeded
+    if task == "regression":
+        fm = FunctionalMechanism(task="regression", epsilon=epsilon, sampler=sampler, insecure_noise_seed=seed_)  # type: ignore[arg-type]
+        return fm.release(x, np.clip(x @ W_TRUE + 0.05 * rng.normal(size=n), -1, 1))
+    fm = FunctionalMechanism(task="classification", num_classes=3, epsilon=epsilon, sampler=sampler, insecure_noise_seed=seed_)  # type: ignore[arg-type]
+    return fm.release(x, rng.integers(0, 3, size=n))
+
+
+def _reply(node: int, payload: Any, count: float, arrays: dict[str, np.ndarray] | None = None) -> Message:
+    InProcessGrid(lambda m, c: m, node_ids=[node])  # Flower's task identity
+    ins = Message(RecordDict({"config": ConfigRecord()}), node, "train")
+    ins.metadata.__dict__["_message_id"] = f"m{node}"
+    ins.metadata.__dict__["_src_node_id"] = 0
+    records: dict[str, Any] = {
+        "arrays": ArrayRecord({k: Array(v) for k, v in (arrays or SENT).items()}),
+        "metrics": MetricRecord({"num-examples": float(count), "partition-id": node}),
+    }
+    if payload is not None:
+        records["fm-release"] = ConfigRecord({"json": payload})
+    return Message(RecordDict(records), reply_to=ins)
+
+
+def _strategy(**kwargs: Any) -> SummedStatisticsFedAvg:
+    strategy = SummedStatisticsFedAvg(reliability=False, expected_release=EXPECTED, **kwargs)
+    list(strategy.configure_train(1, ArrayRecord({k: Array(v) for k, v in SENT.items()}), ConfigRecord(),
+                                  InProcessGrid(lambda m, c: m, num_nodes=2)))
+    return strategy
+
+
+HONEST = [release(seed) for seed in range(4)]
+
+
+def _honest_replies() -> list[Message]:
+    return [_reply(i + 1, wire.encode_release(r), r.num_examples) for i, r in enumerate(HONEST)]
+
+
+def _head(arrays: ArrayRecord | None) -> np.ndarray:
+    assert arrays is not None
+    return np.concatenate([arrays["head.weight"].numpy().ravel(), arrays["head.bias"].numpy()])
+
+
+def _as_lists(r: Release) -> dict[str, Any]:
+    """The release as a dict with plain-list statistics (the older wire format, still accepted)."""
+    return r.to_dict() | {"format": RELEASE_FORMAT_LISTS, "statistics": {k: v.tolist() for k, v in r.statistics.items()}}
+
+
+def _tampered(change: Callable[[dict[str, Any]], Any]) -> str:
+    data = _as_lists(HONEST[0])
+    out = change(data)
+    return json.dumps(data if out is None else out)
+
+
+def _times(factor: float, count_too: bool = False) -> Callable[[dict[str, Any]], None]:
+    def change(d: dict[str, Any]) -> None:
+        d["statistics"] = {k: (factor * np.asarray(v)).tolist() for k, v in d["statistics"].items()}
+        if count_too:
+            d["num_examples"] = int(d["num_examples"] * factor)
+    return change
+
+
+HOSTILE: dict[str, Any] = {
+    "json null": "null",
+    "json list": "[]",
+    "json number": "1",
+    "not json": "{{{",
+    "noise_scale 1e300": _tampered(lambda d: d.update(noise_scale=1e300)),
+    "noise_scale NaN": _tampered(lambda d: d.update(noise_scale=float("nan"))),
+    "noise_scale tiny": _tampered(lambda d: d.update(noise_scale=1e-9)),
+    "repair_keep bogus": _tampered(lambda d: d.update(repair_keep="bogus")),
+    "num_examples 0": _tampered(lambda d: d.update(num_examples=0)),
+    "epsilon 1e9": _tampered(lambda d: d.update(epsilon=1e9)),
+    "sensitivity 0": _tampered(lambda d: d.update(sensitivity=0.0)),
+    "statistics a string": _tampered(lambda d: d.update(statistics="abc")),
+    "statistics missing": _tampered(lambda d: d.pop("statistics")),
+    "statistics NaN": _tampered(lambda d: d["statistics"]["cross"].__setitem__(0, float("nan"))),
+    "statistics x1e3": _tampered(_times(1e3)),
+    "statistics and n x1e3": _tampered(_times(1e3, count_too=True)),  # its noise is 1e3x too large
+    "gram asymmetric": _tampered(lambda d: d["statistics"]["gram"][0].__setitem__(1, 7.0)),
+    "other task": _tampered(lambda d: d.update(task="classification", num_classes=2)),
+    "other width": json.dumps(release(9, n=100).to_dict() | {"num_features": D + 1}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_a_hostile_release_is_excluded_naming_the_node_and_steers_nothing(name: str, caplog: pytest.LogCaptureFixture) -> None:
+    honest_only, _ = _strategy().aggregate_train(1, _honest_replies())
+    strategy = _strategy()
+    hostile = _reply(99, HOSTILE[name], HONEST[0].num_examples)
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        arrays, metrics = strategy.aggregate_train(1, [*_honest_replies(), hostile])  # must not raise
+    assert 99 in strategy.reliability_history[-1].excluded, strategy.reliability_history[-1].excluded
+    assert any("node p99" in r.getMessage() or "node 99" in r.getMessage() for r in caplog.records)
+    np.testing.assert_allclose(_head(arrays), _head(honest_only), rtol=1e-9)
+    assert metrics is not None and metrics["reliability/num-excluded"] == 1
+
+
+def _crafted_inflation(factor: int) -> str:
+    """Statistics of ``factor`` copies of participant 0's records, with noise of the right scale:
+    exactly what a participant with that many records could release."""
+    with pytest.warns(UserWarning):
+        exact = release(0, epsilon=float("inf"))
+    rng = np.random.default_rng(5)
+    data = _as_lists(HONEST[0])
+    b = HONEST[0].noise_scale
+    gram = factor * exact.statistics["gram"] + np.triu(rng.laplace(0, b, size=(D + 1, D + 1)))
+    data["statistics"] = {"gram": (np.triu(gram) + np.triu(gram, 1).T).tolist(),
+                          "cross": (factor * exact.statistics["cross"] + rng.laplace(0, b, size=D + 1)).tolist()}
+    data["num_examples"] = factor * exact.num_examples
+    return json.dumps(data)
+
+
+def test_an_inflated_count_is_counted_as_count_cap_times_the_median() -> None:
+    """A release claiming 1,000x the records, consistent with that claim, passes the per-release
+    bounds; the round's median caps what it weighs."""
+    text = _crafted_inflation(1000)
+    wire.decode_release(text, EXPECTED)  # plausible on its own
+    strategy = _strategy(count_cap=10.0)
+    arrays, _ = strategy.aggregate_train(1, [*_honest_replies(), _reply(99, text, 300_000)])
+    assert arrays is not None and np.all(np.isfinite(_head(arrays)))
+    weights = strategy.reliability_history[-1].weights
+    median = float(np.median([r.num_examples for r in HONEST] + [300_000]))
+    honest_total = sum(r.num_examples for r in HONEST)
+    assert weights[99] <= 10 * median / (10 * median + honest_total) + 1e-9
+    assert weights[99] < 1e3 * 300 / (1e3 * 300 + honest_total)  # what it claimed
+
+
+def test_a_count_that_disagrees_with_the_release_is_excluded() -> None:
+    strategy = _strategy()
+    strategy.aggregate_train(1, [*_honest_replies(), _reply(99, wire.encode_release(HONEST[0]), 10 * HONEST[0].num_examples)])
+    assert "differs from the release" in strategy.reliability_history[-1].excluded[99]
+
+
+def test_the_body_is_always_the_one_sent() -> None:
+    """A reply with NaN (or +1000) in the body changes nothing: only the head is pooled (#11.5c)."""
+    strategy = _strategy()
+    bad_body = dict(SENT, **{"body.offset": np.full(D, np.nan, np.float32)})
+    big_body = dict(SENT, **{"body.offset": SENT["body.offset"] + 1000})
+    replies = [_reply(i + 1, wire.encode_release(r), r.num_examples, bad_body if i == 0 else big_body) for i, r in enumerate(HONEST)]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    assert arrays is not None
+    np.testing.assert_array_equal(arrays["body.offset"].numpy(), SENT["body.offset"])
+    assert arrays["body.offset"].numpy().dtype == np.float32 and np.all(np.isfinite(_head(arrays)))
+
+
+def test_reliability_weighting_survives_hostile_releases() -> None:
+    strategy = SummedStatisticsFedAvg(reliability=True, expected_release=EXPECTED)
+    list(strategy.configure_train(1, ArrayRecord({k: Array(v) for k, v in SENT.items()}), ConfigRecord(),
+                                  InProcessGrid(lambda m, c: m, num_nodes=2)))
+    replies = [*_honest_replies(), *(_reply(90 + i, HOSTILE[name], 300) for i, name in enumerate(sorted(HOSTILE)))]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    assert arrays is not None and np.all(np.isfinite(_head(arrays)))
+    assert set(strategy.reliability_history[-1].weights) == {1, 2, 3, 4}
+
+
+def test_ordinary_clients_are_aggregated_as_parameters_loudly(caplog: pytest.LogCaptureFixture) -> None:
+    """Non-FM clients share no release: the round is a parameter aggregation (with a warning), and
+    one bad reply is excluded instead of making the round a no-op (#12.5)."""
+    strategy = SummedStatisticsFedAvg(reliability=False)
+    list(strategy.configure_train(1, ArrayRecord({k: Array(v) for k, v in SENT.items()}), ConfigRecord(),
+                                  InProcessGrid(lambda m, c: m, num_nodes=2)))
+    ups = [dict(SENT, **{"head.weight": np.full((1, D), float(i + 1), np.float32)}) for i in range(3)]
+    bad = _reply(9, None, 10, ups[0])
+    bad.content["metrics"] = MetricRecord({"other": 1.0})  # no num-examples
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        arrays, _ = strategy.aggregate_train(1, [*(_reply(i + 1, None, 10, u) for i, u in enumerate(ups)), bad])
+    assert arrays is not None
+    np.testing.assert_allclose(arrays["head.weight"].numpy(), np.full((1, D), 2.0))  # mean of 1, 2, 3
+    assert any("no reply carries an 'fm-release'" in r.getMessage() for r in caplog.records)
+    assert 9 in strategy.reliability_history[-1].excluded
+
+
+# -- the validator itself ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sampler", ["discrete", "numpy", "opendp"])
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_honest_releases_pass_validation(sampler: str, task: str) -> None:
+    for seed in range(3):
+        r = release(seed, n=150, epsilon=1.0, sampler=sampler, task=task)
+        expected = wire.ReleaseExpectation(
+            task=task, num_features=D, epsilon=1.0, num_classes=3 if task == "classification" else None,
+            target_bound=1.0 if task == "regression" else None,
+        )
+        decoded = wire.decode_release(wire.encode_release(r), expected)
+        np.testing.assert_array_equal(decoded.statistics["gram"], r.statistics["gram"])
+
+
+def test_an_exact_release_passes_and_a_scaled_one_fails() -> None:
+    with pytest.warns(UserWarning):
+        exact = release(0, epsilon=float("inf"))
+    expected = wire.ReleaseExpectation(task="regression", num_features=D, epsilon=float("inf"), target_bound=1.0)
+    wire.validate_release(exact, expected)
+    scaled = Release(**{**exact.__dict__, "statistics": {k: 1.01 * v for k, v in exact.statistics.items()}})
+    with pytest.raises(ValueError, match="statistics .gram."):
+        wire.validate_release(scaled, expected)
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_decode_release_raises_only_value_error(name: str) -> None:
+    with pytest.raises(ValueError):
+        wire.decode_release(HOSTILE[name], EXPECTED)
