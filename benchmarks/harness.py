@@ -503,7 +503,7 @@ _REFERENCE: dict[tuple[Any, ...], dict[str, float]] = {}
 
 
 def cached_reference_metrics(settings: RunSettings) -> dict[str, float]:
-    """``reference_metrics`` (a non-private oracle fit for the reports, ~1 min on Fashion-MNIST here)
+    """``reference_metrics`` (the non-private oracle fit of ``centralized``, ~1 min on Fashion-MNIST here)
     computed once per setting it depends on: the data, body, partitions, corruption and split."""
     key = tuple(getattr(settings, f) for f in (
         "dataset", "feature_set", "body", "dataset_dir", "num_partitions", "partitioning", "dirichlet_alpha", "seed",
@@ -938,7 +938,6 @@ def main(argv: list[str] | None = None) -> None:
     if a.memory_cell:
         memory_cell(a.memory_cell, a.out)
         return
-    server_app.reference_metrics = cached_reference_metrics  # the same oracle fit, once per setting
     if a.profile == "memory":
         print(f"[harness] rows in {run_memory_profile(a.out)} ({hardware()})")
         return
