@@ -39,6 +39,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--csv", type=Path, default=Path("benchmarks/results/gaussian.csv"))
     args = parser.parse_args()
+    app_tables(args.csv)
+    results = args.csv.parent
+    edge = results / "gaussian_edge.csv"
+    if edge.exists():
+        print("\n### Opacus beyond the grid edge (Fashion-MNIST, 0 %, seed 0)\n")
+        print("| lr | clip | test accuracy |\n|---|---|---|")
+        for r in csv.DictReader(edge.open()):
+            hp = json.loads(r["hyper"])
+            print(f"| {hp['lr']:g} | {hp['clip']:g} | {_f(r['value']):.4f} |")
+    tuning = results / "gaussian_tuning.csv"
+    if tuning.exists():
+        from benchmarks.gaussian_fm_tuning import report
+
+        print("\n### Validation tuning (benchmarks/gaussian_fm_tuning.py; 10 x 5,400, validation 6,000, seeds 100-102)")
+        report(list(csv.DictReader(tuning.open())))
+    compute = results / "gaussian_compute.csv"
+    if compute.exists():
+        rows = list(csv.DictReader(compute.open()))
+        dpsgd = _f(rows[-1]["cpu_s"])
+        print("\n### Client CPU per participant (benchmarks/gaussian_fm_compute.py; one thread, medians of 3)\n")
+        print("| noise | body | what | CPU s | ÷ DP-SGD whole run |\n|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['noise']} | {r['body']} | {r['what']} | {_f(r['cpu_s']):.4f} | {_f(r['cpu_s']) / dpsgd:.3f} |")
+
+
+def app_tables(path: Path) -> None:
+    """The App-path tables of the ``gaussian`` harness profile."""
+    args = argparse.Namespace(csv=path)
     rows = [r for r in csv.DictReader(args.csv.open()) if not r["contender"].endswith("-grid") and not r["error"]]
     groups: dict[tuple[str, str], dict[str, list[dict[str, str]]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:

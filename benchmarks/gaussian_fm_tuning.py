@@ -135,7 +135,8 @@ def main() -> None:
 def report(rows: list[dict[str, object]]) -> None:
     cells: dict[tuple[object, ...], list[float]] = {}
     for r in rows:
-        cells.setdefault((r["noise"], r["epsilon"], r["protocol"], r["body"], r["decoder"], r["m"]), []).append(float(r["val_accuracy"]))  # type: ignore[arg-type]
+        key = (r["noise"], float(r["epsilon"]), r["protocol"], r["body"], r["decoder"], float(r["m"]))  # type: ignore[arg-type]
+        cells.setdefault(key, []).append(float(r["val_accuracy"]))  # type: ignore[arg-type]
     print("\n| noise | ε | protocol | body | decoder | " + " | ".join(f"m={m:g}" for m in MULTIPLIERS) + " |")
     print("|---|---|---|---|---|" + "---|" * len(MULTIPLIERS))
     keys = sorted({k[:5] for k in cells}, key=str)
