@@ -6,7 +6,7 @@ from typing import Any
 
 from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg, MultiKrum, Strategy
 
-from flwr_ppcdl.app.experiment import server_loss_fn
+from flwr_ppcdl.app.experiment import server_loss_fn, split_data
 from flwr_ppcdl.app.settings import RunSettings
 from flwr_ppcdl.data import Dataset
 
@@ -22,21 +22,26 @@ def make_strategy(settings: RunSettings, validation: Dataset | None = None) -> S
         "min_available_nodes": settings.min_nodes or settings.num_partitions,
         "min_train_nodes": settings.min_nodes or settings.num_partitions,
     }
+    # no participant can hold more records than the training split the partition plan divides:
+    # a larger claimed count is a lie and excludes the reply (the counts themselves stay unverified)
+    reliability_options: dict[str, Any] = {"max_num_examples": float(len(split_data(settings)[0]))}
     if settings.protocol == "statistics":
         from flwr_ppcdl.strategies.summed import SummedStatisticsFedAvg
 
-        # default estimator options: measured better here than the tuned parameter-protocol ones
-        return SummedStatisticsFedAvg(reliability=settings.strategy == "reliability", **common)
+        # the calibrated estimator with each release's known noise law (benchmarks/reliability_calibrated.py)
+        return SummedStatisticsFedAvg(reliability=settings.strategy == "reliability", **reliability_options, **common)
     if settings.strategy == "reliability":
         from flwr_ppcdl.strategies import ReliabilityWeightedFedAvg
 
         if settings.reliability_method == "server-data":
             if validation is None:
                 raise ValueError("reliability-method 'server-data' needs the server's validation records")
-            return ReliabilityWeightedFedAvg(method="server_data", server_loss_fn=server_loss_fn(settings, validation), **common)
-        # alignment off: near the aggregation's fixed point every delta is anti-aligned with the
-        # leave-one-out mean, and the gate makes the weights oscillate (benchmarks/default_job_tuning.py)
-        return ReliabilityWeightedFedAvg(alignment=False, sharpness=4.0, tolerance=1.0, **common)
+            return ReliabilityWeightedFedAvg(
+                method="server_data", server_loss_fn=server_loss_fn(settings, validation), **reliability_options, **common
+            )
+        # "truth-discovery" (estimate from the uploads): the library's default, calibrated estimator
+        # (FedAvg's weights unless the evidence is significant; benchmarks/reliability_calibrated.py)
+        return ReliabilityWeightedFedAvg(**reliability_options, **common)
     if settings.strategy == "fedavg":
         return FedAvg(**common)
     if settings.strategy == "fedmedian":

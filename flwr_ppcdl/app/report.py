@@ -29,6 +29,7 @@ class RunResult:
     seconds: float
     failures: int
     excluded: list[dict[str, Any]] = field(default_factory=list)
+    undecidable: list[dict[str, Any]] = field(default_factory=list)  # rounds the uploads could not decide
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, default=_json_default)

@@ -80,6 +80,13 @@ def run_server(
         for report in getattr(recorder.inner, "reliability_history", None) or []
         for node, reason in report.excluded.items()
     ]
+    undecidable = [
+        {"round": report.round, "reason": report.undecidable}
+        for report in getattr(recorder.inner, "reliability_history", None) or []
+        if getattr(report, "undecidable", None)
+    ]
+    if undecidable:
+        log.warning("[ppcdl] reliability could not decide in %d round(s): %s", len(undecidable), undecidable[-1]["reason"])
     run = RunResult(
         settings=asdict(settings),
         rounds=rounds,
@@ -91,6 +98,7 @@ def run_server(
         seconds=time.perf_counter() - started,
         failures=sum(r["failures"] for r in rounds),
         excluded=excluded,
+        undecidable=undecidable,
     )
     out = save_results(run, settings)
     metric = settings.metric

@@ -9,7 +9,8 @@ at epsilon = 1: R^2 .054 against .032 for parameter averaging (`benchmarks/proto
 Participants opt in with ``TrainerConfig(share_statistics=True)``: their train replies then carry a
 ``ConfigRecord`` ``wire.FM_RELEASE`` (the release as JSON) next to the usual ``arrays``/``metrics``, which
 plain FedAvg ignores. Reliability: each participant's own closed-form solution is scored with
-:func:`reliability_weights` (truth discovery), and the statistics are summed with keep-fractions
+:func:`~flwr_ppcdl.reliability.estimate_reliability` (the calibrated estimator gets each release's
+known noise law, :func:`release_noise_variance`), and the statistics are summed with keep-fractions
 ``c_k = r_k / max_j r_j``, ``r_k = w_k / p_k`` (``p_k`` = FedAvg's sample share): equal reliability
 gives the plain sum, and no participant's noisy statistics are ever scaled up (measured: scaling
 up, ``c_k = r_k``, amplified the noise of a few small participants at 100-1,000 participants).
@@ -28,9 +29,22 @@ from flwr.serverapp.strategy import FedAvg
 
 from flwr_ppcdl import wire
 from flwr_ppcdl.privacy import Release, combine_releases, linear_head_parameters
-from flwr_ppcdl.reliability import ReliabilityOptions, RoundReport, reliability_weights
+from flwr_ppcdl.reliability import (
+    EvidenceMemory,
+    ReliabilityOptions,
+    RoundReport,
+    estimate_reliability,
+)
+from flwr_ppcdl.reliability.noise_law import solution_noise_variance
 
 log = logging.getLogger("flwr")
+
+
+def release_noise_variance(release: Release) -> list[np.ndarray]:
+    """The known noise variance of every entry of ``release.solve()`` (one array: the scored layer)."""
+    rep = release.repaired()
+    pinv = (rep.eigvecs / rep.eigvals) @ rep.eigvecs.T
+    return [solution_noise_variance(release.task, pinv, release.solve(), release.noise_scale, release.num_classes)]
 
 
 def parse_release(msg: Message) -> Release:
@@ -73,6 +87,7 @@ class SummedStatisticsFedAvg(FedAvg):
         self.options = ReliabilityOptions.resolve(options, **overrides)
         self.head_keys = head_keys
         self.reliability_history: list[RoundReport] = []
+        self._evidence = EvidenceMemory(self.options.memory_rate) if self.options.memory_rate is not None else None
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         self._sent = arrays
@@ -104,9 +119,10 @@ class SummedStatisticsFedAvg(FedAvg):
             releases, nodes = _consistent(releases, nodes, excluded)
             counts = np.array([r.num_examples for r in releases], dtype=np.float64)
             shares = counts / counts.sum()
+            evidence: dict[int, float] = {}
+            undecidable = None
             if self.reliability and len(releases) > 1:
-                local = [[np.asarray(r.solve())] for r in releases]
-                weights = reliability_weights(local, counts, self.options)
+                weights, evidence, undecidable = self._reliability_weights(releases, nodes, counts)
             else:
                 weights = shares
             # keep-fractions in [0, 1]: reliability only removes statistics, it never amplifies a
@@ -129,9 +145,33 @@ class SummedStatisticsFedAvg(FedAvg):
                 fedavg_share=dict(zip(nodes, map(float, shares), strict=True)),
                 excluded=excluded,
                 model_updated=True,
+                evidence=evidence,
+                undecidable=undecidable,
             )
         )
         return arrays, metrics
+
+    def _reliability_weights(
+        self, releases: list[Release], nodes: list[int], counts: np.ndarray
+    ) -> tuple[np.ndarray, dict[int, float], str | None]:
+        """Weights from the participants' own solutions; the calibrated estimator also gets their noise law."""
+        local = [[np.asarray(r.solve())] for r in releases]
+        calibrated = self.options.method == "calibrated"
+        noise = [release_noise_variance(r) for r in releases] if calibrated else None
+        memory = self._evidence if calibrated else None
+        result = estimate_reliability(
+            local, counts, self.options, noise_variance=noise,
+            prior_evidence=None if memory is None else memory.prior(nodes),
+            prior_rounds=None if memory is None else memory.seen(nodes),
+        )
+        if result.undecidable is not None:
+            log.warning("[ppcdl] reliability: %s", result.undecidable)
+        evidence = {n: float(e) for n, e in zip(nodes, result.evidence, strict=True) if np.isfinite(e)}
+        if memory is not None:
+            memory.update(list(evidence), list(evidence.values()))
+        if result.weights.sum() <= 0:  # nothing valid to score: the plain sum
+            return counts / counts.sum(), evidence, result.undecidable
+        return result.weights, evidence, result.undecidable
 
 
 def _consistent(releases: list[Release], nodes: list[int], excluded: dict[int, str]) -> tuple[list[Release], list[int]]:
