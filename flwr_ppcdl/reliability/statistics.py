@@ -8,12 +8,11 @@ formed directly (no Gram-matrix identities), so a far upload is scored without c
 Statistics, one number per participant (large = suspicious unless marked two-sided):
 
 ``energy``
-    ``log ||r_k||^2 - log E[||r_k||^2 | honest]``: the residual energy over what honest
-    heterogeneity plus the participant's own privacy noise explain. With a known noise law the
-    expected energy is ``sum_i (tau_l^2 + v_ki)`` (``v_ki`` the participant's noise variance at
-    coordinate i, ``tau_l^2`` the honest heterogeneity of layer l, a robust method-of-moments
-    estimate: the median over participants of the energy left after the noise); without one it
-    is a common constant, absorbed by the null.
+    ``log mean_i r_ki^2 / (tau_l^2 + v_ki)``: the residual energy over what honest heterogeneity
+    plus the participant's own privacy noise explain, coordinate by coordinate (``v_ki`` the
+    participant's noise variance at coordinate i, ``tau_l^2`` the honest heterogeneity of layer l,
+    a robust Paule-Mandel estimate, :func:`paule_mandel`). Without a known law ``v = 0`` and
+    ``tau_l^2`` is a common constant, absorbed by the null.
 ``collapse`` (two-sided)
     ``-<r_k, a> / ||a||^2``: the residual's component along the consensus model
     ``a = centre + reference`` in absolute terms, as a fraction of it (with a known noise law,
@@ -204,20 +203,25 @@ def compute_statistics(layers: list[Residuals], clean: NDArray[np.bool_]) -> Sta
     for lay in layers:
         res, con = lay.residual, lay.consensus
         rr = np.sum(res * res, axis=1)
-        energy += rr
         m = res.shape[1]
         if lay.noise is not None:
-            noise_sum = lay.noise.sum(axis=1)
-            tau2 = max(float(np.median((rr - noise_sum)[clean])) / m, 0.0)
-            expected += m * tau2 + noise_sum
+            # precision-weighted: a coordinate weighs by 1 / (tau^2 + v_ki + c_i), so precise rows
+            # count and rows a participant barely has data for do not drown them; c_i is the noise
+            # of the centre itself (a median of K - 1 values: about pi/2 of their typical variance
+            # over K - 1), which a precise participant's residual carries in full
+            centre = (np.pi / 2.0) * np.median(lay.noise[clean], axis=0) / max(int(np.count_nonzero(clean)) - 1, 1)
+            variance = lay.noise + centre[None, :]
+            tau2 = paule_mandel(res, variance, clean)
+            energy += np.sum(res * res / (tau2 + variance + 1e-300), axis=1)
         else:
-            expected += m
+            energy += rr
+        expected += m
         proj += np.einsum("km,km->k", res, con)
         cons += np.einsum("km,km->k", con, con)
         if lay.noise is not None:
             proj_noise += np.einsum("km,km->k", lay.noise, con * con)
         if lay.layer.head_rows:
-            num, den = _row_gap(res, con, lay.layer.head_rows)
+            num, den = _row_gap(res, con, lay.layer.head_rows, lay.noise)
             gap_num += num
             gap_den += den
         out.coordinates += m
@@ -237,8 +241,36 @@ def compute_statistics(layers: list[Residuals], clean: NDArray[np.bool_]) -> Sta
     return out
 
 
-def _row_gap(res: FloatArray, con: FloatArray, rows: int) -> tuple[FloatArray, FloatArray]:
-    """Energy-weighted ``max_{c != j} cos(r_kj, a_kc) - cos(r_kj, a_kj)`` over rows j (numerator, weight)."""
+def paule_mandel(res: FloatArray, noise: FloatArray, clean: NDArray[np.bool_]) -> float:
+    """Honest heterogeneity ``tau^2`` per coordinate beyond the known noise (a robust Paule-Mandel).
+
+    The value at which the clean participants' *median* standardised energy
+    ``mean_i r_ki^2 / (tau^2 + v_ki)`` equals 1 (the Paule-Mandel moment equation, with the median
+    in place of the mean so a corrupted minority does not inflate it); 0 when the noise alone
+    already explains the residuals. Bisection on a log scale (the left side decreases in tau^2).
+    """
+    r2 = res[clean] ** 2
+    v = noise[clean]
+
+    def excess(tau2: float) -> float:
+        return float(np.median(np.mean(r2 / (tau2 + v + 1e-300), axis=1))) - 1.0
+
+    if excess(0.0) <= 0:
+        return 0.0
+    lo, hi = 0.0, float(np.max(np.mean(r2, axis=1))) + 1e-300
+    while excess(hi) > 0:
+        hi *= 4.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if excess(mid) > 0 else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def _row_gap(res: FloatArray, con: FloatArray, rows: int, noise: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
+    """Energy-weighted ``max_{c != j} cos(r_kj, a_kc) - cos(r_kj, a_kj)`` over rows j (numerator, weight).
+
+    A row weighs by its residual energy, beyond its known noise energy when the law is known (a
+    row the participant barely has data for is noise, not evidence)."""
     k = res.shape[0]
     r = res.reshape(k, rows, -1)
     a = con.reshape(k, rows, -1)
@@ -248,4 +280,6 @@ def _row_gap(res: FloatArray, con: FloatArray, rows: int) -> tuple[FloatArray, F
     diag = np.einsum("kjj->kj", cos).copy()
     cos[:, np.arange(rows), np.arange(rows)] = -np.inf
     weight = rn * rn
+    if noise is not None:
+        weight = np.maximum(weight - noise.reshape(k, rows, -1).sum(axis=2), 0.0)
     return ((cos.max(axis=2) - diag) * weight).sum(axis=1), weight.sum(axis=1)

@@ -8,9 +8,10 @@ at epsilon = 1: R^2 .054 against .032 for parameter averaging (`benchmarks/proto
 
 Participants opt in with ``TrainerConfig(share_statistics=True)``: their train replies then carry a
 ``ConfigRecord`` ``wire.FM_RELEASE`` (the release as JSON) next to the usual ``arrays``/``metrics``, which
-plain FedAvg ignores. Reliability: each participant's own closed-form solution is scored with
-:func:`~flwr_ppcdl.reliability.estimate_reliability` (the calibrated estimator gets each release's
-known noise law, :func:`release_noise_variance`), and the statistics are summed with keep-fractions
+plain FedAvg ignores. Reliability: :func:`~flwr_ppcdl.reliability.estimate_reliability` scores what
+:func:`release_scoring_view` extracts from each release (the cross term per example for
+classification, the solution for regression) with its known noise law, and the statistics are
+summed with keep-fractions
 ``c_k = r_k / max_j r_j``, ``r_k = w_k / p_k`` (``p_k`` = FedAvg's sample share): equal reliability
 gives the plain sum, and no participant's noisy statistics are ever scaled up (measured: scaling
 up, ``c_k = r_k``, amplified the noise of a few small participants at 100-1,000 participants).
@@ -35,7 +36,7 @@ from flwr_ppcdl.reliability import (
     RoundReport,
     estimate_reliability,
 )
-from flwr_ppcdl.reliability.noise_law import solution_noise_variance
+from flwr_ppcdl.reliability.noise_law import class_means, solution_noise_variance
 
 log = logging.getLogger("flwr")
 
@@ -45,6 +46,27 @@ def release_noise_variance(release: Release) -> list[np.ndarray]:
     rep = release.repaired()
     pinv = (rep.eigvecs / rep.eigvals) @ rep.eigvecs.T
     return [solution_noise_variance(release.task, pinv, release.solve(), release.noise_scale, release.num_classes)]
+
+
+def release_scoring_view(release: Release) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """What the reliability estimator scores for one release, and its exact noise variance.
+
+    Classification: the participant's class means of the features (:func:`class_means`: K x d, one
+    row per class, read from the cross term and the Gram matrix's bias column, with their noise
+    variance) -- random labels collapse the rows, flipped labels permute them, label skew does not
+    move them (features given the class are alike across participants), and no inverse of the noisy
+    Gram matrix amplifies the noise (scoring the solutions ``K C~ G~^-1`` instead hid flipped labels
+    at epsilon = 1, ``benchmarks/reliability_calibrated.py``).
+    Regression: the solution ``w`` with its first-order noise variance (:func:`release_noise_variance`).
+    """
+    if release.task == "classification":
+        means, variance = class_means(
+            np.asarray(release.statistics["cross"], dtype=np.float64),
+            np.asarray(release.statistics["gram"], dtype=np.float64),
+            float(release.num_examples), float(release.noise_scale),
+        )
+        return [means], [variance]
+    return [np.asarray(release.solve())], release_noise_variance(release)
 
 
 def parse_release(msg: Message) -> Release:
@@ -155,9 +177,12 @@ class SummedStatisticsFedAvg(FedAvg):
         self, releases: list[Release], nodes: list[int], counts: np.ndarray
     ) -> tuple[np.ndarray, dict[int, float], str | None]:
         """Weights from the participants' own solutions; the calibrated estimator also gets their noise law."""
-        local = [[np.asarray(r.solve())] for r in releases]
         calibrated = self.options.method == "calibrated"
-        noise = [release_noise_variance(r) for r in releases] if calibrated else None
+        if calibrated:
+            views = [release_scoring_view(r) for r in releases]
+            local, noise = [v[0] for v in views], [v[1] for v in views]
+        else:  # the legacy estimator scores the participants' own solutions
+            local, noise = [[np.asarray(r.solve())] for r in releases], None
         memory = self._evidence if calibrated else None
         result = estimate_reliability(
             local, counts, self.options, noise_variance=noise,

@@ -280,3 +280,40 @@ def test_leave_one_out_medians_match_brute_force() -> None:
 def test_calibrated_options_are_validated_naming_the_value(option) -> None:
     with pytest.raises(ValueError, match=next(iter(option))):
         ReliabilityOptions(**option)
+
+
+def test_class_means_read_counts_and_means_from_a_release_and_state_their_variance() -> None:
+    from flwr_ppcdl.reliability.noise_law import class_means
+
+    rng = np.random.default_rng(18)
+    k, d, n = 4, 3, 2000
+    y = rng.integers(0, k, n)
+    centres = rng.normal(size=(k, d))
+    h = np.concatenate([0.3 * centres[y] + 0.1 * rng.normal(size=(n, d)), np.ones((n, 1))], axis=1)
+    gram = h.T @ h
+    cross = (np.eye(k)[y] - 1.0 / k).T @ h
+    means, var = class_means(cross, gram, n, 0.0)
+    truth = np.stack([h[y == c, :-1].mean(axis=0) for c in range(k)])
+    np.testing.assert_allclose(means, truth, atol=1e-12)
+    assert np.all(var > 0)  # sampling variance even without privacy noise
+    # with noise of scale b, the stated variance covers the spread of the noisy means
+    b = 5.0
+    draws = []
+    for _ in range(400):
+        e = np.triu(rng.laplace(scale=b, size=gram.shape))
+        noisy_gram = gram + e + np.triu(e, 1).T
+        draws.append(class_means(cross + rng.laplace(scale=b, size=cross.shape), noisy_gram, n, b)[0])
+    spread = np.var(np.array(draws), axis=0)
+    stated = class_means(cross, gram, n, b)[1]
+    assert np.all(spread <= 2.0 * stated) and np.mean(spread) >= 0.2 * np.mean(stated)
+
+
+def test_paule_mandel_recovers_the_heterogeneity_beyond_known_noise() -> None:
+    from flwr_ppcdl.reliability.statistics import paule_mandel
+
+    rng = np.random.default_rng(19)
+    v = rng.uniform(0.1, 2.0, size=(40, 500))
+    res = rng.normal(size=v.shape) * np.sqrt(0.7 + v)
+    clean = np.ones(40, dtype=bool)
+    assert paule_mandel(res, v, clean) == pytest.approx(0.7, rel=0.15)
+    assert paule_mandel(rng.normal(size=v.shape) * np.sqrt(v), v, clean) < 0.05
