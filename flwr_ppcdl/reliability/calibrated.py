@@ -78,7 +78,13 @@ EXTREME = 4.0
 """In an undecidable round, participants whose accumulated evidence exceeds the threshold by this
 many shrink widths (weight factor below 3e-4) are still shrunk: far outliers from both camps."""
 
-SCALE_FLOOR: dict[str, float] = {"energy": 0.05, "collapse": 0.002, "gap": 0.02}
+PATTERNS: tuple[str, ...] = ("collapse", "gap")
+"""Statistics of the modelled corruptions: their evidence accumulates and shrinks the weight. The
+generic ``energy`` test only bounds a participant's influence (a clip), so an honest second data
+mode is kept at a bounded share instead of being silenced, and a far upload moves the aggregate by
+at most its share of the threshold distance."""
+
+SCALE_FLOOR: dict[str, float] = {"energy": 0.05, "collapse": 1e-6, "gap": 0.02}
 """Smallest null scale per statistic: honest values closer than this are never told apart
 (5 % in energy, 0.02 in cosine), so near-identical honest uploads cannot raise false alarms."""
 
@@ -98,12 +104,15 @@ class RoundEvidence:
         The raw statistics.
     undecidable : str or None
         Set when a statistic splits the participants into two camps of (nearly) equal size.
+    clip : ndarray, shape (K,)
+        Bounded-influence factor of the energy test: ``min(1, sqrt(threshold energy / energy))``.
     """
 
     evidence: FloatArray
     per_statistic: dict[str, FloatArray] = field(default_factory=dict)
     statistics: dict[str, FloatArray] = field(default_factory=dict)
     undecidable: str | None = None
+    clip: FloatArray = field(default_factory=lambda: np.ones(0))
 
 
 def round_evidence(
@@ -126,20 +135,23 @@ def round_evidence(
     """
     k = len(idx)
     if k < 3:
-        return RoundEvidence(np.zeros(k))
+        return RoundEvidence(np.zeros(k), clip=np.ones(k))
     level = normal_quantile(1.0 - false_alarm_rate)
     clean = np.ones(k, dtype=bool)
-    result = RoundEvidence(np.zeros(k))
+    result = RoundEvidence(np.zeros(k), clip=np.ones(k))
     with single_thread_blas():
         layers = sample_layers(updates, idx, reference, max_coordinates, rng, noise_variance, max_units)
         for _ in range(max(1, passes)):
             stats = compute_statistics(residuals(layers, clean), clean)
             if not stats.values:
                 break
-            per = _evidence(stats.values, clean, level, false_alarm_rate)
-            result = RoundEvidence(np.max(np.stack(list(per.values())), axis=0), per, stats.values)
-            keep = result.evidence <= level
-            keep[np.argsort(result.evidence, kind="stable")[: max(3, k // 2 + 1)]] = True
+            per, clip = _evidence(stats.values, clean, level, false_alarm_rate, stats.floors)
+            pattern = [v for n, v in per.items() if n in PATTERNS]
+            evidence = np.max(np.stack(pattern), axis=0) if pattern else np.zeros(k)
+            result = RoundEvidence(evidence, per, stats.values, None, clip)
+            outlying = np.maximum(result.evidence, np.where(clip < 1.0, np.inf, -np.inf))
+            keep = outlying <= level
+            keep[np.argsort(outlying, kind="stable")[: max(3, k // 2 + 1)]] = True
             if np.array_equal(keep, clean):
                 break
             clean = keep
@@ -177,8 +189,12 @@ def _even_camps(values: dict[str, FloatArray], false_alarm_rate: float) -> str |
 
 
 def _evidence(
-    values: dict[str, FloatArray], clean: NDArray[np.bool_], level: float, false_alarm_rate: float
-) -> dict[str, FloatArray]:
+    values: dict[str, FloatArray],
+    clean: NDArray[np.bool_],
+    level: float,
+    false_alarm_rate: float,
+    floors: dict[str, float] | None = None,
+) -> tuple[dict[str, FloatArray], FloatArray]:
     """Normal-scale evidence per statistic: the calibrated threshold maps to ``level``.
 
     The null is fitted to the ``clean`` participants' values (all of them in the first pass), so
@@ -186,20 +202,31 @@ def _evidence(
     median absolute deviation -- do not shape it; its threshold is calibrated for their number. Below the threshold ``z`` is rescaled (``z * level / threshold``); beyond it the excess is kept
     in units of the honest scale (``level + z - threshold``), so a far outlier gets evidence to
     match rather than the compressed value a pure rescaling would give at small K.
+
+    Also returns the energy test's bounded-influence factor: a participant whose log-energy ``E``
+    passes the calibrated threshold value ``E_t`` keeps ``exp(-(E - E_t) / 2)`` of its weight, i.e.
+    its distance is clipped to the threshold distance.
     """
     k = int(np.count_nonzero(clean))
     alpha = false_alarm_rate / len(values)  # Bonferroni over the statistics
     per: dict[str, FloatArray] = {}
+    clip = np.ones(next(iter(values.values())).size)
     for name, raw in values.items():
         finite = np.isfinite(raw)
         v = np.where(finite, raw, np.max(raw[finite]) if finite.any() else 0.0)
         loc, scale = robust_null(v[clean])
-        z = (v - loc) / max(scale, SCALE_FLOOR[name])
+        # the null's scale is never below the statistic's own sampling error (floors) nor its
+        # fixed floor: honest values closer than that are not told apart
+        scale = max(scale, SCALE_FLOOR[name], (floors or {}).get(name, 0.0))
+        z = (v - loc) / scale
         if TWO_SIDED[name]:
             z = np.abs(z)
         threshold = null_threshold(k, alpha, TWO_SIDED[name])
         per[name] = np.where(z <= threshold, z * (level / threshold), level + (z - threshold))
-    return per
+        if name == "energy":
+            at_threshold = loc + threshold * scale
+            clip = np.minimum(1.0, np.exp(-0.5 * np.maximum(v - at_threshold, 0.0)))
+    return per, clip
 
 
 def shrink_factor(evidence: FloatArray, false_alarm_rate: float, width: float) -> FloatArray:

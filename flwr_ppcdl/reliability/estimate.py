@@ -235,6 +235,7 @@ def _calibrated(
     if result.undecidable is not None:  # keep FedAvg's weights, except for extreme outliers
         extreme = accumulated > normal_quantile(1.0 - opts.false_alarm_rate) + EXTREME * opts.shrink_width
         factor = np.where(extreme, factor, 1.0)
+    factor = factor * ev.clip  # bounded influence from the energy test, every round
     valid = np.zeros(n_up, dtype=bool)
     valid[idx] = True
     full = np.ones(n_up)

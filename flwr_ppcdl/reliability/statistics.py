@@ -15,8 +15,9 @@ Statistics, one number per participant (large = suspicious unless marked two-sid
     ``tau_l^2`` is a common constant, absorbed by the null.
 ``collapse`` (two-sided)
     ``-<r_k, a> / ||a||^2``: the residual's component along the consensus model
-    ``a = centre + reference`` in absolute terms, as a fraction of it (with a known noise law,
-    divided by its honest standard deviation ``sqrt(tau^2 + sum_i v_ki a_i^2 / ||a||^4)``). A release whose class
+    ``a = centre + reference`` in absolute terms, as a fraction of it; with a known noise law
+    divided by its honest standard deviation ``sqrt(tau^2 + sum_i v_ki a_i^2 / ||a||^4)``, without
+    one the null's scale is floored at a typical participant's sampling error of the projection. A release whose class
     structure collapsed (random labels), shrunk targets or a permuted head moves away from the
     consensus *against* it (positive); exploded targets move along it (negative).
 ``gap``
@@ -44,6 +45,7 @@ TWO_SIDED: dict[str, bool] = {"energy": False, "collapse": True, "gap": False}
 """Which statistics are tested on both sides."""
 _LOO_MAX_K = 32  # above this, removing one upload moves the median by a negligible order-statistic gap
 _MAX_HEAD_ROWS = 64
+COLLAPSE_FLOOR = 0.5  # fraction of a typical honest sampling error of the projection below which honest values are not told apart
 
 
 @dataclass
@@ -73,6 +75,7 @@ class Statistics:
 
     values: dict[str, FloatArray] = field(default_factory=dict)
     coordinates: int = 0
+    floors: dict[str, float] = field(default_factory=dict)  # sampling error of each statistic
 
 
 def sample_layers(
@@ -197,6 +200,8 @@ def compute_statistics(layers: list[Residuals], clean: NDArray[np.bool_]) -> Sta
     proj = np.zeros(k)
     cons = np.zeros(k)
     proj_noise = np.zeros(k)
+    proj_own = np.zeros(k)
+    fourth = np.zeros(k)
     known = any(lay.noise is not None for lay in layers)
     gap_num = np.zeros(k)
     gap_den = np.zeros(k)
@@ -204,6 +209,8 @@ def compute_statistics(layers: list[Residuals], clean: NDArray[np.bool_]) -> Sta
         res, con = lay.residual, lay.consensus
         rr = np.sum(res * res, axis=1)
         m = res.shape[1]
+        if lay.noise is None:
+            fourth += np.sum(res**4, axis=1)
         if lay.noise is not None:
             # precision-weighted: a coordinate weighs by 1 / (tau^2 + v_ki + c_i), so precise rows
             # count and rows a participant barely has data for do not drown them; c_i is the noise
@@ -220,14 +227,25 @@ def compute_statistics(layers: list[Residuals], clean: NDArray[np.bool_]) -> Sta
         cons += np.einsum("km,km->k", con, con)
         if lay.noise is not None:
             proj_noise += np.einsum("km,km->k", lay.noise, con * con)
+        proj_own += np.einsum("km,km->k", res * res, con * con)
         if lay.layer.head_rows:
             num, den = _row_gap(res, con, lay.layer.head_rows, lay.noise)
             gap_num += num
             gap_den += den
         out.coordinates += m
-    floor = 1e-12 * float(np.max(energy)) + 1e-300
+    floor = 1e-12 * float(np.median(energy)) + 1e-300  # exact zeros (identical uploads) only
     out.values["energy"] = np.log(np.maximum(energy, floor)) - np.log(np.maximum(expected, 1e-300))
+    if not known and np.any(fourth > 0):
+        # sd of a log chi-square energy with m_eff = 3 (sum r^2)^2 / sum r^4 effective coordinates
+        m_eff = float(np.median(3.0 * energy**2 / np.maximum(fourth, 1e-300)))
+        out.floors["energy"] = float(np.sqrt(2.0 / max(m_eff, 1.0)))
     collapse = -proj / np.maximum(cons, 1e-300)
+    if not known:
+        # the sampling error of an honest projection, sqrt(sum_i r_ki^2 a_i^2) / ||a||^2 for a
+        # typical clean participant, floors the null's scale: chance clusters of honest values
+        # closer than that are not told apart
+        own = np.sqrt(np.maximum(proj_own, 0.0)) / np.maximum(cons, 1e-300)
+        out.floors["collapse"] = COLLAPSE_FLOOR * float(np.median(own[clean]))
     if known:
         # the noise part of the projection has the known variance sum_i v_ki a_i^2 / ||a||^4; the
         # heterogeneity part tau^2 is the clean participants' median square beyond it (0.4549 is
@@ -235,6 +253,7 @@ def compute_statistics(layers: list[Residuals], clean: NDArray[np.bool_]) -> Sta
         noise_var = proj_noise / np.maximum(cons, 1e-300) ** 2
         tau2 = max(float(np.median(collapse[clean] ** 2)) / 0.4549364231195724 - float(np.median(noise_var[clean])), 0.0)
         collapse = collapse / np.sqrt(np.maximum(tau2 + noise_var, 1e-300))
+        out.floors["collapse"] = 1.0
     out.values["collapse"] = collapse
     if np.any(gap_den > 0):
         out.values["gap"] = gap_num / np.maximum(gap_den, 1e-300)

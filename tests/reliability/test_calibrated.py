@@ -183,7 +183,7 @@ def test_one_unlucky_round_does_not_silence_an_honest_node() -> None:
     first = [list(u) for u in ups]
     first[4] = [ups[4][0] + 2.0 * rng.normal(size=(C, D))]  # one bad round
     agg.aggregate(1, [Upload(i, u, c) for i, (u, c) in enumerate(zip(first, counts, strict=False))])
-    assert agg.history[-1].weights[4] < 0.2 * agg.history[-1].fedavg_share[4]
+    assert agg.history[-1].weights[4] < 0.5 * agg.history[-1].fedavg_share[4]  # its influence bounded
     for rnd in range(2, 12):
         fresh = [[truth + 0.3 * rng.normal(size=(C, D))] for _ in range(10)]
         agg.aggregate(rnd, [Upload(i, u, c) for i, (u, c) in enumerate(zip(fresh, counts, strict=False))])
