@@ -15,28 +15,34 @@ labels), rows permuted relative to the consensus (flipped labels), shrunk or exp
 
 The decision, per round:
 
-1. Statistics (:mod:`.statistics`): residual energy over what heterogeneity and the participant's
-   own noise explain, anti-alignment with the consensus per unit (collapse, shrinkage,
-   explosion), and a row-permutation gap for heads -- each one number per participant, computed
-   on residuals to the leave-one-out coordinate-wise median (no claimed count enters).
+1. Statistics (:mod:`.statistics`), each one number per participant, on residuals to the
+   leave-one-out coordinate-wise median (no claimed count enters): ``collapse`` (the residual along
+   the consensus model: collapsed class structure, shrunk or exploded targets), ``gap`` (rows of a
+   head permuted relative to the consensus) and the generic ``energy`` (residual energy over what
+   honest heterogeneity and the participant's own, known noise explain).
 2. The honest distribution of each statistic is estimated from the participants themselves
-   (:func:`~flwr_ppcdl.reliability.null.robust_null`: the tightest half, then the 99 % band), so it
-   absorbs honest heterogeneity and privacy noise whatever their size, and a corrupted minority
-   does not widen it. Each participant's ``z`` is converted to *evidence* on the normal scale with
-   a threshold calibrated for this K by simulating the estimator under the null
-   (:func:`~flwr_ppcdl.reliability.null.null_threshold`), Bonferroni over the statistics: an
-   honest participant's evidence exceeds ``Phi^-1(1 - alpha)`` with probability at most
-   ``alpha`` (``false_alarm_rate``, default 1 % per honest participant per round) when the honest
-   values are Gaussian around a common centre.
-3. Evidence accumulates across rounds as an exponentially weighted mean per node
+   (:func:`~flwr_ppcdl.reliability.null.robust_null`: the tightest half, then the 99 % band;
+   floored at the statistic's own sampling error), so it absorbs honest heterogeneity and privacy
+   noise whatever their size, and a corrupted minority does not widen it. A second pass recomputes
+   the centre and the null without the participants the first pass found far. Each ``z`` becomes
+   *evidence* on the normal scale through a threshold calibrated for this K by simulating the
+   estimator under the null (:func:`~flwr_ppcdl.reliability.null.null_threshold`), Bonferroni over
+   the statistics: an honest participant's evidence passes ``t = Phi^-1(1 - alpha)`` with
+   probability at most ``alpha`` (``false_alarm_rate``, default 3 % per honest participant per
+   round) when the honest values are Gaussian around a common centre.
+3. Evidence of the modelled corruptions (:data:`PATTERNS`) accumulates across rounds as a
+   bias-corrected exponentially weighted mean per node
    (:class:`~flwr_ppcdl.reliability.memory.EvidenceMemory`). A participant's uploads all derive
-   from one fixed release, so successive rounds are not independent evidence; a convex
-   combination of evidence values with standard-normal marginals has variance at most 1 whatever
-   their dependence, so the same threshold keeps the false-alarm rate: the same evidence is
-   never counted twice, and one unlucky round is averaged away rather than silencing a node.
+   from one fixed release, so successive rounds are not independent evidence; a convex combination
+   of evidence values with standard-normal marginals has variance at most 1 whatever their
+   dependence, so the same threshold keeps the false-alarm rate: the same evidence is never
+   counted twice, and one unlucky round is averaged away rather than silencing a node.
 4. The weight is FedAvg's weight times ``exp(-((M - t)_+)^2 / (2 width^2))`` with ``M`` the
-   accumulated evidence and ``t = Phi^-1(1 - alpha)``: exactly FedAvg's weight below the
-   threshold, shrinking smoothly beyond it (1 - 0.61 - 0.14 - 0.01 at 0 - 1 - 2 - 3 widths).
+   accumulated evidence: exactly FedAvg's weight below the threshold, shrinking smoothly beyond it
+   (1 - 0.61 - 0.14 - 0.01 at 0 - 1 - 2 - 3 widths), times the energy test's bounded-influence
+   factor ``min(1, exp(-(E - E_t)/2))``: a participant farther than the calibrated threshold
+   distance keeps the share that moves the aggregate by at most that distance. The generic energy
+   test cannot tell an honest second data mode from a corruption, so it bounds instead of silencing.
 5. Where at least half of the participants are clearly flagged, or a statistic splits them into
    two camps of (nearly) equal size far beyond what a unimodal honest population shows
    (:func:`~flwr_ppcdl.reliability.null.split_threshold`), the honest majority the null relies on
