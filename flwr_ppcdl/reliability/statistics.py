@@ -45,6 +45,8 @@ TWO_SIDED: dict[str, bool] = {"energy": False, "collapse": True, "gap": False}
 """Which statistics are tested on both sides."""
 _LOO_MAX_K = 32  # above this, removing one upload moves the median by a negligible order-statistic gap
 _MAX_HEAD_ROWS = 64
+_SCORED_ENTRIES = 400_000  # at most this many sampled entries (K x coordinates) are scored ...
+_MIN_COORDINATES = 2_000  # ... but never fewer coordinates than this
 COLLAPSE_FLOOR = 0.5  # fraction of a typical honest sampling error of the projection below which honest values are not told apart
 
 
@@ -89,11 +91,15 @@ def sample_layers(
 ) -> list[ScoredLayer]:
     """The scored coordinates of the uploads ``idx``, layer by layer.
 
-    About ``max_coordinates`` coordinates in all are scored (proportionally per layer; small
-    layers fully), drawn afresh each call as random contiguous blocks so an uploader cannot know
+    About ``max_coordinates`` coordinates in all are scored (at most 400,000 / K with K uploads,
+    never fewer than 2,000; proportionally per layer; small layers fully), drawn afresh each call as random contiguous blocks so an uploader cannot know
     where it is looked at. Coordinates on which all uploads agree carry no evidence and are dropped.
     """
     k = len(idx)
+    if max_coordinates is not None:
+        # scoring costs K x coordinates: with many uploads fewer coordinates suffice (the
+        # statistics of 4,000 coordinates are precise to a few percent)
+        max_coordinates = min(max_coordinates, max(_MIN_COORDINATES, _SCORED_ENTRIES // max(k, 1)))
     first = updates[idx[0]]
     shapes = [tuple(np.shape(a)) for a in first]
     sizes = [int(np.prod(sh)) if sh else 1 for sh in shapes]
@@ -207,10 +213,11 @@ def compute_statistics(layers: list[Residuals], clean: NDArray[np.bool_]) -> Sta
     gap_den = np.zeros(k)
     for lay in layers:
         res, con = lay.residual, lay.consensus
-        rr = np.sum(res * res, axis=1)
+        sq = res * res
+        rr = np.sum(sq, axis=1)
         m = res.shape[1]
         if lay.noise is None:
-            fourth += np.sum(res**4, axis=1)
+            fourth += np.einsum("km,km->k", sq, sq)
         if lay.noise is not None:
             # precision-weighted: a coordinate weighs by 1 / (tau^2 + v_ki + c_i), so precise rows
             # count and rows a participant barely has data for do not drown them; c_i is the noise
@@ -219,7 +226,7 @@ def compute_statistics(layers: list[Residuals], clean: NDArray[np.bool_]) -> Sta
             centre = (np.pi / 2.0) * np.median(lay.noise[clean], axis=0) / max(int(np.count_nonzero(clean)) - 1, 1)
             variance = lay.noise + centre[None, :]
             tau2 = paule_mandel(res, variance, clean)
-            energy += np.sum(res * res / (tau2 + variance + 1e-300), axis=1)
+            energy += np.sum(sq / (tau2 + variance + 1e-300), axis=1)
         else:
             energy += rr
         expected += m
@@ -227,7 +234,7 @@ def compute_statistics(layers: list[Residuals], clean: NDArray[np.bool_]) -> Sta
         cons += np.einsum("km,km->k", con, con)
         if lay.noise is not None:
             proj_noise += np.einsum("km,km->k", lay.noise, con * con)
-        proj_own += np.einsum("km,km->k", res * res, con * con)
+        proj_own += np.einsum("km,km->k", sq, con * con)
         if lay.layer.head_rows:
             num, den = _row_gap(res, con, lay.layer.head_rows, lay.noise)
             gap_num += num
