@@ -7,7 +7,7 @@ from typing import Any
 from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg, MultiKrum, Strategy
 
 from flwr_ppcdl import wire
-from flwr_ppcdl.app.experiment import body_keys, make_model, server_loss_fn
+from flwr_ppcdl.app.experiment import body_keys, make_model, server_loss_fn, split_data
 from flwr_ppcdl.app.settings import RunSettings
 from flwr_ppcdl.clients import split_model
 from flwr_ppcdl.data import Dataset
@@ -28,6 +28,9 @@ def make_strategy(settings: RunSettings, validation: Dataset | None = None) -> S
     }
     model = make_model(settings)
     frozen = body_keys(model)
+    # no participant can hold more records than the training split the partition plan divides:
+    # a larger claimed count is a lie and excludes the reply (the counts themselves stay unverified)
+    reliability_options: dict[str, Any] = {"max_num_examples": float(len(split_data(settings)[0]))}
     if settings.protocol == "statistics":
         from flwr_ppcdl.strategies.summed import SummedStatisticsFedAvg
 
@@ -41,10 +44,10 @@ def make_strategy(settings: RunSettings, validation: Dataset | None = None) -> S
             noise=settings.noise,
             delta=settings.delta if settings.noise == "gaussian" else 0.0,
         )
-        # default estimator options: measured better here than the tuned parameter-protocol ones
+        # the calibrated estimator with each release's known noise law (benchmarks/reliability_calibrated.py)
         return SummedStatisticsFedAvg(
             reliability=settings.strategy == "reliability", frozen_keys=frozen, expected_release=expected,
-            decoder=settings.decoder, **common,
+            decoder=settings.decoder, **reliability_options, **common,
         )
     if settings.strategy == "reliability":
         from flwr_ppcdl.strategies import ReliabilityWeightedFedAvg
@@ -55,10 +58,12 @@ def make_strategy(settings: RunSettings, validation: Dataset | None = None) -> S
                 raise ValueError("reliability-method 'server-data' needs the server's validation records")
             head = [k for k in model.state_dict() if k not in frozen]  # what the strategy scores
             loss = server_loss_fn(settings, validation, keys=head)
-            return ReliabilityWeightedFedAvg(method="server_data", server_loss_fn=loss, **common)
-        # alignment off: near the aggregation's fixed point every delta is anti-aligned with the
-        # leave-one-out mean, and the gate makes the weights oscillate (benchmarks/default_job_tuning.py)
-        return ReliabilityWeightedFedAvg(alignment=False, sharpness=4.0, tolerance=1.0, **common)
+            return ReliabilityWeightedFedAvg(
+                method="server_data", server_loss_fn=loss, **reliability_options, **common
+            )
+        # "truth-discovery" (estimate from the uploads): the library's default, calibrated estimator
+        # (FedAvg's weights unless the evidence is significant; benchmarks/reliability_calibrated.py)
+        return ReliabilityWeightedFedAvg(**reliability_options, **common)
     if settings.strategy == "fedavg":
         return FedAvg(**common)
     if settings.strategy == "fedmedian":

@@ -36,6 +36,7 @@ class RunResult:
     reference: dict[str, float] = field(default_factory=dict)  # filled outside the ServerApp (oracle)
     reference_note: str = "not computed (the ServerApp never reads participants' records; see flwr_ppcdl.app.oracle)"
     not_private: list[str] = field(default_factory=list)  # why this run is NOT private (settings.privacy_warnings)
+    undecidable: list[dict[str, Any]] = field(default_factory=list)  # rounds the uploads could not decide
     privacy_spent: dict[str, Any] = field(default_factory=dict)  # the largest (epsilon, delta) spent, with its meaning
 
     def to_json(self) -> str:

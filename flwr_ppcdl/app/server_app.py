@@ -159,6 +159,13 @@ def _run(grid: Grid, settings: RunSettings, strategy: Strategy | None, timeout: 
         for report in getattr(recorder.inner, "reliability_history", None) or []
         for node, reason in report.excluded.items()
     ]
+    undecidable = [
+        {"round": report.round, "reason": report.undecidable}
+        for report in getattr(recorder.inner, "reliability_history", None) or []
+        if getattr(report, "undecidable", None)
+    ]
+    if undecidable:
+        log.warning("[ppcdl] reliability could not decide in %d round(s): %s", len(undecidable), undecidable[-1]["reason"])
     run = RunResult(
         settings=asdict(settings),
         rounds=rounds,
@@ -171,6 +178,7 @@ def _run(grid: Grid, settings: RunSettings, strategy: Strategy | None, timeout: 
         excluded=excluded,
         rounds_without_update=stalled,
         not_private=privacy_warnings(settings),
+        undecidable=undecidable,
         privacy_spent=privacy_spent(participants, settings),
     )
     out = save_results(run, settings)

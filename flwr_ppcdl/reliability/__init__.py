@@ -4,11 +4,15 @@ The server's counterpart of :mod:`flwr_ppcdl.privacy`. One job per module:
 
 * :mod:`.options` -- :class:`ReliabilityOptions`, every option declared and validated once;
 * :mod:`.validation` -- which uploads cannot be aggregated, and why;
-* :mod:`.sketch` -- coordinate sampling and per-layer Gram matrices for scoring;
-* :mod:`.truth_discovery` -- the truth-discovery estimator and its alignment gates;
+* :mod:`.counts` -- which claimed example counts are plausible;
+* :mod:`.sketch` -- coordinate sampling (and the legacy estimator's per-layer Gram matrices);
+* :mod:`.statistics` -- per-participant test statistics on residuals to a robust centre;
+* :mod:`.null` -- the honest distribution of a statistic, estimated robustly, calibrated thresholds;
+* :mod:`.calibrated` -- the default estimator: FedAvg's weights unless the evidence is significant;
+* :mod:`.truth_discovery` -- the legacy truth-discovery estimator and its alignment gates;
 * :mod:`.estimate` -- one round's reliability and weights (:func:`estimate_reliability`);
 * :mod:`.arrays` -- the weighted sum itself;
-* :mod:`.memory` -- reliability across rounds per node;
+* :mod:`.memory` -- evidence (calibrated) or reliability (legacy) across rounds per node;
 * :mod:`.aggregator` -- a round's bookkeeping for the Flower adapters, with :class:`RoundReport`,
   the one shape of the weight history.
 
@@ -28,7 +32,7 @@ from flwr_ppcdl.reliability.estimate import (
     estimate_reliability,
     reliability_weights,
 )
-from flwr_ppcdl.reliability.memory import ReliabilityMemory
+from flwr_ppcdl.reliability.memory import EvidenceMemory, ReliabilityMemory
 from flwr_ppcdl.reliability.options import (
     DEFAULT_TOLERANCE,
     METHODS,
@@ -40,6 +44,7 @@ from flwr_ppcdl.reliability.validation import validate_updates
 
 __all__ = [
     "DEFAULT_TOLERANCE",
+    "EvidenceMemory",
     "METHODS",
     "SAMPLE_WEIGHTINGS",
     "ReliabilityAggregator",

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from flwr_ppcdl.reliability.arrays import weighted_sum
 from flwr_ppcdl.reliability.estimate import ReliabilityResult, estimate_reliability
-from flwr_ppcdl.reliability.memory import ReliabilityMemory
+from flwr_ppcdl.reliability.memory import EvidenceMemory, ReliabilityMemory
 from flwr_ppcdl.reliability.options import ReliabilityOptions
 
 LOGGER = logging.getLogger("flwr")
@@ -57,6 +57,12 @@ class RoundReport:
         False when nothing valid arrived (the global model stays as it was).
     failures : int
         Error replies / failures the runtime reported (legacy API).
+    evidence : dict[int, float]
+        Calibrated estimator: accumulated evidence of unreliability per valid node (normal scale;
+        weights shrink above ``Phi^-1(1 - false_alarm_rate)``, 2.33 at the default 1 %).
+    undecidable : str or None
+        Calibrated estimator: why the uploads could not decide this round (FedAvg's weights were
+        kept), e.g. at least half of the participants disagree with the rest.
     """
 
     round: int
@@ -68,6 +74,8 @@ class RoundReport:
     iterations: int = 0
     model_updated: bool = False
     failures: int = 0
+    evidence: dict[int, float] = field(default_factory=dict)
+    undecidable: str | None = None
 
 
 @dataclass
@@ -94,7 +102,13 @@ class ReliabilityAggregator:
         if options.method == "server_data" and options.server_loss_fn is None:
             raise ValueError("method='server_data' needs server_loss_fn (got None)")
         self.options = options
-        self.memory = ReliabilityMemory(options.memory_rate) if options.memory_rate is not None else None
+        rate = options.memory_rate
+        self.memory: ReliabilityMemory | None = None
+        self.evidence_memory: EvidenceMemory | None = None
+        if rate is not None and options.method == "calibrated":
+            self.evidence_memory = EvidenceMemory(rate)
+        elif rate is not None:
+            self.memory = ReliabilityMemory(rate)
         self.global_arrays: list[NDArray[Any]] | None = None
         self.history: list[RoundReport] = []
         self.labels: dict[int, str] = {}  # node id -> how logs name it (e.g. "p3"); display only
@@ -118,17 +132,23 @@ class ReliabilityAggregator:
         counts = [0 if pos in excluded else up.num_examples for pos, up in enumerate(uploads)]
         node_ids = [up.node_id for up in uploads]
         prior = self.memory.prior(node_ids) if self.memory is not None else None
+        prior_evidence = self.evidence_memory.prior(node_ids) if self.evidence_memory is not None else None
+        prior_rounds = self.evidence_memory.seen(node_ids) if self.evidence_memory is not None else None
         result = estimate_reliability(
             core_updates,
             counts,
             opts,
             prior=prior,
+            prior_evidence=prior_evidence,
+            prior_rounds=prior_rounds,
             server_losses=server_losses,
             reference=reference if opts.use_deltas else None,
             expected_shapes=shapes,
         )
         for pos, reason in result.excluded.items():
             excluded.setdefault(pos, reason)
+        for pos, message in sorted(result.capped.items()):
+            LOGGER.warning("reliability round %d: node %s: %s", server_round, node_ids[pos], message)
         for pos, reason in sorted(excluded.items()):
             LOGGER.warning(
                 "reliability round %d: excluded reply from node %s: %s", server_round, self._label(node_ids[pos]), reason
@@ -141,9 +161,11 @@ class ReliabilityAggregator:
             w[included] = weights[included] / weights[included].sum()
             # sum_k w_k (x_k - g) + g == sum_k w_k x_k because the weights sum to 1
             arrays_out = weighted_sum(updates, w)
+        valid_pos = [pos for pos in range(len(uploads)) if pos not in excluded]
         if self.memory is not None and included:
-            valid_pos = [pos for pos in range(len(uploads)) if pos not in excluded]
             self.memory.update([node_ids[p] for p in valid_pos], result.reliability[valid_pos])
+        if self.evidence_memory is not None and included:
+            self.evidence_memory.update([node_ids[p] for p in valid_pos], result.evidence[valid_pos])
         report = self._report(server_round, node_ids, result, excluded, bool(included))
         return RoundOutcome(arrays_out, self._metrics(report, len(included)), included)
 
@@ -172,6 +194,8 @@ class ReliabilityAggregator:
             excluded={node_ids[p]: reason for p, reason in excluded.items()},
             iterations=int(result.iterations),
             model_updated=updated,
+            evidence={node_ids[p]: float(result.evidence[p]) for p in valid if np.isfinite(result.evidence[p])},
+            undecidable=result.undecidable,
         )
         report.down_weighted = [n for n, w in report.weights.items() if w < 0.5 * report.fedavg_share.get(n, 0.0)]
         self.history.append(report)
@@ -186,6 +210,8 @@ class ReliabilityAggregator:
             )
         else:
             LOGGER.warning("reliability round %d: no valid reply; the global model stays as it was", server_round)
+        if report.undecidable is not None:
+            LOGGER.warning("reliability round %d: undecidable: %s", server_round, report.undecidable)
         return report
 
     def _label(self, node: int) -> str:

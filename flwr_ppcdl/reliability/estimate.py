@@ -1,17 +1,25 @@
-"""The reliability estimate of one round: validate, weigh by counts and reliability, cap shares.
+"""The reliability estimate of one round: validate, weigh by counts and reliability.
 
-:func:`estimate_reliability` is the pure core both Flower strategies call (through
-:class:`~flwr_ppcdl.reliability.ReliabilityAggregator`); :func:`reliability_weights` returns only the
-weights. Estimators:
+:func:`estimate_reliability` is the pure core both Flower strategies and the statistics protocol call
+(through :class:`~flwr_ppcdl.reliability.ReliabilityAggregator` or directly);
+:func:`reliability_weights` returns only the weights. Estimators:
 
-``"truth_discovery"`` (default)
-    CRH-style truth discovery on the uploads (:mod:`.truth_discovery`).
+``"calibrated"`` (default)
+    FedAvg's weights unless the evidence that a participant is unreliable is significant at a
+    controlled false-alarm rate; weights shrink smoothly with the evidence
+    (:mod:`.calibrated`, statistical model in its docstring and ``docs/reliability.md``).
+``"truth_discovery"`` (legacy)
+    The earlier CRH-style rule relative to the median distance (:mod:`.truth_discovery`), kept
+    for comparison.
 ``"server_data"``
     Scores every upload by a loss the server computed on its own data (lower is better):
     ``r_k = exp(-sharpness * max(L_k / min_j L_j - tolerance, 0))`` (positive losses; for
     non-positive ones the excess over the best loss goes through the median rule).
 ``"fedavg"`` / ``"uniform"``
     Sample-count weights (FedAvg) or equal weights; baselines and tests.
+
+Claimed counts are untrusted (:mod:`.counts`): an absolute public maximum, a wide relative cap, and
+for the calibrated estimator the counts of suspect participants are pulled towards the median.
 
 Privacy: post-processing of what participants already released (their differentially private
 parameters) plus, optionally, losses the *server* computes on data it owns; no participant data is
@@ -27,6 +35,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from flwr_ppcdl.reliability.calibrated import (
+    EXTREME,
+    round_evidence,
+    shrink_factor,
+    undecidable_reason,
+)
+from flwr_ppcdl.reliability.counts import plausible_counts, suspect_counts
+from flwr_ppcdl.reliability.memory import accumulate_evidence
+from flwr_ppcdl.reliability.null import normal_quantile
 from flwr_ppcdl.reliability.options import ReliabilityOptions
 from flwr_ppcdl.reliability.truth_discovery import robust_weights, truth_discovery
 from flwr_ppcdl.reliability.validation import validate_updates
@@ -43,16 +60,27 @@ class ReliabilityResult:
     weights : ndarray, shape (K,)
         Final aggregation weights (>= 0, sum to 1; all zero only if nothing was valid).
     reliability : ndarray, shape (K,)
-        Reliability factor in [0, 1] before sample counts and caps (0 for excluded).
+        Reliability factor in [0, 1] before sample counts and caps (0 for excluded); calibrated:
+        the shrink factor of the accumulated evidence (1 = FedAvg's weight).
     sample_weights : ndarray, shape (K,)
-        Normalised sample-count factor after capping (0 for excluded).
+        FedAvg's share: normalised plausible claimed counts (0 for excluded).
     distances : ndarray, shape (K,)
-        Per-layer-normalised distance to the final estimate (truth discovery), or excess
-        server loss (server-data); ``nan`` for excluded uploads.
+        Calibrated: residual energy over its honest expectation; legacy truth discovery:
+        per-layer-normalised distance to the final estimate; server data: excess server loss;
+        ``nan`` for excluded uploads.
     excluded : dict[int, str]
         Index of each excluded upload and the reason.
     iterations : int
         Truth-discovery iterations run (0 for other methods).
+    evidence : ndarray, shape (K,)
+        Calibrated: accumulated evidence of unreliability on the normal scale (threshold
+        ``Phi^-1(1 - false_alarm_rate)``); ``nan`` for excluded uploads and other methods.
+    round_evidence : ndarray, shape (K,)
+        Calibrated: this round's evidence alone.
+    undecidable : str or None
+        Calibrated: why the data could not decide this round (FedAvg's weights were kept).
+    capped : dict[int, str]
+        Uploads whose claimed count was capped, and how.
     """
 
     weights: FloatArray
@@ -61,6 +89,10 @@ class ReliabilityResult:
     distances: FloatArray
     excluded: dict[int, str] = field(default_factory=dict)
     iterations: int = 0
+    evidence: FloatArray = field(default_factory=lambda: np.zeros(0))
+    round_evidence: FloatArray = field(default_factory=lambda: np.zeros(0))
+    undecidable: str | None = None
+    capped: dict[int, str] = field(default_factory=dict)
 
 
 def estimate_reliability(
@@ -69,9 +101,12 @@ def estimate_reliability(
     options: ReliabilityOptions | None = None,
     *,
     prior: Sequence[float] | NDArray[Any] | None = None,
+    prior_evidence: Sequence[float] | NDArray[Any] | None = None,
+    prior_rounds: Sequence[float] | NDArray[Any] | None = None,
     server_losses: Sequence[float] | NDArray[Any] | None = None,
     expected_shapes: Sequence[tuple[int, ...]] | None = None,
     reference: Sequence[Any] | None = None,
+    noise_variance: Sequence[Sequence[Any]] | None = None,
     **overrides: Any,
 ) -> ReliabilityResult:
     """Estimate reliability and aggregation weights of K uploads.
@@ -79,63 +114,75 @@ def estimate_reliability(
     Parameters
     ----------
     updates : list of list of array-like
-        One list of arrays per participant: parameters, or deltas to the current global
-        model (deltas are needed for ``alignment``).
+        One list of arrays per participant: parameters, or deltas to the current global model.
     num_examples : sequence of numbers
         Claimed example counts (untrusted). Non-positive or non-finite counts exclude the upload.
     options : ReliabilityOptions, optional
         The estimator's options (defaults when None); keyword ``overrides`` are applied on top
         (e.g. ``method="fedavg"``), validated, unknown names rejected.
     prior : sequence of float, optional
-        Multiplicative prior per upload (e.g. from :class:`ReliabilityMemory`); 1 = neutral.
+        Legacy truth discovery: multiplicative prior per upload (:class:`ReliabilityMemory`); 1 = neutral.
+    prior_evidence : sequence of float, optional
+        Calibrated: accumulated evidence per upload before this round
+        (:class:`~flwr_ppcdl.reliability.memory.EvidenceMemory`); NaN for a node never seen.
+    prior_rounds : sequence of float, optional
+        Calibrated: how many earlier rounds each upload's node was scored in (the memory's gain
+        starts as a plain mean, :func:`~flwr_ppcdl.reliability.memory.accumulate_evidence`).
     server_losses : sequence of float, optional
         Losses of each upload on server-held data (lower is better); required by ``server_data``.
     expected_shapes : list of tuple, optional
         Required layer shapes; see :func:`validate_updates`.
     reference : list of array-like, optional
-        Global model the uploads started from; truth discovery then scores
-        ``update - reference`` (deltas) without materialising the deltas.
+        Global model the uploads started from: scoring then uses ``update - reference`` on the
+        sampled coordinates, without materialising the deltas.
+    noise_variance : list of list of array-like, optional
+        Calibrated: the known privacy-noise variance of every upload, per coordinate (arrays
+        broadcastable to the layer shapes), e.g. propagated from a functional-mechanism release;
+        None when the law is unknown (plain clients): the noise is then part of the estimated
+        honest spread.
 
     Returns
     -------
     ReliabilityResult
     """
     opts = ReliabilityOptions.resolve(options, **overrides)
-    method, sharpness, tolerance = opts.method, opts.sharpness, opts.effective_tolerance
+    method = opts.method
     n_up = len(updates)
     excluded = validate_updates(updates, num_examples, max_abs=opts.max_abs, expected_shapes=expected_shapes)
-    counts = np.zeros(n_up, dtype=np.float64)
+    claimed = np.zeros(n_up, dtype=np.float64)
     for k in range(n_up):
         if k not in excluded:
-            counts[k] = float(num_examples[k])
-    pri = np.ones(n_up, dtype=np.float64)
-    if prior is not None:
-        pri = np.asarray(prior, dtype=np.float64).reshape(-1)
-        if pri.shape != (n_up,):
-            raise ValueError(f"prior has shape {pri.shape}, expected ({n_up},)")
-        bad_prior = ~np.isfinite(pri) | (pri < 0)
-        pri = np.where(bad_prior, 0.0, pri)
+            claimed[k] = float(num_examples[k])
+    pri = _per_upload("prior", prior, n_up, 1.0)
+    pri = np.where(~np.isfinite(pri) | (pri < 0), 0.0, pri)
     losses: FloatArray | None = None
     if method == "server_data":
         if server_losses is None:
             raise ValueError("method='server_data' needs server_losses (one loss per upload)")
-        losses = np.asarray(server_losses, dtype=np.float64).reshape(-1)
-        if losses.shape != (n_up,):
-            raise ValueError(f"server_losses has shape {losses.shape}, expected ({n_up},)")
+        losses = _per_upload("server_losses", server_losses, n_up, np.nan)
         for k in range(n_up):
             if k not in excluded and not np.isfinite(losses[k]):
                 excluded[k] = f"server loss {losses[k]!r} is not finite"
     valid = np.array([k not in excluded for k in range(n_up)], dtype=bool)
+    counts, too_many, capped = plausible_counts(
+        claimed, valid, max_num_examples=opts.max_num_examples, count_cap=opts.count_cap
+    )
+    excluded.update(too_many)
+    valid &= counts > 0
     distances = np.full(n_up, np.nan)
     reliability = np.zeros(n_up)
-    sample = _sample_factor(counts, valid, opts.sample_weighting, opts.count_cap)
+    evidence = np.full(n_up, np.nan)
+    this_round = np.full(n_up, np.nan)
+    sample = _normalised(_transform(counts, opts.sample_weighting), valid)
+    result = ReliabilityResult(np.zeros(n_up), reliability, sample, distances, excluded, 0, evidence, this_round, None, capped)
     if not np.any(valid):
-        return ReliabilityResult(np.zeros(n_up), reliability, sample, distances, excluded, 0)
-
+        return result
     idx = np.flatnonzero(valid)
+    if method == "calibrated":
+        rounds = None if prior_rounds is None else _per_upload("prior_rounds", prior_rounds, n_up, 0.0)
+        return _calibrated(result, updates, idx, counts, opts, prior_evidence, rounds, reference, noise_variance)
     s_v = sample[idx]
     p_v = pri[idx]
-    iterations = 0
     if method in ("fedavg", "uniform"):
         r_v = np.ones(len(idx))
         if method == "uniform":
@@ -143,19 +190,9 @@ def estimate_reliability(
             sample[idx] = s_v
     elif method == "server_data":
         assert losses is not None
-        lv = losses[idx]
-        best = float(np.min(lv))
-        if best > 0:
-            # losses are on a ratio scale: compare each to the best upload's loss
-            ratio = lv / best
-            distances[idx] = ratio
-            r_v = np.exp(-sharpness * np.maximum(ratio - tolerance, 0.0))
-        else:
-            excess = lv - best
-            distances[idx] = excess
-            r_v = robust_weights(excess, sharpness, tolerance)
+        r_v = _server_data(losses[idx], distances, idx, opts.sharpness, opts.effective_tolerance)
     else:
-        r_v, d_v, iterations = truth_discovery(
+        r_v, d_v, result.iterations = truth_discovery(
             updates, idx, s_v * p_v, opts, reference, np.random.default_rng(opts.seed)
         )
         distances[idx] = d_v
@@ -164,26 +201,92 @@ def estimate_reliability(
     w[idx] = s_v * p_v * r_v
     if w.sum() <= 0:  # prior/reliability wiped everyone out: fall back to sample weights
         w[idx] = s_v
-    w = _cap_shares(w, opts.max_share)
-    return ReliabilityResult(w, reliability, sample, distances, excluded, iterations)
+    result.weights = _cap_shares(w, opts.max_share)
+    return result
 
 
-def _sample_factor(
-    counts: FloatArray, valid: NDArray[np.bool_], weighting: str, count_cap: float | None
+def _calibrated(
+    result: ReliabilityResult,
+    updates: Sequence[Sequence[Any]],
+    idx: NDArray[np.intp],
+    counts: FloatArray,
+    opts: ReliabilityOptions,
+    prior_evidence: Sequence[float] | NDArray[Any] | None,
+    prior_rounds: FloatArray | None,
+    reference: Sequence[Any] | None,
+    noise_variance: Sequence[Sequence[Any]] | None,
+) -> ReliabilityResult:
+    """Weights of the calibrated estimator (see :mod:`.calibrated`)."""
+    n_up = len(updates)
+    ev = round_evidence(
+        updates, idx, reference, false_alarm_rate=opts.false_alarm_rate, max_coordinates=opts.max_coordinates,
+        rng=np.random.default_rng(opts.seed), noise_variance=noise_variance, max_units=opts.alignment_units,
+    )
+    result.round_evidence[idx] = ev.evidence
+    if "energy" in ev.statistics:
+        result.distances[idx] = np.exp(ev.statistics["energy"])
+    prior = _per_upload("prior_evidence", prior_evidence, n_up, np.nan)[idx]
+    rounds = None if prior_rounds is None else prior_rounds[idx]
+    accumulated = accumulate_evidence(prior, ev.evidence, opts.memory_rate, rounds)
+    result.evidence[idx] = accumulated
+    factor = shrink_factor(accumulated, opts.false_alarm_rate, opts.shrink_width)
+    flagged = accumulated > normal_quantile(1.0 - opts.false_alarm_rate) + opts.shrink_width
+    result.undecidable = ev.undecidable or undecidable_reason(flagged)
+    if result.undecidable is not None:  # keep FedAvg's weights, except for extreme outliers
+        extreme = accumulated > normal_quantile(1.0 - opts.false_alarm_rate) + EXTREME * opts.shrink_width
+        factor = np.where(extreme, factor, 1.0)
+    factor = factor * ev.clip  # bounded influence from the energy test, every round
+    valid = np.zeros(n_up, dtype=bool)
+    valid[idx] = True
+    full = np.ones(n_up)
+    full[idx] = factor
+    pulled = suspect_counts(counts, full, valid)
+    w = np.zeros(n_up)
+    w[idx] = _transform(pulled, opts.sample_weighting)[idx] * factor
+    if w.sum() <= 0:
+        w[idx] = result.sample_weights[idx]
+    result.reliability[idx] = factor
+    result.weights = _cap_shares(w, opts.max_share)
+    return result
+
+
+def _per_upload(name: str, values: Sequence[Any] | NDArray[Any] | None, n_up: int, default: float) -> FloatArray:
+    """One float per upload (``default`` when ``values`` is None); shape checked, naming ``name``."""
+    if values is None:
+        return np.full(n_up, default, dtype=np.float64)
+    out = np.asarray(values, dtype=np.float64).reshape(-1)
+    if out.shape != (n_up,):
+        raise ValueError(f"{name} has shape {out.shape}, expected ({n_up},)")
+    return out
+
+
+def _server_data(
+    losses: FloatArray, distances: FloatArray, idx: NDArray[np.intp], sharpness: float, tolerance: float
 ) -> FloatArray:
-    """Sample-count factor: cap counts at ``count_cap * median``, then transform, normalise."""
-    s = np.zeros_like(counts)
-    if not np.any(valid):
-        return s
-    c = counts[valid].astype(np.float64)
-    if count_cap is not None:
-        c = np.minimum(c, count_cap * float(np.median(c)))
+    """Reliability from server-side losses: ratio to the best loss (positive), else excess over it."""
+    best = float(np.min(losses))
+    if best > 0:  # losses on a ratio scale: compare each to the best upload's loss
+        ratio = losses / best
+        distances[idx] = ratio
+        return np.asarray(np.exp(-sharpness * np.maximum(ratio - tolerance, 0.0)), dtype=np.float64)
+    excess = losses - best
+    distances[idx] = excess
+    return robust_weights(excess, sharpness, tolerance)
+
+
+def _transform(counts: FloatArray, weighting: str) -> FloatArray:
+    """Counts as they enter the weights: linear (FedAvg), square root, or uniform (0 stays 0)."""
     if weighting == "sqrt":
-        c = np.sqrt(c)
-    elif weighting == "uniform":
-        c = np.ones_like(c)
-    s[valid] = c / c.sum()
-    return s
+        return np.sqrt(counts)
+    if weighting == "uniform":
+        return (counts > 0).astype(np.float64)
+    return counts.astype(np.float64)
+
+
+def _normalised(values: FloatArray, valid: NDArray[np.bool_]) -> FloatArray:
+    out = np.where(valid, values, 0.0)
+    total = out.sum()
+    return out / total if total > 0 else out
 
 
 def _cap_shares(w: FloatArray, max_share: float | None) -> FloatArray:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-METHODS: tuple[str, ...] = ("truth_discovery", "server_data", "fedavg", "uniform")
+METHODS: tuple[str, ...] = ("calibrated", "truth_discovery", "server_data", "fedavg", "uniform")
 SAMPLE_WEIGHTINGS: tuple[str, ...] = ("linear", "sqrt", "uniform")
 DEFAULT_TOLERANCE: dict[str, float] = {"truth_discovery": 1.5, "server_data": 1.2}
 """Default ``tolerance`` per method (``tolerance=None``); see :class:`ReliabilityOptions`."""
@@ -33,12 +33,21 @@ class ReliabilityOptions:
 
     Parameters
     ----------
-    method : {"truth_discovery", "server_data", "fedavg", "uniform"}
-        Reliability estimator (see :mod:`flwr_ppcdl.reliability.truth_discovery`); ``"fedavg"`` and
-        ``"uniform"`` are baselines.
+    method : {"calibrated", "truth_discovery", "server_data", "fedavg", "uniform"}
+        Reliability estimator. ``"calibrated"`` (default, :mod:`flwr_ppcdl.reliability.calibrated`):
+        FedAvg's weights unless the evidence of unreliability is significant at
+        ``false_alarm_rate``. ``"truth_discovery"``: the legacy rule relative to the median distance
+        (:mod:`flwr_ppcdl.reliability.truth_discovery`), kept for comparison. ``"server_data"``:
+        losses on server-held records. ``"fedavg"`` and ``"uniform"`` are baselines.
+    false_alarm_rate : float in (0, 0.5), default 0.03
+        Calibrated: probability that an honest participant's evidence passes the threshold in a
+        round (Gaussian null, see the estimator's module docstring).
+    shrink_width : float, default 1.0
+        Calibrated: the weight factor is ``exp(-((M - t)_+)^2 / (2 shrink_width^2))`` for
+        accumulated evidence ``M`` and threshold ``t``.
     sharpness : float, default 2.0
-        Decay rate of ``exp(-sharpness * max(z - tolerance, 0))``, ``z`` = distance over the median
-        distance (truth discovery) or loss over the best loss (server data).
+        Legacy truth discovery and server data: decay rate of ``exp(-sharpness * max(z - tolerance, 0))``,
+        ``z`` = distance over the median distance (truth discovery) or loss over the best loss.
     tolerance : float or None, default None
         None picks the method's default (:data:`DEFAULT_TOLERANCE`). Truth discovery (1.5):
         distances up to ``tolerance`` times the median carry no penalty. Server data (1.2): losses up
@@ -47,31 +56,39 @@ class ReliabilityOptions:
         1.1 cut honest non-IID minorities to about half their share
         (``benchmarks/reliability_measure.py``).
     alignment : bool, default True
-        Gate by agreement with the leave-one-out estimate: whole-layer cosine during the
-        iterations, then the per-unit alignment gate.
+        Legacy truth discovery: gate by agreement with the leave-one-out estimate (whole-layer
+        cosine during the iterations, then the per-unit alignment gate).
     sample_weighting : {"linear", "sqrt", "uniform"}, default "linear"
         How claimed counts enter (``linear`` = FedAvg). Combined multiplicatively with reliability.
-    count_cap : float or None, default 10.0
-        Claimed counts are clipped at ``count_cap`` times the median claimed count.
-    max_share : float or None, default 0.5
+    count_cap : float or None, default 1000.0
+        Claimed counts above ``count_cap`` times the median claim are capped (with a warning);
+        wide enough never to touch honest unequal counts such as ``[10, 10, 80]``
+        (:mod:`flwr_ppcdl.reliability.counts`). None disables the cap.
+    max_num_examples : float or None, default None
+        Public absolute maximum of a claimed count (e.g. the size of the data set a partition plan
+        splits); an upload claiming more is excluded.
+    max_share : float or None, default None
         No single participant gets more than this share (water-filling), whenever at least
-        ``1 / max_share`` participants have positive weight.
+        ``1 / max_share`` participants have positive weight. Off by default: it changes honest
+        unequal participants' FedAvg weights ([10, 10, 80] would not give [.1, .1, .8]).
     max_abs : float, default 1e12
         Replies with entries above this magnitude are excluded.
-    max_coordinates : int or None, default 50_000
+    max_coordinates : int or None, default 20_000
         Score on a fresh uniform random sample of at most this many coordinates (the aggregate
         always uses every coordinate). None scores on all coordinates.
     max_iter, tol : int, float
-        Truth-discovery iteration limit and convergence threshold on the weights.
+        Legacy truth-discovery iteration limit and convergence threshold on the weights.
     alignment_units : int, default 64
         At most this many units (groups of consecutive output rows, axis 0) per layer for the
-        per-unit alignment gate; rows are merged so that a unit has on average >= 8 scored
-        coordinates. 1 turns the per-unit gate off (whole-layer cosine only). The units per layer
-        are lowered so that all layers' (units, K, K) Grams stay within 32 MB.
+        per-unit statistics (calibrated) or the per-unit alignment gate (legacy; 1 turns it off).
+        Rows are merged so that a unit has on average >= 8 scored coordinates.
     alignment_relax : float in (0, 1], default 0.5
-        The per-unit gate is ``clip(excess / (alignment_relax * typical), 0, 1)``.
-    memory_rate : float or None, default 0.5
-        Moving-average rate of per-node reliability across rounds; None disables memory.
+        Legacy: the per-unit gate is ``clip(excess / (alignment_relax * typical), 0, 1)``.
+    memory_rate : float or None, default 0.1
+        Weight of the newest round when accumulating across rounds per node: evidence
+        (calibrated; a bias-corrected exponentially weighted mean, the plain mean over the first
+        rounds, :class:`~flwr_ppcdl.reliability.memory.EvidenceMemory`) or reliability (legacy;
+        :class:`~flwr_ppcdl.reliability.memory.ReliabilityMemory`, formerly 0.5). None disables memory.
     use_deltas : bool, default True
         Score deltas to the global model sent in ``configure_train`` rather than raw parameters.
     seed : int or None, default None
@@ -84,20 +101,23 @@ class ReliabilityOptions:
         Prefix of the per-round metrics the strategies add to the training MetricRecord.
     """
 
-    method: str = "truth_discovery"
+    method: str = "calibrated"
+    false_alarm_rate: float = 0.03
+    shrink_width: float = 1.0
     sharpness: float = 2.0
     tolerance: float | None = None
     alignment: bool = True
     sample_weighting: str = "linear"
-    count_cap: float | None = 10.0
-    max_share: float | None = 0.5
+    count_cap: float | None = 1000.0
+    max_num_examples: float | None = None
+    max_share: float | None = None
     max_abs: float = 1e12
-    max_coordinates: int | None = 50_000
+    max_coordinates: int | None = 20_000
     max_iter: int = 50
     tol: float = 1e-7
     alignment_units: int = 64
     alignment_relax: float = 0.5
-    memory_rate: float | None = 0.5
+    memory_rate: float | None = 0.1
     use_deltas: bool = True
     seed: int | None = None
     server_loss_fn: ServerLossFn | None = None
@@ -106,11 +126,15 @@ class ReliabilityOptions:
     def __post_init__(self) -> None:
         _choice("method", self.method, METHODS)
         _choice("sample_weighting", self.sample_weighting, SAMPLE_WEIGHTINGS)
+        _number("false_alarm_rate", self.false_alarm_rate, low=0.0, low_open=True, high=0.49)
+        _number("shrink_width", self.shrink_width, low=0.0, low_open=True)
         _number("sharpness", self.sharpness, low=0.0, low_open=True)
         if self.tolerance is not None:
             _number("tolerance", self.tolerance, low=0.0)
         if self.count_cap is not None:
             _number("count_cap", self.count_cap, low=1.0)
+        if self.max_num_examples is not None:
+            _number("max_num_examples", self.max_num_examples, low=0.0, low_open=True)
         if self.max_share is not None:
             _number("max_share", self.max_share, low=0.0, low_open=True, high=1.0)
         _number("max_abs", self.max_abs, low=0.0, low_open=True)

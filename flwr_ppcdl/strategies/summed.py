@@ -25,6 +25,7 @@ from the statistics: every other array (the frozen public body) is kept exactly 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from logging import INFO, WARNING
 from typing import Any
@@ -36,7 +37,13 @@ from flwr.supercore import log
 
 from flwr_ppcdl import wire
 from flwr_ppcdl.privacy import Release, combine_releases, linear_head_parameters
-from flwr_ppcdl.reliability import ReliabilityOptions, RoundReport, reliability_weights
+from flwr_ppcdl.reliability import (
+    EvidenceMemory,
+    ReliabilityOptions,
+    RoundReport,
+    estimate_reliability,
+)
+from flwr_ppcdl.reliability.noise_law import class_means, solution_noise_variance
 
 from ._dp import DPCompositionError, dp_wrapper_driving
 from .message_api import (
@@ -46,6 +53,44 @@ from .message_api import (
     reported_partition,
     sender_id,
 )
+
+
+def laplace_equivalent_scale(release: Release) -> float:
+    """The ``noise_scale`` argument of :mod:`~flwr_ppcdl.reliability.noise_law` for any noise law.
+
+    ``noise_law`` takes a Laplace scale ``b`` (per-entry variance ``2 b^2``); a release publishes its
+    per-entry standard deviation ``noise_sd`` (``√2 b`` for Laplace, ``σ`` for Gaussian, the sd of
+    the sum for a combined release), so ``noise_sd / √2`` gives every law its true variance.
+    """
+    return float(release.noise_sd) / math.sqrt(2.0)
+
+
+def release_noise_variance(release: Release) -> list[np.ndarray]:
+    """The known noise variance of every entry of ``release.solve()`` (one array: the scored layer)."""
+    rep = release.repaired()
+    pinv = (rep.eigvecs / rep.eigvals) @ rep.eigvecs.T
+    return [solution_noise_variance(release.task, pinv, release.solve(), laplace_equivalent_scale(release), release.num_classes)]
+
+
+def release_scoring_view(release: Release) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """What the reliability estimator scores for one release, and its exact noise variance.
+
+    Classification: the participant's class means of the features (:func:`class_means`: K x d, one
+    row per class, read from the cross term and the Gram matrix's bias column, with their noise
+    variance) -- random labels collapse the rows, flipped labels permute them, label skew does not
+    move them (features given the class are alike across participants), and no inverse of the noisy
+    Gram matrix amplifies the noise (scoring the solutions ``K C~ G~^-1`` instead hid flipped labels
+    at epsilon = 1, ``benchmarks/reliability_calibrated.py``).
+    Regression: the solution ``w`` with its first-order noise variance (:func:`release_noise_variance`).
+    """
+    if release.task == "classification":
+        means, variance = class_means(
+            np.asarray(release.statistics["cross"], dtype=np.float64),
+            np.asarray(release.statistics["gram"], dtype=np.float64),
+            float(release.num_examples), laplace_equivalent_scale(release),
+        )
+        return [means], [variance]
+    return [np.asarray(release.solve())], release_noise_variance(release)
 
 
 def parse_release(msg: Message, expected: wire.ReleaseExpectation | None = None) -> Release:
@@ -118,6 +163,7 @@ class SummedStatisticsFedAvg(ReliabilityWeightedFedAvg):
         self.head_keys = head_keys
         self.expected_release = expected_release
         self.decoder = decoder
+        self._evidence = EvidenceMemory(self.options.memory_rate) if self.options.memory_rate is not None else None
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         """As the parent; refuses to run under one of Flower's DP wrappers: the pooled head is not
@@ -197,7 +243,7 @@ class SummedStatisticsFedAvg(ReliabilityWeightedFedAvg):
         clip = np.minimum(1.0, cap * float(np.median(counts)) / counts) if cap is not None else np.ones(len(counts))
         shares = counts / counts.sum()
         if self.reliability and len(releases) > 1:
-            weights = reliability_weights([[np.asarray(r.solve())] for r in releases], counts, self.options)
+            weights, report.evidence, report.undecidable = self._reliability_weights(releases, nodes, counts)
         else:
             weights = shares
         # keep-fractions in [0, 1]: reliability only removes statistics, never amplifies them
@@ -224,6 +270,31 @@ class SummedStatisticsFedAvg(ReliabilityWeightedFedAvg):
         report.model_updated = True
         included = [p for p, k in zip(positions, keep, strict=True) if k > 0]
         return ArrayRecord(out), self._summary(replies, report, included)
+
+    def _reliability_weights(
+        self, releases: list[Release], nodes: list[int], counts: np.ndarray
+    ) -> tuple[np.ndarray, dict[int, float], str | None]:
+        """Weights from the participants' own solutions; the calibrated estimator also gets their noise law."""
+        calibrated = self.options.method == "calibrated"
+        if calibrated:
+            views = [release_scoring_view(r) for r in releases]
+            local, noise = [v[0] for v in views], [v[1] for v in views]
+        else:  # the legacy estimator scores the participants' own solutions
+            local, noise = [[np.asarray(r.solve())] for r in releases], None
+        memory = self._evidence if calibrated else None
+        result = estimate_reliability(
+            local, counts, self.options, noise_variance=noise,
+            prior_evidence=None if memory is None else memory.prior(nodes),
+            prior_rounds=None if memory is None else memory.seen(nodes),
+        )
+        if result.undecidable is not None:
+            log(WARNING, "[ppcdl] reliability: %s", result.undecidable)
+        evidence = {n: float(e) for n, e in zip(nodes, result.evidence, strict=True) if np.isfinite(e)}
+        if memory is not None:
+            memory.update(list(evidence), list(evidence.values()))
+        if result.weights.sum() <= 0:  # nothing valid to score: the plain sum
+            return counts / counts.sum(), evidence, result.undecidable
+        return result.weights, evidence, result.undecidable
 
     def _problem(self, msg: Message, node: int, accepted: list[int]) -> str | None:
         if _has_error(msg):

@@ -41,11 +41,6 @@ def test_the_quickstart_app_runs_with_the_strategy_swapped_in_one_line(monkeypat
     assert result.evaluate_metrics_serverapp[ROUNDS]["accuracy"] > chance + 0.2  # it learned
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="honest clients keep FedAvg's weights only with the new reliability estimator (another "
-    "branch); on this branch truth discovery may cut some honest clients of a CNN below 0.8x their share",
-)
 def test_every_honest_client_keeps_fedavgs_weight(monkeypatch: pytest.MonkeyPatch) -> None:
     ours = _run(ReliabilityWeightedFedAvg, monkeypatch)
     fedavg = _run(server_app.FedAvg, monkeypatch)

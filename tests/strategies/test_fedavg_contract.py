@@ -63,11 +63,6 @@ def _configure(strategy: FedAvg, arrays: dict[str, np.ndarray]) -> None:
     list(strategy.configure_train(1, ArrayRecord({k: Array(v) for k, v in arrays.items()}), ConfigRecord(), grid))
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="honest clients with unequal counts keep FedAvg's weights only with the new reliability "
-    "estimator (another branch); on this branch truth discovery may cut small honest clients",
-)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_honest_uploads_with_unequal_counts_get_fedavg_weights(seed: int) -> None:
     counts = [20, 40, 60, 90, 120, 150, 200]

@@ -90,3 +90,21 @@ def test_the_pooled_solve_uses_the_sd_of_the_sum_and_the_decoder() -> None:
     assert pooled.repaired().rho == pytest.approx(0.5 * 2 * pooled.noise_sd * math.sqrt(D + 1))
     taylor, lda = pooled.solve(), pooled.solve(decoder="lda")
     assert taylor.shape == lda.shape == (K, D + 1) and not np.allclose(taylor, lda)
+
+
+def test_the_reliability_scoring_reads_each_laws_own_noise_variance() -> None:
+    """The calibrated estimator's noise law gets a Gaussian release's σ², not a Laplace 2σ² (the trap of
+    reading ``noise_scale`` as a Laplace scale), and a Laplace release's 2b² as before."""
+    from flwr_ppcdl.strategies.summed import laplace_equivalent_scale, release_scoring_view
+
+    gauss, laplace = _release(20), _release(21, noise="laplace")
+    assert laplace_equivalent_scale(laplace) == pytest.approx(laplace.noise_scale)
+    assert 2 * laplace_equivalent_scale(gauss) ** 2 == pytest.approx(gauss.noise_scale**2)
+    (means,), (variance,) = release_scoring_view(gauss)
+    sums = gauss.statistics["cross"] + gauss.statistics["gram"][:, -1][None, :] / K
+    counts = np.maximum(sums[:, -1], max(1.0, 3.0 * gauss.noise_sd, 1e-3 * gauss.num_examples))
+    privacy = gauss.noise_sd**2 * (1 + 1 / K**2 + means**2) / counts[:, None] ** 2
+    assert np.all(variance >= privacy * (1 - 1e-12))  # the rest is the sampling variance
+    n = gauss.num_examples
+    total = np.maximum(np.diag(gauss.statistics["gram"])[:-1] / n - (gauss.statistics["gram"][:-1, -1] / n) ** 2, 0)
+    np.testing.assert_allclose(variance, privacy + total[None, :] / counts[:, None], rtol=1e-12)

@@ -1,4 +1,5 @@
-"""Per-unit alignment gate (label skew), method-specific tolerance defaults."""
+"""The legacy truth-discovery estimator (``method="truth_discovery"``, kept for comparison): its
+per-unit alignment gate (label skew) and method-specific tolerance defaults."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 from flwr_ppcdl.reliability import DEFAULT_TOLERANCE, estimate_reliability, reliability_weights
 
 C, D = 10, 12
+LEGACY = {"method": "truth_discovery"}
 
 
 def skewed_heads(seed: int, k: int = 10, n_bad: int = 3, noise: float = 0.35):
@@ -39,7 +41,7 @@ def skewed_heads(seed: int, k: int = 10, n_bad: int = 3, noise: float = 0.35):
 def test_per_unit_gate_downweights_random_labels_under_label_skew(seed: int) -> None:
     ups, counts, bad = skewed_heads(seed)
     fa = counts / counts.sum()
-    w = reliability_weights(ups, counts, seed=seed)
+    w = reliability_weights(ups, counts, seed=seed, **LEGACY)
     assert w[bad].sum() <= 0.5 * fa[bad].sum()
     assert w[~bad].sum() >= 0.5 * fa[~bad].sum()
     # the random-label participants are the ones at the bottom, all but rarely
@@ -51,8 +53,8 @@ def test_per_unit_gate_beats_whole_layer_gate_on_skewed_heads() -> None:
     for seed in range(6):
         ups, counts, bad = skewed_heads(seed)
         fa = counts / counts.sum()
-        mass_units.append(reliability_weights(ups, counts, seed=0)[bad].sum() / fa[bad].sum())
-        w_flat = reliability_weights(ups, counts, seed=0, alignment_units=1)
+        mass_units.append(reliability_weights(ups, counts, seed=0, **LEGACY)[bad].sum() / fa[bad].sum())
+        w_flat = reliability_weights(ups, counts, seed=0, alignment_units=1, **LEGACY)
         mass_flat.append(w_flat[bad].sum() / fa[bad].sum())
     assert np.mean(mass_units) < np.mean(mass_flat)
 
@@ -62,19 +64,19 @@ def test_gate_is_neutral_when_every_upload_is_noise_dominated() -> None:
     truth = 0.02 * rng.normal(size=(C, D))  # signal far below the noise
     ups = [[truth + rng.normal(size=(C, D))] for _ in range(10)]
     counts = np.full(10, 100)
-    with_units = estimate_reliability(ups, counts, seed=0)
-    without = estimate_reliability(ups, counts, seed=0, alignment_units=1)
+    with_units = estimate_reliability(ups, counts, seed=0, **LEGACY)
+    without = estimate_reliability(ups, counts, seed=0, alignment_units=1, **LEGACY)
     # equal up to the iteration's convergence threshold (tol=1e-7 on the weights)
     np.testing.assert_allclose(with_units.weights, without.weights, atol=1e-6)
 
 
 def test_weights_are_permutation_equivariant_and_scale_invariant() -> None:
     ups, counts, _ = skewed_heads(1)
-    w = reliability_weights(ups, counts, seed=0)
+    w = reliability_weights(ups, counts, seed=0, **LEGACY)
     perm = np.random.default_rng(0).permutation(len(ups))
-    w_perm = reliability_weights([ups[i] for i in perm], counts[perm], seed=0)
+    w_perm = reliability_weights([ups[i] for i in perm], counts[perm], seed=0, **LEGACY)
     np.testing.assert_allclose(w_perm, w[perm], atol=1e-9)
-    w_scaled = reliability_weights([[7.5 * a for a in u] for u in ups], counts, seed=0)
+    w_scaled = reliability_weights([[7.5 * a for a in u] for u in ups], counts, seed=0, **LEGACY)
     np.testing.assert_allclose(w_scaled, w, atol=1e-9)
 
 
@@ -92,7 +94,7 @@ def test_units_follow_output_rows_of_2d_layers_only() -> None:
 @pytest.mark.parametrize("bad", [{"alignment_units": 0}, {"alignment_relax": 0.0}, {"alignment_relax": 1.5}])
 def test_alignment_options_are_validated(bad) -> None:
     with pytest.raises(ValueError, match="alignment_"):
-        estimate_reliability([[np.ones(3)], [np.zeros(3)]], [1, 1], **bad)
+        estimate_reliability([[np.ones(3)], [np.zeros(3)]], [1, 1], **bad, **LEGACY)
 
 
 def test_server_data_default_tolerance_is_1_2() -> None:
@@ -107,8 +109,8 @@ def test_server_data_default_tolerance_is_1_2() -> None:
     assert res.reliability[0] == res.reliability[1] == 1.0  # within 1.2x of the best: no penalty
     assert res.reliability[2] < 1.0 and res.reliability[3] < res.reliability[2]
     # truth discovery keeps 1.5
-    td = estimate_reliability(ups, [1] * 4, tolerance=None)
-    td_explicit = estimate_reliability(ups, [1] * 4, tolerance=1.5)
+    td = estimate_reliability(ups, [1] * 4, tolerance=None, **LEGACY)
+    td_explicit = estimate_reliability(ups, [1] * 4, tolerance=1.5, **LEGACY)
     np.testing.assert_allclose(td.weights, td_explicit.weights)
 
 
@@ -127,6 +129,6 @@ def test_per_unit_statistics_stay_within_memory_budget(monkeypatch) -> None:
     rng = np.random.default_rng(0)
     k, layers = 50, 120
     ups = [[rng.normal(size=(64, 8)) for _ in range(layers)] for _ in range(k)]
-    w = reliability_weights(ups, np.full(k, 10), seed=0)
+    w = reliability_weights(ups, np.full(k, 10), seed=0, **LEGACY)
     assert np.isclose(w.sum(), 1.0)
     assert seen and seen[0] <= sketch.UNIT_BUDGET

@@ -1,0 +1,259 @@
+"""The calibrated reliability estimator: FedAvg's weights unless the evidence is significant.
+
+The statistical model (long form: ``docs/reliability.md``). Participant k's upload (or the local
+solution of its released statistics) is
+
+    u_k = theta + h_k + n_k + c_k
+
+with ``theta`` the consensus, ``h_k`` honest heterogeneity (sampling, non-IID data), ``n_k``
+privacy noise -- of known law for a functional-mechanism release (Laplace, scale Δ/ε per released
+entry, propagated to the solution to first order) and unknown otherwise (plain clients, or
+parameter uploads whose release the server never sees) -- and ``c_k`` corruption, zero for a
+reliable participant. The corruptions modelled: a release whose class structure collapsed (random
+labels), rows permuted relative to the consensus (flipped labels), shrunk or exploded targets
+(random targets).
+
+The decision, per round:
+
+1. Statistics (:mod:`.statistics`), each one number per participant, on residuals to the
+   leave-one-out coordinate-wise median (no claimed count enters): ``collapse`` (the residual along
+   the consensus model: collapsed class structure, shrunk or exploded targets), ``gap`` (rows of a
+   head permuted relative to the consensus) and the generic ``energy`` (residual energy over what
+   honest heterogeneity and the participant's own, known noise explain).
+2. The honest distribution of each statistic is estimated from the participants themselves
+   (:func:`~flwr_ppcdl.reliability.null.robust_null`: the tightest half, then the 99 % band;
+   floored at the statistic's own sampling error), so it absorbs honest heterogeneity and privacy
+   noise whatever their size, and a corrupted minority does not widen it. A second pass recomputes
+   the centre and the null without the participants the first pass found far. Each ``z`` becomes
+   *evidence* on the normal scale through a threshold calibrated for this K by simulating the
+   estimator under the null (:func:`~flwr_ppcdl.reliability.null.null_threshold`), Bonferroni over
+   the statistics: an honest participant's evidence passes ``t = Phi^-1(1 - alpha)`` with
+   probability at most ``alpha`` (``false_alarm_rate``, default 3 % per honest participant per
+   round) when the honest values are Gaussian around a common centre.
+3. Evidence of the modelled corruptions (:data:`PATTERNS`) accumulates across rounds as a
+   bias-corrected exponentially weighted mean per node
+   (:class:`~flwr_ppcdl.reliability.memory.EvidenceMemory`). A participant's uploads all derive
+   from one fixed release, so successive rounds are not independent evidence; a convex combination
+   of evidence values with standard-normal marginals has variance at most 1 whatever their
+   dependence, so the same threshold keeps the false-alarm rate: the same evidence is never
+   counted twice, and one unlucky round is averaged away rather than silencing a node.
+4. The weight is FedAvg's weight times ``exp(-((M - t)_+)^2 / (2 width^2))`` with ``M`` the
+   accumulated evidence: exactly FedAvg's weight below the threshold, shrinking smoothly beyond it
+   (1 - 0.61 - 0.14 - 0.01 at 0 - 1 - 2 - 3 widths), times the energy test's bounded-influence
+   factor ``min(1, exp(-(E - E_t)/2))``: a participant farther than the calibrated threshold
+   distance keeps the share that moves the aggregate by at most that distance. The generic energy
+   test cannot tell an honest second data mode from a corruption, so it bounds instead of silencing.
+5. Where at least half of the participants are clearly flagged, or a statistic splits them into
+   two camps of (nearly) equal size far beyond what a unimodal honest population shows
+   (:func:`~flwr_ppcdl.reliability.null.split_threshold`), the honest majority the null relies on
+   is not established: the round is reported *undecidable* (log and ``RoundReport``) and
+   FedAvg's weights are kept rather than a guess -- except for participants whose evidence is
+   extreme (:data:`EXTREME` widths beyond the threshold), far from both camps; ``method="server_data"``
+   decides such cases from data the server owns.
+
+Privacy: post-processing of released uploads only; no participant record is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from flwr_ppcdl.reliability.null import (
+    even_split,
+    normal_quantile,
+    null_threshold,
+    robust_null,
+    split_threshold,
+)
+from flwr_ppcdl.reliability.sketch import single_thread_blas
+from flwr_ppcdl.reliability.statistics import (
+    TWO_SIDED,
+    compute_statistics,
+    residuals,
+    sample_layers,
+)
+
+FloatArray = NDArray[np.float64]
+
+EXTREME = 4.0
+"""In an undecidable round, participants whose accumulated evidence exceeds the threshold by this
+many shrink widths (weight factor below 3e-4) are still shrunk: far outliers from both camps."""
+
+PATTERNS: tuple[str, ...] = ("collapse", "gap")
+"""Statistics of the modelled corruptions: their evidence accumulates and shrinks the weight. The
+generic ``energy`` test only bounds a participant's influence (a clip), so an honest second data
+mode is kept at a bounded share instead of being silenced, and a far upload moves the aggregate by
+at most its share of the threshold distance."""
+
+SCALE_FLOOR: dict[str, float] = {"energy": 0.05, "collapse": 1e-6, "gap": 0.02}
+"""Smallest null scale per statistic: honest values closer than this are never told apart
+(5 % in energy, 0.02 in cosine), so near-identical honest uploads cannot raise false alarms."""
+
+
+@dataclass
+class RoundEvidence:
+    """This round's evidence per participant (positions into the scored uploads).
+
+    Attributes
+    ----------
+    evidence : ndarray, shape (K,)
+        Normal-scale evidence of unreliability (max over the statistics); 0 where no test was
+        possible (fewer than 3 uploads, or nothing to score).
+    per_statistic : dict[str, ndarray]
+        The evidence of each statistic.
+    statistics : dict[str, ndarray]
+        The raw statistics.
+    undecidable : str or None
+        Set when a statistic splits the participants into two camps of (nearly) equal size.
+    clip : ndarray, shape (K,)
+        Bounded-influence factor of the energy test: ``min(1, sqrt(threshold energy / energy))``.
+    """
+
+    evidence: FloatArray
+    per_statistic: dict[str, FloatArray] = field(default_factory=dict)
+    statistics: dict[str, FloatArray] = field(default_factory=dict)
+    undecidable: str | None = None
+    clip: FloatArray = field(default_factory=lambda: np.ones(0))
+
+
+def round_evidence(
+    updates: Sequence[Sequence[Any]],
+    idx: Sequence[int] | NDArray[np.intp],
+    reference: Sequence[Any] | None,
+    *,
+    false_alarm_rate: float,
+    max_coordinates: int | None,
+    rng: np.random.Generator,
+    noise_variance: Sequence[Sequence[Any]] | None = None,
+    max_units: int = 64,
+    passes: int = 2,
+) -> RoundEvidence:
+    """Evidence of unreliability of the uploads ``idx`` in one round (see the module docstring).
+
+    The first pass scores every upload against the leave-one-out median of all; each further pass
+    recomputes the centre from the uploads without evidence (at least the ``floor(K/2) + 1`` with
+    the least), so a coherent corrupted minority no longer pulls the centre it is measured from.
+    """
+    k = len(idx)
+    if k < 3:
+        return RoundEvidence(np.zeros(k), clip=np.ones(k))
+    level = normal_quantile(1.0 - false_alarm_rate)
+    clean = np.ones(k, dtype=bool)
+    result = RoundEvidence(np.zeros(k), clip=np.ones(k))
+    with single_thread_blas():
+        layers = sample_layers(updates, idx, reference, max_coordinates, rng, noise_variance, max_units)
+        for _ in range(max(1, passes)):
+            stats = compute_statistics(residuals(layers, clean), clean)
+            if not stats.values:
+                break
+            per, clip = _evidence(stats.values, clean, level, false_alarm_rate, stats.floors)
+            pattern = [v for n, v in per.items() if n in PATTERNS]
+            evidence = np.max(np.stack(pattern), axis=0) if pattern else np.zeros(k)
+            result = RoundEvidence(evidence, per, stats.values, None, clip)
+            outlying = np.maximum(result.evidence, np.where(clip < 1.0, np.inf, -np.inf))
+            keep = outlying <= level
+            keep[np.argsort(outlying, kind="stable")[: max(3, k // 2 + 1)]] = True
+            if np.array_equal(keep, clean):
+                break
+            clean = keep
+    result.undecidable = _even_camps(result.statistics, false_alarm_rate)
+    return result
+
+
+def _even_camps(values: dict[str, FloatArray], false_alarm_rate: float) -> str | None:
+    """Why the participants form two camps of (nearly) equal size in some statistic, or None.
+
+    The gap between the halves is tested against its calibrated null (:func:`split_threshold`,
+    Bonferroni over the statistics) and must also exceed the statistic's scale floor, so two
+    near-identical honest groups are not a reason.
+    """
+    if not values:
+        return None
+    k = next(iter(values.values())).size
+    if k < 4:
+        return None
+    # a round-level alarm, not a per-participant one: held to a tenth of the per-participant rate
+    threshold = split_threshold(k, false_alarm_rate / (10 * len(values)))
+    for name, raw in values.items():
+        v = raw[np.isfinite(raw)]
+        if v.size < 4:
+            continue
+        stat, low = even_split(v)
+        s = np.sort(v)
+        if stat > threshold and s[low:].mean() - s[:low].mean() > threshold * SCALE_FLOOR[name]:
+            return (
+                f"the participants split into two camps of {low} and {v.size - low} in the {name} statistic "
+                f"(separation {stat:.1f} > {threshold:.1f}): no honest majority to calibrate against; FedAvg's "
+                "weights kept (use method='server_data' with server-held records to decide)"
+            )
+    return None
+
+
+def _evidence(
+    values: dict[str, FloatArray],
+    clean: NDArray[np.bool_],
+    level: float,
+    false_alarm_rate: float,
+    floors: dict[str, float] | None = None,
+) -> tuple[dict[str, FloatArray], FloatArray]:
+    """Normal-scale evidence per statistic: the calibrated threshold maps to ``level``.
+
+    The null is fitted to the ``clean`` participants' values (all of them in the first pass), so
+    participants already found far -- e.g. colluders whose identical statistics would shrink the
+    median absolute deviation -- do not shape it; its threshold is calibrated for their number. Below the threshold ``z`` is rescaled (``z * level / threshold``); beyond it the excess is kept
+    in units of the honest scale (``level + z - threshold``), so a far outlier gets evidence to
+    match rather than the compressed value a pure rescaling would give at small K.
+
+    Also returns the energy test's bounded-influence factor: a participant whose log-energy ``E``
+    passes the calibrated threshold value ``E_t`` keeps ``exp(-(E - E_t) / 2)`` of its weight, i.e.
+    its distance is clipped to the threshold distance.
+    """
+    k = int(np.count_nonzero(clean))
+    alpha = false_alarm_rate / len(values)  # Bonferroni over the statistics
+    per: dict[str, FloatArray] = {}
+    clip = np.ones(next(iter(values.values())).size)
+    for name, raw in values.items():
+        finite = np.isfinite(raw)
+        v = np.where(finite, raw, np.max(raw[finite]) if finite.any() else 0.0)
+        loc, scale = robust_null(v[clean])
+        # the null's scale is never below the statistic's own sampling error (floors) nor its
+        # fixed floor: honest values closer than that are not told apart
+        scale = max(scale, SCALE_FLOOR[name], (floors or {}).get(name, 0.0))
+        z = (v - loc) / scale
+        if TWO_SIDED[name]:
+            z = np.abs(z)
+        threshold = null_threshold(k, alpha, TWO_SIDED[name])
+        per[name] = np.where(z <= threshold, z * (level / threshold), level + (z - threshold))
+        if name == "energy":
+            at_threshold = loc + threshold * scale
+            clip = np.minimum(1.0, np.exp(-0.5 * np.maximum(v - at_threshold, 0.0)))
+    return per, clip
+
+
+def shrink_factor(evidence: FloatArray, false_alarm_rate: float, width: float) -> FloatArray:
+    """``exp(-((M - t)_+)^2 / (2 width^2))``, ``t = Phi^-1(1 - false_alarm_rate)``; 1 below ``t``."""
+    level = normal_quantile(1.0 - false_alarm_rate)
+    excess = np.maximum(np.nan_to_num(np.asarray(evidence, dtype=np.float64), nan=0.0) - level, 0.0) / width
+    return np.asarray(np.exp(-0.5 * excess * excess), dtype=np.float64)
+
+
+def undecidable_reason(flagged: NDArray[np.bool_]) -> str | None:
+    """Why the data cannot decide (at least half of the participants flagged), or None.
+
+    ``flagged``: participants the estimator would clearly down-weight (accumulated evidence at
+    least one shrink width above the threshold), so one borderline false alarm next to a corrupted
+    40 % does not make a decidable round undecidable.
+    """
+    k = int(flagged.size)
+    n = int(np.count_nonzero(flagged))
+    if k >= 2 and n >= 1 and 2 * n >= k:
+        return (
+            f"{n} of {k} participants disagree with the rest: no honest majority to calibrate against; "
+            "FedAvg's weights kept (use method='server_data' with server-held records to decide)"
+        )
+    return None

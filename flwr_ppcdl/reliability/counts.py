@@ -1,0 +1,75 @@
+"""Claimed example counts: untrusted, so only plausible counts steer the weights (pure numpy).
+
+FedAvg weighs uploads by claimed counts, so a participant that lies about its count can take the
+aggregate. Honest unequal counts must nevertheless keep FedAvg's weights (``[10, 10, 80]`` gives
+``[.1, .1, .8]``). The defence is therefore layered, and only the first two layers apply to
+participants whose uploads look reliable:
+
+1. an absolute, public maximum (``max_num_examples``: e.g. the size of the data set a partition
+   plan splits): a claim above it is impossible and excludes the upload;
+2. a wide relative plausibility cap (``count_cap`` times the median claim, default 1000): a claim
+   above it is capped with a warning (honest federations with a 1000-fold spread of counts can
+   raise or disable it);
+3. the hostile-upload defence: the count of a participant with significant evidence of
+   unreliability is pulled towards the median claim as its weight shrinks
+   (:func:`suspect_counts`), so a far upload cannot keep a large share through a large claim.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+FloatArray = NDArray[np.float64]
+
+
+def plausible_counts(
+    counts: FloatArray,
+    valid: NDArray[np.bool_],
+    *,
+    max_num_examples: float | None,
+    count_cap: float | None,
+) -> tuple[FloatArray, dict[int, str], dict[int, str]]:
+    """Apply the absolute maximum and the relative cap to the valid claims.
+
+    Returns
+    -------
+    counts : ndarray
+        The counts to weigh with (0 where excluded or invalid).
+    excluded : dict[int, str]
+        Positions whose claim exceeds ``max_num_examples``, with the reason.
+    capped : dict[int, str]
+        Positions whose claim was capped, with a message naming the claim.
+    """
+    out = np.where(valid, counts, 0.0).astype(np.float64)
+    excluded: dict[int, str] = {}
+    capped: dict[int, str] = {}
+    if max_num_examples is not None:
+        for pos in np.flatnonzero(valid & (out > max_num_examples)):
+            excluded[int(pos)] = f"claimed example count {out[pos]:g} is above the public maximum {max_num_examples:g}"
+            out[pos] = 0.0
+    live = valid & (out > 0)
+    if count_cap is not None and np.count_nonzero(live) >= 2:
+        cap = count_cap * float(np.median(out[live]))
+        for pos in np.flatnonzero(live & (out > cap)):
+            capped[int(pos)] = f"claimed example count {out[pos]:g} capped at {cap:g} ({count_cap:g} x the median claim)"
+            out[pos] = cap
+    return out, excluded, capped
+
+
+def suspect_counts(counts: FloatArray, factor: FloatArray, valid: NDArray[np.bool_]) -> FloatArray:
+    """Pull the counts of suspect participants towards the median claim as their weight shrinks.
+
+    ``n' = n^f * median^(1 - f)`` with ``f`` the shrink factor in [0, 1] (1 = no evidence: the claim
+    is kept exactly, so honest unequal counts keep FedAvg's weights).
+    """
+    out = counts.copy()
+    live = valid & (counts > 0)
+    if not np.any(live):
+        return out
+    med = float(np.median(counts[live]))
+    pull = live & (factor < 1.0)
+    if np.any(pull):
+        f = np.clip(factor[pull], 0.0, 1.0)
+        out[pull] = np.exp(f * np.log(counts[pull]) + (1.0 - f) * np.log(med))
+    return out
