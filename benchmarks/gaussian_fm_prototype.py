@@ -56,11 +56,13 @@ from flwr_ppcdl.data import load_fashion_mnist
 from flwr_ppcdl.models import BODY_NAMES, make_body
 from flwr_ppcdl.privacy import FunctionalMechanism, PrivacyLeakWarning, clip_l2
 from flwr_ppcdl.privacy.accounting import Guarantee, compose, zcdp_epsilon
+from flwr_ppcdl.privacy.calibration import (
+    gaussian_l2_bound,
+    zcdp_noise_multiplier,
+)
 from flwr_ppcdl.privacy.gaussian import (
     DiscreteGridGaussian,
     NumpyGaussian,
-    gaussian_l2_bound,
-    zcdp_noise_multiplier,
 )
 from flwr_ppcdl.privacy.noise import generator_randbelow
 from flwr_ppcdl.privacy.sensitivity import ROUND_UP, sensitivity_softmax_l2
@@ -161,7 +163,7 @@ def release_all(split: Split, kind: str, seed: int, epsilon: float = EPSILON) ->
             vec, sd = exact_vector(h, y), 0.0
         elif kind == "laplace":
             fm = FunctionalMechanism(
-                task="classification", num_classes=K, epsilon=epsilon, sampler="discrete", seed=rng
+                task="classification", num_classes=K, epsilon=epsilon, sampler="discrete", insecure_noise_seed=rng
             )
             rel = fm.release(h, y)
             vec = np.concatenate(

@@ -14,11 +14,19 @@ from typing import Any
 import numpy as np
 
 from flwr_ppcdl.privacy import Release, sensitivity_regression, sensitivity_softmax
-from flwr_ppcdl.privacy.mechanism import check_num_classes
-from flwr_ppcdl.privacy.noise import SAMPLERS
-from flwr_ppcdl.privacy.release import TASKS
+from flwr_ppcdl.privacy.calibration import sigma_analytic, sigma_zcdp
+from flwr_ppcdl.privacy.mechanism import (
+    DEFAULT_REPAIR_MULTIPLIER,
+    SAMPLERS_BY_NOISE,
+    check_num_classes,
+)
+from flwr_ppcdl.privacy.release import NOISES, TASKS, noise_sd_of
 from flwr_ppcdl.privacy.repair import REPAIR_RULES
-from flwr_ppcdl.privacy.sensitivity import NEIGHBOURING_RELATIONS
+from flwr_ppcdl.privacy.sensitivity import (
+    NEIGHBOURING_RELATIONS,
+    sensitivity_regression_l2,
+    sensitivity_softmax_l2,
+)
 
 # -- records of a reply (Message API) / fields of FitRes.metrics (legacy) ----------------------------
 ARRAYS = "arrays"
@@ -29,6 +37,8 @@ NUM_EXAMPLES = "num-examples"
 """Claimed number of local records (Flower's default ``weighted_by_key``)."""
 FM_EPSILON = "fm-epsilon"
 """ε this participant has spent so far (its ledger's total)."""
+FM_DELTA = "fm-delta"
+"""δ of that total: 0 while every release is pure ε-DP (Laplace), else the (ε, δ)-DP δ (Gaussian)."""
 FM_OBJECTIVE = "fm-objective"
 """Value of the participant's noisy objective at its reply (post-processing)."""
 PARTITION_ID = "partition-id"
@@ -69,6 +79,8 @@ class ReleaseExpectation:
     max_examples : int, optional
         Largest plausible ``n`` of one participant (``None``: no absolute bound; the strategy still
         compares ``n`` with the round's median).
+    noise, delta : str, float
+        The run's noise law: ``"laplace"`` (pure ε, ``delta`` 0) or ``"gaussian"`` with its ``δ``.
     """
 
     task: str
@@ -79,6 +91,8 @@ class ReleaseExpectation:
     target_bound: float | None = None
     neighbouring: str = "replace-one"
     max_examples: int | None = None
+    noise: str = "laplace"
+    delta: float = 0.0
 
 
 TAIL_EXTRA: float = 40.0
@@ -111,17 +125,32 @@ def decode_release(text: Any, expected: ReleaseExpectation | None = None) -> Rel
     return release
 
 
+def expected_sensitivity(release: Release) -> float:
+    """The sensitivity the release's public shape and noise law imply: L1 (Laplace) or L2 (Gaussian)."""
+    d, k, rel = release.num_features, int(release.num_classes or 0), release.neighbouring
+    if release.noise == "gaussian":
+        return sensitivity_softmax_l2(d, k, rel) if release.task == "classification" else sensitivity_regression_l2(d, rel)
+    return sensitivity_softmax(d, k, rel) if release.task == "classification" else sensitivity_regression(d, rel)
+
+
 def expected_noise_scale(release: Release, epsilon: float) -> float:
-    """``Δ / ε`` for the release's public shape (0 without noise)."""
+    """The noise scale the public shape, law and sampler imply (0 without noise): Laplace ``Δ₁/ε``;
+    Gaussian ``σ`` from zCDP (hardened sampler) or the analytic profile (numpy sampler) at the
+    release's ``δ``. The samplers' grid and float-summation slack add a relative ``< 1e-6``."""
     if math.isinf(epsilon):
         return 0.0
-    d, k = release.num_features, release.num_classes
-    delta = (
-        sensitivity_softmax(d, int(k or 0), release.neighbouring)
-        if release.task == "classification"
-        else sensitivity_regression(d, release.neighbouring)
-    )
-    return delta / epsilon
+    sensitivity = expected_sensitivity(release)
+    if release.noise == "gaussian":
+        calibrate = sigma_analytic if release.sampler == "numpy" else sigma_zcdp
+        return calibrate(epsilon, release.delta, sensitivity)
+    return sensitivity / epsilon
+
+
+def noise_tail(release: Release, coordinates: int) -> float:
+    """A bound no honest noise coordinate of ``coordinates`` exceeds except with probability ``e^-40``."""
+    if release.noise == "gaussian":  # P(|Z| > t·σ) <= 2 exp(-t²/2)
+        return math.sqrt(2.0 * (math.log(2.0 * coordinates) + TAIL_EXTRA)) * release.noise_scale
+    return (math.log(coordinates) + TAIL_EXTRA) * release.noise_scale
 
 
 def validate_release(release: Release, expected: ReleaseExpectation | None = None) -> None:
@@ -150,8 +179,17 @@ def validate_release(release: Release, expected: ReleaseExpectation | None = Non
         raise ValueError(f"release repair_keep={release.repair_keep!r} is not one of {REPAIR_RULES}")
     if release.neighbouring not in NEIGHBOURING_RELATIONS:
         raise ValueError(f"release neighbouring={release.neighbouring!r} is not one of {NEIGHBOURING_RELATIONS}")
-    if release.sampler not in SAMPLERS:
-        raise ValueError(f"release sampler={release.sampler!r} is not one of {SAMPLERS}")
+    if release.noise not in NOISES:
+        raise ValueError(f"release noise={release.noise!r} is not one of {NOISES}")
+    if release.sampler not in SAMPLERS_BY_NOISE[release.noise]:
+        raise ValueError(f"release sampler={release.sampler!r} is not one of {SAMPLERS_BY_NOISE[release.noise]}")
+    if not (0.0 <= release.delta < 1.0) or (release.noise == "laplace" and release.delta != 0.0):
+        raise ValueError(f"release delta={release.delta!r} is impossible for noise={release.noise!r}")
+    if release.repair_multiplier != DEFAULT_REPAIR_MULTIPLIER[release.noise]:
+        raise ValueError(
+            f"release repair_multiplier={release.repair_multiplier!r}; the public rule for noise="
+            f"{release.noise!r} is {DEFAULT_REPAIR_MULTIPLIER[release.noise]!r}"
+        )
     _positive("feature_bound", release.feature_bound)
     if release.task == "regression":
         _positive("target_bound", release.target_bound)
@@ -160,9 +198,13 @@ def validate_release(release: Release, expected: ReleaseExpectation | None = Non
     if expected is not None:
         _matches_expectation(release, expected)
     epsilon = release.epsilon if expected is None else float(expected.epsilon)
-    delta = expected_noise_scale(release, 1.0)
-    if not math.isclose(release.sensitivity, delta, rel_tol=1e-9):
-        raise ValueError(f"release sensitivity={release.sensitivity!r}; the public shape implies {delta!r}")
+    if release.noise == "gaussian" and math.isfinite(epsilon) and not (0.0 < release.delta < 1.0):
+        raise ValueError(f"release delta={release.delta!r} must lie in (0, 1) for a Gaussian release")
+    sensitivity = expected_sensitivity(release)
+    if not math.isclose(release.sensitivity, sensitivity, rel_tol=1e-9):
+        raise ValueError(f"release sensitivity={release.sensitivity!r}; the public shape implies {sensitivity!r}")
+    if not math.isclose(release.noise_sd, noise_sd_of(release.noise, release.noise_scale), rel_tol=1e-9, abs_tol=0.0):
+        raise ValueError(f"release noise_sd={release.noise_sd!r} does not follow from its noise_scale={release.noise_scale!r}")
     scale = release.noise_scale
     want = expected_noise_scale(release, epsilon)
     if math.isinf(epsilon):
@@ -187,7 +229,10 @@ def _matches_expectation(release: Release, expected: ReleaseExpectation) -> None
         "feature_bound": (release.feature_bound, float(expected.feature_bound)),
         "target_bound": (release.target_bound, None if target is None else float(target)),
         "neighbouring": (release.neighbouring, expected.neighbouring),
+        "noise": (release.noise, expected.noise),
     }
+    if math.isfinite(float(expected.epsilon)) and expected.noise == "gaussian":
+        pairs["delta"] = (release.delta, float(expected.delta))
     for name, (got, want) in pairs.items():
         if got != want:
             raise ValueError(f"release {name}={got!r}; the run's public configuration says {want!r}")
@@ -211,7 +256,7 @@ def _check_statistics(release: Release) -> None:
         raise ValueError("statistics 'gram' is not symmetric")
     n, dim = float(release.num_examples), release.dimension
     coordinates = dim * (dim + 1) // 2 + cross.size
-    tail = (math.log(coordinates) + TAIL_EXTRA) * release.noise_scale
+    tail = noise_tail(release, coordinates)
     slack = 1e-9 * n  # float rounding of the sums
     for key, value in stats.items():
         peak = float(np.max(np.abs(value)))

@@ -282,8 +282,12 @@ def trainer_config(settings: RunSettings, partition_id: int) -> dict[str, Any]:
         "local_steps": settings.local_steps,
         "proximal_mu": settings.proximal_mu,
         "sampler": settings.sampler,
+        "noise": settings.noise,
+        "delta": settings.delta if settings.noise == "gaussian" else None,
         "share_statistics": settings.protocol == "statistics",
     }
+    if settings.solver == "closed-form":
+        config["decoder"] = settings.decoder
     if settings.task == "classification":
         config["num_classes"] = settings.num_classes
     else:

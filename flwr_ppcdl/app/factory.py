@@ -41,11 +41,13 @@ def make_strategy(settings: RunSettings, validation: Dataset | None = None) -> S
             num_classes=settings.num_classes,
             feature_bound=1.0,
             target_bound=settings.target_bound if settings.task == "regression" else None,
+            noise=settings.noise,
+            delta=settings.delta if settings.noise == "gaussian" else 0.0,
         )
         # the calibrated estimator with each release's known noise law (benchmarks/reliability_calibrated.py)
         return SummedStatisticsFedAvg(
             reliability=settings.strategy == "reliability", frozen_keys=frozen, expected_release=expected,
-            **reliability_options, **common,
+            decoder=settings.decoder, **reliability_options, **common,
         )
     if settings.strategy == "reliability":
         from flwr_ppcdl.strategies import ReliabilityWeightedFedAvg

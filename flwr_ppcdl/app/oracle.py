@@ -46,11 +46,12 @@ def summary_line(result: dict[str, Any], result_dir: Path | str) -> str:
     ref = float(result.get("reference", {}).get(metric, math.nan))
     ratio = final / ref if ref and math.isfinite(ref) else math.nan
     eps = max((p["epsilon"] for p in result["participants"]), default=0.0)
+    spent = result.get("privacy_spent", {}).get("text") or f"epsilon = {eps}"  # with delta and its meaning
     return (
         f"[ppcdl] done in {result['seconds']:.1f}s: final {fmt_metrics(result['final_metrics'])} | "
         f"non-private centralised reference on the same features (reliable records; simulation-only "
         f"oracle, computed outside the ServerApp): {fmt_metrics(result.get('reference', {}))} | "
-        f"ratio {metric} = {ratio:.2f} | max epsilon spent per participant = {eps} | results: {result_dir}"
+        f"ratio {metric} = {ratio:.2f} | spent per participant (max): {spent} | results: {result_dir}"
     )
 
 

@@ -37,6 +37,7 @@ class RunResult:
     reference_note: str = "not computed (the ServerApp never reads participants' records; see flwr_ppcdl.app.oracle)"
     not_private: list[str] = field(default_factory=list)  # why this run is NOT private (settings.privacy_warnings)
     undecidable: list[dict[str, Any]] = field(default_factory=list)  # rounds the uploads could not decide
+    privacy_spent: dict[str, Any] = field(default_factory=dict)  # the largest (epsilon, delta) spent, with its meaning
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, default=_json_default)
@@ -61,18 +62,34 @@ def participant_rows(strategy: RecordingStrategy, unreliable: set[int]) -> list[
     for node, pid in sorted(strategy.node_partition.items(), key=lambda kv: (kv[1], kv[0])):
         seen = sorted(r.round for r in strategy.rounds.values() if node in r.nodes)
         eps = max((strategy.rounds[r].nodes[node].get(wire.FM_EPSILON, 0.0) for r in seen), default=0.0)
+        delta = max((strategy.rounds[r].nodes[node].get(wire.FM_DELTA, 0.0) for r in seen), default=0.0)
         last = seen[-1] if seen else 0
         rows.append({
             "node_id": node,
             "partition_id": pid,
             "unreliable": pid in unreliable,  # ground truth, for evaluation only
             "epsilon": eps,
+            "delta": delta,  # 0: pure epsilon-DP (Laplace); else (epsilon, delta)-DP (Gaussian)
             "rounds_participated": len(seen),
             "first_round": seen[0] if seen else None,
             "last_round": last,
             "dropped_after_round": last if last < final_round else None,
         })
     return rows
+
+
+def privacy_spent(participants: list[dict[str, Any]], settings: RunSettings) -> dict[str, Any]:
+    """The largest (epsilon, delta) any participant reported spending, with what it means.
+
+    Each participant's records are disjoint from the others', so the per-record guarantee of the
+    whole run is this maximum (parallel composition).
+    """
+    eps = max((float(p["epsilon"]) for p in participants), default=0.0)
+    delta = max((float(p.get("delta", 0.0)) for p in participants), default=0.0)
+    kind = "pure epsilon-DP" if delta == 0.0 else "(epsilon, delta)-DP"
+    text = f"epsilon = {eps:g}" + ("" if delta == 0.0 else f", delta = {delta:g}")
+    text += f" ({kind}, record level (replace-one neighbours), per participant, for the whole run)"
+    return {"epsilon": eps, "delta": delta, "guarantee": kind, "noise": settings.noise, "text": text}
 
 
 def save_results(run: RunResult, settings: RunSettings) -> Path:

@@ -36,6 +36,7 @@ from flwr_ppcdl.app.report import (
     fmt_metrics,
     fmt_weights,
     participant_rows,
+    privacy_spent,
     save_results,
 )
 from flwr_ppcdl.app.settings import RunSettings, epsilon_meaning, privacy_warnings
@@ -178,11 +179,12 @@ def _run(grid: Grid, settings: RunSettings, strategy: Strategy | None, timeout: 
         rounds_without_update=stalled,
         not_private=privacy_warnings(settings),
         undecidable=undecidable,
+        privacy_spent=privacy_spent(participants, settings),
     )
     out = save_results(run, settings)
     log.info(
-        "[ppcdl] ServerApp finished in %.1fs: final %s | max epsilon spent per participant = %s | results: %s",
-        run.seconds, fmt_metrics(run.final_metrics), max((p["epsilon"] for p in participants), default=0.0), out,
+        "[ppcdl] ServerApp finished in %.1fs: final %s | spent per participant (max): %s | results: %s",
+        run.seconds, fmt_metrics(run.final_metrics), run.privacy_spent["text"], out,
     )
     return run
 

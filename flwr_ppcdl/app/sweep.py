@@ -160,7 +160,7 @@ def run_flwr(run_config: dict[str, Any], project_dir: Path, timeout: float = 900
 # --------------------------------------------------------------------------------------------------
 
 SUMMARY_COLUMNS = (
-    "dataset", "strategy", "protocol", "epsilon", "unreliable_kind", "unreliable_fraction", "partitioning",
+    "dataset", "strategy", "protocol", "noise", "epsilon", "delta", "unreliable_kind", "unreliable_fraction", "partitioning",
     "seed", "metric", "final", "reference", "relative", "weight_on_unreliable", "failures", "seconds", "job_dir",
 )
 
@@ -176,7 +176,8 @@ def summarise_result(result: dict[str, Any], job_dir: str) -> dict[str, Any]:
     mass = sum(w for n, w in last.items() if flags.get(n)) if last else float("nan")
     return {
         "dataset": s["dataset"], "strategy": s["strategy"], "protocol": s.get("protocol", "parameters"),
-        "epsilon": s["epsilon"],
+        "noise": s.get("noise", "laplace"), "epsilon": s["epsilon"],
+        "delta": s.get("delta", 0.0) if s.get("noise", "laplace") == "gaussian" else 0.0,
         "unreliable_kind": s["unreliable_kind"], "unreliable_fraction": s["unreliable_fraction"],
         "partitioning": s["partitioning"], "seed": s["seed"], "metric": metric, "final": final,
         "reference": ref, "relative": final / ref if ref else float("nan"),

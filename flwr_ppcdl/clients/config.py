@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from flwr_ppcdl.privacy import FunctionalMechanism, PrivacyLedger, check_epsilon
+from flwr_ppcdl.privacy.decoders import DECODERS
+from flwr_ppcdl.privacy.mechanism import check_noise
 
 Task = Literal["classification", "regression"]
 BodyChangePolicy = Literal["refuse", "re-release"]
@@ -22,8 +24,9 @@ class TrainerConfig:
         ``"classification"`` (K-class softmax, second-order Taylor surrogate) or ``"regression"``
         (squared loss, exact).
     epsilon
-        Pure epsilon of the one release (record level, this participant). ``float("inf")``
-        disables noise (warns).
+        Epsilon of the one release (record level, this participant): pure epsilon-DP with
+        ``noise="laplace"``, the epsilon of (epsilon, delta)-DP with ``noise="gaussian"``.
+        ``float("inf")`` disables noise (warns).
     num_classes
         K, classification only.
     feature_bound
@@ -54,8 +57,15 @@ class TrainerConfig:
         Evaluate on local records (a new, charged query). Off by default.
     eval_epsilon
         Epsilon charged per local evaluation.
-    sampler, neighbouring
-        Passed to :class:`~flwr_ppcdl.privacy.FunctionalMechanism`.
+    noise, delta, sampler, neighbouring
+        Passed to :class:`~flwr_ppcdl.privacy.FunctionalMechanism`: ``noise="laplace"`` (pure
+        epsilon-DP, ``delta=None``) or ``"gaussian"`` ((epsilon, delta)-DP; ``delta`` in (0, 1),
+        well below 1/n, e.g. 1e-5); samplers per noise: laplace ``discrete``/``opendp``/``numpy``,
+        gaussian ``discrete``/``numpy``.
+    decoder
+        How ``solver="closed-form"`` turns the release into weights: ``"taylor"`` (the minimiser of
+        the noisy Taylor objective; default) or ``"lda"`` (linear discriminant from the same
+        statistics; classification, no ridge or proximal term).
     insecure_noise_seed
         ``None`` (default): privacy noise from the operating system's CSPRNG. An ``int`` makes the
         release's noise (and the local evaluation's) reproducible and therefore **predictable**:
@@ -83,6 +93,9 @@ class TrainerConfig:
     local_evaluation: bool = False
     eval_epsilon: float = 0.1
     sampler: str = "discrete"
+    noise: str = "laplace"
+    delta: float | None = None
+    decoder: str = "taylor"
     neighbouring: str = "replace-one"
     insecure_noise_seed: int | None = None
     share_statistics: bool = False
@@ -112,6 +125,17 @@ class TrainerConfig:
             raise ValueError(f"optimizer must be 'gd', 'adam' or 'sgd'; got {self.optimizer!r}")
         if self.solver not in ("iterative", "closed-form"):
             raise ValueError(f"solver must be 'iterative' or 'closed-form'; got {self.solver!r}")
+        check_noise(self.noise, self.sampler, self.delta)
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}; got {self.decoder!r}")
+        if self.decoder == "lda" and (
+            self.task != "classification" or self.solver != "closed-form" or self.proximal_mu or self.ridge
+        ):
+            raise ValueError(
+                "decoder='lda' needs task='classification', solver='closed-form', proximal_mu=0 and "
+                f"ridge=0; got task={self.task!r}, solver={self.solver!r}, "
+                f"proximal_mu={self.proximal_mu!r}, ridge={self.ridge!r}"
+            )
         if self.body_change not in ("refuse", "re-release"):
             raise ValueError(f"body_change must be 'refuse' or 're-release'; got {self.body_change!r}")
         if self.insecure_noise_seed is not None and (
@@ -138,6 +162,11 @@ class TrainerConfig:
         return self.max_epsilon if self.max_epsilon is not None else self.epsilon
 
     @property
+    def ledger_delta(self) -> float | None:
+        """The δ the ledger reports totals at: ``delta`` for Gaussian noise, ``None`` (pure) for Laplace."""
+        return self.delta if self.noise == "gaussian" else None
+
+    @property
     def output_scale(self) -> float:
         """Factor from normalised weights to the head's output units (``B`` for regression)."""
         return self.target_bound if self.task == "regression" else 1.0
@@ -150,6 +179,8 @@ class TrainerConfig:
             "feature_bound": self.feature_bound,
             "neighbouring": self.neighbouring,
             "sampler": self.sampler,
+            "noise": self.noise,
+            "delta": self.delta,
             "insecure_noise_seed": self.insecure_noise_seed,
             "ledger": ledger,
         }

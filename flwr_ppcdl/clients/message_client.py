@@ -66,7 +66,7 @@ def evaluate_without_records(trainer: FunctionalMechanismTrainer, global_state: 
     Flower's FedAvg asks every client to evaluate by default (``fraction_evaluate=1.0``); a
     drop-in client must not turn that default into errors, nor query its private records for it.
     The reply holds ``num-examples`` (the release's public ``n``; before the first release, the
-    size of the local data set, else 1), ``fm-epsilon`` and, once there is a release,
+    size of the local data set, else 1), ``fm-epsilon``, ``fm-delta`` and, once there is a release,
     ``fm-objective``: the release's noisy objective at the global head (post-processing of what
     was already released, per example). It is not a test loss: evaluate on the server for that.
     """
@@ -75,6 +75,7 @@ def evaluate_without_records(trainer: FunctionalMechanismTrainer, global_state: 
     metrics: dict[str, float] = {
         wire.NUM_EXAMPLES: float(release.num_examples if release is not None else _public_count(trainer.data)),
         wire.FM_EPSILON: trainer.epsilon_spent,
+        wire.FM_DELTA: trainer.delta_spent,
     }
     if release is not None:
         metrics[wire.FM_OBJECTIVE] = float(release.objective_value(trainer.head_to_normalised()))
@@ -118,7 +119,7 @@ def make_client_app(setup_fn: Callable[[Context], ClientSetup]) -> ClientApp:
     ``setup_fn(context)`` returns the participant's :class:`ClientSetup` (model, data, config).
     The release and the privacy ledger persist in ``context.state`` across rounds, so the run
     spends each participant's epsilon once. Train replies carry ``arrays`` (the whole model, body
-    unchanged) and ``metrics`` (``num-examples``, ``fm-epsilon``, ``fm-objective``, optionally
+    unchanged) and ``metrics`` (``num-examples``, ``fm-epsilon``, ``fm-delta``, ``fm-objective``, optionally
     ``partition-id``). Evaluate requests get a charged, noisy local evaluation with
     ``local_evaluation`` on; otherwise :func:`evaluate_without_records` answers them (no record
     read, no ε spent; evaluate on the server for test metrics).

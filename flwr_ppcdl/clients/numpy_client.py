@@ -19,8 +19,9 @@ from flwr_ppcdl.clients.trainer import FunctionalMechanismTrainer
 class FunctionalMechanismClient(NumPyClient):
     """A `NumPyClient` that trains a PyTorch model's linear head on a functional-mechanism release.
 
-    Swap it in for an ordinary `NumPyClient` to get record-level, pure epsilon-DP for the whole
-    federated run: the client reads its records once (first `fit`), releases noisy statistics, and
+    Swap it in for an ordinary `NumPyClient` to get record-level differential privacy for the whole
+    federated run (pure epsilon-DP with ``noise="laplace"``, (epsilon, delta)-DP with
+    ``noise="gaussian", delta=...``): the client reads its records once (first `fit`), releases noisy statistics, and
     every later round only re-optimises the noisy objective. Flower builds a new client object each
     round, so the release and the privacy ledger live in ``context.state``; pass the `Context` your
     ``client_fn`` receives (a plain dict works outside Flower).
@@ -41,7 +42,8 @@ class FunctionalMechanismClient(NumPyClient):
         Keyword arguments of :class:`~flwr_ppcdl.clients.trainer.TrainerConfig`: ``task``,
         ``epsilon``, ``num_classes``, ``feature_bound``, ``target_bound``, ``local_steps``,
         ``learning_rate``, ``optimizer``, ``solver``, ``proximal_mu``, ``ridge``, ``body_change``,
-        ``max_epsilon``, ``local_evaluation``, ``eval_epsilon``, ``sampler``, ``neighbouring``,
+        ``max_epsilon``, ``local_evaluation``, ``eval_epsilon``, ``sampler``, ``noise``, ``delta``,
+        ``decoder``, ``neighbouring``,
         ``insecure_noise_seed`` (reproducible, NOT private noise: tests only).
     """
 

@@ -38,6 +38,7 @@ from flwr_ppcdl.clients.records import noisy_local_evaluation, release_from_reco
 from flwr_ppcdl.clients.state import TrainerState
 from flwr_ppcdl.privacy import (
     BudgetExceededError,
+    FunctionalMechanism,
     PrivacyLedger,
     Release,
     linear_head_parameters,
@@ -87,7 +88,7 @@ class FunctionalMechanismTrainer:
         self.ledger = (
             PrivacyLedger.from_dict(self.state.ledger)
             if self.state.ledger is not None
-            else PrivacyLedger(max_epsilon=config.budget)
+            else PrivacyLedger(max_epsilon=config.budget, delta=config.ledger_delta)
         )
         self._release: Release | None = (
             Release.from_dict(self.state.release) if self.state.release is not None else None
@@ -112,8 +113,13 @@ class FunctionalMechanismTrainer:
 
     @property
     def epsilon_spent(self) -> float:
-        """Pure epsilon spent by this participant so far (basic composition over its ledger)."""
+        """Epsilon spent by this participant so far (its ledger's composed total)."""
         return float(self.ledger.total_epsilon)
+
+    @property
+    def delta_spent(self) -> float:
+        """Delta of that total: 0 while every release is pure (Laplace), else the ledger's delta."""
+        return float(self.ledger.total_delta)
 
     def ensure_release(self) -> Release:
         """Return the release, creating it on first use or after a body change (per the policy)."""
@@ -126,9 +132,12 @@ class FunctionalMechanismTrainer:
                     "participant's release was computed with; refusing to reuse stale statistics "
                     "(set body_change='re-release' to release again and charge the ledger)"
                 )
-            log.warning("body changed: re-releasing and charging %s to the ledger", self.config.epsilon)
-        self._check_affordable(self.config.epsilon)  # before the records are read at all
+            log.warning(
+                "body changed: re-releasing and charging epsilon=%s (delta=%s) to the ledger",
+                self.config.epsilon, self.config.ledger_delta or 0.0,
+            )
         mechanism = self.config.mechanism(self.ledger)
+        self._check_affordable(mechanism)  # before the records are read at all
         release = release_from_records(self.body, self.data, mechanism, self.device)
         self._release = release
         fingerprint, reference = body_fingerprint(self.body)
@@ -154,6 +163,7 @@ class FunctionalMechanismTrainer:
                 ridge=self.config.ridge,
                 prox_mu=self.config.proximal_mu,
                 anchor=anchor if self.config.proximal_mu > 0 else None,
+                decoder=self.config.decoder,
             )
             weights_t = torch.as_tensor(weights, dtype=torch.float64)
         else:
@@ -165,6 +175,7 @@ class FunctionalMechanismTrainer:
         return {
             wire.NUM_EXAMPLES: float(release.num_examples),
             wire.FM_EPSILON: self.epsilon_spent,
+            wire.FM_DELTA: self.delta_spent,
             wire.FM_OBJECTIVE: objective,
         }
 
@@ -185,6 +196,7 @@ class FunctionalMechanismTrainer:
         )
         self.state.ledger = self.ledger.to_dict()
         metrics[wire.FM_EPSILON] = self.epsilon_spent
+        metrics[wire.FM_DELTA] = self.delta_spent
         metrics[wire.NUM_EXAMPLES] = float(self._num_examples_public())
         return metrics
 
@@ -241,6 +253,8 @@ class FunctionalMechanismTrainer:
             "feature_bound": float(cfg.feature_bound),
             "target_bound": float(cfg.target_bound) if cfg.task == "regression" else None,
             "neighbouring": cfg.neighbouring,
+            "noise": cfg.noise,
+            "delta": float(cfg.delta or 0.0) if cfg.noise == "gaussian" and math.isfinite(cfg.epsilon) else 0.0,
         }
         found = {key: getattr(release, key) for key in expected}
         if math.isclose(float(release.epsilon), float(cfg.epsilon), rel_tol=1e-3):
@@ -252,13 +266,15 @@ class FunctionalMechanismTrainer:
                 f"{diff}; use a fresh state (or state-path) for a new configuration"
             )
 
-    def _check_affordable(self, epsilon: float) -> None:
+    def _check_affordable(self, mechanism: FunctionalMechanism) -> None:
         budget = self.ledger.max_epsilon
-        total = self.ledger.total_epsilon + epsilon
-        if budget is not None and total > budget:
+        planned = mechanism.planned_guarantee()
+        total = self.ledger.projected(planned.epsilon, delta=planned.delta, rho=planned.rho)
+        if budget is not None and total.epsilon > budget:
             raise BudgetExceededError(
-                f"a release of epsilon={epsilon!r} would bring this participant's total to {total!r}, "
-                f"above max_epsilon={budget!r}; the records were not read"
+                f"a release of epsilon={planned.epsilon!r} (delta={planned.delta!r}) would bring this "
+                f"participant's total to epsilon={total.epsilon!r} (delta={total.delta!r}), above "
+                f"max_epsilon={budget!r}; the records were not read"
             )
 
     def _num_examples_public(self) -> int:

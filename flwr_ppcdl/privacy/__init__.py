@@ -5,12 +5,16 @@ Pure numpy (float64) and, in :mod:`.objective` only, torch. No Flower, no Ray. O
 * :mod:`.validation` -- the one validator of ε, public constants and records;
 * :mod:`.bounding` -- public per-record bounds and the float summation slack;
 * :mod:`.sensitivity` -- every sensitivity as a small pure function;
-* :mod:`.noise` -- the samplers behind one interface, and their factory;
+* :mod:`.noise` -- the Laplace samplers behind one interface, and their factory;
+* :mod:`.calibration`, :mod:`.gaussian` -- Gaussian noise: σ from (ε, δ) through zCDP, the L2 slack,
+  the hardened discrete Gaussian sampler; :mod:`.accounting` -- pure-ε / ρ-zCDP guarantees and
+  their composition;
 * :mod:`.mechanism` -- :class:`FunctionalMechanism`, the only reader of records (its docstring
   states the guarantee);
-* :mod:`.release`, :mod:`.repair`, :mod:`.objective` -- the release and its free post-processing;
+* :mod:`.release`, :mod:`.repair`, :mod:`.objective`, :mod:`.decoders` -- the release and its free
+  post-processing (Taylor closed form, LDA);
 * :mod:`.combine`, :mod:`.units` -- sums of releases; normalised weights <-> head parameters;
-* :mod:`.ledger` -- the per-participant privacy ledger.
+* :mod:`.ledger` -- the per-participant privacy ledger ((ε, δ) per release, composed).
 """
 
 from flwr_ppcdl.privacy.bounding import clip_l2, summation_slack

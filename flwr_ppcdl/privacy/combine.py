@@ -2,8 +2,8 @@
 
 It reads only what :meth:`FunctionalMechanism.release` already released, so it costs no
 privacy. Each participant's records are in its own release only (disjoint data), so a combination
-of releases is ``max_k epsilon_k``-DP for every record (parallel composition), the same per-record
-guarantee each participant already has.
+of releases is ``(max_k epsilon_k, max_k delta_k)``-DP for every record (parallel composition), the
+same per-record guarantee each participant already has.
 """
 
 from __future__ import annotations
@@ -16,21 +16,33 @@ from numpy.typing import ArrayLike
 
 from flwr_ppcdl.privacy.release import Release
 
-_MUST_AGREE = ("task", "num_classes", "num_features", "feature_bound", "target_bound", "neighbouring", "repair_keep")
+_MUST_AGREE = (
+    "task",
+    "num_classes",
+    "num_features",
+    "feature_bound",
+    "target_bound",
+    "neighbouring",
+    "repair_keep",
+    "noise",
+    "repair_multiplier",
+)
 
 
 def combine_releases(releases: Sequence[Release], coefficients: ArrayLike | None = None) -> Release:
     """Weighted sum ``sum_k c_k * statistics_k`` of several participants' releases, as one release.
 
     Summing the noisy Gram matrices and cross terms estimates the statistics of the pooled data;
-    the noise of the sum has per-coordinate standard deviation ``sqrt(2 * sum_k c_k^2 b_k^2)``,
-    so the combined ``noise_scale`` is ``sqrt(sum_k c_k^2 b_k^2)`` and the usual repair rule
-    (:meth:`Release.repaired`) applies to it unchanged.
+    the noise of the sum has per-coordinate standard deviation ``noise_sd = sqrt(sum_k c_k^2 sd_k^2)``
+    (independent draws), which the repair rule (:meth:`Release.repaired`) and the decoders read.
+    ``noise_scale`` is combined the same way (``sqrt(sum_k c_k^2 b_k^2)``). A sum of Gaussian
+    releases is Gaussian; a sum of Laplace releases is not Laplace, but only its sd is used.
 
     Parameters
     ----------
     releases
-        Releases with the same task, classes, dimensions, bounds, neighbouring relation and repair rule.
+        Releases with the same task, classes, dimensions, bounds, neighbouring relation, noise law
+        and repair rule.
     coefficients
         Non-negative ``c_k`` (default: all 1, the plain sum). A reliability weighting passes
         ``c_k = w_k / p_k`` (weight over the participant's sample share), so equal quality gives the sum.
@@ -38,8 +50,9 @@ def combine_releases(releases: Sequence[Release], coefficients: ArrayLike | None
     Returns
     -------
     Release
-        ``epsilon`` and ``sensitivity`` are the maxima over the inputs (per-record guarantee under
-        parallel composition); ``num_examples`` is ``round(sum_k c_k n_k)`` (at least 1).
+        ``epsilon``, ``delta`` and ``sensitivity`` are the maxima over the inputs (per-record
+        guarantee under parallel composition); ``num_examples`` is ``round(sum_k c_k n_k)`` (at
+        least 1).
     """
     if len(releases) == 0:
         raise ValueError("combine_releases needs at least one release")
@@ -63,7 +76,9 @@ def combine_releases(releases: Sequence[Release], coefficients: ArrayLike | None
         key: sum(c * r.statistics[key] for c, r in zip(coef, releases, strict=True) if c > 0)
         for key in first.statistics
     }
-    noise = math.sqrt(float(sum(c * c * r.noise_scale**2 for c, r in zip(coef, releases, strict=True))))
+    pairs = list(zip(coef, releases, strict=True))
+    noise = math.sqrt(math.fsum(c * c * r.noise_scale**2 for c, r in pairs))
+    noise_sd = math.sqrt(math.fsum(c * c * r.noise_sd**2 for c, r in pairs))
     return Release(
         task=first.task,
         num_classes=first.num_classes,
@@ -78,4 +93,8 @@ def combine_releases(releases: Sequence[Release], coefficients: ArrayLike | None
         statistics={k: np.asarray(v, dtype=np.float64) for k, v in statistics.items()},
         sampler="combined",
         repair_keep=first.repair_keep,
+        noise=first.noise,
+        delta=max(r.delta for r in releases),
+        noise_sd=noise_sd,
+        repair_multiplier=first.repair_multiplier,
     )

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from flwr_ppcdl.privacy.decoders import DECODERS, lda_weights
 from flwr_ppcdl.privacy.repair import RepairedStatistics, closed_form, objective_value, repair
-from flwr_ppcdl.privacy.validation import check_nonnegative_finite
+from flwr_ppcdl.privacy.validation import (
+    check_choice,
+    check_nonnegative_finite,
+    check_positive_finite,
+)
 
 if TYPE_CHECKING:  # torch is imported lazily, only by the objective module
     from flwr_ppcdl.privacy.objective import TorchObjective
@@ -19,10 +25,15 @@ if TYPE_CHECKING:  # torch is imported lazily, only by the objective module
 FloatArray = NDArray[np.float64]
 
 TASKS: tuple[str, ...] = ("classification", "regression")
-RELEASE_FORMAT = "flwr_ppcdl.fm-release/2"
-"""Arrays as base64 of little-endian float64 (a symmetric matrix as its upper triangle)."""
+NOISES: tuple[str, ...] = ("laplace", "gaussian")
+"""Noise laws of a release: ``"laplace"`` (pure ε-DP) or ``"gaussian"`` (ρ-zCDP, reported as (ε, δ))."""
+RELEASE_FORMAT = "flwr_ppcdl.fm-release/3"
+"""Arrays as base64 of little-endian float64 (a symmetric matrix as its upper triangle), and the
+noise law (``noise``, ``delta``, ``noise_sd``) with the public ``repair_multiplier``."""
+RELEASE_FORMAT_BASE64_LAPLACE = "flwr_ppcdl.fm-release/2"
+"""Arrays as base64; every release of this format was Laplace with repair multiplier 1. Still read."""
 RELEASE_FORMAT_LISTS = "flwr_ppcdl.fm-release/1"
-"""The earlier format (arrays as nested JSON lists); still read."""
+"""The earliest format (arrays as nested JSON lists; Laplace, repair multiplier 1); still read."""
 REPAIR_FORMAT = "flwr_ppcdl.fm-repair/1"
 
 
@@ -64,6 +75,11 @@ def decode_array(data: Any) -> FloatArray:
     return out + np.triu(out, 1).T
 
 
+def noise_sd_of(noise: str, noise_scale: float) -> float:
+    """Per-coordinate standard deviation of one draw: ``√2·b`` (Laplace scale ``b``) or ``σ``."""
+    return math.sqrt(2.0) * noise_scale if noise == "laplace" else noise_scale
+
+
 @dataclass
 class Release:
     """Noisy statistics released by :class:`~flwr_ppcdl.privacy.FunctionalMechanism`.
@@ -71,7 +87,13 @@ class Release:
     ``statistics`` holds only the released (noisy) arrays: ``"gram"`` (D, D) symmetric and
     ``"cross"`` (K, D) for classification or (D,) for regression, in normalised units (features
     ``h~ = [clip_l2(x/feature_bound); 1]``, targets ``clip(y, -B, B)/B``). Every method is
-    post-processing of those arrays (:mod:`.repair`) and costs no privacy.
+    post-processing of those arrays (:mod:`.repair`, :mod:`.decoders`) and costs no privacy.
+
+    The public noise law: ``noise`` (``"laplace"``: pure ``epsilon``-DP, ``delta = 0``;
+    ``"gaussian"``: ``(epsilon, delta)``-DP), ``noise_scale`` (the sampler's parameter: Laplace
+    ``b`` or Gaussian ``σ``) and ``noise_sd``, the per-coordinate standard deviation of the noise
+    in ``statistics`` (for a sum of releases, ``sqrt(Σ c_k² sd_k²)``). The repair reads ``noise_sd``:
+    ``ρ = repair_multiplier · 2 · noise_sd · √D``.
     """
 
     task: str
@@ -87,7 +109,27 @@ class Release:
     statistics: dict[str, FloatArray]
     sampler: str = "discrete"
     repair_keep: str = "half-rho"
+    noise: str = "laplace"
+    delta: float = 0.0
+    noise_sd: float = math.nan
+    repair_multiplier: float = 1.0
     _repaired: RepairedStatistics | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        check_choice("noise", self.noise, NOISES)
+        if math.isnan(self.noise_sd):  # not given: the sd of one draw of the named law
+            self.noise_sd = noise_sd_of(self.noise, self.noise_scale)
+        check_nonnegative_finite("noise_sd", self.noise_sd)
+        check_positive_finite("repair_multiplier", self.repair_multiplier)
+        if self.noise == "laplace" and self.delta != 0.0:
+            raise ValueError(f"a Laplace release is pure epsilon-DP (delta 0); got delta={self.delta!r}")
+
+    @property
+    def guarantee_text(self) -> str:
+        """``"pure epsilon-DP"`` or ``"(epsilon, delta)-DP"`` with the values (record level, per release)."""
+        if self.noise == "laplace":
+            return f"pure epsilon-DP, epsilon = {self.epsilon:g}"
+        return f"(epsilon, delta)-DP, epsilon = {self.epsilon:g}, delta = {self.delta:g}"
 
     @property
     def dimension(self) -> int:
@@ -103,14 +145,19 @@ class Release:
         """The repaired PSD quadratic (cached; a fixed public rule, see :mod:`.repair`)."""
         if self._repaired is None:
             self._repaired = repair(
-                self.task, self.statistics["gram"], self.statistics["cross"], self.noise_scale, self.repair_keep
+                self.task,
+                self.statistics["gram"],
+                self.statistics["cross"],
+                self.noise_sd,
+                self.repair_keep,
+                self.repair_multiplier,
             )
         return self._repaired
 
     def digest(self) -> str:
         """SHA-256 of the released arrays and the public constants the repair depends on."""
         h = hashlib.sha256()
-        h.update(repr((self.task, self.num_classes, self.noise_scale, self.repair_keep)).encode())
+        h.update(repr((self.task, self.num_classes, self.noise_scale, self.noise_sd, self.repair_multiplier, self.repair_keep)).encode())
         for key in sorted(self.statistics):
             value = np.ascontiguousarray(self.statistics[key], dtype="<f8")
             h.update(f"{key}{value.shape}".encode())
@@ -162,14 +209,38 @@ class Release:
             raise ValueError(f"{name} must be finite")
         return w
 
-    def solve(self, ridge: float = 0.0, prox_mu: float = 0.0, anchor: ArrayLike | None = None) -> FloatArray:
-        """Closed-form minimiser of :meth:`torch_objective` (same ``ridge``, ``prox_mu``, ``anchor``);
-        see :func:`.repair.closed_form`."""
+    def solve(
+        self,
+        ridge: float = 0.0,
+        prox_mu: float = 0.0,
+        anchor: ArrayLike | None = None,
+        decoder: str = "taylor",
+    ) -> FloatArray:
+        """Normalised weights decoded from the release (free post-processing).
+
+        ``decoder="taylor"`` (default): the closed-form minimiser of :meth:`torch_objective` (same
+        ``ridge``, ``prox_mu``, ``anchor``; :func:`.repair.closed_form`). ``decoder="lda"``
+        (classification only, no ridge or proximal term): linear discriminant analysis from the
+        class sums and counts contained in the same statistics (:func:`.decoders.lda_weights`).
+        """
+        check_choice("decoder", decoder, DECODERS)
         ridge_ = check_nonnegative_finite("ridge", ridge)
         mu = check_nonnegative_finite("prox_mu", prox_mu)
         if mu > 0 and anchor is None:
             raise ValueError(f"prox_mu={prox_mu!r} needs an anchor")
         anchor_ = self._check_weights(anchor, "anchor") if anchor is not None else None
+        if decoder == "lda":
+            if self.task != "classification":
+                raise ValueError(f"decoder='lda' is for classification; this release is {self.task!r}")
+            if ridge_ > 0 or mu > 0:
+                raise ValueError(f"decoder='lda' takes no ridge or proximal term; got ridge={ridge!r}, prox_mu={prox_mu!r}")
+            return lda_weights(
+                self.statistics["gram"],
+                self.statistics["cross"],
+                self.noise_sd,
+                self.repair_multiplier,
+                self.repair_keep,
+            )
         return closed_form(self.task, self.num_classes, self.repaired(), ridge_, mu, anchor_)
 
     def objective_value(self, weights: ArrayLike, ridge: float = 0.0) -> float:
@@ -212,14 +283,28 @@ class Release:
             "target_bound": self.target_bound,
             "sampler": self.sampler,
             "repair_keep": self.repair_keep,
+            "noise": self.noise,
+            "delta": self.delta,
+            "noise_sd": self.noise_sd,
+            "repair_multiplier": self.repair_multiplier,
             "statistics": {key: encode_array(value) for key, value in self.statistics.items()},
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Release:
-        """Inverse of :meth:`to_dict` (validates format and shapes); also reads the list format."""
+        """Inverse of :meth:`to_dict` (validates format and shapes); also reads the earlier formats
+        (lists, then base64), whose releases were all Laplace with repair multiplier 1."""
         fmt = data.get("format")
+        law: dict[str, Any] = {}
         if fmt == RELEASE_FORMAT:
+            stats = {key: decode_array(value) for key, value in data["statistics"].items()}
+            law = {
+                "noise": str(data["noise"]),
+                "delta": float(data["delta"]),
+                "noise_sd": float(data["noise_sd"]),
+                "repair_multiplier": float(data["repair_multiplier"]),
+            }
+        elif fmt == RELEASE_FORMAT_BASE64_LAPLACE:
             stats = {key: decode_array(value) for key, value in data["statistics"].items()}
         elif fmt == RELEASE_FORMAT_LISTS:
             stats = {key: np.asarray(value, dtype=np.float64) for key, value in data["statistics"].items()}
@@ -239,6 +324,7 @@ class Release:
             statistics=stats,
             sampler=str(data.get("sampler", "discrete")),
             repair_keep=str(data.get("repair_keep", "half-rho")),
+            **law,
         )
         dim = release.dimension
         gram_shape = stats.get("gram", np.empty(0)).shape

@@ -3,7 +3,11 @@
 Everything here reads only released (noisy) statistics and public constants, so it costs no
 privacy. The noisy Gram matrix is generally indefinite; the repair is a fixed public rule:
 
-* ``ρ = 2·√2·noise_scale·√D`` (the 'specnorm' rule: about the spectral norm of the noise matrix);
+* ``ρ = m·2·sd·√D`` with ``sd`` the per-entry noise standard deviation of the released Gram matrix
+  and ``m`` the public ``repair_multiplier``: with ``m = 1`` about the spectral norm of the noise
+  matrix (the 'specnorm' rule; for Laplace noise of scale ``b``, ``sd = √2·b``: ``2·√2·b·√D``);
+  ``m = 0.5`` is the ridge the Gaussian release uses by default (measured,
+  ``benchmarks/gaussian_fm_tuning.py``);
 * eigendecompose ``G~ + ρI`` and keep eigenvalues ``> ρ/2`` (``"half-rho"``, default) or ``> 0``
   (``"positive"``); without noise, eigenvalues above ``4·D·2**-52·λ_max`` (least squares);
 * re-centre the cross term over classes (classification) and project it onto the kept eigenspace,
@@ -54,14 +58,27 @@ class RepairedStatistics:
         return (self.eigvecs * self.eigvals) @ self.eigvecs.T
 
 
+def repair_rho(noise_sd: float, dim: int, multiplier: float = 1.0) -> float:
+    """The public regulariser ``ρ = multiplier · 2 · noise_sd · √dim`` (0 without noise)."""
+    return multiplier * 2.0 * noise_sd * math.sqrt(dim)
+
+
 def repair(
-    task: str, gram: FloatArray, cross: FloatArray, noise_scale: float, rule: str = "half-rho"
+    task: str,
+    gram: FloatArray,
+    cross: FloatArray,
+    noise_sd: float,
+    rule: str = "half-rho",
+    multiplier: float = 1.0,
 ) -> RepairedStatistics:
-    """Repair noisy statistics into a PSD quadratic (see the module docstring for the rule)."""
+    """Repair noisy statistics into a PSD quadratic (see the module docstring for the rule).
+
+    ``noise_sd`` is the per-entry noise standard deviation of ``gram`` (``Release.noise_sd``).
+    """
     if rule not in REPAIR_RULES:
         raise ValueError(f"repair_keep must be one of {REPAIR_RULES}; got {rule!r}")
     dim = gram.shape[0]
-    rho = 2.0 * math.sqrt(2.0) * noise_scale * math.sqrt(dim)
+    rho = repair_rho(noise_sd, dim, multiplier)
     eigvals, eigvecs = np.linalg.eigh(gram + rho * np.eye(dim))
     if rho == 0.0:
         threshold = 4.0 * dim * 2.0**-52 * max(float(np.max(np.abs(eigvals))), 0.0)

@@ -220,7 +220,7 @@ def sensitivity_softmax_l2(d: int, num_classes: int, neighbouring: str = "replac
     Guarantee: for records bounded as in the module docstring (``||h||_2 <= 1``, bias appended,
     labels in ``{0..K-1}``), the released vectors of two neighbouring datasets are at most this far
     apart in L2 (before floating-point summation error, which the caller adds: see
-    :func:`flwr_ppcdl.privacy.gaussian.gaussian_l2_bound`). ``K = 2`` is binary logistic regression.
+    :func:`flwr_ppcdl.privacy.calibration.gaussian_l2_bound`). ``K = 2`` is binary logistic regression.
 
     Values (``c = 1 - 1/K``; multiplied by :data:`ROUND_UP`):
 

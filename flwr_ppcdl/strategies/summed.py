@@ -25,6 +25,7 @@ from the statistics: every other array (the frozen public body) is kept exactly 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from logging import INFO, WARNING
 from typing import Any
@@ -54,11 +55,21 @@ from .message_api import (
 )
 
 
+def laplace_equivalent_scale(release: Release) -> float:
+    """The ``noise_scale`` argument of :mod:`~flwr_ppcdl.reliability.noise_law` for any noise law.
+
+    ``noise_law`` takes a Laplace scale ``b`` (per-entry variance ``2 b^2``); a release publishes its
+    per-entry standard deviation ``noise_sd`` (``√2 b`` for Laplace, ``σ`` for Gaussian, the sd of
+    the sum for a combined release), so ``noise_sd / √2`` gives every law its true variance.
+    """
+    return float(release.noise_sd) / math.sqrt(2.0)
+
+
 def release_noise_variance(release: Release) -> list[np.ndarray]:
     """The known noise variance of every entry of ``release.solve()`` (one array: the scored layer)."""
     rep = release.repaired()
     pinv = (rep.eigvecs / rep.eigvals) @ rep.eigvecs.T
-    return [solution_noise_variance(release.task, pinv, release.solve(), release.noise_scale, release.num_classes)]
+    return [solution_noise_variance(release.task, pinv, release.solve(), laplace_equivalent_scale(release), release.num_classes)]
 
 
 def release_scoring_view(release: Release) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -76,7 +87,7 @@ def release_scoring_view(release: Release) -> tuple[list[np.ndarray], list[np.nd
         means, variance = class_means(
             np.asarray(release.statistics["cross"], dtype=np.float64),
             np.asarray(release.statistics["gram"], dtype=np.float64),
-            float(release.num_examples), float(release.noise_scale),
+            float(release.num_examples), laplace_equivalent_scale(release),
         )
         return [means], [variance]
     return [np.asarray(release.solve())], release_noise_variance(release)
@@ -126,6 +137,10 @@ class SummedStatisticsFedAvg(ReliabilityWeightedFedAvg):
     expected_release
         The run's public configuration (task, ``d``, ``K``, ε, bounds): every release must match it.
         Without it a release is checked against its own public fields and the round's majority.
+    decoder
+        How the pooled statistics become the head: ``"taylor"`` (closed form of the noisy Taylor
+        objective) or ``"lda"`` (linear discriminant from the same statistics); see
+        :meth:`flwr_ppcdl.privacy.Release.solve`.
     """
 
     def __init__(
@@ -135,6 +150,7 @@ class SummedStatisticsFedAvg(ReliabilityWeightedFedAvg):
         options: ReliabilityOptions | None = None,
         head_keys: tuple[str, str] | None = None,
         expected_release: wire.ReleaseExpectation | None = None,
+        decoder: str = "taylor",
         **kwargs: Any,
     ) -> None:
         option_names = set(ReliabilityOptions.__dataclass_fields__)
@@ -146,6 +162,7 @@ class SummedStatisticsFedAvg(ReliabilityWeightedFedAvg):
         self.reliability = reliability
         self.head_keys = head_keys
         self.expected_release = expected_release
+        self.decoder = decoder
         self._evidence = EvidenceMemory(self.options.memory_rate) if self.options.memory_rate is not None else None
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
@@ -236,7 +253,7 @@ class SummedStatisticsFedAvg(ReliabilityWeightedFedAvg):
             log(WARNING, "[ppcdl] round %d: every release got weight 0; the global model stays as it was", server_round)
             return None, self._summary(replies, report, [])
         combined = combine_releases(releases, keep)
-        weight, bias = linear_head_parameters(combined.solve(), combined)
+        weight, bias = linear_head_parameters(combined.solve(decoder=self.decoder), combined)
         weight_key, bias_key = self.head_keys or (keys[-2], keys[-1])
         assert self._sent is not None
         out = {k: self._sent[k] for k in keys}

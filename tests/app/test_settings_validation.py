@@ -40,6 +40,9 @@ BAD: dict[str, Any] = {
     "reliability-method": "astrology",
     "server-validation": 0,
     "insecure-noise-seed": -3,
+    "noise": "cauchy",
+    "delta": 1.5,
+    "decoder": "svm",
 }
 
 

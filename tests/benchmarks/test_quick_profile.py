@@ -42,7 +42,8 @@ def test_quick_profile_rows(tmp_path: Path) -> None:
             for col in ("client_s_per_round", "agg_s_per_round", "wall_s_per_round"):
                 assert math.isfinite(float(row[col])) and float(row[col]) >= 0, (name, col, row[col])
     # privacy meanings are labelled, never one unlabelled column
-    assert "record-level pure" in by_name["ppcdl-reliability"]["privacy"]
+    assert "record-level (eps, delta)" in by_name["ppcdl-reliability"]["privacy"]  # the App's default noise
+    assert float(by_name["ppcdl-reliability"]["delta"]) == 1e-5
     assert "CLIENT-level" in by_name["flower-dp-fedavg"]["privacy"]
     eps = float(by_name["flower-dp-fedavg"]["epsilon_spent"])
     assert eps <= float(by_name["flower-dp-fedavg"]["epsilon_target"]) * 1.01

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 
 from flwr_ppcdl.privacy.accounting import Composition, Guarantee, compose, zcdp_epsilon
+from flwr_ppcdl.privacy.calibration import (
+    zcdp_noise_multiplier,
+)
 from flwr_ppcdl.privacy.gaussian import (
     DiscreteGridGaussian,
     NumpyGaussian,
-    zcdp_noise_multiplier,
 )
 from flwr_ppcdl.privacy.noise import generator_randbelow
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flwr_ppcdl.privacy import summation_slack
-from flwr_ppcdl.privacy.gaussian import (
+from flwr_ppcdl.privacy.calibration import (
     analytic_gaussian_delta,
     analytic_noise_multiplier,
     gaussian_l2_bound,

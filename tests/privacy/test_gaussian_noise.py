@@ -11,16 +11,18 @@ import pytest
 
 from flwr_ppcdl.privacy import PrivacyLeakWarning
 from flwr_ppcdl.privacy.accounting import zcdp_epsilon
-from flwr_ppcdl.privacy.gaussian import (
-    DiscreteGridGaussian,
-    NumpyGaussian,
+from flwr_ppcdl.privacy.calibration import (
     analytic_gaussian_delta,
-    discrete_gaussian,
-    discrete_gaussian_variance,
     gaussian_l2_bound,
     sigma_analytic,
     sigma_zcdp,
     zcdp_noise_multiplier,
+)
+from flwr_ppcdl.privacy.gaussian import (
+    DiscreteGridGaussian,
+    NumpyGaussian,
+    discrete_gaussian,
+    discrete_gaussian_variance,
 )
 from flwr_ppcdl.privacy.noise import GRID_BITS, generator_randbelow
 from flwr_ppcdl.privacy.sensitivity import sensitivity_softmax_l2

@@ -1,0 +1,110 @@
+"""Shared Gaussian releases on the wire: validated against their own noise law, pooled with the sd of the sum."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from flwr_ppcdl import wire
+from flwr_ppcdl.privacy import FunctionalMechanism, Release, combine_releases
+from flwr_ppcdl.privacy.calibration import sigma_zcdp
+from flwr_ppcdl.privacy.sensitivity import sensitivity_softmax_l2
+
+D, K, DELTA = 5, 3, 1e-5
+EXPECTED = wire.ReleaseExpectation(task="classification", num_features=D, epsilon=2.0, num_classes=K, noise="gaussian", delta=DELTA)
+
+
+def _release(seed: int, noise: str = "gaussian", sampler: str = "discrete") -> Release:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(400, D)) / 3.0
+    fm = FunctionalMechanism(
+        task="classification", num_classes=K, epsilon=2.0, noise=noise,  # type: ignore[arg-type]
+        delta=DELTA if noise == "gaussian" else None, sampler=sampler, insecure_noise_seed=seed,  # type: ignore[arg-type]
+    )
+    return fm.release(x, rng.integers(0, K, size=400))
+
+
+def _tampered(release: Release, **fields: Any) -> str:
+    data = release.to_dict()
+    data.update(fields)
+    return json.dumps(data)
+
+
+def test_an_honest_gaussian_release_passes_with_its_own_law() -> None:
+    release = _release(0)
+    back = wire.decode_release(wire.encode_release(release), EXPECTED)
+    assert (back.noise, back.delta) == ("gaussian", DELTA)
+    assert back.sensitivity == pytest.approx(sensitivity_softmax_l2(D, K))
+    assert back.noise_scale == pytest.approx(sigma_zcdp(2.0, DELTA, sensitivity_softmax_l2(D, K)), rel=1e-6)
+    numpy_release = _release(1, sampler="numpy")  # analytic sigma: smaller, still the public calibration
+    wire.decode_release(wire.encode_release(numpy_release), EXPECTED)
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"noise": "laplace"}, "Laplace|noise"),  # a Gaussian release relabelled (its delta != 0 gives it away)
+        ({"delta": 1e-3}, "delta"),  # another delta than the run's
+        ({"noise_sd": 0.5}, "noise_sd"),  # claims less noise than its scale implies (a smaller repair)
+        ({"noise_scale": 0.5, "noise_sd": 0.5}, "noise_scale"),  # claims less noise than (ε, δ) imply
+        ({"repair_multiplier": 0.01}, "repair_multiplier"),  # a private repair rule
+        ({"sampler": "opendp"}, "sampler"),  # no Gaussian sampler of that name
+    ],
+)
+def test_a_gaussian_release_that_lies_about_its_noise_is_refused(fields: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        wire.decode_release(_tampered(_release(2), **fields), EXPECTED)
+
+
+def test_a_laplace_release_is_refused_by_a_gaussian_run_and_accepted_by_a_laplace_run() -> None:
+    laplace = _release(3, noise="laplace")
+    with pytest.raises(ValueError, match="noise"):
+        wire.decode_release(wire.encode_release(laplace), EXPECTED)
+    laplace_run = wire.ReleaseExpectation(task="classification", num_features=D, epsilon=2.0, num_classes=K)
+    wire.decode_release(wire.encode_release(laplace), laplace_run)
+
+
+def test_the_gaussian_tail_bound_is_tighter_than_the_laplace_one_and_holds_for_honest_noise() -> None:
+    release = _release(4)
+    coordinates = release.dimension * (release.dimension + 1) // 2 + release.statistics["cross"].size
+    tail = wire.noise_tail(release, coordinates)
+    assert tail == pytest.approx(math.sqrt(2 * (math.log(2 * coordinates) + wire.TAIL_EXTRA)) * release.noise_scale)
+    assert tail < (math.log(coordinates) + wire.TAIL_EXTRA) * release.noise_scale
+    inflated = release.statistics["gram"] * 40.0  # a participant scaling its statistics up
+    with pytest.raises(ValueError, match="reach|bias|diagonal"):
+        wire.decode_release(_tampered(release, statistics={
+            "gram": {"shape": [D + 1, D + 1], "upper": True,
+                     "base64": __import__("base64").b64encode(np.ascontiguousarray(inflated[np.triu_indices(D + 1)], "<f8").tobytes()).decode()},
+            "cross": release.to_dict()["statistics"]["cross"],
+        }), EXPECTED)
+
+
+def test_the_pooled_solve_uses_the_sd_of_the_sum_and_the_decoder() -> None:
+    releases = [_release(10 + k) for k in range(4)]
+    pooled = combine_releases(releases)
+    assert pooled.noise_sd == pytest.approx(math.sqrt(sum(r.noise_sd**2 for r in releases)))
+    assert pooled.repaired().rho == pytest.approx(0.5 * 2 * pooled.noise_sd * math.sqrt(D + 1))
+    taylor, lda = pooled.solve(), pooled.solve(decoder="lda")
+    assert taylor.shape == lda.shape == (K, D + 1) and not np.allclose(taylor, lda)
+
+
+def test_the_reliability_scoring_reads_each_laws_own_noise_variance() -> None:
+    """The calibrated estimator's noise law gets a Gaussian release's σ², not a Laplace 2σ² (the trap of
+    reading ``noise_scale`` as a Laplace scale), and a Laplace release's 2b² as before."""
+    from flwr_ppcdl.strategies.summed import laplace_equivalent_scale, release_scoring_view
+
+    gauss, laplace = _release(20), _release(21, noise="laplace")
+    assert laplace_equivalent_scale(laplace) == pytest.approx(laplace.noise_scale)
+    assert 2 * laplace_equivalent_scale(gauss) ** 2 == pytest.approx(gauss.noise_scale**2)
+    (means,), (variance,) = release_scoring_view(gauss)
+    sums = gauss.statistics["cross"] + gauss.statistics["gram"][:, -1][None, :] / K
+    counts = np.maximum(sums[:, -1], max(1.0, 3.0 * gauss.noise_sd, 1e-3 * gauss.num_examples))
+    privacy = gauss.noise_sd**2 * (1 + 1 / K**2 + means**2) / counts[:, None] ** 2
+    assert np.all(variance >= privacy * (1 - 1e-12))  # the rest is the sampling variance
+    n = gauss.num_examples
+    total = np.maximum(np.diag(gauss.statistics["gram"])[:-1] / n - (gauss.statistics["gram"][:-1, -1] / n) ** 2, 0)
+    np.testing.assert_allclose(variance, privacy + total[None, :] / counts[:, None], rtol=1e-12)
