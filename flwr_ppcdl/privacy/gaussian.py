@@ -126,7 +126,26 @@ def _check_size(size: object) -> int:
     return int(size)
 
 
-class DiscreteGridGaussian:
+class _GaussianSampler:
+    """What both Gaussian samplers share: their guarantee and the check of the vector they perturb."""
+
+    size: int
+    epsilon_spent: float
+    delta_spent: float
+    rho: float
+
+    def guarantee(self) -> Guarantee:
+        """The release's guarantee for :func:`flwr_ppcdl.privacy.accounting.compose`."""
+        return Guarantee(kind="zcdp", epsilon=self.epsilon_spent, delta=self.delta_spent, rho=self.rho)
+
+    def _flat(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
+        flat = np.asarray(values, dtype=np.float64).ravel()
+        if flat.size != self.size:
+            raise ValueError(f"expected {self.size} values; got {flat.size}")
+        return flat
+
+
+class DiscreteGridGaussian(_GaussianSampler):
     """Hardened Gaussian mechanism for a float64 vector: snap to a grid, add exact discrete Gaussian.
 
     Calibration (public; depends only on ``l2_bound``, ``ε``, ``δ`` and the vector length ``m``):
@@ -200,17 +219,9 @@ class DiscreteGridGaussian:
         self.delta_spent = dlt
         self.scale = float(self.integer_sigma * grid)
 
-    def guarantee(self) -> Guarantee:
-        """The release's guarantee for :func:`flwr_ppcdl.privacy.accounting.compose`."""
-        return Guarantee(
-            kind="zcdp", epsilon=self.epsilon_spent, delta=self.delta_spent, rho=self.rho
-        )
-
     def perturb(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
         """Return ``(round(v/g) + Z)·g`` for the flat float64 vector ``values`` (length ``size``)."""
-        flat = np.asarray(values, dtype=np.float64).ravel()
-        if flat.size != self.size:
-            raise ValueError(f"expected {self.size} values; got {flat.size}")
+        flat = self._flat(values)
         if not np.isfinite(flat).all():
             raise ValueError("values must be finite")
         indices = np.rint(np.ldexp(flat, -self.grid_exponent))  # exact: division by a power of two
@@ -219,7 +230,7 @@ class DiscreteGridGaussian:
         return np.ldexp(np.asarray([float(k) for k in noisy], dtype=np.float64), self.grid_exponent)
 
 
-class NumpyGaussian:
+class NumpyGaussian(_GaussianSampler):
     """Continuous Gaussian noise from ``numpy.random.Generator.normal`` -- NOT hardened.
 
     ``σ = sigma_analytic(ε, δ, l2_bound)`` (analytic Gaussian mechanism, exact ``(ε, δ)``).
@@ -258,17 +269,10 @@ class NumpyGaussian:
         self.delta_spent = dlt
         self._rng = rng
 
-    def guarantee(self) -> Guarantee:
-        """The release's guarantee (its exact analytic ``(ε, δ)`` and its ``ρ``)."""
-        return Guarantee(
-            kind="zcdp", epsilon=self.epsilon_spent, delta=self.delta_spent, rho=self.rho
-        )
-
     def perturb(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Return ``values + N(0, scale²)`` drawn from the injected generator."""
-        flat = np.asarray(values, dtype=np.float64).ravel()
-        if flat.size != self.size:
-            raise ValueError(f"expected {self.size} values; got {flat.size}")
+        """Return ``values + N(0, scale²)`` drawn from the injected generator (its guarantee: the
+        exact analytic ``(ε, δ)`` and its ``ρ``)."""
+        flat = self._flat(values)
         return flat + self._rng.normal(0.0, self.scale, size=flat.size)
 
 
