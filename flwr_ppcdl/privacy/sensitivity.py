@@ -45,22 +45,19 @@ ROUND_UP: float = 1.0 + 2.0**-40
 """Relative safety factor applied to every sensitivity total (see the module docstring)."""
 
 
+def _check_count(name: str, value: int, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int; got {value!r} of type {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}; got {value}")
+
+
 def _check_dimension(d: int) -> None:
-    if isinstance(d, bool) or not isinstance(d, int):
-        raise TypeError(
-            f"number of features d must be an int; got {d!r} of type {type(d).__name__}"
-        )
-    if d < 1:
-        raise ValueError(f"number of features d must be >= 1; got {d}")
+    _check_count("number of features d", d, 1)
 
 
 def _check_classes(num_classes: int) -> None:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
-        raise TypeError(
-            f"num_classes must be an int; got {num_classes!r} of type {type(num_classes).__name__}"
-        )
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2; got {num_classes}")
+    _check_count("num_classes", num_classes, 2)
 
 
 def neighbour_factor(neighbouring: str) -> float:
