@@ -20,7 +20,9 @@ from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters
 
 from flwr_ppcdl.app.grid import InProcessGrid
 from flwr_ppcdl.strategies import ReliabilityWeightedFedAvg
-from flwr_ppcdl.strategies.compat import ReliabilityWeightedFedAvg as LegacyReliabilityWeightedFedAvg
+from flwr_ppcdl.strategies.compat import (
+    ReliabilityWeightedFedAvg as LegacyReliabilityWeightedFedAvg,
+)
 
 KEYS = ("head.weight", "head.bias")
 SHAPES = [(10, 17), (10,)]
