@@ -4,7 +4,7 @@ Run:  PYTHONPATH=. .venv/bin/python benchmarks/default_job_tuning.py [--seeds 0 
 
 Stages (each prints a table, mean ± sd over seeds; results cached in /tmp/flwr_ppcdl_bench):
   A  training protocol (solver, local-steps, num-rounds, proximal-mu) × {reliability default, fedavg}
-  B  ReliabilityWeightedFedAvg options on the best protocols (monkeypatched make_strategy)
+  B  ReliabilityWeightedFedAvg options on the best protocols (a strategy handed to run_inprocess)
   C  strategy comparison + oracle (fedavg, unreliable-fraction 0) at ε ∈ {1, 10, ∞}
   D  diagnosis of the weight oscillation (one run, per-round weights/reliability)
 Columns: final R² (test), weight share of the unreliable nodes in the last round, mean L1 change

@@ -17,7 +17,7 @@ a linear head on the same frozen, public feature map ``task.make_model(settings)
 * ``fm-oracle``: the same private clients, FedAvg over the reliable participants only;
 * ``fm-noiseless-fedavg``: epsilon = inf (noise-free FM / Taylor head), FedAvg;
 * ``sgd-fedavg``: non-private clients, plain SGD on the exact softmax / squared loss, FedAvg;
-* ``centralized``: non-private softmax regression / OLS on the reliable records (``task.reference_metrics``);
+* ``centralized``: non-private softmax regression / OLS on the reliable records (``flwr_ppcdl.app.experiment.reference_metrics``);
 * ``flower-dp-fedavg``: ``DifferentialPrivacyClientSideFixedClipping`` around FedAvg, clients with
   ``fixedclipping_mod`` - CLIENT-level (epsilon, delta) over all rounds (RDP of the Gaussian mechanism,
   every client sampled every round);
@@ -766,8 +766,6 @@ def run_memory_profile(out: Path) -> Path:
 def memory_cell(name: str, out: Path) -> None:
     global SINGLE_NODE
     SINGLE_NODE = True
-    # the server's non-private reference fit (all training records, report only) is not client memory
-    server_app.reference_metrics = lambda settings: {}
     prof = memory_profile()
     scn = prof.scenarios[0]
     settings = scn.settings(strategy="fedavg")
