@@ -25,7 +25,6 @@ from the statistics: every other array (the frozen public body) is kept exactly 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from logging import INFO, WARNING
 from typing import Any
@@ -55,21 +54,11 @@ from .message_api import (
 )
 
 
-def laplace_equivalent_scale(release: Release) -> float:
-    """The ``noise_scale`` argument of :mod:`~flwr_ppcdl.reliability.noise_law` for any noise law.
-
-    ``noise_law`` takes a Laplace scale ``b`` (per-entry variance ``2 b^2``); a release publishes its
-    per-entry standard deviation ``noise_sd`` (``√2 b`` for Laplace, ``σ`` for Gaussian, the sd of
-    the sum for a combined release), so ``noise_sd / √2`` gives every law its true variance.
-    """
-    return float(release.noise_sd) / math.sqrt(2.0)
-
-
 def release_noise_variance(release: Release) -> list[np.ndarray]:
     """The known noise variance of every entry of ``release.solve()`` (one array: the scored layer)."""
     rep = release.repaired()
     pinv = (rep.eigvecs / rep.eigvals) @ rep.eigvecs.T
-    return [solution_noise_variance(release.task, pinv, release.solve(), laplace_equivalent_scale(release), release.num_classes)]
+    return [solution_noise_variance(release.task, pinv, release.solve(), release.noise_sd, release.num_classes)]
 
 
 def release_scoring_view(release: Release) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -87,7 +76,7 @@ def release_scoring_view(release: Release) -> tuple[list[np.ndarray], list[np.nd
         means, variance = class_means(
             np.asarray(release.statistics["cross"], dtype=np.float64),
             np.asarray(release.statistics["gram"], dtype=np.float64),
-            float(release.num_examples), laplace_equivalent_scale(release),
+            float(release.num_examples), float(release.noise_sd),
         )
         return [means], [variance]
     return [np.asarray(release.solve())], release_noise_variance(release)

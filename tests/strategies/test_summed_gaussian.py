@@ -92,19 +92,20 @@ def test_the_pooled_solve_uses_the_sd_of_the_sum_and_the_decoder() -> None:
     assert taylor.shape == lda.shape == (K, D + 1) and not np.allclose(taylor, lda)
 
 
-def test_the_reliability_scoring_reads_each_laws_own_noise_variance() -> None:
-    """The calibrated estimator's noise law gets a Gaussian release's σ², not a Laplace 2σ² (the trap of
-    reading ``noise_scale`` as a Laplace scale), and a Laplace release's 2b² as before."""
-    from flwr_ppcdl.strategies.summed import laplace_equivalent_scale, release_scoring_view
+@pytest.mark.parametrize("noise", ["gaussian", "laplace"])
+def test_the_reliability_scoring_reads_each_laws_own_noise_variance(noise: str) -> None:
+    """The calibrated estimator's noise law is the release's own per-entry variance ``noise_sd²``: σ² for
+    a Gaussian release (not the 2σ² of reading ``noise_scale`` as a Laplace scale), 2b² for a Laplace one."""
+    from flwr_ppcdl.strategies.summed import release_scoring_view
 
-    gauss, laplace = _release(20), _release(21, noise="laplace")
-    assert laplace_equivalent_scale(laplace) == pytest.approx(laplace.noise_scale)
-    assert 2 * laplace_equivalent_scale(gauss) ** 2 == pytest.approx(gauss.noise_scale**2)
-    (means,), (variance,) = release_scoring_view(gauss)
-    sums = gauss.statistics["cross"] + gauss.statistics["gram"][:, -1][None, :] / K
-    counts = np.maximum(sums[:, -1], max(1.0, 3.0 * gauss.noise_sd, 1e-3 * gauss.num_examples))
-    privacy = gauss.noise_sd**2 * (1 + 1 / K**2 + means**2) / counts[:, None] ** 2
-    assert np.all(variance >= privacy * (1 - 1e-12))  # the rest is the sampling variance
-    n = gauss.num_examples
-    total = np.maximum(np.diag(gauss.statistics["gram"])[:-1] / n - (gauss.statistics["gram"][:-1, -1] / n) ** 2, 0)
+    release = _release(20 if noise == "gaussian" else 21, noise=noise)
+    sd2 = release.noise_sd**2
+    assert sd2 == pytest.approx(release.noise_scale**2 * (1.0 if noise == "gaussian" else 2.0))
+    (means,), (variance,) = release_scoring_view(release)
+    gram, cross, n = release.statistics["gram"], release.statistics["cross"], release.num_examples
+    sums = cross + gram[:, -1][None, :] / K
+    counts = np.maximum(sums[:, -1], max(1.0, 3.0 * release.noise_sd, 1e-3 * n))
+    np.testing.assert_allclose(means, sums[:, :-1] / counts[:, None], rtol=1e-12)
+    privacy = sd2 * (1 + 1 / K**2 + means**2) / counts[:, None] ** 2
+    total = np.maximum(np.diag(gram)[:-1] / n - (gram[:-1, -1] / n) ** 2, 0)
     np.testing.assert_allclose(variance, privacy + total[None, :] / counts[:, None], rtol=1e-12)
