@@ -328,3 +328,31 @@ def test_paule_mandel_recovers_the_heterogeneity_beyond_known_noise() -> None:
     clean = np.ones(40, dtype=bool)
     assert paule_mandel(res, v, clean) == pytest.approx(0.7, rel=0.15)
     assert paule_mandel(rng.normal(size=v.shape) * np.sqrt(v), v, clean) < 0.05
+
+
+def test_honest_spread_far_on_both_sides_is_set_aside_not_taken_for_corruption() -> None:
+    """A two-sided statistic with participants far beyond the threshold on both sides of a tight core is
+    honest heterogeneity (a coherent corruption moves one way): nobody is shrunk by it, and the reason is
+    returned; one-sided far values are still evidence."""
+    from flwr_ppcdl.reliability.calibrated import _evidence
+
+    rng = np.random.default_rng(24)
+    core = rng.normal(scale=0.1, size=10)
+    both = {"energy": np.zeros(10), "collapse": np.concatenate([core[:8], [-5.0, 5.0]])}
+    per, _, aside = _evidence(both, 2.0, 0.03)
+    assert "collapse" in aside and np.all(per["collapse"] == 0.0)
+    one = {"energy": np.zeros(10), "collapse": np.concatenate([core[:8], [5.0, 5.0]])}
+    per, _, aside = _evidence(one, 2.0, 0.03)
+    assert not aside and np.all(per["collapse"][8:] > 2.0) and np.all(per["collapse"][:8] <= 2.0)
+
+
+def test_bounded_influence_false_runs_no_energy_test() -> None:
+    """For views whose influence is bounded otherwise (validated releases), the energy test is left out:
+    an honest participant whose uploads are merely far keeps its weight, a pattern corruption is still caught."""
+    _, ups, counts, _ = heads(25)
+    ups[0] = [ups[0][0] + 3.0 * np.random.default_rng(1).normal(size=(C, D))]  # far, same pattern
+    ups[1] = [np.roll(ups[1][0], 1, axis=0)]  # rows permuted
+    clipped = estimate_reliability(ups, counts, seed=0)
+    free = estimate_reliability(ups, counts, seed=0, bounded_influence=False)
+    assert clipped.reliability[0] < 1.0 and free.reliability[0] == 1.0
+    assert free.reliability[1] < 0.2

@@ -109,3 +109,54 @@ def test_the_reliability_scoring_reads_each_laws_own_noise_variance(noise: str) 
     privacy = sd2 * (1 + 1 / K**2 + means**2) / counts[:, None] ** 2
     total = np.maximum(np.diag(gram)[:-1] / n - (gram[:-1, -1] / n) ** 2, 0)
     np.testing.assert_allclose(variance, privacy + total[None, :] / counts[:, None], rtol=1e-12)
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "laplace"])
+def test_a_regression_release_is_scored_by_its_target_moments_with_variance_sd2_over_n2(noise: str) -> None:
+    """Regression: the scored view is ``b / n`` (feature-target moments, last entry the mean target), whose
+    noise variance is exactly ``noise_sd² / n²`` -- checked against the spread of many noisy releases."""
+    from flwr_ppcdl.strategies.summed import release_scoring_view
+
+    rng = np.random.default_rng(22)
+    n = 300
+    x = rng.normal(size=(n, D)) / 3.0
+    y = np.clip(x @ rng.normal(size=D) * 0.3, -1, 1)
+    fm = FunctionalMechanism(task="regression", epsilon=2.0, noise=noise,  # type: ignore[arg-type]
+                             delta=DELTA if noise == "gaussian" else None, sampler="numpy")
+    exact = np.append(x.T @ y, y.sum()) / n
+    draws = []
+    for _ in range(1500):
+        release = fm.release(x, y)
+        (moments,), (variance,) = release_scoring_view(release)
+        np.testing.assert_allclose(variance, (release.noise_sd / n) ** 2, rtol=1e-12)
+        draws.append(moments)
+    draws = np.array(draws)
+    np.testing.assert_allclose(draws.mean(axis=0), exact, atol=4 * np.sqrt(variance[0] / len(draws)))
+    assert np.var(draws, axis=0) == pytest.approx(variance, rel=0.3)  # 1500 draws: about 4 standard errors under Laplace
+
+
+def test_random_targets_are_down_weighted_by_their_target_moments() -> None:
+    """Three of ten census-like participants with random targets lose their weight under the statistics
+    protocol; with every target honest, every participant keeps its FedAvg share."""
+    from flwr_ppcdl.reliability import estimate_reliability
+    from flwr_ppcdl.strategies.summed import release_scoring_view
+
+    rng = np.random.default_rng(23)
+    beta = rng.normal(size=D)
+    fm = FunctionalMechanism(task="regression", epsilon=1.0, noise="gaussian", delta=DELTA, sampler="numpy")
+
+    def releases(bad: set[int]) -> list[Release]:
+        out = []
+        for k in range(10):
+            x = rng.uniform(-1, 1, size=(2000, D)) / np.sqrt(D)
+            y = np.clip(x @ beta, -1, 1)
+            out.append(fm.release(x, rng.uniform(-1, 1, size=2000) if k in bad else y))
+        return out
+
+    for bad in (set(), {0, 1, 2}):
+        views = [release_scoring_view(r) for r in releases(bad)]
+        result = estimate_reliability([v[0] for v in views], np.full(10, 2000.0), seed=0,
+                                      noise_variance=[v[1] for v in views], bounded_influence=False)
+        honest = [k for k in range(10) if k not in bad]
+        assert np.all(result.weights[honest] >= 0.8 * 0.1)
+        assert result.weights[sorted(bad)].sum() <= 0.2 * 0.1 * len(bad)
