@@ -187,7 +187,7 @@ def run_parameters(settings: RunSettings, trainers: list[FunctionalMechanismTrai
 def run_statistics(settings: RunSettings, trainers: list[FunctionalMechanismTrainer], rule: str,
                    use: list[int]) -> tuple[float, list[np.ndarray | None], int]:
     """The statistics protocol: the server sums the releases with the estimator's keep-fractions."""
-    from flwr_ppcdl.strategies.summed import release_scoring_view
+    from flwr_ppcdl.strategies.summed import clip_scored_view, release_scoring_view
 
     releases = [trainers[i].release for i in use]
     counts = np.array([r.num_examples for r in releases], dtype=np.float64)
@@ -210,7 +210,7 @@ def run_statistics(settings: RunSettings, trainers: list[FunctionalMechanismTrai
         prior, seen = None, None
         for rnd in range(settings.num_rounds):
             res = estimate_reliability(local, counts, options, noise_variance=noise, prior_evidence=prior, prior_rounds=seen,
-                                       bounded_influence=rule != "calibrated")  # as SummedStatisticsFedAvg does
+                                       bounded_influence=rule != "calibrated" or clip_scored_view(releases[0].task))  # as SummedStatisticsFedAvg
             if options.memory_rate is not None:
                 prior, seen = res.evidence, np.full(len(use), float(rnd + 1))
             history.append(res.weights)

@@ -276,7 +276,8 @@ def compute_statistics(layers: list[Residuals], clean: NDArray[np.bool_]) -> Sta
         # tightest half of a skewed statistic) cannot make an honest participant's gap look far
         spread = sum(np.sum(w * w * (g - gap[:, None]) ** 2, axis=1) for g, w in gap_rows)
         error = np.sqrt(spread) / np.maximum(gap_den, 1e-300)
-        out.floors["gap"] = float(np.median(error[clean & (gap_den > 0)])) if np.any(clean & (gap_den > 0)) else 0.0
+        if known and np.any(clean & (gap_den > 0)):  # plain clients: as measured on the quickstart App, no floor
+            out.floors["gap"] = float(np.median(error[clean & (gap_den > 0)]))
     return out
 
 

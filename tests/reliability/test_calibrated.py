@@ -331,9 +331,9 @@ def test_paule_mandel_recovers_the_heterogeneity_beyond_known_noise() -> None:
 
 
 def test_honest_spread_far_on_both_sides_is_set_aside_not_taken_for_corruption() -> None:
-    """A two-sided statistic with participants far beyond the threshold on both sides of a tight core is
-    honest heterogeneity (a coherent corruption moves one way): nobody is shrunk by it, and the reason is
-    returned; one-sided far values are still evidence."""
+    """With a known noise law, a two-sided statistic with participants far beyond the threshold on both
+    sides of a tight core is honest heterogeneity (a coherent corruption moves one way): nobody is shrunk
+    by it, and the reason is returned; one-sided far values are still evidence."""
     from flwr_ppcdl.reliability.calibrated import _evidence
 
     rng = np.random.default_rng(24)
@@ -341,6 +341,9 @@ def test_honest_spread_far_on_both_sides_is_set_aside_not_taken_for_corruption()
     both = {"energy": np.zeros(10), "collapse": np.concatenate([core[:8], [-5.0, 5.0]])}
     per, _, aside = _evidence(both, 2.0, 0.03)
     assert "collapse" in aside and np.all(per["collapse"] == 0.0)
+    # without a known noise law (plain clients, clean participants given) the rule is not applied
+    per, _, aside = _evidence(both, 2.0, 0.03, clean=np.ones(10, dtype=bool))
+    assert not aside and np.all(per["collapse"][8:] > 2.0)
     one = {"energy": np.zeros(10), "collapse": np.concatenate([core[:8], [5.0, 5.0]])}
     per, _, aside = _evidence(one, 2.0, 0.03)
     assert not aside and np.all(per["collapse"][8:] > 2.0) and np.all(per["collapse"][:8] <= 2.0)
