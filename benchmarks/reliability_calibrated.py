@@ -1,9 +1,16 @@
 """Calibrated reliability (issue #13) against the legacy rule and Flower's robust rules, FM clients.
 
-Exact command of the committed CSV (``benchmarks/results/reliability_calibrated.csv``, about 25 min
-on 2 CPU cores; a re-run only measures the rows missing from the CSV):
+Exact command of the committed CSV (``benchmarks/results/reliability_calibrated.csv``: App defaults,
+Gaussian noise, 3 seeds, both protocols, about 20 min on 2 CPU cores; a re-run only measures the rows
+missing from the CSV, ``--rules calibrated`` re-measures one rule after its rows are deleted) and of
+its goals table (``reliability_calibrated_summary.txt``):
 
-    PYTHONPATH=. .venv/bin/python benchmarks/reliability_calibrated.py --out benchmarks/results/reliability_calibrated.csv
+    PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_calibrated --out benchmarks/results/reliability_calibrated.csv
+    PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_calibrated --out benchmarks/results/reliability_calibrated.csv \
+        --summary > benchmarks/results/reliability_calibrated_summary.txt
+
+Every contender of a cell sees the same releases (``insecure-noise-seed`` = 1000 + seed: NOT private,
+for this comparison only).
 
 ``--quick`` runs a handful of cells; ``--only census2000`` / ``--only fashion-mnist`` one data set.
 
