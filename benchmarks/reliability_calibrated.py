@@ -1,9 +1,16 @@
 """Calibrated reliability (issue #13) against the legacy rule and Flower's robust rules, FM clients.
 
-Exact command of the committed CSV (``benchmarks/results/reliability_calibrated.csv``, about 25 min
-on 2 CPU cores; a re-run only measures the rows missing from the CSV):
+Exact command of the committed CSV (``benchmarks/results/reliability_calibrated.csv``: App defaults,
+Gaussian noise, 3 seeds, both protocols, about 20 min on 2 CPU cores; a re-run only measures the rows
+missing from the CSV, ``--rules calibrated`` re-measures one rule after its rows are deleted) and of
+its goals table (``reliability_calibrated_summary.txt``):
 
-    PYTHONPATH=. .venv/bin/python benchmarks/reliability_calibrated.py --out benchmarks/results/reliability_calibrated.csv
+    PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_calibrated --out benchmarks/results/reliability_calibrated.csv
+    PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_calibrated --out benchmarks/results/reliability_calibrated.csv \
+        --summary > benchmarks/results/reliability_calibrated_summary.txt
+
+Every contender of a cell sees the same releases (``insecure-noise-seed`` = 1000 + seed: NOT private,
+for this comparison only).
 
 ``--quick`` runs a handful of cells; ``--only census2000`` / ``--only fashion-mnist`` one data set.
 
@@ -187,7 +194,7 @@ def run_parameters(settings: RunSettings, trainers: list[FunctionalMechanismTrai
 def run_statistics(settings: RunSettings, trainers: list[FunctionalMechanismTrainer], rule: str,
                    use: list[int]) -> tuple[float, list[np.ndarray | None], int]:
     """The statistics protocol: the server sums the releases with the estimator's keep-fractions."""
-    from flwr_ppcdl.strategies.summed import release_scoring_view
+    from flwr_ppcdl.strategies.summed import clip_scored_view, release_scoring_view
 
     releases = [trainers[i].release for i in use]
     counts = np.array([r.num_examples for r in releases], dtype=np.float64)
@@ -209,7 +216,8 @@ def run_statistics(settings: RunSettings, trainers: list[FunctionalMechanismTrai
 
         prior, seen = None, None
         for rnd in range(settings.num_rounds):
-            res = estimate_reliability(local, counts, options, noise_variance=noise, prior_evidence=prior, prior_rounds=seen)
+            res = estimate_reliability(local, counts, options, noise_variance=noise, prior_evidence=prior, prior_rounds=seen,
+                                       bounded_influence=rule != "calibrated" or clip_scored_view(releases[0].task))  # as SummedStatisticsFedAvg
             if options.memory_rate is not None:
                 prior, seen = res.evidence, np.full(len(use), float(rnd + 1))
             history.append(res.weights)
@@ -218,7 +226,7 @@ def run_statistics(settings: RunSettings, trainers: list[FunctionalMechanismTrai
         ratio = history[-1] / shares
         keep = ratio / ratio.max()
     combined = combine_releases(releases, keep)
-    weight, bias = linear_head_parameters(combined.solve(), combined)
+    weight, bias = linear_head_parameters(combined.solve(decoder=settings.decoder), combined)
     model = make_model(settings)
     state = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
     keys = list(state)
@@ -234,13 +242,15 @@ def auroc(w: np.ndarray, bad: np.ndarray) -> float:
     return float(((good[:, None] > poor[None, :]).sum() + 0.5 * (good[:, None] == poor[None, :]).sum()) / (len(good) * len(poor)))
 
 
-def measure(cfg: dict[str, Any], protocol: str) -> list[dict[str, Any]]:
+def measure(cfg: dict[str, Any], protocol: str, only_rules: set[str] | None = None) -> list[dict[str, Any]]:
     settings, trainers, bad = participants(cfg)
     counts = np.array([t.release.num_examples for t in trainers], dtype=np.float64)  # type: ignore[union-attr]
     fedavg_share = counts / counts.sum()
     rows = []
     names = rules(bad) if protocol == "parameters" else {n: (None, n == "oracle") for n in ("fedavg", "oracle", "legacy", "calibrated")}
     for name, (aggregate, oracle) in names.items():
+        if only_rules is not None and name not in only_rules:
+            continue
         use = [i for i in range(len(trainers)) if not (oracle and bad[i])]
         t0 = time.perf_counter()
         if protocol == "parameters":
@@ -266,24 +276,40 @@ def measure(cfg: dict[str, Any], protocol: str) -> list[dict[str, Any]]:
     return rows
 
 
-def cells(quick: bool, only: str | None) -> list[tuple[dict[str, Any], str]]:
+RULES = {"parameters": ("fedavg", "oracle", "fedmedian", "fedtrimmedavg", "multikrum", "legacy", "calibrated"),
+         "statistics": ("fedavg", "oracle", "legacy", "calibrated")}
+KEY = ("dataset", "protocol", "kind", "fraction", "partitioning", "epsilon", "seed")
+
+
+def cells(quick: bool, only: str | None, seeds: list[int], protocols: list[str]) -> list[tuple[dict[str, Any], str]]:
+    """Every (configuration, protocol) to measure; the protocols of one configuration are adjacent, so
+    they share its participants' releases (one release per participant, as in the App)."""
     out: list[tuple[dict[str, Any], str]] = []
     grid = [("census2000", ["random-targets"], 30), ("fashion-mnist", ["flipped-labels", "random-labels"], 20)]
-    for dataset, kinds, rounds in grid:
-        if only and dataset != only:
-            continue
-        for part in ("iid", "dirichlet"):
-            for eps in (1.0, 10.0):
-                for kind in kinds:
-                    for frac in (0.0, 0.1, 0.3, 0.4):
-                        if frac == 0.0 and kind != kinds[0]:
-                            continue
-                        if quick and (eps != 1.0 or frac not in (0.0, 0.3)):
-                            continue
-                        cfg = {"dataset": dataset, "unreliable-kind": kind, "unreliable-fraction": frac,
-                               "partitioning": part, "epsilon": eps, "seed": 0, "num-rounds": rounds}
-                        out.append((cfg, "parameters"))
+    for seed in seeds:
+        for dataset, kinds, rounds in grid:
+            if only and dataset != only:
+                continue
+            for part in ("iid", "dirichlet"):
+                for eps in (1.0, 10.0):
+                    for kind in kinds:
+                        for frac in (0.0, 0.1, 0.3, 0.4):
+                            if frac == 0.0 and kind != kinds[0]:
+                                continue
+                            if quick and (eps != 1.0 or frac not in (0.0, 0.3)):
+                                continue
+                            # insecure-noise-seed: NOT private -- every contender, and every later re-run of
+                            # one contender, sees the same releases (benchmark only, never in the App)
+                            cfg = {"dataset": dataset, "unreliable-kind": kind, "unreliable-fraction": frac,
+                                   "partitioning": part, "epsilon": eps, "seed": seed, "num-rounds": rounds,
+                                   "insecure-noise-seed": 1000 + seed}
+                            out.extend((cfg, protocol) for protocol in protocols)
     return out
+
+
+def _key(cfg: dict[str, Any], protocol: str) -> tuple[Any, ...]:
+    return (cfg["dataset"], protocol, cfg["unreliable-kind"], float(cfg["unreliable-fraction"]), cfg["partitioning"],
+            float(cfg["epsilon"]), int(cfg["seed"]))
 
 
 def main() -> None:
@@ -292,67 +318,85 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", choices=("census2000", "fashion-mnist"))
     parser.add_argument("--protocol", choices=("parameters", "statistics", "both"), default="both")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rules", nargs="+", help="measure only these rules (the others' rows are kept)")
     parser.add_argument("--summary", action="store_true", help="only print the goals table from --out")
     args = parser.parse_args()
     if not args.summary:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        done = set()
+        done: set[tuple[Any, ...]] = set()
         if args.out.exists():
             with args.out.open() as fh:
-                done = {(r["dataset"], r["protocol"], r["kind"], float(r["fraction"]), r["partitioning"], float(r["epsilon"]), int(r["seed"])) for r in csv.DictReader(fh)}
-        todo = cells(args.quick, args.only)
-        if args.protocol in ("statistics", "both"):
-            todo += [(cfg, "statistics") for cfg, _ in todo if cfg["unreliable-kind"] != "random-labels" or True]
-        if args.protocol == "statistics":
-            todo = [c for c in todo if c[1] == "statistics"]
-        for cfg, protocol in todo:
-            key = (cfg["dataset"], protocol, cfg["unreliable-kind"], cfg["unreliable-fraction"], cfg["partitioning"], cfg["epsilon"], cfg["seed"])
-            if key in done:
+                done = {(r["dataset"], r["protocol"], r["kind"], float(r["fraction"]), r["partitioning"], float(r["epsilon"]),
+                         int(r["seed"]), r["rule"]) for r in csv.DictReader(fh)}
+        protocols = ["parameters", "statistics"] if args.protocol == "both" else [args.protocol]
+        for cfg, protocol in cells(args.quick, args.only, args.seeds, protocols):
+            wanted = {r for r in RULES[protocol] if args.rules is None or r in args.rules}
+            missing = {r for r in wanted if (*_key(cfg, protocol), r) not in done}
+            if not missing:
                 continue
             t0 = time.perf_counter()
-            rows = measure(cfg, protocol)
+            rows = measure(cfg, protocol, missing)
             new = not args.out.exists()
             with args.out.open("a", newline="") as fh:
                 writer = csv.DictWriter(fh, fieldnames=FIELDS)
                 if new:
                     writer.writeheader()
                 writer.writerows(rows)
-            by = {r["rule"]: r for r in rows}
             print(f"{protocol[:5]} {cfg['dataset'][:7]} {cfg['unreliable-kind'][:7]} {cfg['partitioning'][:3]} eps={cfg['epsilon']:g} "
-                  f"{cfg['unreliable-fraction']:.0%}: " + " ".join(f"{n}={r['value']:.3f}" for n, r in by.items())
-                  + f" | cal auroc={by['calibrated']['auroc']:.2f} mass={by['calibrated']['bad_mass']:.2f} kept={by['calibrated']['honest_kept']:.2f}"
-                  + f" | leg auroc={by['legacy']['auroc']:.2f} kept={by['legacy']['honest_kept']:.2f} ({time.perf_counter() - t0:.0f}s)", flush=True)
+                  f"{cfg['unreliable-fraction']:.0%} s{cfg['seed']}: "
+                  + " ".join(f"{r['rule']}={r['value']:.3f}" + (f"(auc {r['auroc']:.2f} mass {r['bad_mass']:.2f} kept {r['honest_kept']:.2f})"
+                                                              if r["rule"] in ("legacy", "calibrated") else "") for r in rows)
+                  + f" ({time.perf_counter() - t0:.0f}s)", flush=True)
     summary(args.out)
 
 
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
 def summary(path: Path) -> None:
-    """The issue's goals per cell, old rule and new default side by side."""
+    """The issue's goals per cell (means over the seeds), the old rule and the new default side by side.
+
+    Damage = oracle - FedAvg; recovery = (new - FedAvg) / damage; best Flower = the best of FedMedian,
+    FedTrimmedAvg and MultiKrum in the parameter protocol on the same releases (also the comparison for
+    the statistics protocol: what Flower's robust rules make of the same private participants). Goals:
+    0 % unreliable: honest participants at >= 0.8x their FedAvg share in >= 95 % of participant-rounds and
+    the metric within 0.005 of FedAvg; where the damage exceeds 0.02 (accuracy) / 0.01 (R^2): AUROC >= .95,
+    unreliable mass <= 0.2x its FedAvg share, recovery >= 90 %, within 0.005 of the best Flower rule.
+    """
     if not path.exists():
         return
     with path.open() as fh:
         rows = list(csv.DictReader(fh))
-    groups: dict[tuple[str, ...], dict[str, dict[str, str]]] = {}
+    groups: dict[tuple[str, ...], dict[str, list[dict[str, str]]]] = {}
     for r in rows:
-        key = (r["protocol"], r["dataset"], r["kind"], r["partitioning"], r["epsilon"], r["fraction"], r["seed"])
-        groups.setdefault(key, {})[r["rule"]] = r
-    print(f"\n{'protocol':10} {'data':8} {'kind':8} {'split':5} {'eps':>4} {'bad':>4} | {'FedAvg':>6} {'oracle':>6} {'best-Fl':>7} "
-          f"{'legacy':>6} {'new':>6} | {'dmg':>6} {'recov':>6} | {'AUROC':>11} {'mass':>11} {'kept':>11} {'und':>3} | goals")
+        key = (r["protocol"], r["dataset"], r["kind"], r["partitioning"], r["epsilon"], r["fraction"])
+        groups.setdefault(key, {}).setdefault(r["rule"], []).append(r)
+    print(f"\n{'protocol':10} {'data':8} {'kind':8} {'split':5} {'eps':>4} {'bad':>4} {'n':>1} | {'FedAvg':>6} {'oracle':>6} {'bestFl':>6} "
+          f"{'legacy':>6} {'new':>6} | {'dmg':>6} {'recov':>6} | {'AUROC old/new':>13} {'mass old/new':>12} {'kept old/new':>12} {'und':>3} | goals")
     for key, by in sorted(groups.items()):
-        protocol, dataset, kind, part, eps, frac, _ = key
-        def f(rule: str, col: str = "value", by: dict[str, dict[str, str]] = by) -> float:
-            return float(by[rule][col]) if rule in by and by[rule][col] not in ("", "nan") else math.nan
+        protocol, dataset, kind, part, eps, frac = key
 
-        unit = 0.005 if dataset == "census2000" else 0.005
+        def f(rule: str, col: str = "value", by: dict[str, list[dict[str, str]]] = by) -> float:
+            return _mean([float(r[col]) if r[col] not in ("", "nan") else math.nan for r in by.get(rule, [])])
+
+        flower_by = groups.get(("parameters", *key[1:]), {})
+
+        def fl(rule: str, flower_by: dict[str, list[dict[str, str]]] = flower_by) -> float:
+            return _mean([float(r["value"]) for r in flower_by.get(rule, [])])
+
         harm = 0.01 if dataset == "census2000" else 0.02
         fa, orc, new, leg = f("fedavg"), f("oracle"), f("calibrated"), f("legacy")
-        flower = [f(r) for r in ("fedmedian", "fedtrimmedavg", "multikrum") if r in by]
+        flower = [v for v in (fl(r) for r in ("fedmedian", "fedtrimmedavg", "multikrum")) if math.isfinite(v)]
         best = max(flower) if flower else math.nan
         damage = orc - fa
         recov = (new - fa) / damage if damage > 0 else math.nan
         goals = []
         if float(frac) == 0.0:
             goals.append("kept" if f("calibrated", "honest_kept") >= 0.95 else "KEPT<.95")
-            goals.append("~FA" if abs(new - fa) <= unit else "METRIC")
+            goals.append("~FA" if new >= fa - 0.005 else "METRIC")
         elif damage > harm:
             goals.append("auc" if f("calibrated", "auroc") >= 0.95 else "AUC")
             goals.append("mass" if f("calibrated", "bad_mass") <= 0.2 else "MASS")
@@ -360,11 +404,14 @@ def summary(path: Path) -> None:
             if flower:
                 goals.append("flower" if new >= best - 0.005 else "FLOWER")
         else:
-            goals.append("(harmless)" + ("" if not flower or new >= best - 0.005 else " FLOWER"))
-        print(f"{protocol:10} {dataset[:8]:8} {kind[:8]:8} {part[:5]:5} {float(eps):>4g} {float(frac):>4.0%} | {fa:>6.3f} {orc:>6.3f} {best:>7.3f} "
-              f"{leg:>6.3f} {new:>6.3f} | {damage:>+6.3f} {recov:>6.2f} | {f('legacy', 'auroc'):>5.2f}/{f('calibrated', 'auroc'):<5.2f} "
-              f"{f('legacy', 'bad_mass'):>5.2f}/{f('calibrated', 'bad_mass'):<5.2f} {f('legacy', 'honest_kept'):>5.2f}/{f('calibrated', 'honest_kept'):<5.2f} "
-              f"{by.get('calibrated', {}).get('undecidable_rounds', ''):>3} | {' '.join(goals)}")
+            goals.append("(harmless)" + ("" if not flower or new >= best - 0.005 else " FLOWER")
+                         + ("" if new >= fa - 0.005 else " <FA"))
+        und = sum(int(r["undecidable_rounds"]) for r in by.get("calibrated", []))
+        seeds = len(by.get("calibrated", by.get("fedavg", [])))
+        print(f"{protocol:10} {dataset[:8]:8} {kind[:8]:8} {part[:5]:5} {float(eps):>4g} {float(frac):>4.0%} {seeds:>1} | {fa:>6.3f} {orc:>6.3f} "
+              f"{best:>6.3f} {leg:>6.3f} {new:>6.3f} | {damage:>+6.3f} {recov:>6.2f} | {f('legacy', 'auroc'):>6.2f}/{f('calibrated', 'auroc'):<6.2f} "
+              f"{f('legacy', 'bad_mass'):>5.2f}/{f('calibrated', 'bad_mass'):<6.2f} {f('legacy', 'honest_kept'):>5.2f}/{f('calibrated', 'honest_kept'):<6.2f} "
+              f"{und:>3} | {' '.join(goals)}")
 
 
 if __name__ == "__main__":

@@ -107,6 +107,7 @@ def estimate_reliability(
     expected_shapes: Sequence[tuple[int, ...]] | None = None,
     reference: Sequence[Any] | None = None,
     noise_variance: Sequence[Sequence[Any]] | None = None,
+    bounded_influence: bool = True,
     **overrides: Any,
 ) -> ReliabilityResult:
     """Estimate reliability and aggregation weights of K uploads.
@@ -140,6 +141,11 @@ def estimate_reliability(
         broadcastable to the layer shapes), e.g. propagated from a functional-mechanism release;
         None when the law is unknown (plain clients): the noise is then part of the estimated
         honest spread.
+    bounded_influence : bool, default True
+        Calibrated: clip every participant's influence at the energy test's threshold distance.
+        ``False`` for scored views whose influence is bounded otherwise (the statistics protocol's
+        validated releases): the energy test is then not run
+        (:func:`~flwr_ppcdl.reliability.calibrated.round_evidence`).
 
     Returns
     -------
@@ -180,7 +186,8 @@ def estimate_reliability(
     idx = np.flatnonzero(valid)
     if method == "calibrated":
         rounds = None if prior_rounds is None else _per_upload("prior_rounds", prior_rounds, n_up, 0.0)
-        return _calibrated(result, updates, idx, counts, opts, prior_evidence, rounds, reference, noise_variance)
+        return _calibrated(result, updates, idx, counts, opts, prior_evidence, rounds, reference, noise_variance,
+                           bounded_influence)
     s_v = sample[idx]
     p_v = pri[idx]
     if method in ("fedavg", "uniform"):
@@ -215,12 +222,14 @@ def _calibrated(
     prior_rounds: FloatArray | None,
     reference: Sequence[Any] | None,
     noise_variance: Sequence[Sequence[Any]] | None,
+    bounded_influence: bool = True,
 ) -> ReliabilityResult:
     """Weights of the calibrated estimator (see :mod:`.calibrated`)."""
     n_up = len(updates)
     ev = round_evidence(
         updates, idx, reference, false_alarm_rate=opts.false_alarm_rate, max_coordinates=opts.max_coordinates,
         rng=np.random.default_rng(opts.seed), noise_variance=noise_variance, max_units=opts.alignment_units,
+        bounded_influence=bounded_influence,
     )
     result.round_evidence[idx] = ev.evidence
     if "energy" in ev.statistics:

@@ -78,6 +78,7 @@ class Statistics:
     values: dict[str, FloatArray] = field(default_factory=dict)
     coordinates: int = 0
     floors: dict[str, float] = field(default_factory=dict)  # sampling error of each statistic
+    effects: dict[str, float] = field(default_factory=dict)  # the modelled corruption's value, where bounded
 
 
 def sample_layers(
@@ -211,6 +212,7 @@ def compute_statistics(layers: list[Residuals], clean: NDArray[np.bool_]) -> Sta
     known = any(lay.noise is not None for lay in layers)
     gap_num = np.zeros(k)
     gap_den = np.zeros(k)
+    gap_rows: list[tuple[FloatArray, FloatArray]] = []
     for lay in layers:
         res, con = lay.residual, lay.consensus
         sq = res * res
@@ -236,9 +238,10 @@ def compute_statistics(layers: list[Residuals], clean: NDArray[np.bool_]) -> Sta
             proj_noise += np.einsum("km,km->k", lay.noise, con * con)
         proj_own += np.einsum("km,km->k", sq, con * con)
         if lay.layer.head_rows:
-            num, den = _row_gap(res, con, lay.layer.head_rows, lay.noise)
-            gap_num += num
-            gap_den += den
+            per_row, weight = _row_gap(res, con, lay.layer.head_rows, lay.noise)
+            gap_num += (per_row * weight).sum(axis=1)
+            gap_den += weight.sum(axis=1)
+            gap_rows.append((per_row, weight))
         out.coordinates += m
     floor = 1e-12 * float(np.median(energy)) + 1e-300  # exact zeros (identical uploads) only
     out.values["energy"] = np.log(np.maximum(energy, floor)) - np.log(np.maximum(expected, 1e-300))
@@ -259,11 +262,22 @@ def compute_statistics(layers: list[Residuals], clean: NDArray[np.bool_]) -> Sta
         # the median of chi-square with one degree of freedom), floored at 0
         noise_var = proj_noise / np.maximum(cons, 1e-300) ** 2
         tau2 = max(float(np.median(collapse[clean] ** 2)) / 0.4549364231195724 - float(np.median(noise_var[clean])), 0.0)
-        collapse = collapse / np.sqrt(np.maximum(tau2 + noise_var, 1e-300))
+        sd = np.sqrt(np.maximum(tau2 + noise_var, 1e-300))
+        collapse = collapse / sd
         out.floors["collapse"] = 1.0
+        out.effects["collapse"] = float(np.median(1.0 / sd[clean]))
     out.values["collapse"] = collapse
     if np.any(gap_den > 0):
-        out.values["gap"] = gap_num / np.maximum(gap_den, 1e-300)
+        gap = gap_num / np.maximum(gap_den, 1e-300)
+        out.values["gap"] = gap
+        # its sampling error: the weighted mean of the per-row gaps of one participant varies by
+        # sqrt(sum_j w_j^2 (g_j - gap)^2) / sum_j w_j (rows as independent draws); the median over the
+        # clean participants floors the null's scale, so a chance cluster of honest values (the
+        # tightest half of a skewed statistic) cannot make an honest participant's gap look far
+        spread = sum(np.sum(w * w * (g - gap[:, None]) ** 2, axis=1) for g, w in gap_rows)
+        error = np.sqrt(spread) / np.maximum(gap_den, 1e-300)
+        if known and np.any(clean & (gap_den > 0)):  # plain clients: as measured on the quickstart App, no floor
+            out.floors["gap"] = float(np.median(error[clean & (gap_den > 0)]))
     return out
 
 
@@ -293,10 +307,12 @@ def paule_mandel(res: FloatArray, noise: FloatArray, clean: NDArray[np.bool_]) -
 
 
 def _row_gap(res: FloatArray, con: FloatArray, rows: int, noise: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
-    """Energy-weighted ``max_{c != j} cos(r_kj, a_kc) - cos(r_kj, a_kj)`` over rows j (numerator, weight).
+    """Per row j, ``max_{c != j} cos(r_kj, a_kc) - cos(r_kj, a_kj)`` and the row's weight (both (K, rows)).
 
-    A row weighs by its residual energy, beyond its known noise energy when the law is known (a
-    row the participant barely has data for is noise, not evidence)."""
+    A row weighs by its residual energy; with a known law by its signal energy ``e = (E - N)_+`` (residual
+    energy ``E`` beyond the known noise energy ``N``) times the signal's share of it, ``e^2 / E``: a
+    row the participant barely has data for is noise, not evidence, and its chance excess over a
+    large ``N`` (a chi-square fluctuation) counts only in proportion to how little noise it holds."""
     k = res.shape[0]
     r = res.reshape(k, rows, -1)
     a = con.reshape(k, rows, -1)
@@ -307,5 +323,6 @@ def _row_gap(res: FloatArray, con: FloatArray, rows: int, noise: FloatArray | No
     cos[:, np.arange(rows), np.arange(rows)] = -np.inf
     weight = rn * rn
     if noise is not None:
-        weight = np.maximum(weight - noise.reshape(k, rows, -1).sum(axis=2), 0.0)
-    return ((cos.max(axis=2) - diag) * weight).sum(axis=1), weight.sum(axis=1)
+        excess = np.maximum(weight - noise.reshape(k, rows, -1).sum(axis=2), 0.0)
+        weight = excess * excess / np.maximum(weight, 1e-300)
+    return cos.max(axis=2) - diag, weight

@@ -234,10 +234,18 @@ def test_known_noise_law_keeps_noisy_honest_participants_and_unknown_law_does_no
     assert estimate_reliability(ups, counts, seed=0, noise_variance=law).reliability[0] < 0.2
 
 
+def _noise(rng: np.random.Generator, law: str, sd: float, size: tuple[int, ...] | int) -> np.ndarray:
+    """Noise of standard deviation ``sd`` from either law (Laplace of scale sd / sqrt 2)."""
+    if law == "laplace":
+        return rng.laplace(scale=sd / np.sqrt(2.0), size=size)
+    return rng.normal(scale=sd, size=size)
+
+
+@pytest.mark.parametrize("law", ["laplace", "gaussian"])
 @pytest.mark.parametrize("task", ["classification", "regression"])
-def test_solution_noise_variance_matches_monte_carlo(task: str) -> None:
+def test_solution_noise_variance_matches_monte_carlo(task: str, law: str) -> None:
     rng = np.random.default_rng(16)
-    d, k, n, b = 5, 3, 4000, 0.5
+    d, k, n, sd = 5, 3, 4000, 0.7
     h = np.concatenate([rng.normal(size=(n, d - 1)) / np.sqrt(d), np.ones((n, 1))], axis=1)
     gram = h.T @ h
     if task == "classification":
@@ -250,13 +258,13 @@ def test_solution_noise_variance_matches_monte_carlo(task: str) -> None:
     w = solve(gram, cross)
     draws = []
     for _ in range(3000):
-        e = np.triu(rng.laplace(scale=b, size=(d, d)))
-        draws.append(solve(gram + e + np.triu(e, 1).T, cross + rng.laplace(scale=b, size=cross.shape)))
+        e = np.triu(_noise(rng, law, sd, (d, d)))
+        draws.append(solve(gram + e + np.triu(e, 1).T, cross + _noise(rng, law, sd, cross.shape)))
     mc = np.var(np.array(draws), axis=0)
-    formula = solution_noise_variance(task, np.linalg.inv(gram), w, b, k if task == "classification" else None)
+    formula = solution_noise_variance(task, np.linalg.inv(gram), w, sd, k if task == "classification" else None)
     np.testing.assert_allclose(formula.mean(), mc.mean(), rtol=0.25)
     assert np.corrcoef(formula.ravel(), mc.ravel())[0, 1] > 0.8
-    with pytest.raises(ValueError, match="-1"):
+    with pytest.raises(ValueError, match="noise_sd=-1"):
         solution_noise_variance(task, np.eye(d), w, -1.0, k)
 
 
@@ -296,16 +304,19 @@ def test_class_means_read_counts_and_means_from_a_release_and_state_their_varian
     truth = np.stack([h[y == c, :-1].mean(axis=0) for c in range(k)])
     np.testing.assert_allclose(means, truth, atol=1e-12)
     assert np.all(var > 0)  # sampling variance even without privacy noise
-    # with noise of scale b, the stated variance covers the spread of the noisy means
-    b = 5.0
-    draws = []
-    for _ in range(400):
-        e = np.triu(rng.laplace(scale=b, size=gram.shape))
-        noisy_gram = gram + e + np.triu(e, 1).T
-        draws.append(class_means(cross + rng.laplace(scale=b, size=cross.shape), noisy_gram, n, b)[0])
-    spread = np.var(np.array(draws), axis=0)
-    stated = class_means(cross, gram, n, b)[1]
-    assert np.all(spread <= 2.0 * stated) and np.mean(spread) >= 0.2 * np.mean(stated)
+    # with noise of standard deviation sd (either law), the stated variance covers the spread of the noisy means
+    sd = 7.0
+    for law in ("laplace", "gaussian"):
+        draws = []
+        for _ in range(400):
+            e = np.triu(_noise(rng, law, sd, gram.shape))
+            noisy_gram = gram + e + np.triu(e, 1).T
+            draws.append(class_means(cross + _noise(rng, law, sd, cross.shape), noisy_gram, n, sd)[0])
+        spread = np.var(np.array(draws), axis=0)
+        stated = class_means(cross, gram, n, sd)[1]
+        assert np.all(spread <= 2.0 * stated) and np.mean(spread) >= 0.2 * np.mean(stated)
+    with pytest.raises(ValueError, match="noise_sd=nan"):
+        class_means(cross, gram, n, float("nan"))
 
 
 def test_paule_mandel_recovers_the_heterogeneity_beyond_known_noise() -> None:
@@ -317,3 +328,34 @@ def test_paule_mandel_recovers_the_heterogeneity_beyond_known_noise() -> None:
     clean = np.ones(40, dtype=bool)
     assert paule_mandel(res, v, clean) == pytest.approx(0.7, rel=0.15)
     assert paule_mandel(rng.normal(size=v.shape) * np.sqrt(v), v, clean) < 0.05
+
+
+def test_honest_spread_far_on_both_sides_is_set_aside_not_taken_for_corruption() -> None:
+    """With a known noise law, a two-sided statistic with participants far beyond the threshold on both
+    sides of a tight core is honest heterogeneity (a coherent corruption moves one way): nobody is shrunk
+    by it, and the reason is returned; one-sided far values are still evidence."""
+    from flwr_ppcdl.reliability.calibrated import _evidence
+
+    rng = np.random.default_rng(24)
+    core = rng.normal(scale=0.1, size=10)
+    both = {"energy": np.zeros(10), "collapse": np.concatenate([core[:8], [-5.0, 5.0]])}
+    per, _, aside = _evidence(both, 2.0, 0.03)
+    assert "collapse" in aside and np.all(per["collapse"] == 0.0)
+    # without a known noise law (plain clients, clean participants given) the rule is not applied
+    per, _, aside = _evidence(both, 2.0, 0.03, clean=np.ones(10, dtype=bool))
+    assert not aside and np.all(per["collapse"][8:] > 2.0)
+    one = {"energy": np.zeros(10), "collapse": np.concatenate([core[:8], [5.0, 5.0]])}
+    per, _, aside = _evidence(one, 2.0, 0.03)
+    assert not aside and np.all(per["collapse"][8:] > 2.0) and np.all(per["collapse"][:8] <= 2.0)
+
+
+def test_bounded_influence_false_runs_no_energy_test() -> None:
+    """For views whose influence is bounded otherwise (validated releases), the energy test is left out:
+    an honest participant whose uploads are merely far keeps its weight, a pattern corruption is still caught."""
+    _, ups, counts, _ = heads(25)
+    ups[0] = [ups[0][0] + 3.0 * np.random.default_rng(1).normal(size=(C, D))]  # far, same pattern
+    ups[1] = [np.roll(ups[1][0], 1, axis=0)]  # rows permuted
+    clipped = estimate_reliability(ups, counts, seed=0)
+    free = estimate_reliability(ups, counts, seed=0, bounded_influence=False)
+    assert clipped.reliability[0] < 1.0 and free.reliability[0] == 1.0
+    assert free.reliability[1] < 0.2

@@ -92,19 +92,71 @@ def test_the_pooled_solve_uses_the_sd_of_the_sum_and_the_decoder() -> None:
     assert taylor.shape == lda.shape == (K, D + 1) and not np.allclose(taylor, lda)
 
 
-def test_the_reliability_scoring_reads_each_laws_own_noise_variance() -> None:
-    """The calibrated estimator's noise law gets a Gaussian release's σ², not a Laplace 2σ² (the trap of
-    reading ``noise_scale`` as a Laplace scale), and a Laplace release's 2b² as before."""
-    from flwr_ppcdl.strategies.summed import laplace_equivalent_scale, release_scoring_view
+@pytest.mark.parametrize("noise", ["gaussian", "laplace"])
+def test_the_reliability_scoring_reads_each_laws_own_noise_variance(noise: str) -> None:
+    """The calibrated estimator's noise law is the release's own per-entry variance ``noise_sd²``: σ² for
+    a Gaussian release (not the 2σ² of reading ``noise_scale`` as a Laplace scale), 2b² for a Laplace one."""
+    from flwr_ppcdl.strategies.summed import release_scoring_view
 
-    gauss, laplace = _release(20), _release(21, noise="laplace")
-    assert laplace_equivalent_scale(laplace) == pytest.approx(laplace.noise_scale)
-    assert 2 * laplace_equivalent_scale(gauss) ** 2 == pytest.approx(gauss.noise_scale**2)
-    (means,), (variance,) = release_scoring_view(gauss)
-    sums = gauss.statistics["cross"] + gauss.statistics["gram"][:, -1][None, :] / K
-    counts = np.maximum(sums[:, -1], max(1.0, 3.0 * gauss.noise_sd, 1e-3 * gauss.num_examples))
-    privacy = gauss.noise_sd**2 * (1 + 1 / K**2 + means**2) / counts[:, None] ** 2
-    assert np.all(variance >= privacy * (1 - 1e-12))  # the rest is the sampling variance
-    n = gauss.num_examples
-    total = np.maximum(np.diag(gauss.statistics["gram"])[:-1] / n - (gauss.statistics["gram"][:-1, -1] / n) ** 2, 0)
+    release = _release(20 if noise == "gaussian" else 21, noise=noise)
+    sd2 = release.noise_sd**2
+    assert sd2 == pytest.approx(release.noise_scale**2 * (1.0 if noise == "gaussian" else 2.0))
+    (means,), (variance,) = release_scoring_view(release)
+    gram, cross, n = release.statistics["gram"], release.statistics["cross"], release.num_examples
+    sums = cross + gram[:, -1][None, :] / K
+    counts = np.maximum(sums[:, -1], max(1.0, 3.0 * release.noise_sd, 1e-3 * n))
+    np.testing.assert_allclose(means, sums[:, :-1] / counts[:, None], rtol=1e-12)
+    privacy = sd2 * (1 + 1 / K**2 + means**2) / counts[:, None] ** 2
+    total = np.maximum(np.diag(gram)[:-1] / n - (gram[:-1, -1] / n) ** 2, 0)
     np.testing.assert_allclose(variance, privacy + total[None, :] / counts[:, None], rtol=1e-12)
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "laplace"])
+def test_a_regression_release_is_scored_by_its_target_moments_with_variance_sd2_over_n2(noise: str) -> None:
+    """Regression: the scored view is ``b / n`` (feature-target moments, last entry the mean target), whose
+    noise variance is exactly ``noise_sd² / n²`` -- checked against the spread of many noisy releases."""
+    from flwr_ppcdl.strategies.summed import release_scoring_view
+
+    rng = np.random.default_rng(22)
+    n = 300
+    x = rng.normal(size=(n, D)) / 3.0
+    y = np.clip(x @ rng.normal(size=D) * 0.3, -1, 1)
+    fm = FunctionalMechanism(task="regression", epsilon=2.0, noise=noise,  # type: ignore[arg-type]
+                             delta=DELTA if noise == "gaussian" else None, sampler="numpy")
+    exact = np.append(x.T @ y, y.sum()) / n
+    draws = []
+    for _ in range(1500):
+        release = fm.release(x, y)
+        (moments,), (variance,) = release_scoring_view(release)
+        np.testing.assert_allclose(variance, (release.noise_sd / n) ** 2, rtol=1e-12)
+        draws.append(moments)
+    draws = np.array(draws)
+    np.testing.assert_allclose(draws.mean(axis=0), exact, atol=4 * np.sqrt(variance[0] / len(draws)))
+    assert np.var(draws, axis=0) == pytest.approx(variance, rel=0.3)  # 1500 draws: about 4 standard errors under Laplace
+
+
+def test_random_targets_are_down_weighted_by_their_target_moments() -> None:
+    """Three of ten census-like participants with random targets lose their weight under the statistics
+    protocol; with every target honest, every participant keeps its FedAvg share."""
+    from flwr_ppcdl.reliability import estimate_reliability
+    from flwr_ppcdl.strategies.summed import release_scoring_view
+
+    rng = np.random.default_rng(23)
+    beta = rng.normal(size=D)
+    fm = FunctionalMechanism(task="regression", epsilon=1.0, noise="gaussian", delta=DELTA, sampler="numpy")
+
+    def releases(bad: set[int]) -> list[Release]:
+        out = []
+        for k in range(10):
+            x = rng.uniform(-1, 1, size=(2000, D)) / np.sqrt(D)
+            y = np.clip(x @ beta, -1, 1)
+            out.append(fm.release(x, rng.uniform(-1, 1, size=2000) if k in bad else y))
+        return out
+
+    for bad in (set(), {0, 1, 2}):
+        views = [release_scoring_view(r) for r in releases(bad)]
+        result = estimate_reliability([v[0] for v in views], np.full(10, 2000.0), seed=0,
+                                      noise_variance=[v[1] for v in views], bounded_influence=False)
+        honest = [k for k in range(10) if k not in bad]
+        assert np.all(result.weights[honest] >= 0.8 * 0.1)
+        assert result.weights[sorted(bad)].sum() <= 0.2 * 0.1 * len(bad)
