@@ -31,6 +31,8 @@ def make_strategy(settings: RunSettings, validation: Dataset | None = None) -> S
     # no participant can hold more records than the training split the partition plan divides:
     # a larger claimed count is a lie and excludes the reply (the counts themselves stay unverified)
     reliability_options: dict[str, Any] = {"max_num_examples": float(len(split_data(settings)[0]))}
+    if settings.reliability_method == "truth-discovery":  # the legacy rule, by name, for comparison
+        reliability_options["method"] = "truth_discovery"
     if settings.protocol == "statistics":
         from flwr_ppcdl.strategies.summed import SummedStatisticsFedAvg
 
@@ -61,8 +63,8 @@ def make_strategy(settings: RunSettings, validation: Dataset | None = None) -> S
             return ReliabilityWeightedFedAvg(
                 method="server_data", server_loss_fn=loss, **reliability_options, **common
             )
-        # "truth-discovery" (estimate from the uploads): the library's default, calibrated estimator
-        # (FedAvg's weights unless the evidence is significant; benchmarks/reliability_calibrated.py)
+        # "calibrated": the library's default estimator (FedAvg's weights unless the evidence is
+        # significant; benchmarks/reliability_calibrated.py); "truth-discovery": the legacy rule
         return ReliabilityWeightedFedAvg(**reliability_options, **common)
     if settings.strategy == "fedavg":
         return FedAvg(**common)

@@ -45,7 +45,9 @@ TASK_METRICS: dict[str, str] = {"regression": "r2", "classification": "accuracy"
 STRATEGIES = ("reliability", "fedavg", "fedmedian", "fedtrimmedavg", "multikrum")
 UNRELIABLE_KINDS = ("random-labels", "flipped-labels", "feature-noise", "random-targets")
 PROTOCOLS = ("parameters", "statistics")
-RELIABILITY_METHODS = ("truth-discovery", "server-data")
+RELIABILITY_METHODS = ("calibrated", "server-data", "truth-discovery")
+"""``calibrated``: the library's default estimator, from the uploads; ``server-data``: score uploads on
+server-held records; ``truth-discovery``: the legacy rule relative to the median, kept for comparison."""
 SOLVERS = ("iterative", "closed-form")
 AUTO_BODY = {"gaussian": "pool4", "laplace": "pool4-rp16"}
 """``body = "auto"``: the image body measured best for each noise at epsilon <= 1 (Gaussian: 4x4 pooling,
@@ -108,7 +110,7 @@ class RunSettings:
     plot: bool = True
     min_nodes: int = 0  # minimum available/train nodes per round; 0 = all num-partitions
     round_timeout: float = 600.0  # seconds the server waits for replies in a round (a dead node's share)
-    reliability_method: str = "truth-discovery"  # or "server-data": score uploads on server-held records
+    reliability_method: str = "calibrated"  # or "server-data" (server-held records) or "truth-discovery" (legacy)
     server_validation: int = 500  # records of the server's own split held out for "server-data" scoring
     # -1 (default): every participant's privacy noise comes from the OS CSPRNG. >= 0: reproducible,
     # PREDICTABLE noise derived from this value and the partition id -- NOT PRIVATE (tests and
@@ -177,8 +179,8 @@ class RunSettings:
         if self.protocol == "statistics" and self.reliability_method == "server-data":
             raise ValueError(
                 "reliability-method 'server-data' scores parameter uploads on server-held records; "
-                "protocol 'statistics' weights the released statistics by truth discovery only: "
-                "use protocol='parameters' with server-data, or reliability-method='truth-discovery'"
+                "protocol 'statistics' weights the released statistics from the releases themselves: "
+                "use protocol='parameters' with server-data, or reliability-method='calibrated'"
             )
         _integer("insecure-noise-seed", self.insecure_noise_seed, low=-1)  # -1 = off (OS CSPRNG)
 

@@ -8,6 +8,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 if sys.version_info >= (3, 11):
@@ -90,3 +91,14 @@ def test_server_data_reliability_runs_end_to_end(tmp_path: Path) -> None:
     })
     assert result["failures"] == 0
     assert abs(sum(result["rounds"][-1]["weights"].values()) - 1.0) < 1e-9
+
+
+@pytest.mark.parametrize("protocol", ["parameters", "statistics"])
+@pytest.mark.parametrize(("value", "method"), [("calibrated", "calibrated"), ("truth-discovery", "truth_discovery")])
+def test_the_reliability_method_of_the_run_config_is_the_strategys(protocol: str, value: str, method: str) -> None:
+    """The App's default is the library's calibrated estimator; the legacy rule only when asked for by name."""
+    from flwr_ppcdl.app.factory import make_strategy
+
+    assert RunSettings().reliability_method == "calibrated"
+    strategy = make_strategy(RunSettings(protocol=protocol, reliability_method=value))
+    assert strategy.options.method == method  # type: ignore[attr-defined]
