@@ -219,7 +219,7 @@ def run_statistics(settings: RunSettings, trainers: list[FunctionalMechanismTrai
             res = estimate_reliability(local, counts, options, noise_variance=noise, prior_evidence=prior, prior_rounds=seen,
                                        bounded_influence=rule != "calibrated" or clip_scored_view(releases[0].task))  # as SummedStatisticsFedAvg
             if options.memory_rate is not None:
-                prior, seen = res.evidence, np.full(len(use), float(rnd + 1))
+                prior, seen = res.carried_evidence, np.full(len(use), float(rnd + 1))
             history.append(res.weights)
             undecidable += int(res.undecidable is not None)
         del agg

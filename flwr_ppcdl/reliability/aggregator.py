@@ -165,7 +165,7 @@ class ReliabilityAggregator:
         if self.memory is not None and included:
             self.memory.update([node_ids[p] for p in valid_pos], result.reliability[valid_pos])
         if self.evidence_memory is not None and included:
-            self.evidence_memory.update([node_ids[p] for p in valid_pos], result.evidence[valid_pos])
+            self.evidence_memory.update([node_ids[p] for p in valid_pos], result.carried_evidence[valid_pos])
         report = self._report(server_round, node_ids, result, excluded, bool(included))
         return RoundOutcome(arrays_out, self._metrics(report, len(included)), included)
 

@@ -80,6 +80,14 @@ from flwr_ppcdl.reliability.statistics import (
 
 FloatArray = NDArray[np.float64]
 
+CARRY = 2.5
+"""A round's evidence enters the memory of later rounds winsorised at this many shrink widths above
+the threshold (the round itself uses its full value): one far round -- an honest client's first
+update under heavy label skew, from a random initial model -- cannot hold it down in the rounds
+after it, while a participant far in every round stays down (weight factor exp(-2.5^2/2) = 0.044
+from the memory alone, and its own round's full evidence on top). Winsorising lowers values, so the
+false-alarm argument of the memory (a convex combination of values with standard-normal marginals)
+is unchanged."""
 EXTREME = 4.0
 """In an undecidable round, participants whose accumulated evidence exceeds the threshold by this
 many shrink widths (weight factor below 3e-4) are still shrunk: far outliers from both camps."""
@@ -90,7 +98,13 @@ generic ``energy`` test only bounds a participant's influence (a clip), so an ho
 mode is kept at a bounded share instead of being silenced, and a far upload moves the aggregate by
 at most its share of the threshold distance."""
 
-SCALE_FLOOR: dict[str, float] = {"energy": 0.05, "collapse": 1e-6, "gap": 0.02}
+SCALE_FLOOR: dict[str, float] = {"energy": 0.05, "collapse": 0.01, "gap": 0.02}
+"""Smallest null scale per statistic. Collapse (unknown law: a fraction of the consensus norm): a move of
+1 % along the consensus is the smallest told apart -- plain SGD clients' first updates from a random
+initial model spread by about 0.3 % of it, so a tighter null took an honest label-skewed client's
+-0.003 for a collapse (Flower's quickstart App, Dirichlet 0.3: honest clients at >= 0.8x their share
+in 77-92 % of client-rounds; with the floor 99-100 %, ``benchmarks/reliability_quickstart.py``).
+With a known law collapse is in units of its own standard deviation and floored at 1 there."""
 """Smallest null scale per statistic: honest values closer than this are never told apart
 (5 % in energy, 0.02 in cosine), so near-identical honest uploads cannot raise false alarms."""
 

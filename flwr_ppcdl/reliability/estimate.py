@@ -36,6 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from flwr_ppcdl.reliability.calibrated import (
+    CARRY,
     EXTREME,
     round_evidence,
     shrink_factor,
@@ -75,6 +76,10 @@ class ReliabilityResult:
     evidence : ndarray, shape (K,)
         Calibrated: accumulated evidence of unreliability on the normal scale (threshold
         ``Phi^-1(1 - false_alarm_rate)``); ``nan`` for excluded uploads and other methods.
+    carried_evidence : ndarray, shape (K,)
+        Calibrated: what the next round's ``prior_evidence`` should be -- the accumulation with
+        this round's evidence winsorised at :data:`~flwr_ppcdl.reliability.calibrated.CARRY`
+        widths above the threshold.
     round_evidence : ndarray, shape (K,)
         Calibrated: this round's evidence alone.
     undecidable : str or None
@@ -90,6 +95,7 @@ class ReliabilityResult:
     excluded: dict[int, str] = field(default_factory=dict)
     iterations: int = 0
     evidence: FloatArray = field(default_factory=lambda: np.zeros(0))
+    carried_evidence: FloatArray = field(default_factory=lambda: np.zeros(0))
     round_evidence: FloatArray = field(default_factory=lambda: np.zeros(0))
     undecidable: str | None = None
     capped: dict[int, str] = field(default_factory=dict)
@@ -180,7 +186,10 @@ def estimate_reliability(
     evidence = np.full(n_up, np.nan)
     this_round = np.full(n_up, np.nan)
     sample = _normalised(_transform(counts, opts.sample_weighting), valid)
-    result = ReliabilityResult(np.zeros(n_up), reliability, sample, distances, excluded, 0, evidence, this_round, None, capped)
+    result = ReliabilityResult(
+        np.zeros(n_up), reliability, sample, distances, excluded, 0, evidence=evidence,
+        carried_evidence=np.full(n_up, np.nan), round_evidence=this_round, undecidable=None, capped=capped,
+    )
     if not np.any(valid):
         return result
     idx = np.flatnonzero(valid)
@@ -238,6 +247,12 @@ def _calibrated(
     rounds = None if prior_rounds is None else prior_rounds[idx]
     accumulated = accumulate_evidence(prior, ev.evidence, opts.memory_rate, rounds)
     result.evidence[idx] = accumulated
+    # what the next rounds remember: this round's evidence winsorised at CARRY widths above the
+    # threshold, so one far round cannot hold a participant down in the rounds after it
+    level = normal_quantile(1.0 - opts.false_alarm_rate)
+    result.carried_evidence[idx] = accumulate_evidence(
+        prior, np.minimum(ev.evidence, level + CARRY * opts.shrink_width), opts.memory_rate, rounds
+    )
     factor = shrink_factor(accumulated, opts.false_alarm_rate, opts.shrink_width)
     flagged = accumulated > normal_quantile(1.0 - opts.false_alarm_rate) + opts.shrink_width
     result.undecidable = ev.undecidable or undecidable_reason(flagged)

@@ -296,7 +296,8 @@ class SummedStatisticsFedAvg(ReliabilityWeightedFedAvg):
             log(WARNING, "[ppcdl] reliability: %s", result.undecidable)
         evidence = {n: float(e) for n, e in zip(nodes, result.evidence, strict=True) if np.isfinite(e)}
         if memory is not None:
-            memory.update(list(evidence), list(evidence.values()))
+            carried = [(n, float(c)) for n, c in zip(nodes, result.carried_evidence, strict=True) if np.isfinite(c)]
+            memory.update([n for n, _ in carried], [c for _, c in carried])
         if result.weights.sum() <= 0:  # nothing valid to score: the plain sum
             return counts / counts.sum(), evidence, result.undecidable
         return result.weights, evidence, result.undecidable

@@ -359,3 +359,42 @@ def test_bounded_influence_false_runs_no_energy_test() -> None:
     free = estimate_reliability(ups, counts, seed=0, bounded_influence=False)
     assert clipped.reliability[0] < 1.0 and free.reliability[0] == 1.0
     assert free.reliability[1] < 0.2
+
+
+def test_a_tiny_move_along_the_consensus_is_not_a_collapse_and_a_real_one_is() -> None:
+    """Plain clients' first updates from a shared initial model: honest residuals are spread across the
+    coordinates and hardly along the model; one honest client 0.4 % of the model's norm closer to zero is
+    not a collapse (the floor: 1 %), a client shrunk to half is."""
+    rng = np.random.default_rng(26)
+    init = rng.normal(size=2000)  # a flat layer: collapse is the pattern statistic scored
+    ups = [[init + 0.01 * rng.normal(size=init.shape)] for _ in range(10)]
+    ups[3] = [ups[3][0] - 0.004 * init]  # 0.004 along the model: 18 honest sampling errors, 0.4 % of the norm
+    counts = np.full(10, 600.0)
+    assert np.all(estimate_reliability(ups, counts, seed=0).reliability == 1.0)
+    ups[5] = [0.5 * ups[5][0]]
+    result = estimate_reliability(ups, counts, seed=0)
+    assert result.reliability[5] < 0.2 and result.reliability[3] == 1.0
+
+
+def test_one_far_round_does_not_hold_an_honest_node_down_but_every_round_far_does() -> None:
+    """The memory keeps each round's evidence winsorised at CARRY widths above the threshold: an honest
+    node far in round 1 only has its full weight back from round 2 on; a node far every round stays down."""
+    from flwr_ppcdl.reliability.calibrated import CARRY
+
+    _, ups, counts, _ = heads(27)
+    level = normal_quantile(0.97)
+    prior = seen = None
+    weights = []
+    for rnd in range(4):
+        round_ups = [list(u) for u in ups]
+        round_ups[1] = [np.roll(ups[1][0], 1, axis=0)]  # node 1: rows permuted every round
+        if rnd == 0:
+            round_ups[0] = [np.roll(ups[0][0], 1, axis=0)]  # node 0: one far round
+        res = estimate_reliability(round_ups, counts, seed=0, prior_evidence=prior, prior_rounds=seen)
+        assert np.all(res.carried_evidence <= res.evidence + 1e-12)
+        if rnd == 0:
+            assert res.round_evidence[0] > level + CARRY and res.carried_evidence[0] == pytest.approx(level + CARRY)
+        prior, seen = res.carried_evidence, np.full(len(round_ups), float(rnd + 1))
+        weights.append(res.reliability)
+    assert weights[0][0] < 0.2 and weights[1][0] >= 0.8 and weights[3][0] == 1.0
+    assert all(w[1] < 0.2 for w in weights)
