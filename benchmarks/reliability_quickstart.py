@@ -3,7 +3,7 @@
 Exact command of the committed CSV (``benchmarks/results/reliability_quickstart.csv``, about 10 min
 on 2 CPU cores):
 
-    PYTHONPATH=. .venv/bin/python benchmarks/reliability_quickstart.py --out benchmarks/results/reliability_quickstart.csv
+    PYTHONPATH=. .venv/bin/python benchmarks/reliability_quickstart.py --seeds 3 --out benchmarks/results/reliability_quickstart.csv
 
 The shape of Flower's ``quickstart-pytorch``: a small CNN (conv 6 - pool - conv 16 - pool - fc 120 -
 fc 84 - fc 10), every client trains one local epoch of SGD (lr 0.01, momentum 0.9, batch 32) on its
