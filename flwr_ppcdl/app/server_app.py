@@ -117,9 +117,10 @@ def wait_for_nodes(grid: Grid, settings: RunSettings) -> int:
 def _run(grid: Grid, settings: RunSettings, strategy: Strategy | None, timeout: float | None) -> RunResult:
     started = time.perf_counter()
     log.info(
-        "[ppcdl] %s on %s: %d participants (unreliable, %s: %s), %d rounds, strategy=%s; %s",
+        "[ppcdl] %s on %s: %d participants (unreliable, %s: %s), %d rounds, strategy=%s, protocol=%s; %s",
         settings.task, settings.dataset, settings.num_partitions, settings.unreliable_kind,
-        sorted(settings.unreliable_ids), settings.num_rounds, settings.strategy, epsilon_meaning(settings),
+        sorted(settings.unreliable_ids), settings.num_rounds, settings.strategy, settings.protocol,
+        epsilon_meaning(settings),
     )
     connected = wait_for_nodes(grid, settings)
     log.info("[ppcdl] %d SuperNodes connected", connected)

@@ -66,6 +66,23 @@ def auto_decoder(task: str, noise: str) -> str:
     return "lda" if task == "classification" and noise == "gaussian" else "taylor"
 
 
+def auto_protocol(strategy: str, reliability_method: str) -> str:
+    """``"statistics"`` where the strategy can weigh whole releases (reliability, fedavg), else ``"parameters"``.
+
+    Both protocols spend the same privacy (the shared release is what the parameters are computed
+    from). Measured at epsilon = 1 with Gaussian noise (3 seeds, ``benchmarks/results``): the statistics
+    protocol is more accurate (Fashion-MNIST .739 vs .702, census2000 R^2 .071 vs .056 with everyone
+    reliable) and lets the server score what the noise law makes exact (census2000, 30 % random
+    targets, IID: R^2 .082 = the oracle vs .050 in the parameter protocol, where the noise of a
+    4-parameter head hides the corruption). Flower's robust rules (FedMedian, FedTrimmedAvg,
+    MultiKrum) and ``server-data`` scoring aggregate parameters, so they get the parameter protocol
+    -- the paper's, where participants share only model parameters.
+    """
+    if strategy in ("reliability", "fedavg") and reliability_method != "server-data":
+        return "statistics"
+    return "parameters"
+
+
 def main_metric(task: str) -> str:
     """The metric a run of ``task`` reports first: R² for regression, accuracy for classification."""
     return TASK_METRICS[task]
@@ -98,7 +115,7 @@ class RunSettings:
     dataset_dir: str = DEFAULT_FASHION_DIR
     solver: str = "iterative"
     local_steps: int = 5
-    protocol: str = "parameters"
+    protocol: str = "auto"  # statistics where the strategy can weigh releases, else parameters (auto_protocol)
     proximal_mu: float = 0.0
     sampler: str = "discrete"
     noise: str = "gaussian"  # or "laplace" (pure epsilon-DP; more noise with more features)
@@ -152,6 +169,8 @@ class RunSettings:
         _text("dataset-dir", self.dataset_dir)
         _choice("solver", self.solver, SOLVERS)
         _integer("local-steps", self.local_steps, low=1)
+        if self.protocol == "auto":
+            object.__setattr__(self, "protocol", auto_protocol(self.strategy, self.reliability_method))
         _choice("protocol", self.protocol, PROTOCOLS)
         _real("proximal-mu", self.proximal_mu, low=0.0)
         check_noise(self.noise, self.sampler, self.delta if self.noise == "gaussian" else None)  # sampler per noise

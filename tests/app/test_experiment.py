@@ -102,3 +102,13 @@ def test_the_reliability_method_of_the_run_config_is_the_strategys(protocol: str
     assert RunSettings().reliability_method == "calibrated"
     strategy = make_strategy(RunSettings(protocol=protocol, reliability_method=value))
     assert strategy.options.method == method  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("config", "protocol"),
+    [({}, "statistics"), ({"strategy": "fedavg"}, "statistics"), ({"strategy": "fedmedian"}, "parameters"),
+     ({"strategy": "multikrum"}, "parameters"), ({"reliability_method": "server-data"}, "parameters"),
+     ({"protocol": "parameters"}, "parameters")],
+)
+def test_protocol_auto_shares_releases_only_where_the_strategy_can_weigh_them(config: dict, protocol: str) -> None:
+    assert RunSettings(**config).protocol == protocol
