@@ -51,7 +51,7 @@ def main() -> None:
                 cells = []
                 for eps in a.epsilons:
                     cfg = {"task": "classification", "dataset": ds, "unreliable-kind": kind, "epsilon": eps,
-                           "strategy": strat, **PROTOCOLS[a.protocol]}
+                           "strategy": strat, "protocol": "parameters", **PROTOCOLS[a.protocol]}
                     if frac is not None:
                         cfg["unreliable-fraction"] = frac
                     res = over_seeds(cfg, opts, a.seeds, f"clf-{ds}")

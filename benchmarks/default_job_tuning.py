@@ -20,7 +20,7 @@ import numpy as np
 
 from benchmarks._fl_common import fmt, over_seeds
 
-BASE = {"dataset": "census2000", "task": "regression", "epsilon": 1.0, "strategy": "reliability"}
+BASE = {"dataset": "census2000", "task": "regression", "epsilon": 1.0, "strategy": "reliability", "protocol": "parameters"}
 CACHE = "census"
 
 PROTOCOLS = {

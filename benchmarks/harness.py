@@ -538,7 +538,8 @@ def c_fm(strategy: str, protocol: str = "", *, label: str = "", overrides: dict[
     def run(scn: Scenario, prof: Profile) -> list[tuple[str, dict[str, Any]]]:
         if kw.get("oracle") and scn.fraction == 0:
             return []  # identical to fm-fedavg
-        extra = {**prof.fm_extra, **({"protocol": protocol} if protocol else {}), **(overrides or {})}
+        # the parameter protocol unless asked otherwise (the App's default "auto" would pick statistics)
+        extra = {**prof.fm_extra, "protocol": protocol or "parameters", **(overrides or {})}
         return [(name, run_fm(scn, strategy, extra=extra, **kw))]
 
     run.__name__ = name

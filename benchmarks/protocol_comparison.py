@@ -118,7 +118,7 @@ def main() -> None:
             if a.federated:
                 task = DATASETS[ds].task
                 for label, proto in FED["census2000" if task == "regression" else "classification"].items():
-                    cfg = {"task": task, "dataset": ds, "epsilon": eps, "strategy": "fedavg",
+                    cfg = {"task": task, "dataset": ds, "epsilon": eps, "strategy": "fedavg", "protocol": "parameters",
                            "unreliable-fraction": 0.0, "proximal-mu": 0.0, **proto}
                     if task == "classification":
                         cfg["unreliable-kind"] = "flipped-labels"
