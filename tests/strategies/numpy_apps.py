@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.client import NumPyClient
 from flwr.clientapp import ClientApp
+
+from flwr_ppcdl.app.grid import InProcessGrid
 
 DIM = 5
 W_TRUE = np.linspace(-1.0, 1.0, DIM)
@@ -91,3 +93,12 @@ def make_legacy_app(unreliable_ids: frozenset[int] = frozenset()) -> ClientApp:
         return LinearNumPyClient(pid, pid in unreliable_ids).to_client()
 
     return ClientApp(client_fn=client_fn)
+
+
+def instruction(node_id: int) -> Message:
+    """A train instruction to ``node_id`` as the grid would deliver it, for forging its reply."""
+    InProcessGrid(lambda m, c: m, node_ids=[node_id])  # sets Flower's task identity if unset
+    ins = Message(RecordDict({"config": ConfigRecord()}), node_id, "train")
+    ins.metadata.__dict__["_message_id"] = f"m{node_id}"
+    ins.metadata.__dict__["_src_node_id"] = 0
+    return ins

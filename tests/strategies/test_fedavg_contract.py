@@ -23,17 +23,9 @@ from flwr_ppcdl.app.grid import InProcessGrid
 from flwr_ppcdl.strategies import ReliabilityWeightedFedAvg
 from flwr_ppcdl.strategies.compat import ReliabilityWeightedFedAvg as LegacyReliability
 
-from .numpy_apps import local_step
+from .numpy_apps import instruction, local_step
 
 NAMES = ("fc.weight", "fc.bias", "bn.num_batches_tracked")
-
-
-def _instruction(node_id: int) -> Message:
-    InProcessGrid(lambda m, c: m, node_ids=[node_id])  # sets Flower's task identity if unset
-    ins = Message(RecordDict({"config": ConfigRecord()}), node_id, "train")
-    ins.metadata.__dict__["_message_id"] = f"m{node_id}"
-    ins.metadata.__dict__["_src_node_id"] = 0
-    return ins
 
 
 def _reply(node_id: int, arrays: dict[str, np.ndarray], count: float, **metrics: float) -> Message:
@@ -41,7 +33,7 @@ def _reply(node_id: int, arrays: dict[str, np.ndarray], count: float, **metrics:
         "arrays": ArrayRecord({k: Array(np.asarray(v)) for k, v in arrays.items()}),
         "metrics": MetricRecord({"num-examples": count, **metrics}),
     })
-    return Message(content, reply_to=_instruction(node_id))
+    return Message(content, reply_to=instruction(node_id))
 
 
 def _honest_uploads(counts: list[int], seed: int = 0) -> list[dict[str, np.ndarray]]:
@@ -142,7 +134,7 @@ def test_metrics_are_fedavgs_plus_a_fixed_set_of_summary_keys() -> None:
 
 
 def test_a_round_of_errors_returns_none_none_as_fedavg() -> None:
-    replies = [Message(Error(0, "boom"), reply_to=_instruction(i)) for i in (1, 2)]
+    replies = [Message(Error(0, "boom"), reply_to=instruction(i)) for i in (1, 2)]
     assert FedAvg().aggregate_train(1, replies) == (None, None)
     assert ReliabilityWeightedFedAvg().aggregate_train(1, replies) == (None, None)
     assert ReliabilityWeightedFedAvg().aggregate_train(1, []) == (None, None)

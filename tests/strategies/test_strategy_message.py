@@ -10,23 +10,14 @@ from flwr.serverapp.strategy import FedAvg
 from flwr_ppcdl.app.grid import InProcessGrid
 from flwr_ppcdl.strategies import ReliabilityWeightedFedAvg
 
-from .numpy_apps import DIM, W_TRUE, make_message_app
+from .numpy_apps import DIM, W_TRUE, instruction, make_message_app
 
 GLOBAL = [np.zeros((4, 3), dtype=np.float32), np.zeros(3, dtype=np.float32)]
 
 
-def _ins(node_id: int) -> Message:
-    """An instruction message to ``node_id`` (as the grid would deliver it)."""
-    InProcessGrid(lambda m, c: m, node_ids=[node_id])  # sets Flower's task identity if unset
-    ins = Message(RecordDict({"config": ConfigRecord()}), node_id, "train")
-    ins.metadata.__dict__["_message_id"] = f"m{node_id}"
-    ins.metadata.__dict__["_src_node_id"] = 0
-    return ins
-
-
 def _reply(node_id: int, arrays, count, *, metrics_key: str = "num-examples", array_key: str = "arrays") -> Message:
     """A reply as a ClientApp would send it, from ``node_id``."""
-    ins = _ins(node_id)
+    ins = instruction(node_id)
     content = RecordDict()
     if arrays is not None:
         content[array_key] = ArrayRecord({k: Array(np.asarray(v)) for k, v in zip(["w", "b"], arrays, strict=True)})
@@ -85,7 +76,7 @@ def test_bad_replies_are_excluded_with_reasons() -> None:
         _reply(8, ups[7], 10),  # a second reply of node 8: the first is kept
         _reply(9, [a.astype(np.int64) for a in ups[8]], 10),  # other dtype: accepted (numeric)
         _reply(11, ups[9], 10),
-        Message(Error(0, "boom"), reply_to=_ins(12)),
+        Message(Error(0, "boom"), reply_to=instruction(12)),
     ]
     strategy = _configured(ReliabilityWeightedFedAvg())
     arrays, metrics = strategy.aggregate_train(1, replies)

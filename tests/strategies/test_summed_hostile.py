@@ -23,6 +23,8 @@ from flwr_ppcdl.privacy import FunctionalMechanism, Release
 from flwr_ppcdl.privacy.release import RELEASE_FORMAT_LISTS
 from flwr_ppcdl.strategies.summed import SummedStatisticsFedAvg
 
+from .numpy_apps import instruction
+
 D = 4
 W_TRUE = np.array([0.4, -0.3, 0.2, 0.1])
 SENT = {
@@ -45,10 +47,7 @@ def release(seed: int, n: int = 300, epsilon: float = 5.0, sampler: str = "numpy
 
 
 def _reply(node: int, payload: Any, count: float, arrays: dict[str, np.ndarray] | None = None) -> Message:
-    InProcessGrid(lambda m, c: m, node_ids=[node])  # Flower's task identity
-    ins = Message(RecordDict({"config": ConfigRecord()}), node, "train")
-    ins.metadata.__dict__["_message_id"] = f"m{node}"
-    ins.metadata.__dict__["_src_node_id"] = 0
+    ins = instruction(node)
     records: dict[str, Any] = {
         "arrays": ArrayRecord({k: Array(v) for k, v in (arrays or SENT).items()}),
         "metrics": MetricRecord({"num-examples": float(count), "partition-id": node}),
