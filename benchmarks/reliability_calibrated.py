@@ -59,6 +59,7 @@ warnings.filterwarnings("ignore")
 logging.disable(logging.WARNING)
 torch.set_num_threads(1)
 
+from benchmarks._fl_common import append_rows  # noqa: E402
 from flwr_ppcdl.app.experiment import (  # noqa: E402
     evaluate_model,
     load_participant,
@@ -337,12 +338,7 @@ def main() -> None:
                 continue
             t0 = time.perf_counter()
             rows = measure(cfg, protocol, missing)
-            new = not args.out.exists()
-            with args.out.open("a", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=FIELDS)
-                if new:
-                    writer.writeheader()
-                writer.writerows(rows)
+            append_rows(args.out, FIELDS, rows)
             print(f"{protocol[:5]} {cfg['dataset'][:7]} {cfg['unreliable-kind'][:7]} {cfg['partitioning'][:3]} eps={cfg['epsilon']:g} "
                   f"{cfg['unreliable-fraction']:.0%} s{cfg['seed']}: "
                   + " ".join(f"{r['rule']}={r['value']:.3f}" + (f"(auc {r['auroc']:.2f} mass {r['bad_mass']:.2f} kept {r['honest_kept']:.2f})"

@@ -45,6 +45,7 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict  # 
 from flwr.clientapp import ClientApp  # noqa: E402
 from flwr.serverapp.strategy import FedAvg  # noqa: E402
 
+from benchmarks._fl_common import append_rows  # noqa: E402
 from flwr_ppcdl.app.grid import InProcessGrid  # noqa: E402
 from flwr_ppcdl.data import load_fashion_mnist, partition_indices  # noqa: E402
 from flwr_ppcdl.strategies import ReliabilityWeightedFedAvg  # noqa: E402
@@ -169,12 +170,7 @@ def main() -> None:
                 if (scenario, seed, name) in done:
                     continue
                 row = run(scenario, name, seed)
-                new = not args.out.exists()
-                with args.out.open("a", newline="") as fh:
-                    writer = csv.DictWriter(fh, fieldnames=fields)
-                    if new:
-                        writer.writeheader()
-                    writer.writerow(row)
+                append_rows(args.out, fields, [row])
                 print(f"{scenario:10} {seed:>4} {name:11} {row['accuracy']:>6.3f} {row['honest_kept']:>5.2f} "
                       f"{row['min_share_ratio']:>5.2f} {row['minority_share_ratio']:>8.2f}", flush=True)
 
