@@ -245,19 +245,19 @@ def _calibrated(
         result.distances[idx] = np.exp(ev.statistics["energy"])
     prior = _per_upload("prior_evidence", prior_evidence, n_up, np.nan)[idx]
     rounds = None if prior_rounds is None else prior_rounds[idx]
+    level = normal_quantile(1.0 - opts.false_alarm_rate)  # the decision threshold
     accumulated = accumulate_evidence(prior, ev.evidence, opts.memory_rate, rounds)
     result.evidence[idx] = accumulated
     # what the next rounds remember: this round's evidence winsorised at CARRY widths above the
     # threshold, so one far round cannot hold a participant down in the rounds after it
-    level = normal_quantile(1.0 - opts.false_alarm_rate)
     result.carried_evidence[idx] = accumulate_evidence(
         prior, np.minimum(ev.evidence, level + CARRY * opts.shrink_width), opts.memory_rate, rounds
     )
     factor = shrink_factor(accumulated, opts.false_alarm_rate, opts.shrink_width)
-    flagged = accumulated > normal_quantile(1.0 - opts.false_alarm_rate) + opts.shrink_width
+    flagged = accumulated > level + opts.shrink_width
     result.undecidable = ev.undecidable or undecidable_reason(flagged)
     if result.undecidable is not None:  # keep FedAvg's weights, except for extreme outliers
-        extreme = accumulated > normal_quantile(1.0 - opts.false_alarm_rate) + EXTREME * opts.shrink_width
+        extreme = accumulated > level + EXTREME * opts.shrink_width
         factor = np.where(extreme, factor, 1.0)
     factor = factor * ev.clip  # bounded influence from the energy test, every round
     valid = np.zeros(n_up, dtype=bool)
