@@ -7,6 +7,7 @@ The server's counterpart of :mod:`flwr_ppcdl.privacy`. One job per module:
 * :mod:`.counts` -- which claimed example counts are plausible;
 * :mod:`.sketch` -- coordinate sampling (and the legacy estimator's per-layer Gram matrices);
 * :mod:`.statistics` -- per-participant test statistics on residuals to a robust centre;
+* :mod:`.rows` -- class-row tests under a known noise law (the consistent majority, the swap test);
 * :mod:`.null` -- the honest distribution of a statistic, estimated robustly, calibrated thresholds;
 * :mod:`.calibrated` -- the default estimator: FedAvg's weights unless the evidence is significant;
 * :mod:`.truth_discovery` -- the legacy truth-discovery estimator and its alignment gates;

@@ -18,8 +18,14 @@ The decision, per round:
 1. Statistics (:mod:`.statistics`), each one number per participant, on residuals to the
    leave-one-out coordinate-wise median (no claimed count enters): ``collapse`` (the residual along
    the consensus model: collapsed class structure, shrunk or exploded targets), ``gap`` (rows of a
-   head permuted relative to the consensus) and the generic ``energy`` (residual energy over what
-   honest heterogeneity and the participant's own, known noise explain).
+   head permuted relative to the consensus), ``swap`` (heads with a known noise law: a row closer to
+   another class's consensus row than to its own, in standard deviations of the law, tested against
+   its Bonferroni threshold rather than an estimated null) and the generic ``energy`` (residual energy
+   over what honest heterogeneity and the participant's own, known noise explain). With a known law
+   on a head, the first pass measures everyone from the centre of the largest group of participants
+   consistent with one another under that law, when it is a strict majority
+   (:func:`~flwr_ppcdl.reliability.rows.consistent_majority`): a coherent corrupted group that holds
+   as much data as the honest participants pulls a median to itself, not a majority of participants.
 2. The honest distribution of each statistic is estimated from the participants themselves
    (:func:`~flwr_ppcdl.reliability.null.robust_null`: the tightest half, then the 99 % band;
    floored at the statistic's own sampling error), so it absorbs honest heterogeneity and privacy
@@ -70,9 +76,11 @@ from flwr_ppcdl.reliability.null import (
     robust_null,
     split_threshold,
 )
+from flwr_ppcdl.reliability.rows import consistent_majority
 from flwr_ppcdl.reliability.sketch import single_thread_blas
 from flwr_ppcdl.reliability.statistics import (
     TWO_SIDED,
+    ScoredLayer,
     compute_statistics,
     residuals,
     sample_layers,
@@ -92,13 +100,14 @@ EXTREME = 4.0
 """In an undecidable round, participants whose accumulated evidence exceeds the threshold by this
 many shrink widths (weight factor below 3e-4) are still shrunk: far outliers from both camps."""
 
-PATTERNS: tuple[str, ...] = ("collapse", "gap")
+PATTERNS: tuple[str, ...] = ("collapse", "gap", "swap")
 """Statistics of the modelled corruptions: their evidence accumulates and shrinks the weight. The
 generic ``energy`` test only bounds a participant's influence (a clip), so an honest second data
 mode is kept at a bounded share instead of being silenced, and a far upload moves the aggregate by
 at most its share of the threshold distance."""
 
-SCALE_FLOOR: dict[str, float] = {"energy": 0.05, "collapse": 0.003, "gap": 0.02}
+SCALE_FLOOR: dict[str, float] = {"energy": 0.05, "collapse": 0.003, "gap": 0.02, "swap": 1.0}
+# (swap's null is known, see _evidence; its floor only serves the even-camps check)
 """Smallest null scale per statistic. Collapse (unknown law: a fraction of the consensus norm): plain
 SGD clients' first updates from a random initial model spread by about 0.1 % of it along it, and a
 tighter null took an honest label-skewed client's -0.003 for a collapse (Flower's quickstart App,
@@ -173,6 +182,9 @@ def round_evidence(
     known = noise_variance is not None
     with single_thread_blas():
         layers = sample_layers(updates, idx, reference, max_coordinates, rng, noise_variance, max_units)
+        majority = _consistent_majority(layers)
+        if majority is not None:
+            clean = majority
         for _ in range(max(1, passes)):
             stats = compute_statistics(residuals(layers, clean), clean)
             if not stats.values:
@@ -183,7 +195,7 @@ def round_evidence(
             # known noise law: the null over all K in every pass, honest two-sided spread set aside;
             # unknown law (plain clients): the null refitted on the clean participants of the pass
             per, clip, set_aside = _evidence(
-                used, level, false_alarm_rate, stats.floors, stats.effects, None if known else clean
+                used, level, false_alarm_rate, stats.floors, stats.effects, None if known else clean, stats.comparisons
             )
             pattern = [v for n, v in per.items() if n in PATTERNS]
             evidence = np.max(np.stack(pattern), axis=0) if pattern else np.zeros(k)
@@ -196,6 +208,21 @@ def round_evidence(
             clean = keep
     result.undecidable = _even_camps(result.statistics, false_alarm_rate)
     return result
+
+
+def _consistent_majority(layers: list[ScoredLayer]) -> NDArray[np.bool_] | None:
+    """The strict majority of participants consistent with one another under the known law, or None.
+
+    Only heads with a known noise law (the statistics protocol's class means) are used: there two
+    honest participants agree up to the stated variance whatever their label skew
+    (:mod:`.rows`). The first pass then measures everyone from the centre of that majority.
+    """
+    heads = [lay for lay in layers if lay.head_rows and lay.noise is not None]
+    if not heads:
+        return None
+    stack = np.concatenate([lay.stack + lay.reference[None, :] for lay in heads], axis=1)
+    noise = np.concatenate([lay.noise for lay in heads if lay.noise is not None], axis=1)
+    return consistent_majority(stack, noise)
 
 
 def _even_camps(values: dict[str, FloatArray], false_alarm_rate: float) -> str | None:
@@ -234,6 +261,7 @@ def _evidence(
     floors: dict[str, float] | None = None,
     effects: dict[str, float] | None = None,
     clean: NDArray[np.bool_] | None = None,
+    comparisons: dict[str, int] | None = None,
 ) -> tuple[dict[str, FloatArray], FloatArray, dict[str, str]]:
     """Normal-scale evidence per statistic: the calibrated threshold maps to ``level``.
 
@@ -273,6 +301,12 @@ def _evidence(
     of a core that a coherent corrupted group had tightened). Under the Gaussian null this needs two
     false alarms at once, so the false-alarm rate is not raised.
 
+    A statistic in ``comparisons`` has a known null (the ``swap`` test under a known noise law: the
+    largest of that many comparisons, each standard normal or below): no null is estimated from the
+    participants, its threshold is the Bonferroni one, ``Phi^-1(1 - alpha / comparisons)``. (An
+    estimated null would centre on the honest participants' values, which lie far below 0 for those
+    with much data, and flag honest participants with little data that sit near 0.)
+
     Also returns the energy test's bounded-influence factor: a participant whose log-energy ``E``
     passes the calibrated threshold value ``E_t`` keeps ``exp(-(E - E_t) / 2)`` of its weight, i.e.
     its distance is clipped to the threshold distance.
@@ -285,6 +319,10 @@ def _evidence(
     for name, raw in values.items():
         finite = np.isfinite(raw)
         v = np.where(finite, raw, np.max(raw[finite]) if finite.any() else 0.0)
+        if comparisons and name in comparisons:
+            threshold = normal_quantile(1.0 - alpha / max(comparisons[name], 1))
+            per[name] = np.where(v <= threshold, v * (level / threshold), level + (v - threshold))
+            continue
         loc, scale = robust_null(v if clean is None else v[clean])
         # the null's scale is never below the statistic's own sampling error (floors) nor its
         # fixed floor: honest values closer than that are not told apart

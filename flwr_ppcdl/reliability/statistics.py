@@ -24,6 +24,10 @@ Statistics, one number per participant (large = suspicious unless marked two-sid
     Heads only (2-D layers with 3-64 rows, scored on every coordinate): per row j, the best cosine
     of the residual row with *another* consensus row minus the one with its own row, energy
     weighted: rows permuted relative to the consensus (flipped labels) point at another class.
+``swap``
+    Heads with a known noise law only (:func:`~flwr_ppcdl.reliability.rows.row_swap`): how much
+    closer a row is to another class's precision-weighted consensus row than to its own, in standard
+    deviations of the known law; the largest over the rows.
 
 Privacy: post-processing of released uploads only.
 """
@@ -37,11 +41,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from flwr_ppcdl.reliability.rows import row_swap
 from flwr_ppcdl.reliability.sketch import _sample_blocks, _unit_ids
 
 FloatArray = NDArray[np.float64]
 
-TWO_SIDED: dict[str, bool] = {"energy": False, "collapse": True, "gap": False}
+TWO_SIDED: dict[str, bool] = {"energy": False, "collapse": True, "gap": False, "swap": False}
 """Which statistics are tested on both sides."""
 _LOO_MAX_K = 32  # above this, removing one upload moves the median by a negligible order-statistic gap
 _MAX_HEAD_ROWS = 64
@@ -79,6 +84,10 @@ class Statistics:
     coordinates: int = 0
     floors: dict[str, float] = field(default_factory=dict)  # sampling error of each statistic
     effects: dict[str, float] = field(default_factory=dict)  # the modelled corruption's value, where bounded
+    # statistics whose null is known (standard normal per comparison, below it on average), and the
+    # number of comparisons their value is the largest of: tested against the Bonferroni threshold,
+    # not against a null estimated from the participants
+    comparisons: dict[str, int] = field(default_factory=dict)
 
 
 def sample_layers(
@@ -213,6 +222,8 @@ def compute_statistics(layers: list[Residuals], clean: NDArray[np.bool_]) -> Sta
     gap_num = np.zeros(k)
     gap_den = np.zeros(k)
     gap_rows: list[tuple[FloatArray, FloatArray]] = []
+    swap: FloatArray | None = None
+    swap_comparisons = 0
     for lay in layers:
         res, con = lay.residual, lay.consensus
         sq = res * res
@@ -242,6 +253,10 @@ def compute_statistics(layers: list[Residuals], clean: NDArray[np.bool_]) -> Sta
             gap_num += (per_row * weight).sum(axis=1)
             gap_den += weight.sum(axis=1)
             gap_rows.append((per_row, weight))
+            if lay.layer.noise is not None:
+                found = row_swap(lay.layer.stack, lay.layer.noise, lay.layer.head_rows, clean)
+                swap = found if swap is None else np.maximum(swap, found)
+                swap_comparisons += lay.layer.head_rows * (lay.layer.head_rows - 1)
         out.coordinates += m
     floor = 1e-12 * float(np.median(energy)) + 1e-300  # exact zeros (identical uploads) only
     out.values["energy"] = np.log(np.maximum(energy, floor)) - np.log(np.maximum(expected, 1e-300))
@@ -267,6 +282,9 @@ def compute_statistics(layers: list[Residuals], clean: NDArray[np.bool_]) -> Sta
         out.floors["collapse"] = 1.0
         out.effects["collapse"] = float(np.median(1.0 / sd[clean]))
     out.values["collapse"] = collapse
+    if swap is not None:
+        out.values["swap"] = swap
+        out.comparisons["swap"] = swap_comparisons
     if np.any(gap_den > 0):
         gap = gap_num / np.maximum(gap_den, 1e-300)
         out.values["gap"] = gap

@@ -1,0 +1,134 @@
+"""Class-row tests for heads whose noise law is known (pure numpy; no Flower).
+
+The statistics protocol's classification view (:func:`~flwr_ppcdl.reliability.noise_law.class_means`)
+gives, per participant, one row per class (the class mean of the features) and the exact variance of
+every entry (privacy noise plus sampling). Two honest participants then agree row by row up to that
+variance whatever their label skew, which the known law lets the server test directly, without
+estimating the honest spread from the participants:
+
+* :func:`pairwise_consistency` -- for every pair, ``mean_p (u_kp - u_lp)^2 / (v_kp + v_lp)`` over the
+  head's entries: at most 1 in expectation for two honest participants (the sampling part of ``v`` is
+  an upper bound), far above 1 for an honest participant and one whose rows are permuted or collapsed.
+* :func:`consistent_majority` -- the largest group of participants consistent with one another, when
+  it is a strict majority: the reference the centre is computed from. A coherent corrupted group that
+  holds as much *data* as the honest participants (Fashion-MNIST, Dirichlet 0.3, 40 % flipped: 48 %
+  of the records) pulls a median or a precision-weighted centre to itself; a majority of
+  *participants* that agree with one another does not depend on who holds the data.
+* :func:`row_swap` -- the permutation test itself: for participant k and row j, how much closer the
+  row is to another class's consensus row than to its own, in units of its standard deviation under
+  the known law; the participant's value is the largest over its rows.
+
+Privacy: post-processing of released statistics only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+FloatArray = NDArray[np.float64]
+
+CONSISTENCY_SDS = 4.0
+"""Two participants are inconsistent when their standardised mean squared difference exceeds 1 by
+this many of its standard deviations, ``sqrt(2 / m_eff)`` (``m_eff`` the effective number of entries,
+from the pair's own fourth moment) -- with K^2 / 2 pairs and a variance that is an upper bound
+(honest pairs measure 0.6-1.0 in expectation), a chance inconsistency is rare."""
+CONSISTENCY_MARGIN = 0.25
+"""... and by at least this much: honest pairs on Fashion-MNIST reached 1.16 (490 entries, Dirichlet
+0.3, epsilon = 10), where the law's count noise and the Laplace tails make the chi-square approximation
+loose."""
+
+
+def pairwise_consistency(stack: FloatArray, noise: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Standardised mean squared differences of every pair, and the threshold each pair is held to.
+
+    ``stack`` and ``noise`` are (K, m): the participants' entries and their known variances. Returns
+    ``(d, limit)``, both (K, K): ``d[k, l] = mean_p (u_kp - u_lp)^2 / (v_kp + v_lp)`` and
+    ``limit[k, l] = 1 + max(CONSISTENCY_SDS * sqrt(2 / m_eff), CONSISTENCY_MARGIN)``.
+    """
+    k, m = stack.shape
+    d = np.zeros((k, k))
+    limit = np.full((k, k), np.inf)
+    if m == 0:
+        return d, limit
+    for i in range(k):
+        r2 = (stack[i][None, :] - stack) ** 2 / np.maximum(noise[i][None, :] + noise, 1e-300)
+        s2 = r2.sum(axis=1)
+        d[i] = s2 / m
+        m_eff = 3.0 * s2 * s2 / np.maximum(np.sum(r2 * r2, axis=1), 1e-300)
+        limit[i] = 1.0 + np.maximum(CONSISTENCY_SDS * np.sqrt(2.0 / np.clip(m_eff, 1.0, m)), CONSISTENCY_MARGIN)
+    return d, limit
+
+
+def consistent_majority(stack: FloatArray, noise: FloatArray) -> NDArray[np.bool_] | None:
+    """The largest group of mutually consistent participants, if it is a strict majority but not all.
+
+    Greedy maximum clique of the consistency graph (:func:`pairwise_consistency`), started from every
+    participant (visiting the others by decreasing number of consistent partners); ties keep the
+    group with the smaller summed inconsistency. ``None`` when everyone is consistent with everyone
+    (nothing to exclude) or no strict majority agrees (no honest majority to build a centre from:
+    the caller keeps every participant).
+    """
+    k = stack.shape[0]
+    if k < 3:
+        return None
+    d, limit = pairwise_consistency(stack, noise)
+    ok = (d <= limit) & (d.T <= limit.T)
+    np.fill_diagonal(ok, True)
+    if bool(ok.all()):
+        return None
+    degree = ok.sum(axis=1)
+    order = np.argsort(-degree, kind="stable")
+    best: NDArray[np.bool_] | None = None
+    best_key = (0, 0.0)
+    for start in range(k):
+        group = np.zeros(k, dtype=bool)
+        group[start] = True
+        for j in order:
+            if not group[j] and bool(np.all(ok[j, group])):
+                group[j] = True
+        size = int(group.sum())
+        key = (size, -float(d[np.ix_(group, group)].sum()))
+        if key > best_key:
+            best, best_key = group, key
+    if best is None or 2 * int(best.sum()) <= k:
+        return None
+    return best
+
+
+def row_swap(stack: FloatArray, noise: FloatArray, rows: int, clean: NDArray[np.bool_]) -> FloatArray:
+    """Per participant, the strongest evidence that one of its rows belongs to another class.
+
+    The consensus of participant k is the precision-weighted mean of the ``clean`` participants other
+    than k (row by row, entry by entry; its own variance ``w`` enters the test). For row j and every
+    other class c, ``D_jc = sum_p (u_kjp - a_cp)^2 / (v_kjp + w_jp)``; under the known law an honest
+    row has ``D_jj - D_jc`` of mean ``-lambda`` and standard deviation ``2 sqrt(lambda)``,
+    ``lambda = sum_p (a_jp - a_cp)^2 / (v_kjp + w_jp)`` the separation of the two classes, so
+    ``z_j = max_c (D_jj - D_jc) / (2 sqrt(lambda_jc))`` is below 0 on average and a permuted row (its
+    mean is another class's) is at about ``+sqrt(lambda) / 2`` -- tens of standard deviations for a
+    class the participant has data for. Returns ``max_j z_j`` per participant, shape (K,).
+    """
+    k = stack.shape[0]
+    u = stack.reshape(k, rows, -1)
+    v = np.maximum(noise.reshape(k, rows, -1), 1e-300)
+    precision = 1.0 / v
+    use = clean.astype(np.float64)[:, None, None]
+    total_p = np.sum(precision * use, axis=0)
+    total_pu = np.sum(precision * u * use, axis=0)
+    out = np.zeros(k)
+    for i in range(k):
+        p_i = precision[i] * use[i]
+        tp = total_p - p_i
+        if not np.all(tp > 0):
+            tp = np.maximum(tp, 1e-300)
+        centre = (total_pu - p_i * u[i]) / tp  # (rows, m)
+        w = 1.0 / tp
+        var = v[i] + w  # (rows, m): row j's variance, used against every class's consensus row
+        # diff[j, c, p] = u_ijp - centre_cp, over var[j, p]
+        dist = np.einsum("jcp->jc", (u[i][:, None, :] - centre[None, :, :]) ** 2 / var[:, None, :])
+        sep = np.einsum("jcp->jc", (centre[:, None, :] - centre[None, :, :]) ** 2 / var[:, None, :])
+        own = np.diag(dist)[:, None]
+        z = (own - dist) / (2.0 * np.sqrt(np.maximum(sep, 1e-300)))
+        z[np.arange(rows), np.arange(rows)] = -np.inf
+        out[i] = float(np.max(z))
+    return out

@@ -1,0 +1,112 @@
+"""Class-row tests under a known noise law (issue #13): pairwise consistency, the consistent majority,
+the permutation (swap) test -- and flipped labels caught when the flipped participants hold half the data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flwr_ppcdl.reliability import estimate_reliability
+from flwr_ppcdl.reliability.null import normal_quantile
+from flwr_ppcdl.reliability.rows import consistent_majority, pairwise_consistency, row_swap
+
+C, P = 6, 12  # class rows x entries per row
+
+
+def class_rows(rng: np.random.Generator, k: int, sd: np.ndarray, perm: dict[int, np.ndarray] | None = None):
+    """K participants' class-row means: a common truth plus noise of the stated sd; some rows permuted."""
+    truth = rng.normal(size=(C, P))
+    stack = []
+    for i in range(k):
+        rows = truth[(perm or {}).get(i, np.arange(C))]
+        stack.append(rows + sd[i] * rng.normal(size=(C, P)))
+    noise = np.stack([np.full((C, P), s * s) for s in sd])
+    return np.stack(stack).reshape(k, -1), noise.reshape(k, -1)
+
+
+def test_honest_pairs_have_unit_standardised_difference_within_the_stated_spread() -> None:
+    rng = np.random.default_rng(0)
+    sd = rng.uniform(0.05, 2.0, size=12)
+    stack, noise = class_rows(rng, 12, sd)
+    d, limit = pairwise_consistency(stack, noise)
+    off = d[~np.eye(12, dtype=bool)]
+    assert off.mean() == pytest.approx(1.0, abs=0.05)  # E = 1 under the law
+    assert off.std() == pytest.approx(np.sqrt(2.0 / (C * P)), rel=0.35)  # a mean of C*P chi-square(1) / (C*P)
+    assert np.all(off <= limit[~np.eye(12, dtype=bool)])
+
+
+def test_the_consistent_majority_is_the_honest_group_even_when_colluders_hold_more_data() -> None:
+    """Four colluders with the same permutation and ten times less noise (a hundred times the data) than
+    six honest participants: the majority of *participants* that agree is the honest six."""
+    rng = np.random.default_rng(1)
+    sd = np.array([0.5] * 6 + [0.05] * 4)
+    perm = np.roll(np.arange(C), 1)
+    stack, noise = class_rows(rng, 10, sd, {i: perm for i in range(6, 10)})
+    group = consistent_majority(stack, noise)
+    assert group is not None and group.tolist() == [True] * 6 + [False] * 4
+    # all honest: nothing to exclude; five against five: no majority to build a centre from
+    honest, law = class_rows(rng, 10, sd)
+    assert consistent_majority(honest, law) is None
+    even, law = class_rows(rng, 10, sd, {i: perm for i in range(5, 10)})
+    assert consistent_majority(even, law) is None
+
+
+def test_swap_statistic_holds_its_bonferroni_rate_for_honest_rows_and_finds_a_permuted_row() -> None:
+    """Honest participants of very unequal precision: the largest of the C(C-1) standardised comparisons
+    passes the Bonferroni threshold at most at the nominal rate; one swapped pair of rows is far beyond."""
+    rng = np.random.default_rng(2)
+    alpha = 0.05
+    threshold = normal_quantile(1.0 - alpha / (C * (C - 1)))
+    values = []
+    for _ in range(150):
+        sd = rng.uniform(0.05, 3.0, size=10)
+        stack, noise = class_rows(rng, 10, sd)
+        values.append(row_swap(stack, noise, C, np.ones(10, dtype=bool)))
+    rate = float(np.mean(np.concatenate(values) > threshold))
+    assert rate <= alpha
+    swapped = np.arange(C)
+    swapped[[0, 1]] = [1, 0]
+    stack, noise = class_rows(rng, 10, np.full(10, 0.2), {3: swapped})
+    found = row_swap(stack, noise, C, np.ones(10, dtype=bool))
+    assert found[3] > threshold + 5 and np.all(np.delete(found, 3) < threshold)
+
+
+def _label_skewed_releases(rng: np.random.Generator, flipped: set[int]):
+    """Ten FM classification releases (Gaussian, epsilon = 1) under Dirichlet(0.3) label skew; the
+    ``flipped`` participants relabel with one shared derangement and hold the largest datasets."""
+    from flwr_ppcdl.privacy import FunctionalMechanism
+
+    k, d, classes = 10, 6, 5
+    centres = rng.normal(size=(classes, d))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True) * 2.0
+    sizes = np.array([1500, 1500, 1500, 1500, 1500, 1500, 4000, 4000, 4000, 4000])
+    fm = FunctionalMechanism(task="classification", num_classes=classes, epsilon=1.0, noise="gaussian", delta=1e-5,
+                             sampler="numpy", insecure_noise_seed=int(rng.integers(1 << 30)))
+    perm = np.roll(np.arange(classes), 1)
+    out = []
+    for i in range(k):
+        y = rng.choice(classes, size=sizes[i], p=rng.dirichlet(np.full(classes, 0.3)))
+        x = centres[y] + rng.normal(scale=0.15, size=(sizes[i], d))
+        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1.0)
+        out.append(fm.release(x, perm[y] if i in flipped else y))
+    return out, sizes.astype(float)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_flipped_labels_holding_half_the_data_lose_their_weight_under_label_skew() -> None:
+    """Statistics protocol, class means: four colluding flipped-label participants hold 16,000 of 25,000
+    records (Dirichlet 0.3 label skew). They keep <= 0.2x their FedAvg share, the honest six >= 0.8x;
+    with nobody flipped every participant keeps its share."""
+    from flwr_ppcdl.strategies.summed import release_scoring_view
+
+    rng = np.random.default_rng(3)
+    for flipped in (set(), {6, 7, 8, 9}):
+        releases, sizes = _label_skewed_releases(rng, flipped)
+        views = [release_scoring_view(r) for r in releases]
+        result = estimate_reliability([v[0] for v in views], sizes, seed=0, noise_variance=[v[1] for v in views])
+        share = sizes / sizes.sum()
+        honest = [i for i in range(10) if i not in flipped]
+        assert np.all(result.weights[honest] >= 0.8 * share[honest]), (flipped, result.weights / share)
+        if flipped:
+            bad = sorted(flipped)
+            assert result.weights[bad].sum() <= 0.2 * share[bad].sum(), result.weights / share
