@@ -180,6 +180,7 @@ def round_evidence(
     clean = np.ones(k, dtype=bool)
     result = RoundEvidence(np.zeros(k), clip=np.ones(k))
     known = noise_variance is not None
+    known_null: set[str] = set()
     with single_thread_blas():
         layers = sample_layers(updates, idx, reference, max_coordinates, rng, noise_variance, max_units)
         majority = _consistent_majority(layers)
@@ -189,6 +190,7 @@ def round_evidence(
             stats = compute_statistics(residuals(layers, clean), clean)
             if not stats.values:
                 break
+            known_null = set(stats.comparisons)
             used = {n: v for n, v in stats.values.items() if bounded_influence or n != "energy"}
             if not used:
                 break
@@ -206,7 +208,10 @@ def round_evidence(
             if np.array_equal(keep, clean):
                 break
             clean = keep
-    result.undecidable = _even_camps(result.statistics, false_alarm_rate)
+    # statistics with a known null are not camp evidence: honest participants with much data sit far
+    # below those with little on the swap statistic, two "camps" that are both honest
+    estimated = {n: v for n, v in result.statistics.items() if n not in known_null}
+    result.undecidable = _even_camps(estimated, false_alarm_rate)
     return result
 
 

@@ -110,3 +110,19 @@ def test_flipped_labels_holding_half_the_data_lose_their_weight_under_label_skew
         if flipped:
             bad = sorted(flipped)
             assert result.weights[bad].sum() <= 0.2 * share[bad].sum(), result.weights / share
+
+
+def test_honest_participants_of_very_unequal_precision_are_not_two_camps() -> None:
+    """Five participants with much data and five with little: on the swap statistic the first sit far
+    below 0 and the second near it -- both honest, so the round stays decidable and FedAvg's weights hold.
+    (Noise sds 0.1 and 0.5; at ratios of 10 or more the energy statistic splits such a population into
+    two camps -- a known limit, docs/reliability.md section 7.)"""
+    rng = np.random.default_rng(4)
+    sd = np.array([0.1] * 5 + [0.5] * 5)
+    stack, noise = class_rows(rng, 10, sd)
+    ups = [[row.reshape(C, P)] for row in stack]
+    law = [[v.reshape(C, P)] for v in noise]
+    counts = np.array([2500.0] * 5 + [100.0] * 5)
+    result = estimate_reliability(ups, counts, seed=0, noise_variance=law)
+    assert result.undecidable is None
+    np.testing.assert_allclose(result.weights, counts / counts.sum())
