@@ -21,7 +21,7 @@ Statistics, one number per participant (large = suspicious unless marked two-sid
     structure collapsed (random labels), shrunk targets or a permuted head moves away from the
     consensus *against* it (positive); exploded targets move along it (negative).
 ``gap``
-    Heads only (2-D layers with 3-64 rows, scored on every coordinate): per row j, the best cosine
+    Heads without a known noise law (2-D layers with 3-64 rows, scored on every coordinate): per row j, the best cosine
     of the residual row with *another* consensus row minus the one with its own row, energy
     weighted: rows permuted relative to the consensus (flipped labels) point at another class.
 ``swap``
