@@ -117,7 +117,10 @@ def sample_layers(
     layers: list[ScoredLayer] = []
     for layer, (shape, size) in enumerate(zip(shapes, sizes, strict=True)):
         take: NDArray[np.intp] | None = None
-        if max_coordinates is not None and total > max_coordinates and size > 0:
+        # a head with a known noise law is scored in full whatever its size: its row tests
+        # (:mod:`.rows`) need every entry and cost K^2 x entries, not the parameter count
+        known_head = noise_variance is not None and len(shape) == 2 and 3 <= shape[0] <= _MAX_HEAD_ROWS
+        if max_coordinates is not None and total > max_coordinates and size > 0 and not known_head:
             m = max(1, int(round(max_coordinates * size / total)))
             if m < size:
                 take = np.sort(_sample_blocks(size, m, rng))

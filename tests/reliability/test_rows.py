@@ -126,3 +126,20 @@ def test_honest_participants_of_very_unequal_precision_are_not_two_camps() -> No
     result = estimate_reliability(ups, counts, seed=0, noise_variance=law)
     assert result.undecidable is None
     np.testing.assert_allclose(result.weights, counts / counts.sum())
+
+
+def test_a_known_law_head_larger_than_the_coordinate_budget_is_scored_in_full() -> None:
+    """A 6 x 5,000 head (30,000 entries, over the 20,000-coordinate budget): the row tests still see every
+    entry, so a participant with two swapped rows is found and the others keep FedAvg's weights."""
+    rng = np.random.default_rng(5)
+    truth = rng.normal(size=(C, 5000))
+    swapped = np.arange(C)
+    swapped[[2, 4]] = [4, 2]
+    ups, law = [], []
+    for i in range(10):
+        rows = truth[swapped] if i == 7 else truth
+        ups.append([rows + 0.5 * rng.normal(size=rows.shape)])
+        law.append([np.full(rows.shape, 0.25)])
+    result = estimate_reliability(ups, np.full(10, 100.0), seed=0, noise_variance=law, max_coordinates=20_000)
+    assert result.weights[7] < 0.01 * 0.1
+    assert np.all(np.delete(result.weights, 7) >= 0.8 * 0.1)
