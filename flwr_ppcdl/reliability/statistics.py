@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from flwr_ppcdl.reliability.rows import row_swap
+from flwr_ppcdl.reliability.rows import overdispersion, pairwise_consistency, row_swap
 from flwr_ppcdl.reliability.sketch import _sample_blocks, _unit_ids
 
 FloatArray = NDArray[np.float64]
@@ -255,7 +255,8 @@ def compute_statistics(layers: list[Residuals], clean: NDArray[np.bool_]) -> Sta
             # a known law: the swap test against it replaces the cosine gap, whose null is estimated
             # from the participants (on Fashion-MNIST it split ten honest IID participants into two
             # camps of five in every round of one seed, and caught nothing the swap test misses)
-            found = row_swap(lay.layer.stack, lay.layer.noise, lay.layer.head_rows, clean)
+            phi = overdispersion(pairwise_consistency(lay.layer.stack, lay.layer.noise)[0])
+            found = row_swap(lay.layer.stack, lay.layer.noise, lay.layer.head_rows, clean, phi)
             swap = found if swap is None else np.maximum(swap, found)
             swap_comparisons += lay.layer.head_rows * (lay.layer.head_rows - 1)
         elif lay.layer.head_rows:

@@ -143,3 +143,25 @@ def test_a_known_law_head_larger_than_the_coordinate_budget_is_scored_in_full() 
     result = estimate_reliability(ups, np.full(10, 100.0), seed=0, noise_variance=law, max_coordinates=20_000)
     assert result.weights[7] < 0.01 * 0.1
     assert np.all(np.delete(result.weights, 7) >= 0.8 * 0.1)
+
+
+def test_a_law_that_understates_the_spread_flags_nobody_and_still_finds_a_permutation() -> None:
+    """The stated law is 30x too small in sd (heterogeneity it does not state, or a wrong law): the
+    overdispersion factor scales it back, so no honest participant is flagged (without the factor two
+    honest participants lose their weight here), and a participant with two swapped rows is still caught
+    where the rows are as distinct as the true noise allows."""
+    from flwr_ppcdl.reliability.rows import overdispersion
+
+    swapped = np.arange(C)
+    swapped[[1, 3]] = [3, 1]
+    for sd, must_catch in ((0.6, False), (0.3, True)):
+        rng = np.random.default_rng(0)
+        stack, noise = class_rows(rng, 10, np.full(10, sd), {2: swapped})
+        law = noise / 900.0
+        assert overdispersion(pairwise_consistency(stack, law)[0]) > 100.0
+        assert overdispersion(pairwise_consistency(stack, noise)[0]) == 1.0  # the right law: factor 1
+        ups = [[row.reshape(C, P)] for row in stack]
+        result = estimate_reliability(ups, np.full(10, 100.0), seed=0, noise_variance=[[v.reshape(C, P)] for v in law])
+        assert np.all(np.delete(result.weights, 2) >= 0.8 * 0.1), (sd, result.weights)
+        if must_catch:
+            assert result.weights[2] < 0.01 * 0.1
