@@ -221,9 +221,23 @@ def round_evidence(
                 break
             clean = keep
     # statistics with a known null are not camp evidence: honest participants with much data sit far
-    # below those with little on the swap statistic, two "camps" that are both honest
-    estimated = {n: v for n, v in result.statistics.items() if n not in known_null}
+    # below those with little on the swap statistic, two "camps" that are both honest; nor, with a
+    # known law, is the energy (it bounds, it does not decide, and five honest participants with 100x
+    # the data of five others split on it: the centre's noise is modelled for a typical participant)
+    estimated = {n: v for n, v in result.statistics.items()
+                 if n not in known_null and not (known and n == "energy")}
     result.undecidable = _even_camps(estimated, false_alarm_rate)
+    split = [n for n in known_null if 2 * int(np.count_nonzero(result.per_statistic[n] > level)) >= k]
+    if split:
+        # a known-null test that flags half or more: no honest majority, it measured everyone from a
+        # centre that mixes the camps, so its evidence is no reason to shrink anyone, even far (five
+        # flipped against five honest: one camp or the other came out "extreme" depending on the draw)
+        result.undecidable = result.undecidable or (
+            f"{int(np.count_nonzero(result.per_statistic[split[0]] > level))} of {k} participants are far in the "
+            f"{split[0]} statistic: no honest majority to calibrate against; FedAvg's weights kept (use "
+            "method='server_data' with server-held records to decide)")
+        pattern = [v for n, v in result.per_statistic.items() if n in PATTERNS and n not in split]
+        result.evidence = np.max(np.stack(pattern), axis=0) if pattern else np.zeros(k)
     return result
 
 
