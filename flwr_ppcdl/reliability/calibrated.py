@@ -98,6 +98,9 @@ after it, while a participant far in every round stays down (weight factor exp(-
 from the memory alone, and its own round's full evidence on top). Winsorising lowers values, so the
 false-alarm argument of the memory (a convex combination of values with standard-normal marginals)
 is unchanged."""
+NO_MAJORITY = ("no honest majority to calibrate against; FedAvg's weights kept (use method='server_data' with "
+               "server-held records to decide)")
+"""The end of every undecidable round's reason."""
 EXTREME = 4.0
 """In an undecidable round, participants whose accumulated evidence exceeds the threshold by this
 many shrink widths (weight factor below 3e-4) are still shrunk: far outliers from both camps."""
@@ -108,8 +111,7 @@ generic ``energy`` test only bounds a participant's influence (a clip), so an ho
 mode is kept at a bounded share instead of being silenced, and a far upload moves the aggregate by
 at most its share of the threshold distance."""
 
-SCALE_FLOOR: dict[str, float] = {"energy": 0.05, "collapse": 0.003, "gap": 0.02, "swap": 1.0}
-# (swap's null is known, see _evidence; its floor only serves the even-camps check)
+SCALE_FLOOR: dict[str, float] = {"energy": 0.05, "collapse": 0.003, "gap": 0.02}
 """Smallest null scale per statistic. Collapse (unknown law: a fraction of the consensus norm): plain
 SGD clients' first updates from a random initial model spread by about 0.1 % of it along it, and a
 tighter null took an honest label-skewed client's -0.003 for a collapse (Flower's quickstart App,
@@ -234,8 +236,7 @@ def round_evidence(
         # flipped against five honest: one camp or the other came out "extreme" depending on the draw)
         result.undecidable = result.undecidable or (
             f"{int(np.count_nonzero(result.per_statistic[split[0]] > level))} of {k} participants are far in the "
-            f"{split[0]} statistic: no honest majority to calibrate against; FedAvg's weights kept (use "
-            "method='server_data' with server-held records to decide)")
+            f"{split[0]} statistic: {NO_MAJORITY}")
         pattern = [v for n, v in result.per_statistic.items() if n in PATTERNS and n not in split]
         result.evidence = np.max(np.stack(pattern), axis=0) if pattern else np.zeros(k)
     return result
@@ -279,8 +280,7 @@ def _even_camps(values: dict[str, FloatArray], false_alarm_rate: float) -> str |
         if stat > threshold and s[low:].mean() - s[:low].mean() > threshold * SCALE_FLOOR[name]:
             return (
                 f"the participants split into two camps of {low} and {v.size - low} in the {name} statistic "
-                f"(separation {stat:.1f} > {threshold:.1f}): no honest majority to calibrate against; FedAvg's "
-                "weights kept (use method='server_data' with server-held records to decide)"
+                f"(separation {stat:.1f} > {threshold:.1f}): {NO_MAJORITY}"
             )
     return None
 
@@ -400,7 +400,6 @@ def undecidable_reason(flagged: NDArray[np.bool_]) -> str | None:
     n = int(np.count_nonzero(flagged))
     if k >= 2 and n >= 1 and 2 * n >= k:
         return (
-            f"{n} of {k} participants disagree with the rest: no honest majority to calibrate against; "
-            "FedAvg's weights kept (use method='server_data' with server-held records to decide)"
+            f"{n} of {k} participants disagree with the rest: {NO_MAJORITY}"
         )
     return None

@@ -64,6 +64,7 @@ class ScoredLayer:
     units: NDArray[np.intp]  # (m,): unit id per coordinate
     noise: FloatArray | None  # (K, m): privacy-noise variance per coordinate
     head_rows: int  # > 0 when the layer is a fully scored head with this many rows (gap test)
+    dispersion: float = 1.0  # known-law heads: :func:`~.rows.overdispersion` of the uploads, once per round
 
 
 @dataclass
@@ -146,7 +147,8 @@ def sample_layers(
                 noise[j] = (v if take is None else v[take])[live]
         units = _unit_ids(shape, cols, len(cols), max_units)
         full_head = take is None and bool(np.all(live)) and len(shape) == 2 and 3 <= shape[0] <= _MAX_HEAD_ROWS
-        layers.append(ScoredLayer(stack, ref, units, noise, int(shape[0]) if full_head else 0))
+        dispersion = overdispersion(pairwise_consistency(stack, noise)[0]) if full_head and noise is not None else 1.0
+        layers.append(ScoredLayer(stack, ref, units, noise, int(shape[0]) if full_head else 0, dispersion))
     return layers
 
 
@@ -224,7 +226,6 @@ def compute_statistics(layers: list[Residuals], clean: NDArray[np.bool_]) -> Sta
     known = any(lay.noise is not None for lay in layers)
     gap_num = np.zeros(k)
     gap_den = np.zeros(k)
-    gap_rows: list[tuple[FloatArray, FloatArray]] = []
     swap: FloatArray | None = None
     swap_comparisons = 0
     for lay in layers:
@@ -255,15 +256,13 @@ def compute_statistics(layers: list[Residuals], clean: NDArray[np.bool_]) -> Sta
             # a known law: the swap test against it replaces the cosine gap, whose null is estimated
             # from the participants (on Fashion-MNIST it split ten honest IID participants into two
             # camps of five in every round of one seed, and caught nothing the swap test misses)
-            phi = overdispersion(pairwise_consistency(lay.layer.stack, lay.layer.noise)[0])
-            found = row_swap(lay.layer.stack, lay.layer.noise, lay.layer.head_rows, clean, phi)
+            found = row_swap(lay.layer.stack, lay.layer.noise, lay.layer.head_rows, clean, lay.layer.dispersion)
             swap = found if swap is None else np.maximum(swap, found)
             swap_comparisons += lay.layer.head_rows * (lay.layer.head_rows - 1)
         elif lay.layer.head_rows:
-            per_row, weight = _row_gap(res, con, lay.layer.head_rows, lay.noise)
+            per_row, weight = _row_gap(res, con, lay.layer.head_rows)
             gap_num += (per_row * weight).sum(axis=1)
             gap_den += weight.sum(axis=1)
-            gap_rows.append((per_row, weight))
         out.coordinates += m
     floor = 1e-12 * float(np.median(energy)) + 1e-300  # exact zeros (identical uploads) only
     out.values["energy"] = np.log(np.maximum(energy, floor)) - np.log(np.maximum(expected, 1e-300))
@@ -293,16 +292,9 @@ def compute_statistics(layers: list[Residuals], clean: NDArray[np.bool_]) -> Sta
         out.values["swap"] = swap
         out.comparisons["swap"] = swap_comparisons
     if np.any(gap_den > 0):
-        gap = gap_num / np.maximum(gap_den, 1e-300)
-        out.values["gap"] = gap
-        # its sampling error: the weighted mean of the per-row gaps of one participant varies by
-        # sqrt(sum_j w_j^2 (g_j - gap)^2) / sum_j w_j (rows as independent draws); the median over the
-        # clean participants floors the null's scale, so a chance cluster of honest values (the
-        # tightest half of a skewed statistic) cannot make an honest participant's gap look far
-        spread = sum(np.sum(w * w * (g - gap[:, None]) ** 2, axis=1) for g, w in gap_rows)
-        error = np.sqrt(spread) / np.maximum(gap_den, 1e-300)
-        if known and np.any(clean & (gap_den > 0)):  # plain clients: as measured on the quickstart App, no floor
-            out.floors["gap"] = float(np.median(error[clean & (gap_den > 0)]))
+        # no floor from its own sampling error: gap is computed for heads without a known law only
+        # (plain clients: as measured on the quickstart App, no floor)
+        out.values["gap"] = gap_num / np.maximum(gap_den, 1e-300)
     return out
 
 
@@ -331,13 +323,10 @@ def paule_mandel(res: FloatArray, noise: FloatArray, clean: NDArray[np.bool_]) -
     return 0.5 * (lo + hi)
 
 
-def _row_gap(res: FloatArray, con: FloatArray, rows: int, noise: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
+def _row_gap(res: FloatArray, con: FloatArray, rows: int) -> tuple[FloatArray, FloatArray]:
     """Per row j, ``max_{c != j} cos(r_kj, a_kc) - cos(r_kj, a_kj)`` and the row's weight (both (K, rows)).
 
-    A row weighs by its residual energy; with a known law by its signal energy ``e = (E - N)_+`` (residual
-    energy ``E`` beyond the known noise energy ``N``) times the signal's share of it, ``e^2 / E``: a
-    row the participant barely has data for is noise, not evidence, and its chance excess over a
-    large ``N`` (a chi-square fluctuation) counts only in proportion to how little noise it holds."""
+    A row weighs by its residual energy. (Heads with a known noise law take the swap test instead.)"""
     k = res.shape[0]
     r = res.reshape(k, rows, -1)
     a = con.reshape(k, rows, -1)
@@ -346,8 +335,4 @@ def _row_gap(res: FloatArray, con: FloatArray, rows: int, noise: FloatArray | No
     cos = np.einsum("kjp,kcp->kjc", r, a) / np.maximum(rn[:, :, None] * an[:, None, :], 1e-300)
     diag = np.einsum("kjj->kj", cos).copy()
     cos[:, np.arange(rows), np.arange(rows)] = -np.inf
-    weight = rn * rn
-    if noise is not None:
-        excess = np.maximum(weight - noise.reshape(k, rows, -1).sum(axis=2), 0.0)
-        weight = excess * excess / np.maximum(weight, 1e-300)
-    return cos.max(axis=2) - diag, weight
+    return cos.max(axis=2) - diag, rn * rn

@@ -135,31 +135,34 @@ def test_a_regression_release_is_scored_by_its_target_moments_with_variance_sd2_
     assert np.var(draws, axis=0) == pytest.approx(variance, rel=0.3)  # 1500 draws: about 4 standard errors under Laplace
 
 
-def test_random_targets_are_down_weighted_by_their_target_moments() -> None:
-    """Three of ten census-like participants with random targets lose their weight under the statistics
-    protocol; with every target honest, every participant keeps its FedAvg share."""
+def _census_like_weights(rng: np.random.Generator, fm: FunctionalMechanism, beta: np.ndarray, bad: set[int]) -> np.ndarray:
+    """The calibrated weights of ten census-like regression releases (2,000 records each) scored by their
+    target moments under the statistics protocol; the ``bad`` participants have random targets."""
     from flwr_ppcdl.reliability import estimate_reliability
     from flwr_ppcdl.strategies.summed import release_scoring_view
 
+    releases = []
+    for k in range(10):
+        x = rng.uniform(-1, 1, size=(2000, D)) / np.sqrt(D)
+        y = np.clip(x @ beta, -1, 1)
+        releases.append(fm.release(x, rng.uniform(-1, 1, size=2000) if k in bad else y))
+    views = [release_scoring_view(r) for r in releases]
+    result = estimate_reliability([v[0] for v in views], np.full(10, 2000.0), seed=0,
+                                  noise_variance=[v[1] for v in views], bounded_influence=False)
+    return result.weights
+
+
+def test_random_targets_are_down_weighted_by_their_target_moments() -> None:
+    """Three of ten census-like participants with random targets lose their weight under the statistics
+    protocol; with every target honest, every participant keeps its FedAvg share."""
     rng = np.random.default_rng(23)
     beta = rng.normal(size=D)
     fm = FunctionalMechanism(task="regression", epsilon=1.0, noise="gaussian", delta=DELTA, sampler="numpy")
-
-    def releases(bad: set[int]) -> list[Release]:
-        out = []
-        for k in range(10):
-            x = rng.uniform(-1, 1, size=(2000, D)) / np.sqrt(D)
-            y = np.clip(x @ beta, -1, 1)
-            out.append(fm.release(x, rng.uniform(-1, 1, size=2000) if k in bad else y))
-        return out
-
     for bad in (set(), {0, 1, 2}):
-        views = [release_scoring_view(r) for r in releases(bad)]
-        result = estimate_reliability([v[0] for v in views], np.full(10, 2000.0), seed=0,
-                                      noise_variance=[v[1] for v in views], bounded_influence=False)
+        weights = _census_like_weights(rng, fm, beta, bad)
         honest = [k for k in range(10) if k not in bad]
-        assert np.all(result.weights[honest] >= 0.8 * 0.1)
-        assert result.weights[sorted(bad)].sum() <= 0.2 * 0.1 * len(bad)
+        assert np.all(weights[honest] >= 0.8 * 0.1)
+        assert weights[sorted(bad)].sum() <= 0.2 * 0.1 * len(bad)
 
 
 def test_forty_percent_random_targets_are_caught_from_the_centre_of_the_most_typical_majority() -> None:
@@ -167,23 +170,13 @@ def test_forty_percent_random_targets_are_caught_from_the_centre_of_the_most_typ
     a plain second pass finds nothing to exclude; the second pass's centre is instead the six participants
     most typical along the consensus, and from there the four lose their weight (each of four seeds; the
     first one is caught only that way). With every target honest, every participant keeps its share."""
-    from flwr_ppcdl.reliability import estimate_reliability
-    from flwr_ppcdl.strategies.summed import release_scoring_view
-
     for seed in range(4):
         rng = np.random.default_rng(seed)
         beta = rng.normal(size=D)
         fm = FunctionalMechanism(task="regression", epsilon=1.0, noise="gaussian", delta=DELTA, sampler="numpy",
                                  insecure_noise_seed=seed)
         for bad in (set(), {0, 1, 2, 3}):
-            releases = []
-            for k in range(10):
-                x = rng.uniform(-1, 1, size=(2000, D)) / np.sqrt(D)
-                y = np.clip(x @ beta, -1, 1)
-                releases.append(fm.release(x, rng.uniform(-1, 1, size=2000) if k in bad else y))
-            views = [release_scoring_view(r) for r in releases]
-            result = estimate_reliability([v[0] for v in views], np.full(10, 2000.0), seed=0,
-                                          noise_variance=[v[1] for v in views], bounded_influence=False)
+            weights = _census_like_weights(rng, fm, beta, bad)
             honest = [k for k in range(10) if k not in bad]
-            assert np.all(result.weights[honest] >= 0.8 * 0.1), (seed, bad, result.weights)
-            assert result.weights[sorted(bad)].sum() <= 0.2 * 0.1 * len(bad), (seed, result.weights)
+            assert np.all(weights[honest] >= 0.8 * 0.1), (seed, bad, weights)
+            assert weights[sorted(bad)].sum() <= 0.2 * 0.1 * len(bad), (seed, weights)
