@@ -26,6 +26,9 @@ The decision, per round:
    consistent with one another under that law, when it is a strict majority
    (:func:`~flwr_ppcdl.reliability.rows.consistent_majority`): a coherent corrupted group that holds
    as much data as the honest participants pulls a median to itself, not a majority of participants.
+   For regression moments (a known law, no head) such a majority is claimed only when it agrees
+   within the law itself (:func:`_law_majority`); it is then the centre, and the collapse
+   statistic's null is the law's (a known null, like ``swap``).
 2. The honest distribution of each statistic is estimated from the participants themselves
    (:func:`~flwr_ppcdl.reliability.null.robust_null`: the tightest half, then the 99 % band;
    floored at the statistic's own sampling error), so it absorbs honest heterogeneity and privacy
@@ -51,8 +54,9 @@ The decision, per round:
    factor ``min(1, exp(-(E - E_t)/2))``: a participant farther than the calibrated threshold
    distance keeps the share that moves the aggregate by at most that distance. The generic energy
    test cannot tell an honest second data mode from a corruption, so it bounds instead of silencing.
-5. Where at least half of the participants are clearly flagged, or a statistic splits them into
-   two camps of (nearly) equal size far beyond what a unimodal honest population shows
+5. Where at least half of the participants are clearly flagged, or -- unless step 1 found a strict
+   majority consistent under a known law -- a statistic splits them into two camps of (nearly) equal
+   size far beyond what a unimodal honest population shows
    (:func:`~flwr_ppcdl.reliability.null.split_threshold`), the honest majority the null relies on
    is not established: the round is reported *undecidable* (log and ``RoundReport``) and
    FedAvg's weights are kept rather than a guess -- except for participants whose evidence is
@@ -78,7 +82,7 @@ from flwr_ppcdl.reliability.null import (
     robust_null,
     split_threshold,
 )
-from flwr_ppcdl.reliability.rows import consistent_majority
+from flwr_ppcdl.reliability.rows import consistent_majority, group_dispersion
 from flwr_ppcdl.reliability.sketch import single_thread_blas
 from flwr_ppcdl.reliability.statistics import (
     TWO_SIDED,
@@ -191,8 +195,12 @@ def round_evidence(
         majority = _consistent_majority(layers)
         if majority is not None:
             clean = majority
+        law = _law_majority(layers) if majority is None and trim_by_collapse else None
+        law_scale = None
+        if law is not None:
+            clean, law_scale = law
         for _ in range(max(1, passes)):
-            stats = compute_statistics(residuals(layers, clean), clean)
+            stats = compute_statistics(residuals(layers, clean), clean, law_scale)
             if not stats.values:
                 break
             known_null = set(stats.comparisons)
@@ -207,6 +215,8 @@ def round_evidence(
             pattern = [v for n, v in per.items() if n in PATTERNS]
             evidence = np.max(np.stack(pattern), axis=0) if pattern else np.zeros(k)
             result = RoundEvidence(evidence, per, stats.values, None, clip, set_aside)
+            if law is not None:
+                break  # the centre is the law-consistent majority's and the null the law: nothing to recompute
             outlying = np.maximum(result.evidence, np.where(clip < 1.0, np.inf, -np.inf))
             keep = outlying <= level
             if trim_by_collapse and "collapse" in stats.values:
@@ -222,14 +232,18 @@ def round_evidence(
             if np.array_equal(keep, clean):
                 break
             clean = keep
+    # a strict majority consistent under the known law establishes the honest majority: camps or a
+    # known-null test flagging half are then no reason to call the round undecidable (docs/reliability.md, section 3 item 5)
+    established = majority is not None or law is not None
     # statistics with a known null are not camp evidence: honest participants with much data sit far
     # below those with little on the swap statistic, two "camps" that are both honest; nor, with a
     # known law, is the energy (it bounds, it does not decide, and five honest participants with 100x
     # the data of five others split on it: the centre's noise is modelled for a typical participant)
     estimated = {n: v for n, v in result.statistics.items()
                  if n not in known_null and not (known and n == "energy")}
-    result.undecidable = _even_camps(estimated, false_alarm_rate)
-    split = [n for n in known_null if 2 * int(np.count_nonzero(result.per_statistic[n] > level)) >= k]
+    result.undecidable = None if established else _even_camps(estimated, false_alarm_rate)
+    split = [] if established else [
+        n for n in known_null if 2 * int(np.count_nonzero(result.per_statistic[n] > level)) >= k]
     if split:
         # a known-null test that flags half or more: no honest majority, it measured everyone from a
         # centre that mixes the camps, so its evidence is no reason to shrink anyone, even far (five
@@ -249,12 +263,36 @@ def _consistent_majority(layers: list[ScoredLayer]) -> NDArray[np.bool_] | None:
     honest participants agree up to the stated variance whatever their label skew
     (:mod:`.rows`). The first pass then measures everyone from the centre of that majority.
     """
-    heads = [lay for lay in layers if lay.head_rows and lay.noise is not None]
-    if not heads:
+    known = _known_law_entries(layers, heads=True)
+    return None if known is None else consistent_majority(*known)
+
+
+def _law_majority(layers: list[ScoredLayer]) -> tuple[NDArray[np.bool_], float] | None:
+    """For known-law views without a head (the regression target moments): the strict majority of
+    participants consistent with one another within the stated law itself, and its dispersion; or None.
+
+    Where the law explains the honest spread (census2000 IID at epsilon = 1), that majority is the
+    honest reference: the centre is its median and the collapse statistic's null the law times the
+    majority's dispersion (:func:`~flwr_ppcdl.reliability.rows.group_dispersion`), a known null that a
+    coherent 40 % of random targets cannot widen. Where honest participants differ beyond the law
+    (target skew, sampling at large epsilon) none is claimed (``law_must_hold``).
+    """
+    known = _known_law_entries(layers, heads=False)
+    group = None if known is None else consistent_majority(*known, law_must_hold=True)
+    if known is None or group is None:
         return None
-    stack = np.concatenate([lay.stack + lay.reference[None, :] for lay in heads], axis=1)
-    noise = np.concatenate([lay.noise for lay in heads if lay.noise is not None], axis=1)
-    return consistent_majority(stack, noise)
+    return group, group_dispersion(*known, group)
+
+
+def _known_law_entries(layers: list[ScoredLayer], *, heads: bool) -> tuple[FloatArray, FloatArray] | None:
+    """The uploads' entries (absolute, not residuals) and their known variances, over the layers with a
+    known law that are heads (``heads=True``) or are not; None where there is none."""
+    chosen = [lay for lay in layers if lay.noise is not None and bool(lay.head_rows) == heads]
+    if not chosen:
+        return None
+    stack = np.concatenate([lay.stack + lay.reference[None, :] for lay in chosen], axis=1)
+    noise = np.concatenate([lay.noise for lay in chosen if lay.noise is not None], axis=1)
+    return stack, noise
 
 
 def _even_camps(values: dict[str, FloatArray], false_alarm_rate: float) -> str | None:
@@ -351,15 +389,17 @@ def _evidence(
         finite = np.isfinite(raw)
         v = np.where(finite, raw, np.max(raw[finite]) if finite.any() else 0.0)
         if comparisons and name in comparisons:
-            threshold = normal_quantile(1.0 - alpha / max(comparisons[name], 1))
-            per[name] = np.where(v <= threshold, v * (level / threshold), level + (v - threshold))
-            continue
-        loc, scale = robust_null(v if clean is None else v[clean])
-        # the null's scale is never below the statistic's own sampling error (floors) nor its
-        # fixed floor: honest values closer than that are not told apart
-        scale = max(scale, SCALE_FLOOR[name], (floors or {}).get(name, 0.0))
+            # a known null: standard normal per comparison (two-sided: each side), Bonferroni
+            loc, scale = 0.0, 1.0
+            sides = 2 if TWO_SIDED[name] else 1
+            threshold = normal_quantile(1.0 - alpha / (sides * max(comparisons[name], 1)))
+        else:
+            loc, scale = robust_null(v if clean is None else v[clean])
+            # the null's scale is never below the statistic's own sampling error (floors) nor its
+            # fixed floor: honest values closer than that are not told apart
+            scale = max(scale, SCALE_FLOOR[name], (floors or {}).get(name, 0.0))
+            threshold = null_threshold(k if clean is None else int(np.count_nonzero(clean)), alpha, TWO_SIDED[name])
         z = (v - loc) / scale
-        threshold = null_threshold(k if clean is None else int(np.count_nonzero(clean)), alpha, TWO_SIDED[name])
         effect = (effects or {}).get(name)
         if effect is not None and effect / scale <= threshold:
             set_aside[name] = (f"even a full {name} would be {effect / scale:.2f} null scales from the honest centre, within "

@@ -88,7 +88,9 @@ def overdispersion(d: FloatArray) -> float:
     return max(1.0, float(np.quantile(pairs, 0.25))) if pairs.size else 1.0
 
 
-def consistent_majority(stack: FloatArray, noise: FloatArray) -> NDArray[np.bool_] | None:
+def consistent_majority(
+    stack: FloatArray, noise: FloatArray, *, law_must_hold: bool = False
+) -> NDArray[np.bool_] | None:
     """The largest group of mutually consistent participants, if it is a strict majority but not all.
 
     Greedy maximum clique of the consistency graph (:func:`pairwise_consistency`), started from every
@@ -96,12 +98,19 @@ def consistent_majority(stack: FloatArray, noise: FloatArray) -> NDArray[np.bool
     group with the smaller summed inconsistency. ``None`` when everyone is consistent with everyone
     (nothing to exclude) or no strict majority agrees (no honest majority to build a centre from:
     the caller keeps every participant).
+
+    ``law_must_hold``: also ``None`` unless the group agrees within the stated law itself, the
+    median ``d`` of its pairs at most ``1 + CONSISTENCY_MARGIN`` (before the overdispersion factor).
+    For views whose law states the privacy noise only (the regression target moments), a group that
+    agrees only after the factor is not evidence of one population: under Dirichlet target skew the
+    random-target participants and the honest ones with middling targets form such a group, and the
+    honest ones with extreme targets fall outside it.
     """
     k = stack.shape[0]
     if k < 3:
         return None
-    d, limit = pairwise_consistency(stack, noise)
-    d = d / overdispersion(d)
+    raw, limit = pairwise_consistency(stack, noise)
+    d = raw / overdispersion(raw)
     ok = (d <= limit) & (d.T <= limit.T)
     np.fill_diagonal(ok, True)
     if bool(ok.all()):
@@ -122,7 +131,23 @@ def consistent_majority(stack: FloatArray, noise: FloatArray) -> NDArray[np.bool
             best, best_key = group, key
     if best is None or 2 * int(best.sum()) <= k:
         return None
+    if law_must_hold:
+        n = int(best.sum())
+        inner = raw[np.ix_(best, best)][np.triu_indices(n, 1)]
+        if not float(np.median(inner)) <= 1.0 + CONSISTENCY_MARGIN:
+            return None
     return best
+
+
+def group_dispersion(stack: FloatArray, noise: FloatArray, group: NDArray[np.bool_]) -> float:
+    """How much the law understates the spread within ``group``: the mean ``d`` of its pairs
+    (:func:`pairwise_consistency`; 1 in expectation where the law holds), at least 1."""
+    members = np.flatnonzero(group)
+    if members.size < 2:
+        return 1.0
+    d, _ = pairwise_consistency(stack[members], noise[members])
+    pairs = d[np.triu_indices(members.size, 1)]
+    return max(1.0, float(np.mean(pairs))) if np.all(np.isfinite(pairs)) else 1.0
 
 
 def row_swap(

@@ -210,8 +210,15 @@ def loo_median(stack: FloatArray) -> FloatArray:
     return 0.5 * (stat(n // 2 - 1) + stat(n // 2))
 
 
-def compute_statistics(layers: list[Residuals], clean: NDArray[np.bool_]) -> Statistics:
-    """The statistics of the module docstring from :func:`residuals`' output."""
+def compute_statistics(
+    layers: list[Residuals], clean: NDArray[np.bool_], law_dispersion: float | None = None
+) -> Statistics:
+    """The statistics of the module docstring from :func:`residuals`' output.
+
+    ``law_dispersion`` (known law only): ``clean`` is a majority consistent within the law
+    (:func:`~flwr_ppcdl.reliability.calibrated._law_majority`), which understates its spread by this
+    factor (>= 1); the collapse statistic's null is then the law's, not estimated (see below).
+    """
     out = Statistics()
     if not layers:
         return out
@@ -282,8 +289,17 @@ def compute_statistics(layers: list[Residuals], clean: NDArray[np.bool_]) -> Sta
         # heterogeneity part tau^2 is the clean participants' median square beyond it (0.4549 is
         # the median of chi-square with one degree of freedom), floored at 0
         noise_var = proj_noise / np.maximum(cons, 1e-300) ** 2
-        tau2 = max(float(np.median(collapse[clean] ** 2)) / 0.4549364231195724 - float(np.median(noise_var[clean])), 0.0)
-        sd = np.sqrt(np.maximum(tau2 + noise_var, 1e-300))
+        if law_dispersion is not None:
+            # the reference is a majority consistent within the law: an honest projection varies by the
+            # law times the majority's dispersion, plus the noise of the median it is measured from
+            # (about pi/2 of a participant's variance over the n - 1 others) -- a known null, standard
+            # normal, rather than a spread estimated from a handful of values
+            n_ref = max(int(np.count_nonzero(clean)) - 1, 1)
+            sd = np.sqrt(np.maximum(noise_var * float(law_dispersion) * (1.0 + 0.5 * np.pi / n_ref), 1e-300))
+            out.comparisons["collapse"] = 1
+        else:
+            tau2 = max(float(np.median(collapse[clean] ** 2)) / 0.4549364231195724 - float(np.median(noise_var[clean])), 0.0)
+            sd = np.sqrt(np.maximum(tau2 + noise_var, 1e-300))
         collapse = collapse / sd
         out.floors["collapse"] = 1.0
         out.effects["collapse"] = float(np.median(1.0 / sd[clean]))
