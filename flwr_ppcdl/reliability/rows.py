@@ -42,6 +42,16 @@ CONSISTENCY_MARGIN = 0.25
 loose."""
 
 
+LAW_HOLDS = 2.0
+"""``consistent_majority(..., law_must_hold=True)``: the largest median ``d`` of the group's pairs for
+which the law is taken to explain the group's spread -- the variance it states is at least half of
+what the group shows. Census2000 target moments at epsilon = 1 (40 draws per cell): honest IID
+majorities are claimed in 88-95 % of the draws with 30-40 % random targets (1.25: 55-68 %); under
+Dirichlet target skew 17 %, and none of those silenced an honest participant (the full-collapse rule
+sets the test aside where the majority's centre is as small as the law's noise); with no condition,
+50 % were claimed there and honest participants were silenced (0.00x their share)."""
+
+
 def _floored(noise: FloatArray, stack: FloatArray) -> FloatArray:
     """The stated variances, floored at 1e-12 of the entries' mean square: a law that states (nearly)
     no noise for entries that differ is a wrong law, not a licence to overflow."""
@@ -100,7 +110,7 @@ def consistent_majority(
     the caller keeps every participant).
 
     ``law_must_hold``: also ``None`` unless the group agrees within the stated law itself, the
-    median ``d`` of its pairs at most ``1 + CONSISTENCY_MARGIN`` (before the overdispersion factor).
+    median ``d`` of its pairs at most :data:`LAW_HOLDS` (before the overdispersion factor).
     For views whose law states the privacy noise only (the regression target moments), a group that
     agrees only after the factor is not evidence of one population: under Dirichlet target skew the
     random-target participants and the honest ones with middling targets form such a group, and the
@@ -134,7 +144,7 @@ def consistent_majority(
     if law_must_hold:
         n = int(best.sum())
         inner = raw[np.ix_(best, best)][np.triu_indices(n, 1)]
-        if not float(np.median(inner)) <= 1.0 + CONSISTENCY_MARGIN:
+        if not float(np.median(inner)) <= LAW_HOLDS:
             return None
     return best
 
