@@ -27,7 +27,7 @@ The decision, per round:
    (:func:`~flwr_ppcdl.reliability.rows.consistent_majority`): a coherent corrupted group that holds
    as much data as the honest participants pulls a median to itself, not a majority of participants.
    For regression moments (a known law, no head) such a majority is claimed only when it agrees
-   within the law itself (:func:`_law_majority`); it is then the centre, and the collapse
+   within the law itself (:func:`~.statistics.law_majority`); it is then the centre, and the collapse
    statistic's null is the law's (a known null, like ``swap``).
 2. The honest distribution of each statistic is estimated from the participants themselves
    (:func:`~flwr_ppcdl.reliability.null.robust_null`: the tightest half, then the 99 % band;
@@ -79,15 +79,16 @@ from flwr_ppcdl.reliability.null import (
     even_split,
     normal_quantile,
     null_threshold,
+    prediction_threshold,
     robust_null,
     split_threshold,
 )
-from flwr_ppcdl.reliability.rows import consistent_majority, group_dispersion
 from flwr_ppcdl.reliability.sketch import single_thread_blas
 from flwr_ppcdl.reliability.statistics import (
     TWO_SIDED,
-    ScoredLayer,
     compute_statistics,
+    head_majority,
+    law_majority,
     residuals,
     sample_layers,
 )
@@ -192,10 +193,10 @@ def round_evidence(
     with single_thread_blas():
         layers = sample_layers(updates, idx, reference, max_coordinates, rng, noise_variance, max_units)
         trim_by_collapse = known and not any(lay.head_rows for lay in layers)
-        majority = _consistent_majority(layers)
+        majority = head_majority(layers)
         if majority is not None:
             clean = majority
-        law = _law_majority(layers) if majority is None and trim_by_collapse else None
+        law = law_majority(layers) if majority is None and trim_by_collapse else None
         law_scale = None
         if law is not None:
             clean, law_scale = law
@@ -256,45 +257,6 @@ def round_evidence(
     return result
 
 
-def _consistent_majority(layers: list[ScoredLayer]) -> NDArray[np.bool_] | None:
-    """The strict majority of participants consistent with one another under the known law, or None.
-
-    Only heads with a known noise law (the statistics protocol's class means) are used: there two
-    honest participants agree up to the stated variance whatever their label skew
-    (:mod:`.rows`). The first pass then measures everyone from the centre of that majority.
-    """
-    known = _known_law_entries(layers, heads=True)
-    return None if known is None else consistent_majority(*known)
-
-
-def _law_majority(layers: list[ScoredLayer]) -> tuple[NDArray[np.bool_], float] | None:
-    """For known-law views without a head (the regression target moments): the strict majority of
-    participants consistent with one another within the stated law itself, and its dispersion; or None.
-
-    Where the law explains the honest spread (census2000 IID at epsilon = 1), that majority is the
-    honest reference: the centre is its median and the collapse statistic's null the law times the
-    majority's dispersion (:func:`~flwr_ppcdl.reliability.rows.group_dispersion`), a known null that a
-    coherent 40 % of random targets cannot widen. Where honest participants differ beyond the law
-    (target skew, sampling at large epsilon) none is claimed (``law_must_hold``).
-    """
-    known = _known_law_entries(layers, heads=False)
-    group = None if known is None else consistent_majority(*known, law_must_hold=True)
-    if known is None or group is None:
-        return None
-    return group, group_dispersion(*known, group)
-
-
-def _known_law_entries(layers: list[ScoredLayer], *, heads: bool) -> tuple[FloatArray, FloatArray] | None:
-    """The uploads' entries (absolute, not residuals) and their known variances, over the layers with a
-    known law that are heads (``heads=True``) or are not; None where there is none."""
-    chosen = [lay for lay in layers if lay.noise is not None and bool(lay.head_rows) == heads]
-    if not chosen:
-        return None
-    stack = np.concatenate([lay.stack + lay.reference[None, :] for lay in chosen], axis=1)
-    noise = np.concatenate([lay.noise for lay in chosen if lay.noise is not None], axis=1)
-    return stack, noise
-
-
 def _even_camps(values: dict[str, FloatArray], false_alarm_rate: float) -> str | None:
     """Why the participants form two camps of (nearly) equal size in some statistic, or None.
 
@@ -339,7 +301,12 @@ def _evidence(
     set aside for two-sided spread -- the behaviour measured on Flower's quickstart App, where fitting
     over all K and the spread rule silenced an honest second data mode (0.01x its FedAvg share
     instead of 0.42x) and kept honest Dirichlet clients at >= 0.8x their share in only 91 % of
-    client-rounds (``benchmarks/reliability_quickstart.py``). ``clean=None`` (known law):
+    client-rounds (``benchmarks/reliability_quickstart.py``). Once a pass has set participants aside,
+    the rest are the reference: their plain mean and sd with the prediction bound for their number
+    (:func:`~flwr_ppcdl.reliability.null.prediction_threshold`); the tightest half of an already
+    cleaned set paid the small-sample penalty twice (two-sided 8.1 scales for seven values, not 3.6;
+    census2000 parameter protocol, IID, epsilon = 10, 30 % random targets: mass 0.27 -> 0.01).
+    ``clean=None`` (known law):
 
     The null is fitted to all K values of the pass (:func:`robust_null`: the tightest half, so a
     corrupted minority does not shape it) and its threshold is calibrated for K, in every pass: the
@@ -393,6 +360,12 @@ def _evidence(
             loc, scale = 0.0, 1.0
             sides = 2 if TWO_SIDED[name] else 1
             threshold = normal_quantile(1.0 - alpha / (sides * max(comparisons[name], 1)))
+        elif clean is not None and int(np.count_nonzero(clean)) >= 3 and not bool(np.all(clean)):
+            # unknown law, a later pass: the clean participants' mean and sd, prediction bound (docstring)
+            ref = v[clean]
+            loc, scale = float(np.mean(ref)), float(np.std(ref, ddof=1))
+            scale = max(scale, SCALE_FLOOR[name], (floors or {}).get(name, 0.0))
+            threshold = prediction_threshold(int(ref.size), alpha, TWO_SIDED[name])
         else:
             loc, scale = robust_null(v if clean is None else v[clean])
             # the null's scale is never below the statistic's own sampling error (floors) nor its

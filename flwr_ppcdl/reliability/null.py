@@ -133,6 +133,27 @@ def null_threshold(k: int, alpha: float, two_sided: bool) -> float:
     return float(np.quantile(z.reshape(-1), 1.0 - alpha))
 
 
+@cache
+def prediction_threshold(n: int, alpha: float, two_sided: bool) -> float:
+    """Threshold on ``z = (v - mean) / sd`` of a new honest value against ``n`` honest reference values.
+
+    ``mean`` and ``sd`` (``ddof=1``) are those of the reference; the new value is independent of
+    them, so ``z / sqrt(1 + 1/n)`` is Student-t with ``n - 1`` degrees of freedom: the threshold is
+    its ``1 - alpha`` quantile (``1 - alpha/2`` two-sided) times ``sqrt(1 + 1/n)``, by seeded
+    simulation as the other thresholds. ``n`` above 256 uses 256.
+    """
+    if n < 3:
+        raise ValueError(f"a reference needs at least 3 values; got {n}")
+    if not 0.0 < alpha < 0.5:
+        raise ValueError(f"alpha={alpha!r} must be in (0, 0.5)")
+    nn = min(n, _MAX_CALIBRATED_K)
+    rng = np.random.default_rng(3_000_017 * nn + 11)
+    ref = rng.standard_normal((_SIMULATIONS, nn))
+    z = (rng.standard_normal(_SIMULATIONS) - ref.mean(axis=1)) / ref.std(axis=1, ddof=1)
+    z = np.abs(z) if two_sided else z
+    return float(np.quantile(z, 1.0 - alpha))
+
+
 def even_split(values: FloatArray) -> tuple[float, int]:
     """How far apart the two halves of the sorted ``values`` are: the largest
     ``(mean_high - mean_low) / pooled within-half standard deviation`` over the splits that leave

@@ -41,7 +41,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from flwr_ppcdl.reliability.rows import overdispersion, pairwise_consistency, row_swap
+from flwr_ppcdl.reliability.rows import (
+    consistent_majority,
+    group_dispersion,
+    overdispersion,
+    pairwise_consistency,
+    row_swap,
+)
 from flwr_ppcdl.reliability.sketch import _sample_blocks, _unit_ids
 
 FloatArray = NDArray[np.float64]
@@ -216,7 +222,7 @@ def compute_statistics(
     """The statistics of the module docstring from :func:`residuals`' output.
 
     ``law_dispersion`` (known law only): ``clean`` is a majority consistent within the law
-    (:func:`~flwr_ppcdl.reliability.calibrated._law_majority`), which understates its spread by this
+    (:func:`law_majority`), which understates its spread by this
     factor (>= 1); the collapse statistic's null is then the law's, not estimated (see below).
     """
     out = Statistics()
@@ -352,3 +358,42 @@ def _row_gap(res: FloatArray, con: FloatArray, rows: int) -> tuple[FloatArray, F
     diag = np.einsum("kjj->kj", cos).copy()
     cos[:, np.arange(rows), np.arange(rows)] = -np.inf
     return cos.max(axis=2) - diag, rn * rn
+
+
+def head_majority(layers: list[ScoredLayer]) -> NDArray[np.bool_] | None:
+    """The strict majority of participants consistent with one another under the known law, or None.
+
+    Only heads with a known noise law (the statistics protocol's class means) are used: there two
+    honest participants agree up to the stated variance whatever their label skew
+    (:mod:`.rows`). The first pass then measures everyone from the centre of that majority.
+    """
+    known = known_law_entries(layers, heads=True)
+    return None if known is None else consistent_majority(*known)
+
+
+def law_majority(layers: list[ScoredLayer]) -> tuple[NDArray[np.bool_], float] | None:
+    """For known-law views without a head (the regression target moments): the strict majority of
+    participants consistent with one another within the stated law itself, and its dispersion; or None.
+
+    Where the law explains the honest spread (census2000 IID at epsilon = 1), that majority is the
+    honest reference: the centre is its median and the collapse statistic's null the law times the
+    majority's dispersion (:func:`~flwr_ppcdl.reliability.rows.group_dispersion`), a known null that a
+    coherent 40 % of random targets cannot widen. Where honest participants differ beyond the law
+    (target skew, sampling at large epsilon) none is claimed (``law_must_hold``).
+    """
+    known = known_law_entries(layers, heads=False)
+    group = None if known is None else consistent_majority(*known, law_must_hold=True)
+    if known is None or group is None:
+        return None
+    return group, group_dispersion(*known, group)
+
+
+def known_law_entries(layers: list[ScoredLayer], *, heads: bool) -> tuple[FloatArray, FloatArray] | None:
+    """The uploads' entries (absolute, not residuals) and their known variances, over the layers with a
+    known law that are heads (``heads=True``) or are not; None where there is none."""
+    chosen = [lay for lay in layers if lay.noise is not None and bool(lay.head_rows) == heads]
+    if not chosen:
+        return None
+    stack = np.concatenate([lay.stack + lay.reference[None, :] for lay in chosen], axis=1)
+    noise = np.concatenate([lay.noise for lay in chosen if lay.noise is not None], axis=1)
+    return stack, noise

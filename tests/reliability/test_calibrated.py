@@ -20,7 +20,13 @@ from flwr_ppcdl.reliability import (
 from flwr_ppcdl.reliability.calibrated import round_evidence
 from flwr_ppcdl.reliability.memory import accumulate_evidence
 from flwr_ppcdl.reliability.noise_law import solution_noise_variance
-from flwr_ppcdl.reliability.null import _fit, normal_quantile, null_threshold, robust_null
+from flwr_ppcdl.reliability.null import (
+    _fit,
+    normal_quantile,
+    null_threshold,
+    prediction_threshold,
+    robust_null,
+)
 from flwr_ppcdl.reliability.statistics import loo_median, subset_loo_median
 
 C, D = 10, 17  # a linear head: class rows x (features + bias)
@@ -52,6 +58,54 @@ def test_threshold_approaches_the_normal_quantile_for_many_participants() -> Non
     t = null_threshold(300, 0.01, False)
     assert normal_quantile(0.99) < t < 1.1 * normal_quantile(0.99)
     assert null_threshold(10, 0.01, False) > t  # a scale estimated from 10 values: heavier tails
+
+
+@pytest.mark.parametrize("n", [4, 7, 10])
+@pytest.mark.parametrize("two_sided", [False, True])
+def test_prediction_threshold_holds_its_rate_for_a_new_value_against_an_honest_reference(n: int, two_sided: bool) -> None:
+    """A value not among the n reference values, tested against their mean and sd (fresh draws, another seed)."""
+    alpha = 0.03
+    rng = np.random.default_rng(4242 + n)
+    ref = rng.standard_normal((100_000, n))
+    z = (rng.standard_normal(100_000) - ref.mean(axis=1)) / ref.std(axis=1, ddof=1)
+    z = np.abs(z) if two_sided else z
+    rate = float(np.mean(z > prediction_threshold(n, alpha, two_sided)))
+    assert 0.85 * alpha <= rate <= 1.15 * alpha
+    assert normal_quantile(1 - alpha / (2 if two_sided else 1)) < prediction_threshold(n, alpha, two_sided)
+
+
+def test_a_later_pass_tests_against_the_clean_participants_mean_and_spread() -> None:
+    """Unknown law (parameter uploads): three of ten regression uploads shrunk by 30-70 % towards zero (random
+    targets), honest ones tightly around the consensus. After the first pass sets them aside, the seven left
+    are the reference, tested with the prediction bound for seven values: the three keep <= 0.2x their share
+    in all 40 draws and the honest ones >= 0.8x (refitting the tightest half of the seven: 29 of 40, and an
+    honest upload shrunk in one)."""
+    theta = np.array([0.11, 0.015, -0.03, 0.145])
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        ups = [theta + 0.006 * rng.normal(size=4) for _ in range(10)]
+        for i in range(3):
+            ups[i] = rng.uniform(0.3, 0.7) * theta + 0.006 * rng.normal(size=4)
+        result = estimate_reliability([[u] for u in ups], np.full(10, 100.0), seed=0, reference=[np.zeros(4)])
+        assert result.weights[:3].sum() <= 0.2 * 0.3, (seed, result.weights)
+        assert np.all(result.weights[3:] >= 0.8 * 0.1), (seed, result.weights)
+
+
+def test_honest_heads_lose_weight_at_most_at_the_false_alarm_rate() -> None:
+    """Plain honest heads (unknown law), 300 draws of 5-19 participants, IID and heterogeneous: the share of
+    participants that lose any weight stays below the 3 % false-alarm rate (measured 1.5 %; with the
+    tightest-half refit, 1.6 %)."""
+    lost = total = 0
+    for seed in range(300):
+        rng = np.random.default_rng(seed)
+        k = int(rng.integers(5, 20))
+        truth = rng.normal(size=(C, D))
+        spread = 0.3 * rng.uniform(0.5, 1.5, size=k) if seed % 2 else np.zeros(k)
+        ups = [[truth + spread[i] * rng.normal(size=(C, D)) + 0.4 * rng.normal(size=(C, D))] for i in range(k)]
+        result = estimate_reliability(ups, rng.integers(100, 5000, size=k).astype(float), seed=0, memory_rate=None)
+        lost += int(np.count_nonzero(result.reliability < 1.0))
+        total += k
+    assert lost / total <= 0.03, lost / total
 
 
 def test_normal_quantile_inverts_the_normal_cdf() -> None:
