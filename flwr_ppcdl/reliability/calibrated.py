@@ -35,7 +35,8 @@ The decision, per round:
    noise whatever their size, and a corrupted minority does not widen it. A second pass recomputes
    the centre without the participants the first pass found far (for known-law views without a head,
    the regression moments: from the floor(K/2) + 1 participants most typical along the consensus, a
-   trimmed centre a coherent group cannot pull). Each ``z`` becomes
+   trimmed centre a coherent group cannot pull; without a known law its null is then the clean
+   participants' mean and spread with the prediction bound for their number). Each ``z`` becomes
    *evidence* on the normal scale through a threshold calibrated for this K by simulating the
    estimator under the null (:func:`~flwr_ppcdl.reliability.null.null_threshold`), Bonferroni over
    the statistics: an honest participant's evidence passes ``t = Phi^-1(1 - alpha)`` with
