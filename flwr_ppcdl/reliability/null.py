@@ -112,6 +112,15 @@ def robust_null(values: FloatArray) -> tuple[float, float]:
     return float(loc[0]), float(scale[0])
 
 
+def _calibration_size(count: int, alpha: float, what: str) -> int:
+    """The number of values a threshold is simulated for (at most 256), after checking the inputs."""
+    if count < 3:
+        raise ValueError(f"{what}; got {count}")
+    if not 0.0 < alpha < 0.5:
+        raise ValueError(f"alpha={alpha!r} must be in (0, 0.5)")
+    return min(count, _MAX_CALIBRATED_K)
+
+
 @cache
 def null_threshold(k: int, alpha: float, two_sided: bool) -> float:
     """Calibrated threshold on ``|z|`` (two-sided) or ``z`` (one-sided) for K honest values.
@@ -119,11 +128,7 @@ def null_threshold(k: int, alpha: float, two_sided: bool) -> float:
     Simulates K standard normal values many times (seeded), applies :func:`robust_null` and takes
     the ``1 - alpha`` quantile of the resulting ``z`` of one participant. K above 256 uses K = 256.
     """
-    if k < 3:
-        raise ValueError(f"a null needs at least 3 participants; got {k}")
-    if not 0.0 < alpha < 0.5:
-        raise ValueError(f"alpha={alpha!r} must be in (0, 0.5)")
-    kk = min(k, _MAX_CALIBRATED_K)
+    kk = _calibration_size(k, alpha, "a null needs at least 3 participants")
     rng = np.random.default_rng(1_000_003 * kk + 17)
     sims = max(400, _SIMULATIONS // kk)
     values = rng.standard_normal((sims, kk))
@@ -142,11 +147,7 @@ def prediction_threshold(n: int, alpha: float, two_sided: bool) -> float:
     its ``1 - alpha`` quantile (``1 - alpha/2`` two-sided) times ``sqrt(1 + 1/n)``, by seeded
     simulation as the other thresholds. ``n`` above 256 uses 256.
     """
-    if n < 3:
-        raise ValueError(f"a reference needs at least 3 values; got {n}")
-    if not 0.0 < alpha < 0.5:
-        raise ValueError(f"alpha={alpha!r} must be in (0, 0.5)")
-    nn = min(n, _MAX_CALIBRATED_K)
+    nn = _calibration_size(n, alpha, "a reference needs at least 3 values")
     rng = np.random.default_rng(3_000_017 * nn + 11)
     ref = rng.standard_normal((_SIMULATIONS, nn))
     z = (rng.standard_normal(_SIMULATIONS) - ref.mean(axis=1)) / ref.std(axis=1, ddof=1)
