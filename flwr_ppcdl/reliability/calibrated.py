@@ -197,12 +197,12 @@ def round_evidence(
         majority = head_majority(layers)
         if majority is not None:
             clean = majority
-        law = law_majority(layers) if majority is None and trim_by_collapse else None
-        law_scale = None
+        law = law_majority(layers) if trim_by_collapse else None  # no head, so no head majority
+        law_dispersion = None
         if law is not None:
-            clean, law_scale = law
+            clean, law_dispersion = law
         for _ in range(max(1, passes)):
-            stats = compute_statistics(residuals(layers, clean), clean, law_scale)
+            stats = compute_statistics(residuals(layers, clean), clean, law_dispersion)
             if not stats.values:
                 break
             known_null = set(stats.comparisons)
@@ -361,18 +361,18 @@ def _evidence(
             loc, scale = 0.0, 1.0
             sides = 2 if TWO_SIDED[name] else 1
             threshold = normal_quantile(1.0 - alpha / (sides * max(comparisons[name], 1)))
-        elif clean is not None and int(np.count_nonzero(clean)) >= 3 and not bool(np.all(clean)):
-            # unknown law, a later pass: the clean participants' mean and sd, prediction bound (docstring)
-            ref = v[clean]
-            loc, scale = float(np.mean(ref)), float(np.std(ref, ddof=1))
-            scale = max(scale, SCALE_FLOOR[name], (floors or {}).get(name, 0.0))
-            threshold = prediction_threshold(int(ref.size), alpha, TWO_SIDED[name])
         else:
-            loc, scale = robust_null(v if clean is None else v[clean])
+            if clean is not None and int(np.count_nonzero(clean)) >= 3 and not bool(np.all(clean)):
+                # unknown law, a later pass: the clean participants' mean and sd, prediction bound (docstring)
+                ref = v[clean]
+                loc, scale = float(np.mean(ref)), float(np.std(ref, ddof=1))
+                threshold = prediction_threshold(int(ref.size), alpha, TWO_SIDED[name])
+            else:
+                loc, scale = robust_null(v if clean is None else v[clean])
+                threshold = null_threshold(k if clean is None else int(np.count_nonzero(clean)), alpha, TWO_SIDED[name])
             # the null's scale is never below the statistic's own sampling error (floors) nor its
             # fixed floor: honest values closer than that are not told apart
             scale = max(scale, SCALE_FLOOR[name], (floors or {}).get(name, 0.0))
-            threshold = null_threshold(k if clean is None else int(np.count_nonzero(clean)), alpha, TWO_SIDED[name])
         z = (v - loc) / scale
         effect = (effects or {}).get(name)
         if effect is not None and effect / scale <= threshold:

@@ -291,9 +291,7 @@ def compute_statistics(
         own = np.sqrt(np.maximum(proj_own, 0.0)) / np.maximum(cons, 1e-300)
         out.floors["collapse"] = COLLAPSE_FLOOR * float(np.median(own[clean]))
     if known:
-        # the noise part of the projection has the known variance sum_i v_ki a_i^2 / ||a||^4; the
-        # heterogeneity part tau^2 is the clean participants' median square beyond it (0.4549 is
-        # the median of chi-square with one degree of freedom), floored at 0
+        # the noise part of the projection has the known variance sum_i v_ki a_i^2 / ||a||^4
         noise_var = proj_noise / np.maximum(cons, 1e-300) ** 2
         if law_dispersion is not None:
             # the reference is a majority consistent within the law: an honest projection varies by the
@@ -304,6 +302,8 @@ def compute_statistics(
             sd = np.sqrt(np.maximum(noise_var * float(law_dispersion) * (1.0 + 0.5 * np.pi / n_ref), 1e-300))
             out.comparisons["collapse"] = 1
         else:
+            # the heterogeneity part tau^2 is the clean participants' median square beyond the noise
+            # (0.4549 is the median of chi-square with one degree of freedom), floored at 0
             tau2 = max(float(np.median(collapse[clean] ** 2)) / 0.4549364231195724 - float(np.median(noise_var[clean])), 0.0)
             sd = np.sqrt(np.maximum(tau2 + noise_var, 1e-300))
         collapse = collapse / sd
