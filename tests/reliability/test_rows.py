@@ -71,25 +71,35 @@ def test_swap_statistic_holds_its_bonferroni_rate_for_honest_rows_and_finds_a_pe
     assert found[3] > threshold + 5 and np.all(np.delete(found, 3) < threshold)
 
 
-def _label_skewed_releases(rng: np.random.Generator, flipped: set[int]):
-    """Ten FM classification releases (Gaussian, epsilon = 1) under Dirichlet(0.3) label skew; the
-    ``flipped`` participants relabel with one shared derangement and hold the largest datasets."""
+def _class_releases(rng: np.random.Generator, sizes: np.ndarray | None, epsilon: float, relabel, single_class=()):
+    """Ten FM classification releases (Gaussian, 5 classes, 6 features) under Dirichlet(0.3) label skew.
+
+    ``sizes`` None: drawn from 800-5,000 per participant. ``relabel(i, y, rng)`` gives the labels participant i
+    releases with (its corruption, or ``y``); the ``single_class`` participants hold class 0 only."""
     from flwr_ppcdl.privacy import FunctionalMechanism
 
     k, d, classes = 10, 6, 5
     centres = rng.normal(size=(classes, d))
     centres /= np.linalg.norm(centres, axis=1, keepdims=True) * 2.0
-    sizes = np.array([1500, 1500, 1500, 1500, 1500, 1500, 4000, 4000, 4000, 4000])
-    fm = FunctionalMechanism(task="classification", num_classes=classes, epsilon=1.0, noise="gaussian", delta=1e-5,
+    sizes = rng.integers(800, 5000, size=k) if sizes is None else sizes
+    fm = FunctionalMechanism(task="classification", num_classes=classes, epsilon=epsilon, noise="gaussian", delta=1e-5,
                              sampler="numpy", insecure_noise_seed=int(rng.integers(1 << 30)))
-    perm = np.roll(np.arange(classes), 1)
     out = []
     for i in range(k):
-        y = rng.choice(classes, size=sizes[i], p=rng.dirichlet(np.full(classes, 0.3)))
+        y = np.zeros(sizes[i], dtype=int) if i in single_class else rng.choice(
+            classes, size=sizes[i], p=rng.dirichlet(np.full(classes, 0.3)))
         x = centres[y] + rng.normal(scale=0.15, size=(sizes[i], d))
         x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1.0)
-        out.append(fm.release(x, perm[y] if i in flipped else y))
+        out.append(fm.release(x, relabel(i, y, rng)))
     return out, sizes.astype(float)
+
+
+def _label_skewed_releases(rng: np.random.Generator, flipped: set[int]):
+    """Epsilon = 1; the ``flipped`` participants relabel with one shared derangement and hold the largest
+    datasets (4,000 records against 1,500)."""
+    perm = np.roll(np.arange(5), 1)
+    sizes = np.array([1500, 1500, 1500, 1500, 1500, 1500, 4000, 4000, 4000, 4000])
+    return _class_releases(rng, sizes, 1.0, lambda i, y, _: perm[y] if i in flipped else y)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
@@ -269,27 +279,14 @@ def test_an_established_majority_is_not_overruled_by_camps_in_an_estimated_stati
     with the four, "two camps of five" -- the earlier rule then reported the round undecidable (2 of these
     30 draws) although the class means' majority under the known law was exactly the honest six. Now no
     draw is undecidable, and in every draw the four keep <= 0.2x their share, the honest six >= 0.8x."""
-    from flwr_ppcdl.privacy import FunctionalMechanism
     from flwr_ppcdl.strategies.summed import release_scoring_view
 
-    classes, d = 5, 6
     for seed in range(30):
         rng = np.random.default_rng(seed)
-        centres = rng.normal(size=(classes, d))
-        centres /= np.linalg.norm(centres, axis=1, keepdims=True) * 2.0
-        sizes = rng.integers(800, 5000, size=10)
-        fm = FunctionalMechanism(task="classification", num_classes=classes, epsilon=10.0, noise="gaussian",
-                                 delta=1e-5, sampler="numpy", insecure_noise_seed=int(rng.integers(1 << 30)))
-        releases = []
-        for i in range(10):
-            y = np.zeros(sizes[i], dtype=int) if i in (4, 5) else rng.choice(
-                classes, size=sizes[i], p=rng.dirichlet(np.full(classes, 0.3)))
-            x = centres[y] + rng.normal(scale=0.15, size=(sizes[i], d))
-            x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1.0)
-            releases.append(fm.release(x, rng.integers(classes, size=sizes[i]) if i < 4 else y))
+        releases, sizes = _class_releases(rng, None, 10.0, lambda i, y, r: r.integers(5, size=y.size) if i < 4 else y,
+                                          single_class=(4, 5))
         views = [release_scoring_view(r) for r in releases]
-        result = estimate_reliability([v[0] for v in views], sizes.astype(float), seed=0,
-                                      noise_variance=[v[1] for v in views])
+        result = estimate_reliability([v[0] for v in views], sizes, seed=0, noise_variance=[v[1] for v in views])
         share = sizes / sizes.sum()
         assert result.undecidable is None, (seed, result.undecidable)
         assert result.weights[:4].sum() <= 0.2 * share[:4].sum() and np.all(result.weights[4:] >= 0.8 * share[4:]), seed
