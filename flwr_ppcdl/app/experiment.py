@@ -284,7 +284,7 @@ def trainer_config(settings: RunSettings, partition_id: int) -> dict[str, Any]:
         "sampler": settings.sampler,
         "noise": settings.noise,
         "delta": settings.delta if settings.noise == "gaussian" else None,
-        "share_statistics": settings.protocol == "statistics",
+        "share_statistics": settings.shares_release,
     }
     if settings.solver == "closed-form":
         config["decoder"] = settings.decoder

@@ -18,7 +18,7 @@ def make_strategy(settings: RunSettings, validation: Dataset | None = None) -> S
 
     ``validation`` (server-held records) is required by ``reliability-method = server-data``.
     The project's own strategies keep the frozen public body exactly as sent (``frozen_keys``) and
-    the statistics protocol checks every release against the run's public configuration.
+    every shared release is checked against the run's public configuration.
     """
     common: dict[str, Any] = {
         "fraction_train": 1.0,
@@ -33,19 +33,19 @@ def make_strategy(settings: RunSettings, validation: Dataset | None = None) -> S
     reliability_options: dict[str, Any] = {"max_num_examples": float(len(split_data(settings)[0]))}
     if settings.reliability_method == "truth-discovery":  # the legacy rule, by name, for comparison
         reliability_options["method"] = "truth_discovery"
+    expected = wire.ReleaseExpectation(
+        task=settings.task,
+        num_features=int(split_model(model)[1].in_features),
+        epsilon=float(settings.epsilon),
+        num_classes=settings.num_classes,
+        feature_bound=1.0,
+        target_bound=settings.target_bound if settings.task == "regression" else None,
+        noise=settings.noise,
+        delta=settings.delta if settings.noise == "gaussian" else 0.0,
+    )
     if settings.protocol == "statistics":
         from flwr_ppcdl.strategies.summed import SummedStatisticsFedAvg
 
-        expected = wire.ReleaseExpectation(
-            task=settings.task,
-            num_features=int(split_model(model)[1].in_features),
-            epsilon=float(settings.epsilon),
-            num_classes=settings.num_classes,
-            feature_bound=1.0,
-            target_bound=settings.target_bound if settings.task == "regression" else None,
-            noise=settings.noise,
-            delta=settings.delta if settings.noise == "gaussian" else 0.0,
-        )
         # the calibrated estimator with each release's known noise law (benchmarks/reliability_calibrated.py)
         return SummedStatisticsFedAvg(
             reliability=settings.strategy == "reliability", frozen_keys=frozen, expected_release=expected,
@@ -64,8 +64,9 @@ def make_strategy(settings: RunSettings, validation: Dataset | None = None) -> S
                 method="server_data", server_loss_fn=loss, **reliability_options, **common
             )
         # "calibrated": the library's default estimator (FedAvg's weights unless the evidence is
-        # significant; benchmarks/reliability_calibrated.py); "truth-discovery": the legacy rule
-        return ReliabilityWeightedFedAvg(**reliability_options, **common)
+        # significant; benchmarks/reliability_calibrated.py), which also tests each shared release's
+        # known-law view (share-release); "truth-discovery": the legacy rule
+        return ReliabilityWeightedFedAvg(expected_release=expected, **reliability_options, **common)
     if settings.strategy == "fedavg":
         return FedAvg(**common)
     if settings.strategy == "fedmedian":

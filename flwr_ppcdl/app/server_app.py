@@ -119,7 +119,9 @@ def _run(grid: Grid, settings: RunSettings, strategy: Strategy | None, timeout: 
     log.info(
         "[ppcdl] %s on %s: %d participants (unreliable, %s: %s), %d rounds, strategy=%s, protocol=%s; %s",
         settings.task, settings.dataset, settings.num_partitions, settings.unreliable_kind,
-        sorted(settings.unreliable_ids), settings.num_rounds, settings.strategy, settings.protocol,
+        sorted(settings.unreliable_ids), settings.num_rounds, settings.strategy,
+        settings.protocol + (" (participants also share their releases)"
+                             if settings.protocol == "parameters" and settings.shares_release else ""),
         epsilon_meaning(settings),
     )
     connected = wait_for_nodes(grid, settings)

@@ -25,6 +25,7 @@ from flwr_ppcdl.reliability.aggregator import (
     ReliabilityAggregator,
     RoundOutcome,
     RoundReport,
+    ScoredView,
     Upload,
 )
 from flwr_ppcdl.reliability.arrays import weighted_sum
@@ -54,6 +55,7 @@ __all__ = [
     "ReliabilityResult",
     "RoundOutcome",
     "RoundReport",
+    "ScoredView",
     "ServerLossFn",
     "Upload",
     "estimate_reliability",

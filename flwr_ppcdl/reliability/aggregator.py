@@ -25,6 +25,31 @@ LOGGER = logging.getLogger("flwr")
 
 
 @dataclass
+class ScoredView:
+    """A second, known-law view of a participant, scored beside its parameters.
+
+    A functional-mechanism participant that shares its (already private) release gives the server
+    statistics whose privacy-noise law is public (e.g. its class means,
+    :func:`~flwr_ppcdl.reliability.noise_law.class_means`): the calibrated estimator tests them
+    under that law, which parameters cannot be (the server never sees the noise a local solve
+    propagated). Post-processing of the release: no privacy cost.
+
+    Attributes
+    ----------
+    layers : list of ndarray
+        The scored statistics (same shapes for every participant of a round).
+    noise_variance : list of ndarray
+        Their known privacy-noise variance, broadcastable to ``layers``.
+    bounded_influence : bool
+        Whether the energy test clips on this view (:func:`estimate_reliability`).
+    """
+
+    layers: list[NDArray[Any]]
+    noise_variance: list[NDArray[Any]]
+    bounded_influence: bool = True
+
+
+@dataclass
 class Upload:
     """One participant's reply, already converted from Flower types."""
 
@@ -32,6 +57,7 @@ class Upload:
     arrays: list[NDArray[Any]] | None
     num_examples: Any
     reason: str | None = None  # set when the adapter already rejected the reply
+    view: ScoredView | None = None  # a known-law view of its release, when it shared one
 
 
 @dataclass
@@ -105,8 +131,10 @@ class ReliabilityAggregator:
         rate = options.memory_rate
         self.memory: ReliabilityMemory | None = None
         self.evidence_memory: EvidenceMemory | None = None
+        self.view_memory: EvidenceMemory | None = None  # the evidence of the release views (ScoredView)
         if rate is not None and options.method == "calibrated":
             self.evidence_memory = EvidenceMemory(rate)
+            self.view_memory = EvidenceMemory(rate)
         elif rate is not None:
             self.memory = ReliabilityMemory(rate)
         self.global_arrays: list[NDArray[Any]] | None = None
@@ -134,10 +162,14 @@ class ReliabilityAggregator:
         prior = self.memory.prior(node_ids) if self.memory is not None else None
         prior_evidence = self.evidence_memory.prior(node_ids) if self.evidence_memory is not None else None
         prior_rounds = self.evidence_memory.seen(node_ids) if self.evidence_memory is not None else None
+        scored = self._score_views(uploads, excluded, counts) if opts.method == "calibrated" else None
+        if scored is not None:  # two tests of each participant: Bonferroni, alpha / 2 each
+            opts = opts.with_overrides(false_alarm_rate=opts.false_alarm_rate / 2)
         result = estimate_reliability(
             core_updates,
             counts,
             opts,
+            external_factor=None if scored is None else scored.reliability,
             prior=prior,
             prior_evidence=prior_evidence,
             prior_rounds=prior_rounds,
@@ -166,8 +198,47 @@ class ReliabilityAggregator:
             self.memory.update([node_ids[p] for p in valid_pos], result.reliability[valid_pos])
         if self.evidence_memory is not None and included:
             self.evidence_memory.update([node_ids[p] for p in valid_pos], result.carried_evidence[valid_pos])
+        if scored is not None:
+            result = _with_view(result, scored, self.view_memory, node_ids, valid_pos, bool(included))
         report = self._report(server_round, node_ids, result, excluded, bool(included))
         return RoundOutcome(arrays_out, self._metrics(report, len(included)), included)
+
+    def _score_views(
+        self, uploads: Sequence[Upload], excluded: dict[int, str], counts: list[Any]
+    ) -> ReliabilityResult | None:
+        """The calibrated estimate on the uploads' release views, at half the false-alarm rate.
+
+        Only uploads that carry a :class:`ScoredView` are scored (at least three are needed for a
+        null); the others get factor 1 here and are judged by their parameters alone. ``None`` when
+        fewer than three views arrived: the parameters are then tested at the full rate.
+        """
+        have = [p for p, up in enumerate(uploads) if p not in excluded and up.view is not None]
+        if len(have) < 3:
+            return None
+        views = [uploads[p].view for p in have]
+        assert all(v is not None for v in views)
+        layers = [list(v.layers) for v in views if v is not None]
+        noise = [list(v.noise_variance) for v in views if v is not None]
+        ids = [uploads[p].node_id for p in have]
+        memory = self.view_memory
+        opts = self.options.with_overrides(false_alarm_rate=self.options.false_alarm_rate / 2)
+        sub = estimate_reliability(
+            layers, [counts[p] for p in have], opts, noise_variance=noise,
+            bounded_influence=all(v.bounded_influence for v in views if v is not None),
+            prior_evidence=None if memory is None else memory.prior(ids),
+            prior_rounds=None if memory is None else memory.seen(ids),
+        )
+        n_up = len(uploads)
+        full = ReliabilityResult(np.zeros(n_up), np.ones(n_up), np.zeros(n_up), np.full(n_up, np.nan),
+                                 evidence=np.full(n_up, np.nan), carried_evidence=np.full(n_up, np.nan),
+                                 round_evidence=np.full(n_up, np.nan), undecidable=sub.undecidable)
+        for i, p in enumerate(have):
+            if i in sub.excluded:  # a view the core cannot score: no view evidence, its parameters decide
+                continue
+            full.reliability[p] = sub.reliability[i]
+            full.evidence[p] = sub.evidence[i]
+            full.carried_evidence[p] = sub.carried_evidence[i]
+        return full
 
     def _server_losses(self, uploads: Sequence[Upload], excluded: dict[int, str]) -> NDArray[np.float64]:
         losses = np.full(len(uploads), np.inf)
@@ -235,6 +306,26 @@ class ReliabilityAggregator:
             metrics[f"{p}median"] = float(np.median(w))
             metrics[f"{p}max"] = float(w.max())
         return metrics
+
+
+def _with_view(
+    result: ReliabilityResult, scored: ReliabilityResult, memory: EvidenceMemory | None, node_ids: list[int],
+    valid_pos: list[int], updated: bool,
+) -> ReliabilityResult:
+    """Fold the release views' verdict into the parameters' result (its weights already include it).
+
+    The reported evidence is the larger of the two (both on the normal scale at the same threshold),
+    the reliability factor their product (as in the weights); an undecidable view is reported.
+    """
+    if memory is not None and updated:
+        seen = [p for p in valid_pos if np.isfinite(scored.carried_evidence[p])]
+        memory.update([node_ids[p] for p in seen], scored.carried_evidence[seen])
+    both = np.fmax(result.evidence, scored.evidence)
+    result.evidence = np.where(np.isfinite(result.evidence), both, result.evidence)
+    if scored.undecidable is not None:
+        view = f"release views: {scored.undecidable}"
+        result.undecidable = view if result.undecidable is None else f"{result.undecidable}; {view}"
+    return result
 
 
 def _pre_excluded(uploads: Sequence[Upload]) -> dict[int, str]:

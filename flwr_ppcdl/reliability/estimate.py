@@ -114,6 +114,7 @@ def estimate_reliability(
     reference: Sequence[Any] | None = None,
     noise_variance: Sequence[Sequence[Any]] | None = None,
     bounded_influence: bool = True,
+    external_factor: Sequence[float] | NDArray[Any] | None = None,
     **overrides: Any,
 ) -> ReliabilityResult:
     """Estimate reliability and aggregation weights of K uploads.
@@ -152,6 +153,11 @@ def estimate_reliability(
         ``False`` for scored views whose influence is bounded otherwise (the statistics protocol's
         validated releases): the energy test is then not run
         (:func:`~flwr_ppcdl.reliability.calibrated.round_evidence`).
+    external_factor : sequence of float in [0, 1], optional
+        Calibrated: a weight factor per upload decided on another view of the same participants
+        (the known-law test of its release, :class:`~flwr_ppcdl.reliability.ScoredView`); it
+        multiplies this estimate's own shrink factor before suspect counts are pulled to the median,
+        so a participant down-weighted by either view loses its claimed count's pull too. 1 = neutral.
 
     Returns
     -------
@@ -195,8 +201,10 @@ def estimate_reliability(
     idx = np.flatnonzero(valid)
     if method == "calibrated":
         rounds = None if prior_rounds is None else _per_upload("prior_rounds", prior_rounds, n_up, 0.0)
+        external = _per_upload("external_factor", external_factor, n_up, 1.0)
+        external = np.clip(np.where(np.isfinite(external), external, 1.0), 0.0, 1.0)
         return _calibrated(result, updates, idx, counts, opts, prior_evidence, rounds, reference, noise_variance,
-                           bounded_influence)
+                           bounded_influence, external)
     s_v = sample[idx]
     p_v = pri[idx]
     if method in ("fedavg", "uniform"):
@@ -232,6 +240,7 @@ def _calibrated(
     reference: Sequence[Any] | None,
     noise_variance: Sequence[Sequence[Any]] | None,
     bounded_influence: bool = True,
+    external: FloatArray | None = None,
 ) -> ReliabilityResult:
     """Weights of the calibrated estimator (see :mod:`.calibrated`)."""
     n_up = len(updates)
@@ -260,6 +269,8 @@ def _calibrated(
         extreme = accumulated > level + EXTREME * opts.shrink_width
         factor = np.where(extreme, factor, 1.0)
     factor = factor * ev.clip  # bounded influence from the energy test, every round
+    if external is not None:  # another view's decision on the same participants (a release's known law)
+        factor = factor * external[idx]
     valid = np.zeros(n_up, dtype=bool)
     valid[idx] = True
     full = np.ones(n_up)

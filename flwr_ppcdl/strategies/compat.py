@@ -27,6 +27,7 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
+from flwr_ppcdl import wire
 from flwr_ppcdl.reliability import (
     ReliabilityAggregator,
     ReliabilityOptions,
@@ -38,6 +39,7 @@ from flwr_ppcdl.reliability import (
 from ._arrays import npy_view
 from ._dp import dp_weight_cap
 from .message_api import check_frozen_keys, check_weight_cap
+from .releases import attach_release_views, read_release
 
 __all__ = ["ReliabilityWeightedFedAvg"]
 
@@ -56,6 +58,10 @@ class ReliabilityWeightedFedAvg(FedAvg):
         Add ``{prefix}weight/<node id>`` per node to the fit metrics.
     weight_cap : float in (0, 1], optional
         As in the Message-API class (under Flower's DP wrappers: ``method="uniform"`` only).
+    expected_release, score_releases
+        As in the Message-API class: a result whose metrics carry the participant's release
+        (``wire.FM_RELEASE``, what :class:`~flwr_ppcdl.clients.FunctionalMechanismNumPyClient` sends
+        with ``share_statistics=True``) is also scored on that release's known-law view.
 
     Node ids are the clients' ``ClientProxy.node_id`` (falling back to ``int(cid)``; a proxy with
     neither, e.g. a test double, counts as its own node). ``reliability_history`` holds one
@@ -69,6 +75,8 @@ class ReliabilityWeightedFedAvg(FedAvg):
         frozen_keys: Collection[int] | None = None,
         per_node_metrics: bool = False,
         weight_cap: float | None = None,
+        expected_release: wire.ReleaseExpectation | None = None,
+        score_releases: bool = True,
         **kwargs: Any,
     ) -> None:
         known = {f.name for f in fields(ReliabilityOptions)}
@@ -81,6 +89,8 @@ class ReliabilityWeightedFedAvg(FedAvg):
         self.frozen_keys: frozenset[int] = frozen
         self.per_node_metrics = bool(per_node_metrics)
         self.weight_cap = check_weight_cap(weight_cap)
+        self.expected_release = expected_release
+        self.score_releases = bool(score_releases)
         self._sent: list[Any] | None = None
 
     @property
@@ -121,6 +131,8 @@ class ReliabilityWeightedFedAvg(FedAvg):
             return None, {}
         frozen = self.frozen_keys if self._sent is not None else frozenset()
         uploads = [_to_upload(proxy, res, pos, frozen) for pos, (proxy, res) in enumerate(results)]
+        if self.score_releases and self.options.method == "calibrated":
+            attach_release_views(uploads, _shared_releases(results, uploads, self.expected_release), self.expected_release)
         log(INFO, "aggregate_fit: %d results, %d failures", len(results), len(failures))
         outcome = self._reliability.aggregate(server_round, uploads)
         report = self._reliability.history[-1]
@@ -213,6 +225,22 @@ def _to_upload(proxy: ClientProxy, res: FitRes, pos: int, frozen: frozenset[int]
     if isinstance(count, bool) or not isinstance(count, (int, float)):
         return Upload(node_id, arrays, 0, f"num_examples is not a number: {count!r}")
     return Upload(node_id, arrays, count)
+
+
+def _shared_releases(
+    results: list[tuple[ClientProxy, FitRes]], uploads: list[Upload], expected: wire.ReleaseExpectation | None
+) -> dict[int, Any]:
+    """Position -> the release each accepted result shared in its metrics (``wire.FM_RELEASE``, JSON
+    text: legacy metrics allow strings); a bad one rejects its upload, with the reason."""
+    out: dict[int, Any] = {}
+    for pos, ((_, res), up) in enumerate(zip(results, uploads, strict=True)):
+        try:
+            text = None if up.reason is not None else (res.metrics or {}).get(wire.FM_RELEASE)
+            if text is not None:
+                out[pos] = read_release(text, up.num_examples, expected)
+        except Exception as exc:  # noqa: BLE001 - untrusted content
+            up.reason = f"bad {wire.FM_RELEASE}: {exc}"
+    return out
 
 
 def _parameters_view(parameters: Parameters) -> list[Any]:

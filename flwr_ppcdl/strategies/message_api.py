@@ -25,6 +25,7 @@ from flwr_ppcdl.reliability import (
 
 from ._arrays import npy_view
 from ._dp import dp_weight_cap
+from .releases import attach_release_views, carries_release, read_release
 
 
 class ReliabilityWeightedFedAvg(FedAvg):
@@ -56,6 +57,17 @@ class ReliabilityWeightedFedAvg(FedAvg):
         started from (fixed denominator). Under one of Flower's DP wrappers the strategy needs
         ``method="uniform"`` and then weighs each valid reply ``1 / num_sampled_clients`` (any other
         method is refused with the reason: :mod:`flwr_ppcdl.strategies._dp`).
+    expected_release : wire.ReleaseExpectation, optional
+        The run's public configuration (task, ``d``, ``K``, ε, bounds) that every shared release
+        must match. Replies of functional-mechanism clients with ``share_statistics=True`` carry
+        their release (``wire.FM_RELEASE``); the calibrated estimator then also tests its scoring view
+        (class means, or target moments) under its known noise law, beside the parameters, each test
+        at half the false-alarm rate (:class:`~flwr_ppcdl.reliability.ScoredView`). A reply whose
+        release is malformed, disagrees with its claimed count, or (without an expectation) with
+        the round's majority is excluded with the reason. Replies without a release are scored on
+        their parameters alone.
+    score_releases : bool, default True
+        ``False`` ignores shared releases (parameters only, as for plain clients).
 
     Attributes
     ----------
@@ -82,6 +94,8 @@ class ReliabilityWeightedFedAvg(FedAvg):
         frozen_keys: Collection[str] | None = None,
         per_node_metrics: bool = False,
         weight_cap: float | None = None,
+        expected_release: wire.ReleaseExpectation | None = None,
+        score_releases: bool = True,
         **option_overrides: Any,
     ) -> None:
         super().__init__(
@@ -100,6 +114,8 @@ class ReliabilityWeightedFedAvg(FedAvg):
         self.frozen_keys: frozenset[str] = check_frozen_keys(frozen_keys)
         self.per_node_metrics = bool(per_node_metrics)
         self.weight_cap = check_weight_cap(weight_cap)
+        self.expected_release = expected_release
+        self.score_releases = bool(score_releases)
         self._sent: ArrayRecord | None = None
         self._warned: set[str] = set()
 
@@ -143,6 +159,8 @@ class ReliabilityWeightedFedAvg(FedAvg):
         replies = list(replies)
         keys = self._reference_keys(replies)
         uploads = [self._to_upload(msg, pos, keys) for pos, msg in enumerate(replies)]
+        if self.score_releases and self.options.method == "calibrated":
+            attach_release_views(uploads, self._shared_releases(replies, uploads), self.expected_release)
         self._learn_labels(replies, uploads)
         n_err = sum(1 for msg in replies if _has_error(msg))
         log(INFO, "aggregate_train: received %d replies (%d with errors)", len(replies), n_err)
@@ -232,6 +250,19 @@ class ReliabilityWeightedFedAvg(FedAvg):
             return Upload(node_id, arrays, count)
         except Exception as exc:  # noqa: BLE001 - a malformed reply must not crash the run
             return Upload(node_id, None, 0, f"malformed reply ({type(exc).__name__}: {exc})")
+
+    def _shared_releases(self, replies: list[Message], uploads: list[Upload]) -> dict[int, Any]:
+        """Position -> the release each accepted reply shared; a bad one rejects its upload (reason set)."""
+        out: dict[int, Any] = {}
+        for pos, (msg, up) in enumerate(zip(replies, uploads, strict=True)):
+            if up.reason is not None or not carries_release(msg):
+                continue
+            try:
+                text = msg.content.config_records[wire.FM_RELEASE].get(wire.RELEASE_JSON)
+                out[pos] = read_release(text, up.num_examples, self.expected_release)
+            except Exception as exc:  # noqa: BLE001 - untrusted content
+                up.reason = f"bad {wire.FM_RELEASE}: {exc}"
+        return out
 
     def _record(self, keys: list[str], aggregated: list[Any]) -> ArrayRecord:
         """The new global ArrayRecord: frozen arrays as sent, the others aggregated, in ``keys`` order."""

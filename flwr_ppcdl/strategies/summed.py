@@ -42,7 +42,6 @@ from flwr_ppcdl.reliability import (
     RoundReport,
     estimate_reliability,
 )
-from flwr_ppcdl.reliability.noise_law import class_means, target_moments
 
 from ._dp import DPCompositionError, dp_wrapper_driving
 from .message_api import (
@@ -52,75 +51,13 @@ from .message_api import (
     reported_partition,
     sender_id,
 )
-
-
-def clip_scored_view(task: str) -> bool:
-    """Whether the calibrated estimator clips the influence of a release's scored view (its energy test).
-
-    Classification (class means): yes -- a bound on what a corruption the pattern tests do not model can
-    do (the energy test bounds, it does not silence). It once was what caught flipped labels under label
-    skew (Fashion-MNIST, Dirichlet 0.3, 30 % flipped, epsilon = 10: .756 with the clip, .722 without);
-    the known-law row tests (:mod:`flwr_ppcdl.reliability.rows`) now catch them with or without it
-    (identical accuracy, AUROC and weights on all 28 Fashion-MNIST cells of
-    ``benchmarks/reliability_calibrated.py``).
-    Regression (target moments): no -- a validated release's influence is already bounded by its n
-    bounded records, and honest target skew makes the moments far (census2000, Dirichlet 0.3): the
-    clip removed honest records (honest participants at >= 0.8x their share in 83 % of cases, 40 %
-    random targets) and halved the recovery under IID (40 % random targets, epsilon = 10: R^2 .078
-    with the clip, .098 without, oracle .098).
-    """
-    return task == "classification"
-
-
-def release_scoring_view(release: Release) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """What the reliability estimator scores for one release, and its exact noise variance.
-
-    Classification: the participant's class means of the features (:func:`class_means`: K x d, one
-    row per class, read from the cross term and the Gram matrix's bias column, with their noise
-    variance) -- random labels collapse the rows, flipped labels permute them, label skew does not
-    move them (features given the class are alike across participants), and no inverse of the noisy
-    Gram matrix amplifies the noise (scoring the solutions ``K C~ G~^-1`` instead hid flipped labels
-    at epsilon = 1, ``benchmarks/reliability_calibrated.py``).
-    Regression: the target moments ``b / n`` (:func:`target_moments`: the feature-target moments and
-    the mean target, noise variance ``noise_sd^2 / n^2``) -- random targets remove their covariance
-    part, shrunk or exploded targets scale them, and again no inverse of the noisy Gram matrix
-    amplifies the noise (scoring the solutions ``Ĝ⁺ b`` instead detected nothing on census2000 at
-    epsilon = 1 or 10 under Gaussian noise, ``benchmarks/reliability_calibrated.py``).
-    """
-    if release.task == "classification":
-        means, variance = class_means(
-            np.asarray(release.statistics["cross"], dtype=np.float64),
-            np.asarray(release.statistics["gram"], dtype=np.float64),
-            float(release.num_examples), float(release.noise_sd),
-        )
-        return [means], [variance]
-    moments, variance = target_moments(
-        np.asarray(release.statistics["cross"], dtype=np.float64), float(release.num_examples), float(release.noise_sd)
-    )
-    return [moments], [variance]
-
-
-def parse_release(msg: Message, expected: wire.ReleaseExpectation | None = None) -> Release:
-    """The release a participant shared in its reply; ``ValueError`` with the reason otherwise."""
-    try:
-        records = msg.content.config_records
-        if wire.FM_RELEASE not in records:
-            raise ValueError(f"no ConfigRecord {wire.FM_RELEASE!r} (participant did not share its statistics)")
-        text = records[wire.FM_RELEASE].get(wire.RELEASE_JSON)
-    except ValueError:
-        raise
-    except Exception as err:  # noqa: BLE001 - untrusted content
-        raise ValueError(f"unreadable reply ({type(err).__name__}: {err})") from None
-    if text is None:
-        raise ValueError(f"ConfigRecord {wire.FM_RELEASE!r} has no field {wire.RELEASE_JSON!r}")
-    return wire.decode_release(text, expected)
-
-
-def _carries_release(msg: Message) -> bool:
-    try:
-        return not _has_error(msg) and wire.FM_RELEASE in msg.content.config_records
-    except Exception:  # noqa: BLE001
-        return False
+from .releases import (
+    carries_release,
+    clip_scored_view,
+    consistent_releases,
+    parse_release,
+    release_scoring_view,
+)
 
 
 class SummedStatisticsFedAvg(ReliabilityWeightedFedAvg):
@@ -165,10 +102,9 @@ class SummedStatisticsFedAvg(ReliabilityWeightedFedAvg):
         resolved = ReliabilityOptions.resolve(options, **overrides)
         if not reliability:
             resolved = resolved.with_overrides(method="fedavg")
-        super().__init__(*args, options=resolved, **kwargs)
+        super().__init__(*args, options=resolved, expected_release=expected_release, **kwargs)
         self.reliability = reliability
         self.head_keys = head_keys
-        self.expected_release = expected_release
         self.decoder = decoder
         self._evidence = EvidenceMemory(self.options.memory_rate) if self.options.memory_rate is not None else None
 
@@ -194,7 +130,7 @@ class SummedStatisticsFedAvg(ReliabilityWeightedFedAvg):
             self.reliability_history.append(RoundReport(server_round, excluded={
                 sender_id(m, p): "error reply" for p, m in enumerate(replies)}))
             return None, None
-        if not any(_carries_release(m) for m in replies):
+        if not any(carries_release(m) for m in replies):
             self._warn_once("no-release", (
                 "[ppcdl] SummedStatisticsFedAvg: no reply carries an 'fm-release' (ordinary clients, or "
                 "FM clients without share_statistics=True): aggregating the replies' parameters as "
@@ -237,7 +173,7 @@ class SummedStatisticsFedAvg(ReliabilityWeightedFedAvg):
             excluded.setdefault(node, reason)
             log(WARNING, "[ppcdl] round %d: node %s excluded from the summed statistics: %s",
                 server_round, self._reliability.labels.get(node, node), reason)
-        releases, nodes, positions = _consistent(releases, nodes, positions, excluded, self.expected_release is None)
+        releases, nodes, positions = consistent_releases(releases, nodes, positions, excluded, self.expected_release is None)
         report = RoundReport(server_round, excluded=excluded)
         self.reliability_history.append(report)
         keys = list(self._sent.keys()) if self._sent is not None else None
@@ -326,28 +262,3 @@ class SummedStatisticsFedAvg(ReliabilityWeightedFedAvg):
             for node, weight in report.weights.items():
                 metrics[f"{self.options.metrics_prefix}weight/{node}"] = float(weight)
         return metrics
-
-
-def _consistent(
-    releases: list[Release], nodes: list[int], positions: list[int], excluded: dict[int, str], with_epsilon: bool
-) -> tuple[list[Release], list[int], list[int]]:
-    """Keep the releases that agree with the majority's public shape; exclude the others by node.
-
-    Without a public expectation the majority also fixes ε (a lone release claiming a huge ε, hence
-    little noise, is excluded).
-    """
-    if not releases:
-        return [], [], []
-
-    def signature(r: Release) -> tuple[Any, ...]:
-        sig = (r.task, r.num_classes, r.num_features, r.feature_bound, r.target_bound, r.neighbouring, r.repair_keep)
-        return sig + ((round(r.epsilon, 6),) if with_epsilon else ())
-
-    sigs = [signature(r) for r in releases]
-    majority = max(set(sigs), key=sigs.count)
-    keep = [i for i, sig in enumerate(sigs) if sig == majority]
-    for i, sig in enumerate(sigs):
-        if sig != majority:
-            excluded[nodes[i]] = f"release {sig} disagrees with the majority {majority}"
-            log(WARNING, "[ppcdl] node %s excluded from the summed statistics: %s", nodes[i], excluded[nodes[i]])
-    return [releases[i] for i in keep], [nodes[i] for i in keep], [positions[i] for i in keep]

@@ -29,6 +29,7 @@ BAD: dict[str, Any] = {
     "solver": "magic",
     "local-steps": -1,
     "protocol": "smoke-signals",
+    "share-release": "sometimes",
     "proximal-mu": -0.5,
     "sampler": "bogus",
     "test-fraction": 1.0,
@@ -69,6 +70,7 @@ def test_every_run_config_key_has_a_bad_value_here() -> None:
         ({"epsilon": float("nan")}, "epsilon"),
         ({"protocol": "statistics", "reliability-method": "server-data"}, "server-data"),  # #12.11
         ({"protocol": "statistics", "strategy": "fedmedian"}, "fedmedian"),
+        ({"protocol": "statistics", "share-release": "never"}, "share-release"),
     ],
 )
 def test_combinations_and_types_are_refused(config: dict[str, Any], match: str) -> None:
