@@ -27,7 +27,11 @@ the same uploads; the aggregation rules are
 * ``legacy``: the pre-#13 App configuration (``method="truth_discovery"``, ``alignment=False``,
   ``sharpness=4``, ``tolerance=1``, ``count_cap=10``, ``max_share=0.5``);
 * ``calibrated``: the new default, :class:`~flwr_ppcdl.reliability.ReliabilityAggregator` with
-  ``ReliabilityOptions()`` -- the same object the Flower strategies call.
+  ``ReliabilityOptions()`` -- the same object the Flower strategies call -- given each participant's
+  release view (:func:`~flwr_ppcdl.strategies.releases.release_view`), as the App's FM participants
+  share their release (``share-release = auto``) and the strategy scores it beside the parameters;
+* ``calibrated-params``: the same estimator on the parameters alone (plain clients, ``share-release =
+  never``), the behaviour before the release views.
 
 Statistics protocol (``--protocol statistics``): participants share their release; the server sums the
 releases with keep-fractions from the estimator (as ``SummedStatisticsFedAvg``), ``legacy`` and
@@ -71,7 +75,8 @@ from flwr_ppcdl.app.settings import RunSettings  # noqa: E402
 from flwr_ppcdl.clients import TrainerConfig  # noqa: E402
 from flwr_ppcdl.clients.trainer import FunctionalMechanismTrainer  # noqa: E402
 from flwr_ppcdl.privacy import combine_releases, linear_head_parameters  # noqa: E402
-from flwr_ppcdl.reliability import ReliabilityAggregator, ReliabilityOptions, Upload  # noqa: E402
+from flwr_ppcdl.reliability import ReliabilityAggregator, ReliabilityOptions, ScoredView, Upload  # noqa: E402
+from flwr_ppcdl.strategies.releases import release_view  # noqa: E402
 
 LEGACY = {"method": "truth_discovery", "alignment": False, "sharpness": 4.0, "tolerance": 1.0, "memory_rate": 0.5,
           "count_cap": 10.0, "max_share": 0.5}
@@ -147,24 +152,28 @@ def rule_multikrum(f: int) -> Aggregate:
     return agg
 
 
-def rule_reliability(**options: Any) -> Aggregate:
+def rule_reliability(views: list[ScoredView] | None = None, **options: Any) -> Aggregate:
     agg = ReliabilityAggregator(ReliabilityOptions(seed=0, **options))
 
     def run(r: int, g: list[np.ndarray], ups: list[list[np.ndarray]], counts: np.ndarray) -> tuple[Any, Any, bool]:
         agg.remember_global(g)
-        out = agg.aggregate(r, [Upload(1000 + i, u, c) for i, (u, c) in enumerate(zip(ups, counts, strict=True))])
+        out = agg.aggregate(r, [Upload(1000 + i, u, c, view=None if views is None else views[i])
+                                for i, (u, c) in enumerate(zip(ups, counts, strict=True))])
         rep = agg.history[-1]
         w = np.array([rep.weights.get(1000 + i, 0.0) for i in range(len(ups))])
         return out.arrays, w, rep.undecidable is not None
     return run
 
 
-def rules(bad: np.ndarray) -> dict[str, tuple[Aggregate, bool]]:
+def rules(bad: np.ndarray, views: list[ScoredView]) -> dict[str, tuple[Aggregate, bool]]:
+    """Every parameter-protocol rule; ``calibrated`` also scores each participant's release view (the App's
+    default for FM clients, which share their release), ``calibrated-params`` the parameters alone."""
     f = int(bad.sum())
     return {
         "fedavg": (rule_fedavg, False), "oracle": (rule_fedavg, True), "fedmedian": (rule_median, False),
         "fedtrimmedavg": (rule_trimmed, False), "multikrum": (rule_multikrum(f), False),
-        "legacy": (rule_reliability(**LEGACY), False), "calibrated": (rule_reliability(), False),
+        "legacy": (rule_reliability(**LEGACY), False), "calibrated": (rule_reliability(views), False),
+        "calibrated-params": (rule_reliability(), False),
     }
 
 
@@ -248,7 +257,7 @@ def measure(cfg: dict[str, Any], protocol: str, only_rules: set[str] | None = No
     counts = np.array([t.release.num_examples for t in trainers], dtype=np.float64)  # type: ignore[union-attr]
     fedavg_share = counts / counts.sum()
     rows = []
-    names = rules(bad) if protocol == "parameters" else {n: (None, n == "oracle") for n in ("fedavg", "oracle", "legacy", "calibrated")}
+    names = rules(bad, [release_view(t.release) for t in trainers]) if protocol == "parameters" else {n: (None, n == "oracle") for n in ("fedavg", "oracle", "legacy", "calibrated")}
     for name, (aggregate, oracle) in names.items():
         if only_rules is not None and name not in only_rules:
             continue
@@ -266,7 +275,7 @@ def measure(cfg: dict[str, Any], protocol: str, only_rules: set[str] | None = No
             "metric": settings.metric, "value": value, "auroc": math.nan, "bad_mass": math.nan,
             "honest_kept": math.nan, "undecidable_rounds": undecidable, "seconds": time.perf_counter() - t0,
         }
-        if name in ("legacy", "calibrated", "multikrum") and history and history[-1] is not None:
+        if name in ("legacy", "calibrated", "calibrated-params", "multikrum") and history and history[-1] is not None:
             ws = np.stack([h for h in history if h is not None])
             ratio = ws / fedavg_share
             row["honest_kept"] = float(np.mean(ratio[:, ~bad] >= 0.8))
@@ -277,7 +286,8 @@ def measure(cfg: dict[str, Any], protocol: str, only_rules: set[str] | None = No
     return rows
 
 
-RULES = {"parameters": ("fedavg", "oracle", "fedmedian", "fedtrimmedavg", "multikrum", "legacy", "calibrated"),
+RULES = {"parameters": ("fedavg", "oracle", "fedmedian", "fedtrimmedavg", "multikrum", "legacy", "calibrated",
+                        "calibrated-params"),
          "statistics": ("fedavg", "oracle", "legacy", "calibrated")}
 KEY = ("dataset", "protocol", "kind", "fraction", "partitioning", "epsilon", "seed")
 
@@ -355,6 +365,10 @@ def _mean(values: list[float]) -> float:
 def summary(path: Path) -> None:
     """The issue's goals per cell (means over the seeds), the old rule and the new default side by side.
 
+``new`` is the default (``calibrated``: in the parameter protocol it also scores each participant's shared
+release under its known noise law); ``p-only`` the calibrated estimator on the parameters alone
+(``calibrated-params``: plain clients, or ``share-release = never``).
+
     Damage = oracle - FedAvg; recovery = (new - FedAvg) / damage; best Flower = the best of FedMedian,
     FedTrimmedAvg and MultiKrum in the parameter protocol on the same releases (also the comparison for
     the statistics protocol: what Flower's robust rules make of the same private participants). Goals:
@@ -371,7 +385,7 @@ def summary(path: Path) -> None:
         key = (r["protocol"], r["dataset"], r["kind"], r["partitioning"], r["epsilon"], r["fraction"])
         groups.setdefault(key, {}).setdefault(r["rule"], []).append(r)
     print(f"\n{'protocol':10} {'data':8} {'kind':8} {'split':5} {'eps':>4} {'bad':>4} {'n':>1} | {'FedAvg':>6} {'oracle':>6} {'bestFl':>6} "
-          f"{'legacy':>6} {'new':>6} | {'dmg':>6} {'recov':>6} | {'AUROC old/new':>13} {'mass old/new':>12} {'kept old/new':>12} {'und':>3} | goals")
+          f"{'legacy':>6} {'new':>6} {'p-only':>6} | {'dmg':>6} {'recov':>6} | {'AUROC old/new':>13} {'mass old/new':>12} {'kept old/new':>12} {'und':>3} | goals")
     for key, by in sorted(groups.items()):
         protocol, dataset, kind, part, eps, frac = key
 
@@ -405,7 +419,7 @@ def summary(path: Path) -> None:
         und = sum(int(r["undecidable_rounds"]) for r in by.get("calibrated", []))
         seeds = len(by.get("calibrated", by.get("fedavg", [])))
         print(f"{protocol:10} {dataset[:8]:8} {kind[:8]:8} {part[:5]:5} {float(eps):>4g} {float(frac):>4.0%} {seeds:>1} | {fa:>6.3f} {orc:>6.3f} "
-              f"{best:>6.3f} {leg:>6.3f} {new:>6.3f} | {damage:>+6.3f} {recov:>6.2f} | {f('legacy', 'auroc'):>6.2f}/{f('calibrated', 'auroc'):<6.2f} "
+              f"{best:>6.3f} {leg:>6.3f} {new:>6.3f} {f('calibrated-params'):>6.3f} | {damage:>+6.3f} {recov:>6.2f} | {f('legacy', 'auroc'):>6.2f}/{f('calibrated', 'auroc'):<6.2f} "
               f"{f('legacy', 'bad_mass'):>5.2f}/{f('calibrated', 'bad_mass'):<6.2f} {f('legacy', 'honest_kept'):>5.2f}/{f('calibrated', 'honest_kept'):<6.2f} "
               f"{und:>3} | {' '.join(goals)}")
 
