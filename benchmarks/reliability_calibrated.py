@@ -204,7 +204,7 @@ def run_parameters(settings: RunSettings, trainers: list[FunctionalMechanismTrai
 def run_statistics(settings: RunSettings, trainers: list[FunctionalMechanismTrainer], rule: str,
                    use: list[int]) -> tuple[float, list[np.ndarray | None], int]:
     """The statistics protocol: the server sums the releases with the estimator's keep-fractions."""
-    from flwr_ppcdl.strategies.summed import clip_scored_view, release_scoring_view
+    from flwr_ppcdl.strategies.releases import clip_scored_view, release_scoring_view
 
     releases = [trainers[i].release for i in use]
     counts = np.array([r.num_examples for r in releases], dtype=np.float64)
@@ -365,9 +365,9 @@ def _mean(values: list[float]) -> float:
 def summary(path: Path) -> None:
     """The issue's goals per cell (means over the seeds), the old rule and the new default side by side.
 
-``new`` is the default (``calibrated``: in the parameter protocol it also scores each participant's shared
-release under its known noise law); ``p-only`` the calibrated estimator on the parameters alone
-(``calibrated-params``: plain clients, or ``share-release = never``).
+    ``new`` is the default (``calibrated``: in the parameter protocol it also scores each participant's
+    shared release under its known noise law); ``p-only`` the calibrated estimator on the parameters alone
+    (``calibrated-params``: plain clients, or ``share-release = never``).
 
     Damage = oracle - FedAvg; recovery = (new - FedAvg) / damage; best Flower = the best of FedMedian,
     FedTrimmedAvg and MultiKrum in the parameter protocol on the same releases (also the comparison for

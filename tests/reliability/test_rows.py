@@ -107,7 +107,7 @@ def test_flipped_labels_holding_half_the_data_lose_their_weight_under_label_skew
     """Statistics protocol, class means: four colluding flipped-label participants hold 16,000 of 25,000
     records (Dirichlet 0.3 label skew). They keep <= 0.2x their FedAvg share, the honest six >= 0.8x;
     with nobody flipped every participant keeps its share."""
-    from flwr_ppcdl.strategies.summed import release_scoring_view
+    from flwr_ppcdl.strategies.releases import release_scoring_view
 
     rng = np.random.default_rng(3)
     for flipped in (set(), {6, 7, 8, 9}):
@@ -279,7 +279,7 @@ def test_an_established_majority_is_not_overruled_by_camps_in_an_estimated_stati
     with the four, "two camps of five" -- the earlier rule then reported the round undecidable (2 of these
     30 draws) although the class means' majority under the known law was exactly the honest six. Now no
     draw is undecidable, and in every draw the four keep <= 0.2x their share, the honest six >= 0.8x."""
-    from flwr_ppcdl.strategies.summed import release_scoring_view
+    from flwr_ppcdl.strategies.releases import release_scoring_view
 
     for seed in range(30):
         rng = np.random.default_rng(seed)

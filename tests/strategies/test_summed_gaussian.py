@@ -96,7 +96,7 @@ def test_the_pooled_solve_uses_the_sd_of_the_sum_and_the_decoder() -> None:
 def test_the_reliability_scoring_reads_each_laws_own_noise_variance(noise: str) -> None:
     """The calibrated estimator's noise law is the release's own per-entry variance ``noise_sd²``: σ² for
     a Gaussian release (not the 2σ² of reading ``noise_scale`` as a Laplace scale), 2b² for a Laplace one."""
-    from flwr_ppcdl.strategies.summed import release_scoring_view
+    from flwr_ppcdl.strategies.releases import release_scoring_view
 
     release = _release(20 if noise == "gaussian" else 21, noise=noise)
     sd2 = release.noise_sd**2
@@ -115,7 +115,7 @@ def test_the_reliability_scoring_reads_each_laws_own_noise_variance(noise: str) 
 def test_a_regression_release_is_scored_by_its_target_moments_with_variance_sd2_over_n2(noise: str) -> None:
     """Regression: the scored view is ``b / n`` (feature-target moments, last entry the mean target), whose
     noise variance is exactly ``noise_sd² / n²`` -- checked against the spread of many noisy releases."""
-    from flwr_ppcdl.strategies.summed import release_scoring_view
+    from flwr_ppcdl.strategies.releases import release_scoring_view
 
     rng = np.random.default_rng(22)
     n = 300
@@ -139,7 +139,7 @@ def _census_like_weights(rng: np.random.Generator, fm: FunctionalMechanism, beta
     """The calibrated weights of ten census-like regression releases (2,000 records each) scored by their
     target moments under the statistics protocol; the ``bad`` participants have random targets."""
     from flwr_ppcdl.reliability import estimate_reliability
-    from flwr_ppcdl.strategies.summed import release_scoring_view
+    from flwr_ppcdl.strategies.releases import release_scoring_view
 
     releases = []
     for k in range(10):
