@@ -1,19 +1,12 @@
-"""The known privacy-noise law of a functional-mechanism release, carried to its solution (pure numpy).
+"""The known privacy-noise law of a functional-mechanism release's scored views (pure numpy).
 
-A release perturbs every entry of its Gram matrix ``G`` and cross term ``C`` (or ``b``) with
-independent noise of standard deviation ``s``: the release's public ``noise_sd`` (``√2 Δ₁/ε`` for
-Laplace noise of scale ``b = Δ₁/ε``, ``σ`` for Gaussian noise, ``sqrt(Σ c_k² s_k²)`` for a weighted
-sum of releases). Every function here takes that per-entry standard deviation, whatever the law:
-the first-order formulas need only the variance ``s²``. Its solution solves ``W Ĝ / K = C̄`` (Taylor-softmax head, K classes) or
-``Ĝ w = b̄`` (regression), so to first order ``δW = (K δC - W δG) Ĝ⁺`` and ``δw = Ĝ⁺ (δb - δG w)``.
-Treating the entries of ``δG`` as independent (its upper triangle is; the mirror adds a small
-correlation), the variance of every entry of the solution is
-
-    Var δW_ij = s^2 (K^2 + ||W_i||^2) ||Ĝ⁺_{:, j}||^2,     Var δw_j = s^2 (1 + ||w||^2) ||Ĝ⁺_{j, :}||^2.
-
-The calibrated estimator subtracts this from a participant's residual energy before comparing it
-with the others' (honest heterogeneity is what is left), so a participant with few records or a small
-ε is not mistaken for an unreliable one. The server computes it from what it already received.
+A release perturbs every entry of its Gram matrix ``G`` and cross term ``C`` (or ``b``) with independent
+noise of standard deviation ``s``: the release's public ``noise_sd`` (``sqrt(2) Delta_1 / epsilon`` for
+Laplace noise of scale ``Delta_1 / epsilon``, ``sigma`` for Gaussian noise, ``sqrt(sum c_k^2 s_k^2)`` for a
+weighted sum of releases). The functions here read a view of a release -- class means, target moments,
+feature second moments -- and state the variance of each of its entries, which the calibrated estimator
+uses as the known part ``v`` of an honest participant's spread. The server computes it from what it
+already received; no inverse of the noisy Gram matrix amplifies the noise of any view.
 """
 
 from __future__ import annotations
@@ -29,42 +22,6 @@ def _check_sd(noise_sd: float) -> float:
     if not np.isfinite(sd) or sd < 0:
         raise ValueError(f"noise_sd={noise_sd!r} must be a finite number >= 0 (the per-entry noise standard deviation)")
     return sd
-
-
-def solution_noise_variance(
-    task: str, pseudo_inverse: FloatArray, weights: FloatArray, noise_sd: float, num_classes: int | None = None
-) -> FloatArray:
-    """First-order noise variance of every entry of a released statistics' solution.
-
-    Parameters
-    ----------
-    task : {"classification", "regression"}
-    pseudo_inverse : ndarray, shape (D, D)
-        ``Ĝ⁺`` of the repaired Gram matrix (symmetric).
-    weights : ndarray, shape (K, D) or (D,)
-        The solution (normalised units).
-    noise_sd : float
-        Standard deviation ``s`` of the noise on every released entry (the release's ``noise_sd``;
-        variance ``s^2`` for any law).
-    num_classes : int, optional
-        K (classification).
-
-    Returns
-    -------
-    ndarray, same shape as ``weights``
-    """
-    entry = _check_sd(noise_sd) ** 2
-    col = np.sum(np.asarray(pseudo_inverse, dtype=np.float64) ** 2, axis=0)  # ||P_{:, j}||^2
-    w = np.asarray(weights, dtype=np.float64)
-    if task == "classification":
-        if w.ndim != 2:
-            raise ValueError(f"classification weights must be (K, D); got shape {w.shape}")
-        k = float(num_classes or w.shape[0])
-        rows = k * k + np.sum(w * w, axis=1)
-        return np.asarray(entry * rows[:, None] * col[None, :], dtype=np.float64)
-    if w.ndim != 1:
-        raise ValueError(f"regression weights must be (D,); got shape {w.shape}")
-    return np.asarray(entry * (1.0 + float(w @ w)) * col, dtype=np.float64)
 
 
 def class_means(cross: FloatArray, gram: FloatArray, num_examples: float, noise_sd: float) -> tuple[FloatArray, FloatArray]:
@@ -150,3 +107,25 @@ def target_moments(cross: FloatArray, num_examples: float, noise_sd: float) -> t
         raise ValueError(f"num_examples={num_examples!r} must be a finite number >= 1")
     sd = _check_sd(noise_sd)
     return b / n, np.full(b.shape, (sd / n) ** 2)
+
+
+def gram_moments(gram: FloatArray, num_examples: float, noise_sd: float) -> tuple[FloatArray, FloatArray]:
+    """A release's feature second moments ``G / n`` (upper triangle with the diagonal) and their noise variance.
+
+    Every released entry of the upper triangle carries independent noise of standard deviation ``s`` (the
+    lower triangle mirrors it), so each moment's noise variance is ``s^2 / n^2``. Honest participants'
+    moments lie within the bounded features' range; a forged entry (e.g. an off-diagonal set to ``-n``)
+    is far from every honest participant's, which the estimator's energy bounds.
+
+    Returns
+    -------
+    moments, variance : ndarray, shape (D (D + 1) / 2,)
+    """
+    g = np.asarray(gram, dtype=np.float64)
+    if g.ndim != 2 or g.shape[0] != g.shape[1]:
+        raise ValueError(f"a Gram matrix must be square; got shape {g.shape}")
+    n = float(num_examples)
+    if not (np.isfinite(n) and n >= 1):
+        raise ValueError(f"num_examples={num_examples!r} must be a finite number >= 1")
+    upper = g[np.triu_indices(g.shape[0])] / n
+    return upper, np.full(upper.shape, (_check_sd(noise_sd) / n) ** 2)

@@ -171,7 +171,7 @@ class ReliabilityWeightedFedAvg(FedAvg):
         if n_err == len(replies):  # nothing but errors: FedAvg's answer
             return None, None
         cap, source = dp_weight_cap(self, self.weight_cap, self.options.method)
-        if cap is not None and outcome.arrays is not None:
+        if cap is not None and outcome.arrays is not None and self._reliability.history[-1].aggregate == "weighted":
             outcome = self._capped(server_round, outcome, uploads, cap, source)
         metrics = self._train_metrics(replies, outcome)
         if outcome.arrays is None or keys is None:
@@ -299,7 +299,7 @@ class ReliabilityWeightedFedAvg(FedAvg):
         if kept > 1e-12:
             log(INFO, "round %d: weights capped at %.4g (%s); %.3f of the step stays on the global model",
                 server_round, cap, source, kept)
-        metrics = self._reliability._metrics(report, len(outcome.included))  # noqa: SLF001 - same package
+        metrics = self._reliability.metrics(report, len(outcome.included))
         return RoundOutcome(arrays, metrics, outcome.included)
 
     def _train_metrics(self, replies: list[Message], outcome: RoundOutcome) -> MetricRecord:
