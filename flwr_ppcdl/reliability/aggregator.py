@@ -40,34 +40,13 @@ class Upload:
 
 @dataclass
 class RoundReport:
-    """What the reliability weighting decided in one round (node ids as ints).
-
-    Attributes
-    ----------
-    round : int
-    weights : dict[int, float]
-        The estimator's weight per valid node (sums to 1). In an undecidable round the aggregate is
-        the coordinate-wise median (``aggregate``) and these weights are the estimator's judgement only.
-    reliability : dict[int, float]
-        Weight factor beyond the claimed count, in [0, 1], per valid node.
-    fedavg_share : dict[int, float]
-        The node's share under plain sample-count weighting (after the count cap).
-    excluded : dict[int, str]
-        Nodes whose reply was not aggregated, and why.
-    down_weighted : list[int]
-        Nodes below half their FedAvg share.
-    model_updated : bool
-        False when nothing valid arrived (the global model stays as it was).
-    failures : int
-        Error replies / failures the runtime reported (legacy API).
-    evidence : dict[int, float]
-        Calibrated: accumulated log-odds that the node is corrupted (> 0: flagged).
-    undecidable : str or None
-        Calibrated: why the round had no decidable honest majority (then ``aggregate == "median"``).
-    aggregate : str
-        ``"weighted"`` (the weighted sum), ``"median"`` (coordinate-wise median: bounded influence) or
-        ``"none"`` (no update).
-    """
+    """What the reliability weighting decided in one round (node ids as ints): ``weights`` (the
+    estimator's, summing to 1; in an undecidable round its judgement only, the aggregate being the
+    median), ``reliability`` (the factor beyond the claimed count), ``fedavg_share`` (after the count cap),
+    ``excluded`` (node -> why), ``down_weighted`` (below half their FedAvg share), ``model_updated``,
+    ``failures`` (legacy API), ``evidence`` (accumulated log-odds of being corrupted: > 0 flagged),
+    ``undecidable`` (why no honest majority was decidable) and ``aggregate`` (``"weighted"``, ``"median"``
+    -- the coordinate-wise median, bounded influence -- or ``"none"``)."""
 
     round: int
     weights: dict[int, float] = field(default_factory=dict)
@@ -92,13 +71,8 @@ class RoundOutcome:
 
 
 class ReliabilityAggregator:
-    """Reliability-weighted aggregation with history and memory across rounds.
-
-    Parameters
-    ----------
-    options : ReliabilityOptions
-        Every option (validated once); ``method="server_data"`` needs ``server_loss_fn``.
-    """
+    """Reliability-weighted aggregation with history and memory across rounds (``options``: every option,
+    validated once; ``method="server_data"`` needs ``server_loss_fn``)."""
 
     def __init__(self, options: ReliabilityOptions) -> None:
         if not isinstance(options, ReliabilityOptions):
@@ -215,11 +189,8 @@ class ReliabilityAggregator:
         return self.labels.get(node, str(node))
 
     def metrics(self, report: RoundReport, num_included: int) -> dict[str, float]:
-        """Summary counts of the round (a fixed set of keys, whatever the number of nodes).
-
-        Per-node weights are not metrics here (their keys would grow with the federation); the
-        adapters add ``{prefix}weight/<node>`` only when asked (``per_node_metrics=True``).
-        """
+        """Summary counts of the round: a fixed set of keys whatever the number of nodes (per-node
+        weights only when the adapters are asked, ``per_node_metrics=True``)."""
         p = self.options.metrics_prefix
         metrics: dict[str, float] = {
             f"{p}num-included": float(num_included),
@@ -235,13 +206,8 @@ class ReliabilityAggregator:
 
 
 def _pre_excluded(uploads: Sequence[Upload]) -> dict[int, str]:
-    """Uploads the adapter rejected, and repeated replies of one node.
-
-    A node counts once per round: its first reply the adapter accepted is kept, every later reply
-    of the same node id is excluded (and named in the warning), as is every reply the adapter
-    rejected. Adapters give replies without a usable sender id distinct ids, so they are never
-    taken for repeats of one another.
-    """
+    """Uploads the adapter rejected, and repeated replies of one node (a node counts once per round: its
+    first accepted reply is kept; adapters give replies without a usable sender id distinct ids)."""
     kept: dict[int, int] = {}
     excluded: dict[int, str] = {}
     for pos, up in enumerate(uploads):

@@ -1,10 +1,6 @@
-"""The aggregate itself: a weighted sum of uploads, layer by layer (pure numpy).
-
-One fused multiply-add per upload and layer in the uploads' dtype (float64 for small layers),
-through one reusable buffer. Measured at K = 100, P = 10^6 float32, the whole reliability
-aggregation costs about 1.0-1.5x Flower FedAvg's ``aggregate_train``
-(``benchmarks/aggregation_speed.py``).
-"""
+"""The aggregate itself, layer by layer (pure numpy): the weighted sum (one fused multiply-add per upload
+and layer through one reusable buffer), or the coordinate-wise median of a round without a decidable
+honest majority."""
 
 from __future__ import annotations
 

@@ -1,26 +1,17 @@
 """One calibration at the round's number of participants: thresholds by simulating the estimator.
 
-Every per-participant statistic of :mod:`.model` is standardised against an honest distribution that
-is either known (a noise law: standard normal) or estimated from the participants themselves (the
-median and the median absolute deviation of the honest majority). With few participants an estimated
-location and scale are noisy, so ``z`` has heavier tails than the normal; and the evidence of a round
-is a *sum* over several statistics and views. Neither is left to a normal table or to Bonferroni:
-:func:`evidence_threshold` draws the honest model's statistics for K participants (seeded: this is
-not privacy noise, and a public seed only makes the threshold reproducible), applies exactly the
-estimator's standardisation, sums the log-likelihood ratios as the estimator does, and returns the
-``1 - alpha`` quantile. An honest participant's evidence then passes the threshold with probability
-``alpha`` under the honest model, whatever K (``tests/reliability/test_calibration.py`` measures it
-on fresh draws at K = 10, 100 and 1,000).
-
-Log-likelihood ratio of one statistic: ``z^2 / 2`` (two-sided: the corruption moves the statistic
-either way, e.g. a scaled upload towards zero or beyond) or ``max(z, 0)^2 / 2`` (one-sided), the
-generalised likelihood ratio of a shifted normal against the honest one.
+A statistic of :mod:`.model` is standardised against a known null (a noise law) or one estimated from
+the participants; with few participants the estimate is noisy (heavier tails than the normal), and a
+round's evidence is a *sum* over statistics and views. :func:`evidence_threshold` therefore draws the
+honest model's statistics for K participants (seeded: not privacy noise), standardises them exactly as
+the estimator does, sums their log-likelihood ratios (``z^2 / 2``, one-sided ``max(z, 0)^2 / 2``: a
+shifted normal against the honest one) and returns the ``1 - alpha`` quantile: an honest participant's
+evidence passes it with probability ``alpha`` whatever K (``tests/reliability/test_calibration.py``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from functools import cache
 
 import numpy as np
@@ -64,9 +55,7 @@ def normal_quantile(p: float) -> float:
 
 def normal_tail(z: FloatArray) -> FloatArray:
     """``1 - Phi(z)``, elementwise."""
-    from math import erfc
-
-    return np.asarray(np.vectorize(lambda v: 0.5 * erfc(v / math.sqrt(2)))(np.asarray(z, dtype=np.float64)), dtype=np.float64)
+    return np.array([0.5 * math.erfc(float(v) / math.sqrt(2)) for v in np.ravel(z)]).reshape(np.shape(z))
 
 
 def median_mad(values: FloatArray, members: NDArray[np.bool_] | None = None) -> tuple[FloatArray, FloatArray]:
@@ -159,8 +148,3 @@ def known_to_normal(values: FloatArray, comparisons: int) -> FloatArray:
     tail = np.minimum(1.0, comparisons * normal_tail(values))
     tail = np.clip(tail, 1e-300, 1.0 - 1e-16)
     return np.array([-normal_quantile(float(t)) if t < 1.0 else -8.0 for t in tail], dtype=np.float64)
-
-
-def kinds_key(kinds: Sequence[Kind]) -> tuple[Kind, ...]:
-    """A hashable, order-free key for :func:`evidence_threshold`."""
-    return tuple(sorted(kinds))

@@ -1,16 +1,10 @@
 """Claimed example counts: untrusted, so only plausible counts steer the weights (pure numpy).
 
-FedAvg weighs uploads by claimed counts, so a participant that lies about its count can take the
-aggregate. Honest unequal counts must nevertheless keep FedAvg's weights (``[10, 10, 80]`` gives
-``[.1, .1, .8]``). Three layers, the first two here:
-
-1. an absolute, public maximum (``max_num_examples``: e.g. the size of the data set a partition
-   plan splits): a claim above it is impossible and excludes the upload;
-2. a wide relative plausibility cap (``count_cap`` times the median claim, default 1000): a claim
-   above it is capped with a warning;
-3. in the calibrated estimator, a participant the model doubts -- flagged, or beyond the energy
-   threshold -- counts at most the median claim (:mod:`.estimate`): a far upload cannot keep a large
-   share through a large claim, with or without a server-side maximum.
+Honest unequal counts keep FedAvg's weights (``[10, 10, 80]`` gives ``[.1, .1, .8]``); three layers stop a
+liar: a public absolute maximum (``max_num_examples``: a claim above it excludes the upload), a wide
+relative cap (``count_cap`` times the median claim, with a warning), and -- in the calibrated estimator
+(:mod:`.estimate`) -- a participant the model doubts counts at most the median claim, with or without a
+server-side maximum.
 """
 
 from __future__ import annotations

@@ -1,28 +1,18 @@
-"""The reliability estimate of one round: validate, fit the honest model, weigh (pure numpy).
+"""One round's weights (pure numpy): validate, fit the honest model to every view, weigh.
 
-:func:`estimate_reliability` is the pure core every Flower adapter calls through
-:class:`~flwr_ppcdl.reliability.ReliabilityAggregator`; :func:`reliability_weights` returns only
-the weights. Methods:
+``"calibrated"`` (default, ``docs/reliability.md``): one block per view -- the parameters (or deltas)
+and each array of a shared release's known-law view (:class:`ScoredView`) -- fitted by
+:func:`~flwr_ppcdl.reliability.model.fit_block`; the structured alternatives' log-likelihood ratios are
+summed over statistics and blocks, compared with the threshold simulated for this K (:mod:`.calibration`)
+and carried across rounds as suspicion (:mod:`.memory`). Weight = claimed count x posterior probability of
+being honest x the energy's bounded-influence factor; a doubted participant (flagged, or beyond the energy
+threshold) counts at most the median claim; at least half of the voices incompatible with the model: the
+round is *undecidable* (the aggregator takes the coordinate-wise median). ``"server_data"``:
+``exp(-sharpness * max(L_k / min_j L_j - tolerance, 0))`` from losses on the server's own records.
+``"fedavg"`` / ``"uniform"``: baselines.
 
-``"calibrated"`` (default; model and decision in ``docs/reliability.md``)
-    One block per view of the participants -- their parameters (or deltas), and the known-law
-    view of their release where they shared one (:class:`ScoredView`) -- each fitted by
-    :func:`~flwr_ppcdl.reliability.model.fit_block`. The evidence of the structured alternatives is
-    summed over statistics and blocks into one log-likelihood ratio, compared with the threshold
-    simulated for this K and these statistics (:mod:`.calibration`), and accumulated across rounds
-    (suspicion only, :class:`~flwr_ppcdl.reliability.memory.EvidenceMemory`). The weight is the
-    claimed count times the posterior probability of being honest times the energy's
-    bounded-influence factor; a doubted participant (flagged, or beyond the energy threshold) counts
-    at most the median claim. When at least half of the voices are incompatible with the fitted
-    honest model the round is *undecidable* (the aggregator then takes the coordinate-wise median).
-``"server_data"``
-    ``r_k = exp(-sharpness * max(L_k / min_j L_j - tolerance, 0))`` from losses the server computed
-    on its own records (lower is better).
-``"fedavg"`` / ``"uniform"``
-    Claimed counts (FedAvg) or equal weights; baselines.
-
-Privacy: post-processing of what participants already released, plus (server data) losses on records
-the *server* owns; no participant record is read and no privacy budget is spent.
+Privacy: post-processing of what participants already released (and, for server data, of records the
+server owns); no participant record is read, no privacy budget is spent.
 """
 
 from __future__ import annotations
@@ -34,7 +24,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from flwr_ppcdl.reliability.calibration import Kind, evidence_threshold, kinds_key, llr
+from flwr_ppcdl.reliability.calibration import Kind, evidence_threshold, llr
 from flwr_ppcdl.reliability.constants import SHARPNESS
 from flwr_ppcdl.reliability.counts import plausible_counts
 from flwr_ppcdl.reliability.model import BlockFit, fit_block
@@ -47,22 +37,10 @@ FloatArray = NDArray[np.float64]
 
 @dataclass
 class ScoredView:
-    """A second, known-law view of a participant, scored beside its parameters.
-
-    A functional-mechanism participant that shares its (already private) release gives the server
-    statistics whose privacy-noise law is public (its class means or target moments,
-    :mod:`~flwr_ppcdl.reliability.noise_law`): the calibrated estimator tests them under that law,
-    which parameters cannot be. Post-processing of the release: no privacy cost.
-
-    Attributes
-    ----------
-    layers : list of ndarray
-        The scored statistics (same shapes for every participant of a round).
-    noise_variance : list of ndarray
-        Their known privacy-noise variance, broadcastable to ``layers``.
-    bounded_influence : bool or tuple of bool
-        Whether the energy of this view (or of each of its layers) bounds the participant's influence.
-    """
+    """A known-law view of a participant's shared release (class means, target moments, Gram moments:
+    :mod:`~flwr_ppcdl.reliability.noise_law`), scored beside its parameters; post-processing, no privacy
+    cost. ``layers``: the statistics (same shapes for every participant); ``noise_variance``: their known
+    noise variance (broadcastable); ``bounded_influence``: whether each layer's energy bounds influence."""
 
     layers: list[NDArray[Any]]
     noise_variance: list[NDArray[Any]]
@@ -71,34 +49,13 @@ class ScoredView:
 
 @dataclass
 class ReliabilityResult:
-    """Outcome of :func:`estimate_reliability` (arrays of shape (K,), one entry per upload).
-
-    Attributes
-    ----------
-    weights : ndarray
-        Final aggregation weights (>= 0, sum to 1; all zero only if nothing was valid).
-    reliability : ndarray
-        The weight factor beyond the claimed count, in [0, 1] (0 for excluded uploads): calibrated,
-        posterior probability of being honest times the bounded-influence factor.
-    sample_weights : ndarray
-        FedAvg's share: normalised plausible claimed counts (0 for excluded).
-    distances : ndarray
-        Calibrated: standardised energy (``z`` of the free alternative); server data: loss ratio or
-        excess; ``nan`` for excluded uploads and other methods.
-    excluded : dict[int, str]
-        Index of each excluded upload and the reason.
-    evidence : ndarray
-        Calibrated: accumulated log-odds that the participant is corrupted (0 at the decision
-        threshold, above it the posterior of being honest is below 1/2); ``nan`` otherwise.
-    carried_evidence : ndarray
-        Calibrated: what the memory keeps for the next round (``evidence``).
-    round_evidence : ndarray
-        Calibrated: this round's calibrated log-likelihood ratio alone (``evidence`` before memory).
-    undecidable : str or None
-        Calibrated: why the uploads have no decidable honest majority this round.
-    capped : dict[int, str]
-        Uploads whose claimed count was capped, and how.
-    """
+    """Outcome of :func:`estimate_reliability`, one entry per upload: ``weights`` (>= 0, sum 1; all 0 only
+    if nothing was valid), ``reliability`` (the factor beyond the claimed count: posterior probability of
+    being honest x bounded-influence factor; 0 if excluded), ``sample_weights`` (FedAvg's share),
+    ``distances`` (the standardised energy; server data: the loss ratio), ``excluded`` / ``capped`` (index
+    -> reason), ``evidence`` (accumulated log-odds of being corrupted: > 0 is flagged; NaN for other
+    methods), ``carried_evidence`` (what the memory keeps), ``round_evidence`` (this round's calibrated
+    log-likelihood ratio alone) and ``undecidable`` (why no honest majority was decidable)."""
 
     weights: FloatArray
     reliability: FloatArray
@@ -128,34 +85,14 @@ def estimate_reliability(
 ) -> ReliabilityResult:
     """Estimate reliability and aggregation weights of K uploads.
 
-    Parameters
-    ----------
-    updates : list of list of array-like, or None
-        One list of arrays per participant (parameters, or with ``reference`` the parameters whose
-        deltas are scored); None when only ``views`` are scored (the statistics protocol).
-    num_examples : sequence of numbers
-        Claimed example counts (untrusted). Non-positive or non-finite counts exclude the upload.
-    options : ReliabilityOptions, optional
-        The options (defaults when None); keyword ``overrides`` are applied on top, validated.
-    prior_evidence : sequence of float, optional
-        Calibrated: the accumulated log-odds each upload's node carries from earlier rounds
-        (:class:`~flwr_ppcdl.reliability.memory.EvidenceMemory`; NaN for a node never seen).
-    server_losses : sequence of float, optional
-        Server data: the loss of each upload on server-held records.
-    expected_shapes : list of tuple, optional
-        Required layer shapes; see :func:`validate_updates`.
-    reference : list of array-like, optional
-        The global model the uploads started from: its deltas are scored (no ``K x P`` copy is made).
-    noise_variance : list of list of array-like, optional
-        The known privacy-noise variance of every entry of ``updates`` (broadcastable), or None.
-    views : sequence of ScoredView or None, optional
-        Per upload, a known-law view of its release scored as a second block (None: it has none).
-    bounded_influence : bool, default True
-        Whether the energy of ``updates`` bounds a participant's influence.
-
-    Returns
-    -------
-    ReliabilityResult
+    ``updates``: one list of arrays per participant (None when only ``views`` are scored);
+    ``num_examples``: claimed counts (untrusted; non-positive or non-finite excludes the upload);
+    ``options`` and keyword ``overrides``: :class:`ReliabilityOptions`; ``prior_evidence``: the log-odds
+    each node carries (:class:`~flwr_ppcdl.reliability.memory.EvidenceMemory`; NaN for a new node);
+    ``server_losses``: for server data; ``expected_shapes``: see :func:`validate_updates`; ``reference``:
+    the global model, whose deltas are then scored (no ``K x P`` copy); ``noise_variance``: the known
+    noise variance of ``updates`` (broadcastable) or None; ``views``: per upload a :class:`ScoredView` or
+    None; ``bounded_influence``: whether the energy of ``updates`` bounds influence.
     """
     opts = ReliabilityOptions.resolve(options, **overrides)
     n_up = len(num_examples)
@@ -238,7 +175,7 @@ def _calibrated(
             clip[pos] *= fit.clip
             incompatible[pos] |= fit.incompatible
             energy[pos] = np.fmax(energy[pos], fit.energy)
-    threshold = np.array([evidence_threshold(k, opts.false_alarm_rate, kinds_key(kk)) if kk else np.inf for kk in kinds])
+    threshold = np.array([evidence_threshold(k, opts.false_alarm_rate, tuple(sorted(kk))) if kk else np.inf for kk in kinds])
     this_round = np.where(np.isfinite(threshold), total - threshold, -np.inf)
     carried = np.nan_to_num(_per_upload("prior_evidence", prior_evidence, n_up, np.nan)[idx], nan=0.0)
     gamma = opts.memory_rate or 0.0
@@ -334,10 +271,7 @@ def reliability_weights(
     updates: Sequence[Sequence[Any]], num_examples: Sequence[Any] | NDArray[Any],
     options: ReliabilityOptions | None = None, **overrides: Any,
 ) -> FloatArray:
-    """Aggregation weights of K uploads: non-negative, summing to 1 (all zero when none is valid).
-
-    Thin wrapper around :func:`estimate_reliability` (same keyword options).
-    """
+    """:func:`estimate_reliability`'s weights: non-negative, summing to 1 (all zero when none is valid)."""
     return estimate_reliability(updates, num_examples, options, **overrides).weights
 
 

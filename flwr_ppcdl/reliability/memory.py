@@ -1,14 +1,10 @@
 """Memory across rounds: each node's accumulated suspicion, in calibrated log-odds (pure Python).
 
-The calibrated estimator's round evidence is a log-likelihood ratio minus its threshold: positive
-when the round alone would flag the node. The memory carries the positive part, discounted by
-``memory_rate`` per round, into the next round's log-odds (``L_t = l_t + rate * max(L_{t-1}, 0)``):
-a node found corrupted stays down while its uploads keep failing, and one far round fades. Credit
-is never carried (a node cannot bank honest rounds to spend on a later attack). Successive uploads
-of one functional-mechanism participant derive from one release, so its rounds are not independent
-evidence; carrying a discounted positive part at most adds ``rate / (1 - rate)`` times the evidence
-already seen, and an honest node's log-odds pass 0 in a round only if that round's own evidence or a
-carried false alarm does (measured: ``benchmarks/reliability_calibrated.py``).
+A round's log-odds are its log-likelihood ratio minus the threshold (> 0: flagged) plus ``memory_rate``
+times the node's carried positive log-odds (``L_t = l_t + rate * max(L_{t-1}, 0)``): a node found
+corrupted stays down while its uploads keep failing, one far round fades, and credit is never carried (no
+node banks honest rounds for a later attack). Evidence repeated from one fixed release adds at most
+``rate / (1 - rate)`` times itself.
 """
 
 from __future__ import annotations

@@ -25,36 +25,16 @@ def _check_sd(noise_sd: float) -> float:
 
 
 def class_means(cross: FloatArray, gram: FloatArray, num_examples: float, noise_sd: float) -> tuple[FloatArray, FloatArray]:
-    """A classification release's class means of the features, and their variance (noise and sampling).
+    """A classification release's class means of the features and their variance (noise and sampling),
+    both (K, D - 1), from its cross term ``cross`` (K, D), Gram matrix ``gram`` (D, D), public count ``n``
+    and per-entry noise sd ``s``.
 
-    With bias-augmented features ``h~ = [h; 1]`` the released cross term is
-    ``C[c] = sum_{i in c} h~_i - (1/K) sum_i h~_i`` and the Gram matrix's bias column is
-    ``sum_i h~_i``, so the class-c feature sum is ``S_c = C[c] + G[:, -1] / K`` and the class count
-    ``n_c = S_c[-1]`` (the bias entry). The class mean is ``S_c / n_c`` on the d feature columns. The
-    counts are noisy, so they are floored at three noise standard deviations (a class the
-    participant barely has gets a mean of large, stated variance instead of an unbounded one). The
-    variance of a class mean is its privacy noise plus its sampling variance,
-
-        Var(mean_cj) = s^2 (1 + 1/K^2 + mean_cj^2) / n_c^2 + v_j / n_c,
-
-    with ``s`` the per-entry noise standard deviation and ``v_j`` the participant's total variance of feature j (Gram diagonal over n minus the
-    squared mean: an upper bound, on average, of the within-class variance).
-
-    Label skew changes ``n_c``, not the class means, so honest participants with skewed labels agree
-    on them; random labels make every row the overall mean; flipped labels permute the rows.
-
-    Parameters
-    ----------
-    cross : ndarray, shape (K, D)
-    gram : ndarray, shape (D, D)
-    num_examples : float
-        ``n`` (public under replace-one neighbours).
-    noise_sd : float
-        Standard deviation ``s`` of the noise on every released entry (the release's ``noise_sd``).
-
-    Returns
-    -------
-    means, variance : ndarray, shape (K, D - 1)
+    With bias-augmented features the class-c feature sum is ``S_c = C[c] + G[:, -1] / K`` and the class
+    count ``n_c = S_c[-1]``, floored at three noise sds (a class barely held gets a mean of large stated
+    variance, not an unbounded one); ``Var(mean_cj) = s^2 (1 + 1/K^2 + mean_cj^2) / n_c^2 + v_j / n_c``
+    with ``v_j`` the participant's total variance of feature j (an upper bound, on average, of the
+    within-class one). Label skew changes ``n_c``, not the means; random labels make every row the
+    overall mean; flipped labels permute the rows.
     """
     if cross.ndim != 2 or gram.shape != (cross.shape[1], cross.shape[1]):
         raise ValueError(f"cross {cross.shape} and gram {gram.shape} do not match a (K, D) / (D, D) release")
@@ -74,30 +54,11 @@ def class_means(cross: FloatArray, gram: FloatArray, num_examples: float, noise_
 
 
 def target_moments(cross: FloatArray, num_examples: float, noise_sd: float) -> tuple[FloatArray, FloatArray]:
-    """A regression release's target moments ``b / n = mean_i h~_i y_i`` and their privacy-noise variance.
-
-    With bias-augmented features ``h~ = [h; 1]`` the released cross term is ``b = sum_i h~_i y_i``, so
-    ``b / n`` holds the feature-target moments and, in its last (bias) entry, the mean target. Every
-    entry of ``b`` carries independent noise of standard deviation ``s`` and ``n`` is public, so the
-    noise variance of each moment is exactly ``s^2 / n^2`` -- no inverse of the noisy Gram matrix
-    amplifies it (the solution ``Ĝ⁺ b`` of a 2,360-record census participant at epsilon = 1 varies by
-    0.2-0.6 per coefficient, as much as the coefficients themselves). Participants with the same
-    relation between features and target agree on the moments up to sampling (part of the honest
-    heterogeneity the estimator measures); random targets take them to ``mean(h~) * mean(y)`` (the
-    covariance part vanishes), shrunk targets scale them down, exploded ones up.
-
-    Parameters
-    ----------
-    cross : ndarray, shape (D,)
-        The released ``b``.
-    num_examples : float
-        ``n`` (public under replace-one neighbours).
-    noise_sd : float
-        Standard deviation ``s`` of the noise on every released entry (the release's ``noise_sd``).
-
-    Returns
-    -------
-    moments, variance : ndarray, shape (D,)
+    """A regression release's target moments ``b / n`` (the feature-target moments; last entry the mean
+    target) and their noise variance, exactly ``s^2 / n^2`` per entry (``n`` public): no inverse of the
+    noisy Gram matrix amplifies it (a 2,360-record census participant's solution ``G^+ b`` varies by
+    0.2-0.6 per coefficient at epsilon = 1, as much as the coefficients). Random targets remove the
+    covariance part, shrunk or exploded targets scale the moments.
     """
     b = np.asarray(cross, dtype=np.float64)
     if b.ndim != 1:
@@ -110,17 +71,9 @@ def target_moments(cross: FloatArray, num_examples: float, noise_sd: float) -> t
 
 
 def gram_moments(gram: FloatArray, num_examples: float, noise_sd: float) -> tuple[FloatArray, FloatArray]:
-    """A release's feature second moments ``G / n`` (upper triangle with the diagonal) and their noise variance.
-
-    Every released entry of the upper triangle carries independent noise of standard deviation ``s`` (the
-    lower triangle mirrors it), so each moment's noise variance is ``s^2 / n^2``. Honest participants'
-    moments lie within the bounded features' range; a forged entry (e.g. an off-diagonal set to ``-n``)
-    is far from every honest participant's, which the estimator's energy bounds.
-
-    Returns
-    -------
-    moments, variance : ndarray, shape (D (D + 1) / 2,)
-    """
+    """A release's feature second moments ``G / n`` (upper triangle with the diagonal, D (D + 1) / 2
+    entries) and their noise variance ``s^2 / n^2`` (the lower triangle mirrors the upper). A forged entry
+    (an off-diagonal set to ``-n``) is far from every honest participant's moments: the energy bounds it."""
     g = np.asarray(gram, dtype=np.float64)
     if g.ndim != 2 or g.shape[0] != g.shape[1]:
         raise ValueError(f"a Gram matrix must be square; got shape {g.shape}")

@@ -1,12 +1,8 @@
 """`ReliabilityOptions`: every option of reliability-weighted aggregation, declared and validated once.
 
-The estimator (:func:`~flwr_ppcdl.reliability.estimate_reliability`), the round bookkeeping
-(:class:`~flwr_ppcdl.reliability.ReliabilityAggregator`) and every Flower adapter
-(``ReliabilityWeightedFedAvg`` for both API generations, ``SummedStatisticsFedAvg``) take this one
-frozen object; keyword overrides (``ReliabilityWeightedFedAvg(false_alarm_rate=0.01)``) go through
-:meth:`ReliabilityOptions.with_overrides`, so a misspelt or invalid option fails at construction with
-a ``ValueError``/``TypeError`` naming it, and an option the chosen method does not use is refused
-rather than silently ignored.
+Every adapter takes this frozen object or its fields as keywords (:meth:`ReliabilityOptions.with_overrides`):
+a misspelt or invalid option fails at construction naming it, and an option the chosen method does not
+use is refused rather than silently ignored.
 """
 
 from __future__ import annotations

@@ -31,11 +31,8 @@ _BLAS_CONTROLLER: Any = None
 
 
 def single_thread_blas() -> contextlib.AbstractContextManager[Any]:
-    """Limit BLAS to one thread while scoring (when ``threadpoolctl`` is installed).
-
-    The scoring products are small; a multi-threaded OpenBLAS gains little on them while its
-    spinning worker threads cost several times the whole aggregation on shared cores.
-    """
+    """Limit BLAS to one thread while scoring (small products; spinning BLAS threads cost more on shared
+    cores). A no-op without ``threadpoolctl``."""
     global _BLAS_CONTROLLER
     if _BLAS_CONTROLLER is None:
         try:
@@ -83,14 +80,11 @@ def sample_layers(
     noise_variance: Sequence[Sequence[Any]] | None = None,
     bounded: bool | Sequence[bool] = True,
 ) -> list[Layer]:
-    """The scored coordinates of the uploads ``idx``, layer by layer.
-
-    About ``max_coordinates`` coordinates in all are scored (at most ``SCORED_ENTRIES / K``, never
-    fewer than ``MIN_COORDINATES``; proportionally per layer), drawn afresh on every call as random
-    contiguous blocks, so an uploader cannot know where it is looked at. A head (2-D, 3-64 rows) with
-    a known noise law is scored in full, as is any head whose ``K x`` size is within ``SCORED_ENTRIES``
-    (its rows are tested for permutations). Coordinates on which all uploads agree carry no evidence and
-    are dropped. ``bounded`` (one flag, or one per array): whether an array's energy bounds influence.
+    """The scored coordinates of the uploads ``idx``, layer by layer: about ``max_coordinates`` in all (at
+    most ``SCORED_ENTRIES / K``, at least ``MIN_COORDINATES``, proportionally per layer), drawn afresh as
+    random contiguous blocks so an uploader cannot know where it is looked at; a head (2-D, 3-64 rows)
+    with a known law, or within ``SCORED_ENTRIES``, in full and whole. Coordinates nobody moved are
+    dropped elsewhere. ``bounded`` (one flag or one per array): whether an array's energy bounds influence.
     """
     k = len(idx)
     if max_coordinates is not None:
@@ -119,6 +113,8 @@ def sample_layers(
         live = np.ptp(stack, axis=0) > 0
         if not np.any(live):
             continue
+        if head and take is None:  # a head keeps its rows whole (a column nobody moved is harmless)
+            live[:] = True
         noise = None
         if noise_variance is not None:
             noise = np.empty_like(stack)
@@ -126,20 +122,16 @@ def sample_layers(
                 v = np.broadcast_to(np.asarray(noise_variance[i][pos], dtype=np.float64), shape).reshape(-1)
                 noise[j] = v if take is None else v[take]
             noise = noise[:, live]
-        full_head = head and take is None and bool(np.all(live))
+        full_head = head and take is None
         flag = bool(bounded) if isinstance(bounded, (bool, np.bool_)) else bool(bounded[pos])
         layers.append(Layer(stack[:, live], ref[live], noise, int(shape[0]) if full_head else 0, flag))
     return layers
 
 
 def voices(blocks: Sequence[Sequence[Layer]], k: int) -> NDArray[np.intp]:
-    """For every participant, the first participant whose scored values are identical to its own.
-
-    Identical uploads are one piece of evidence, not independent honest participants: the honest model
-    (independent heterogeneity) gives two honest uploads the same values with probability zero, so a
-    group of identical uploads speaks with one voice when the consensus and the honest majority are
-    found. ``O(K m)`` by hashing, never by comparing pairs.
-    """
+    """For every participant, the first whose scored values are identical to its own: identical uploads
+    are one piece of evidence (two independent honest uploads coincide with probability zero), so they
+    speak with one voice when the honest majority is found. ``O(K m)`` by hashing, no pairs compared."""
     first: dict[bytes, int] = {}
     out = np.arange(k, dtype=np.intp)
     for i in range(k):

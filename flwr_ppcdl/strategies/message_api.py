@@ -23,7 +23,7 @@ from flwr_ppcdl.reliability import (
     weighted_sum,
 )
 
-from ._arrays import npy_view
+from ._arrays import array_view
 from ._dp import dp_weight_cap
 from .releases import attach_release_views, carries_release, read_release
 
@@ -410,10 +410,5 @@ def _has_error(msg: Any) -> bool:
 
 
 def _array_view(array: Array) -> np.ndarray:
-    """Read-only numpy view of an uploaded ``Array`` (no copy); ``Array.numpy()`` otherwise."""
-    if array.stype == "numpy.ndarray":
-        try:
-            return npy_view(array.data)
-        except ValueError:
-            pass  # let np.load report what is wrong with the bytes
-    return array.numpy()
+    """Read-only numpy view of an uploaded ``Array`` (no copy; :func:`._arrays.array_view`)."""
+    return array_view(array)
