@@ -236,3 +236,33 @@ def test_an_exact_release_passes_and_a_scaled_one_fails() -> None:
 def test_decode_release_raises_only_value_error(name: str) -> None:
     with pytest.raises(ValueError):
         wire.decode_release(HOSTILE[name], EXPECTED)
+
+
+def _pooled_head(releases: list[Release], reliability: bool = True) -> tuple[np.ndarray, Any]:
+    strategy = SummedStatisticsFedAvg(reliability=reliability, expected_release=EXPECTED)
+    list(strategy.configure_train(1, ArrayRecord({k: Array(v) for k, v in SENT.items()}), ConfigRecord(),
+                                  InProcessGrid(lambda m, c: m, num_nodes=2)))
+    arrays, _ = strategy.aggregate_train(1, [_reply(i + 1, wire.encode_release(r), r.num_examples) for i, r in enumerate(releases)])
+    return _head(arrays), strategy.reliability_history[-1]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_forged_gram_entry_is_scored_and_its_influence_bounded(seed: int) -> None:
+    """Issue #23.2: an eleventh participant keeps honest target moments and sets one off-diagonal Gram entry
+    to -n. The release view scores the Gram part (feature second moments): the forger loses most of its
+    share and moves the pooled head by at most 3x an honest participant's influence (summed
+    plainly, 4-12x) -- an honest participant's influence being the RMS change of the honest pool when one
+    of the ten is left out."""
+    import dataclasses
+
+    honest = [release(100 * seed + i) for i in range(10)]
+    extra = release(100 * seed + 50)
+    gram = extra.statistics["gram"].copy()
+    gram[0, 1] = gram[1, 0] = -extra.num_examples
+    forged = dataclasses.replace(extra, statistics={**extra.statistics, "gram": gram})
+    base, _ = _pooled_head(honest)
+    fair = float(np.sqrt(np.mean([np.sum((_pooled_head(honest[:i] + honest[i + 1:])[0] - base) ** 2) for i in range(10)])))
+    head, report = _pooled_head([*honest, forged])
+    plain = float(np.linalg.norm(_pooled_head([*honest, forged], reliability=False)[0] - base))
+    assert report.weights[11] < 0.5 * report.fedavg_share[11]
+    assert float(np.linalg.norm(head - base)) <= 3.0 * fair < plain
