@@ -136,8 +136,8 @@ class ReliabilityAggregator:
         if report.undecidable is not None and valid:
             included = valid
             arrays, report.aggregate = coordinate_median(updates, included), "median"
-            LOGGER.warning("reliability round %d: %s; aggregate: the coordinate-wise median of the %d valid "
-                           "replies (bounded influence)", server_round, report.undecidable, len(included))
+            report.undecidable += f"; aggregate: the coordinate-wise median of the {len(included)} valid replies"
+            LOGGER.warning("reliability round %d: %s (bounded influence)", server_round, report.undecidable)
         elif included:
             w = np.zeros(len(uploads))
             w[included] = weights[included] / weights[included].sum()

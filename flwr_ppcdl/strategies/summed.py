@@ -160,8 +160,8 @@ class SummedStatisticsFedAvg(ReliabilityWeightedFedAvg):
         if report.undecidable is not None:
             combined, keep = median_release(chosen), np.ones(len(kept))
             report.aggregate = "median"
-            log(WARNING, "[ppcdl] round %d: %s; the head is solved from the entry-wise median of the releases' "
-                "per-record statistics (bounded influence)", server_round, report.undecidable)
+            report.undecidable += f"; aggregate: the head solved from the entry-wise median of {len(kept)} releases"
+            log(WARNING, "[ppcdl] round %d: %s (bounded influence)", server_round, report.undecidable)
         else:
             # keep-fractions in [0, 1]: reliability only removes statistics, never amplifies them; a claim
             # the count cap reduced counts its statistics scaled down to the capped count

@@ -266,3 +266,29 @@ def test_a_forged_gram_entry_is_scored_and_its_influence_bounded(seed: int) -> N
     plain = float(np.linalg.norm(_pooled_head([*honest, forged], reliability=False)[0] - base))
     assert report.weights[11] < 0.5 * report.fedavg_share[11]
     assert float(np.linalg.norm(head - base)) <= 3.0 * fair < plain
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_round_without_an_honest_majority_pools_the_median_release() -> None:
+    """Five of ten participants flip their labels alike: no decidable honest majority, so the statistics
+    protocol solves the head from the entry-wise median of the releases' per-record statistics (bounded
+    influence), and the round report says so -- through the same bookkeeping as the parameter strategies."""
+    rng = np.random.default_rng(7)
+    centres = rng.normal(size=(5, 6))
+    centres /= 2.0 * np.linalg.norm(centres, axis=1, keepdims=True)
+    fm = FunctionalMechanism(task="classification", num_classes=5, epsilon=1.0, sampler="numpy", insecure_noise_seed=7)
+    releases = []
+    for i in range(10):
+        y = rng.integers(0, 5, size=2000)
+        x = centres[y] + 0.1 * rng.normal(size=(2000, 6))
+        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1.0)
+        releases.append(fm.release(x, (y + 1) % 5 if i >= 5 else y))
+    sent = {"head.weight": np.zeros((5, 6), np.float32), "head.bias": np.zeros(5, np.float32)}
+    strategy = SummedStatisticsFedAvg()
+    list(strategy.configure_train(1, ArrayRecord({k: Array(v) for k, v in sent.items()}), ConfigRecord(),
+                                  InProcessGrid(lambda m, c: m, num_nodes=2)))
+    arrays, _ = strategy.aggregate_train(1, [_reply(i + 1, wire.encode_release(r), r.num_examples, sent)
+                                             for i, r in enumerate(releases)])
+    report = strategy.reliability_history[-1]
+    assert arrays is not None and report.aggregate == "median" and report.model_updated
+    assert report.undecidable is not None and "median of 10 releases" in report.undecidable
