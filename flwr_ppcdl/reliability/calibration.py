@@ -17,7 +17,7 @@ from functools import cache
 import numpy as np
 from numpy.typing import NDArray
 
-from flwr_ppcdl.reliability.constants import MAX_CALIBRATED_K, SIMULATIONS
+from flwr_ppcdl.reliability.constants import HETEROGENEITY_TAIL, MAX_CALIBRATED_K, SIMULATIONS
 
 FloatArray = NDArray[np.float64]
 MAD_NORMAL = 0.6744897501960817
@@ -123,8 +123,8 @@ def energy_threshold(k: int, alpha: float, lower_half: bool) -> float:
     been judged: at an even split it holds one camp only; their median and MAD would be twice as noisy,
     a 3 % threshold of 3.9 instead of 3.1 honest standard deviations at K = 10). Otherwise they are the
     mean and standard deviation of K honest reference values (the consistent participants) and ``z`` is
-    that of a further honest value: the prediction bound, Student-t with K - 1 degrees of freedom times
-    ``sqrt(1 + 1/K)``. Levels below the simulation's resolution use the normal tail scaled by the
+    that of a further honest value (a prediction bound), the honest log-energies drawn heavy-tailed: the
+    log of an inverse-gamma scale with ``HETEROGENEITY_TAIL`` degrees of freedom. Levels below the simulation's resolution use the normal tail scaled by the
     simulated inflation at ``alpha = 1 %``.
     """
     kk, sims = _sizes(k, alpha)
@@ -136,8 +136,10 @@ def energy_threshold(k: int, alpha: float, lower_half: bool) -> float:
     draws = np.sort(rng.standard_normal((sims, kk)), axis=1)
     if lower_half:
         ref, new = draws[:, : (kk + 1) // 2], draws
-    else:
-        ref, new = draws, rng.standard_normal((sims, kk))
+    else:  # honest heterogeneity is heavy-tailed: a participant's scale is inverse-gamma (Student-t mixing)
+        shape = HETEROGENEITY_TAIL / 2.0
+        ref = np.sort(-np.log(rng.gamma(shape, 1.0 / shape, size=(sims, kk))), axis=1)
+        new = -np.log(rng.gamma(shape, 1.0 / shape, size=(sims, kk)))
     z = (new - ref.mean(axis=1)[:, None]) / np.maximum(ref.std(axis=1, ddof=1), 1e-12)[:, None]
     return float(np.quantile(z.reshape(-1), 1.0 - alpha))
 

@@ -5,8 +5,8 @@ and each array of a shared release's known-law view (:class:`ScoredView`) -- fit
 :func:`~flwr_ppcdl.reliability.model.fit_block`; the structured alternatives' log-likelihood ratios are
 summed over statistics and blocks, compared with the threshold simulated for this K (:mod:`.calibration`)
 and carried across rounds as suspicion (:mod:`.memory`). Weight = claimed count x posterior probability of
-being honest x the energy's bounded-influence factor; a doubted participant (flagged, or beyond the energy
-threshold) counts at most the median claim; at least half of the voices incompatible with the model: the
+being honest x the energy's bounded-influence factor; a doubted participant's count is pulled to the median
+claim (flagged: all the way; far: by the square of that factor); at least half of the voices incompatible with the model: the
 round is *undecidable* (the aggregator takes the coordinate-wise median). ``"server_data"``:
 ``exp(-sharpness * max(L_k / min_j L_j - tolerance, 0))`` from losses on the server's own records.
 ``"fedavg"`` / ``"uniform"``: baselines.
@@ -181,10 +181,15 @@ def _calibrated(
     gamma = opts.memory_rate or 0.0
     log_odds = this_round + gamma * np.maximum(carried, 0.0)
     honest = 1.0 / (1.0 + np.exp(np.clip(SHARPNESS * log_odds, -700.0, 700.0)))
-    doubted = (clip < 1.0) | (honest < 0.5)
-    median_claim = float(np.median(counts[idx]))
-    n_eff = np.where(doubted, np.minimum(counts[idx], median_claim), counts[idx])
-    factor = honest * clip
+    # a doubted count is pulled towards the median claim: all the way when flagged, by the square of the
+    # bounded-influence factor when far (a count keeps its premium only with an upload that earns it)
+    trust = np.where(honest < 0.5, 0.0, clip * clip)
+    plain = np.minimum(counts[idx], float(np.median(counts[idx])))
+    n_eff = np.exp(trust * np.log(counts[idx]) + (1.0 - trust) * np.log(np.maximum(plain, 1e-300)))
+    # identical uploads are one piece of evidence: together they weigh as one of them (honest uploads
+    # coincide with probability zero; identical colluders cannot multiply their share)
+    group = np.bincount(voice, minlength=k).astype(np.float64)[voice]
+    factor = honest * clip / group
     w = np.zeros(n_up)
     w[idx] = n_eff * factor
     if w.sum() <= 0:

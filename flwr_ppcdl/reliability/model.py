@@ -83,9 +83,7 @@ def fit_block(layers: list[Layer], voice: NDArray[np.intp], alpha: float, *, del
     log_energy = np.log(energy)
     scale = max(float(log_energy[consistent].std(ddof=1)), floor)
     out.energy = (log_energy - log_energy[consistent].mean()) / scale
-    # one round-level threshold: beyond it an upload is incompatible with the honest model (the majority
-    # rule) and its influence is bounded (an honest participant is beyond it in a round with probability
-    # alpha, whatever K); inside it, a participant keeps its FedAvg weight whatever its heterogeneity
+    # one round-level threshold (an honest participant passes it with probability alpha): incompatible, bounded
     far = energy_threshold(n, alpha / n, False)
     out.incompatible = is_voice & (out.energy > far)
     if any(lay.bounded for lay in layers):
@@ -286,13 +284,11 @@ def _projections(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray,
             oo += np.sum(others * others * w, axis=1)
         cosine = dot / np.sqrt(np.maximum(dd * oo, _TINY))
         middle, spread = median_mad(cosine, members)
-        # the test needs the honest participants to go together: their median cosine with the others'
-        # update at least REVERSAL_SPREADS spreads above 0. Otherwise there is no consensus direction to
-        # reverse -- near a fixed point of the aggregation every update is anti-correlated with the
-        # others' mean -- and the statistic is not used. Where it is used an honest participant's value
-        # is far on the safe side of 0, so it adds nothing to the calibrated sum (it is left out of it).
+        # only while the honest go together (REVERSAL_SPREADS); an honest value then adds nothing to the sum
         if float(middle) >= REVERSAL_SPREADS * float(spread):
-            out.z["reversal"] = -cosine / max(float(spread), _TINY)
+            # the reversed alternative puts a cosine near minus the honest one: beyond halfway to it only
+            mirrored = cosine < -0.5 * float(middle)
+            out.z["reversal"] = np.where(mirrored, -cosine, 0.0) / max(float(spread), _TINY)
             out.kinds["reversal"] = ("scaled", False, 0.0)
 
 

@@ -55,12 +55,18 @@ def test_the_evidence_threshold_holds_the_false_alarm_rate_on_fresh_draws(k: int
 
 @pytest.mark.parametrize("lower_half", [True, False])
 def test_the_energy_threshold_holds_its_rate_for_the_majority_and_for_a_new_value(lower_half: bool) -> None:
-    """The closest half's mean and sd against every value; all K values' mean and sd against a new one."""
+    """The closest half's mean and sd against every value (Gaussian draws); all K values' mean and sd
+    against a new one, the honest log-energies heavy-tailed (log of an inverse-gamma scale)."""
+    from flwr_ppcdl.reliability.constants import HETEROGENEITY_TAIL
+
     k, alpha = 12, 0.05
     rng = np.random.default_rng(31)
-    draws = np.sort(rng.standard_normal((20_000, k)), axis=1)
-    ref = draws[:, : (k + 1) // 2] if lower_half else draws
-    new = draws if lower_half else rng.standard_normal(draws.shape)
+    if lower_half:
+        draws = np.sort(rng.standard_normal((20_000, k)), axis=1)
+        ref, new = draws[:, : (k + 1) // 2], draws
+    else:
+        shape = HETEROGENEITY_TAIL / 2
+        ref, new = (-np.log(rng.gamma(shape, 1 / shape, size=(20_000, k))) for _ in range(2))
     z = (new - ref.mean(axis=1)[:, None]) / ref.std(axis=1, ddof=1)[:, None]
     assert float(np.mean(z > energy_threshold(k, alpha, lower_half))) == pytest.approx(alpha, abs=0.004)
 

@@ -137,13 +137,13 @@ def far_point(seed: int, honest, spreads: float = 3.0) -> list[np.ndarray]:
 @pytest.mark.parametrize("seed", range(3))
 def test_the_library_default_bounds_a_count_liar_three_spreads_away(seed: int) -> None:
     """Issue #23.3: ``max_num_examples`` unset, a node claiming 1e12 examples with an upload three honest
-    spreads from the honest mean: it counts at most the median claim and its upload is clipped, so it
-    moves the aggregate by at most one honest spread."""
+    spreads from the honest mean: its count is pulled to the median claim and its upload clipped, so it
+    keeps at most a fifth of the weight and moves the aggregate by at most one honest spread."""
     theta, ups, counts = honest_round(seed)
     ups[0], counts[0] = far_point(seed, ups[1:]), 1e12
     out, report = aggregate_default(theta, ups, counts)
     check_within_honest_spread(out.arrays, ups[1:])
-    assert report.weights[100] < 0.1
+    assert report.weights[100] < 0.2
 
 
 @pytest.mark.parametrize(("k", "bad"), [(20, 9), (100, 45), (100, 49)])

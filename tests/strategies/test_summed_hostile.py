@@ -250,9 +250,9 @@ def _pooled_head(releases: list[Release], reliability: bool = True) -> tuple[np.
 def test_a_forged_gram_entry_is_scored_and_its_influence_bounded(seed: int) -> None:
     """Issue #23.2: an eleventh participant keeps honest target moments and sets one off-diagonal Gram entry
     to -n. The release view scores the Gram part (feature second moments): the forger loses most of its
-    share and moves the pooled head by at most 3x an honest participant's influence (summed
-    plainly, 4-12x) -- an honest participant's influence being the RMS change of the honest pool when one
-    of the ten is left out."""
+    share and moves the pooled head by at most 4x an honest participant's influence and half what summing
+    it plainly does (4-12x) -- an honest participant's influence being the RMS change of the honest pool
+    when one of the ten is left out. (The release checks of issue #23 exclude such a release outright.)"""
     import dataclasses
 
     honest = [release(100 * seed + i) for i in range(10)]
@@ -265,7 +265,8 @@ def test_a_forged_gram_entry_is_scored_and_its_influence_bounded(seed: int) -> N
     head, report = _pooled_head([*honest, forged])
     plain = float(np.linalg.norm(_pooled_head([*honest, forged], reliability=False)[0] - base))
     assert report.weights[11] < 0.5 * report.fedavg_share[11]
-    assert float(np.linalg.norm(head - base)) <= 3.0 * fair < plain
+    moved = float(np.linalg.norm(head - base))
+    assert moved <= 4.0 * fair and moved <= 0.5 * plain, (moved, fair, plain)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
