@@ -88,7 +88,7 @@ def fit_block(layers: list[Layer], voice: NDArray[np.intp], alpha: float, *, del
     out.incompatible = is_voice & (out.energy > far)
     if any(lay.bounded for lay in layers):
         out.clip = np.minimum(1.0, np.exp(-0.5 * np.maximum(out.energy - far, 0.0) * scale))
-    _projections(out, layers, loo, centre, tau2, consistent, is_voice, known, deltas)
+    _projections(out, layers, loo, centre, tau2, consistent, known, deltas)
     _heads(out, layers, loo, centre, tau2, consistent, deltas)
     return _spread_to_duplicates(out, voice)
 
@@ -238,7 +238,7 @@ def _standardise(values: FloatArray, members: BoolArray, floor: float = 0.0) -> 
 
 
 def _projections(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, FloatArray]], centre: list[FloatArray],
-                 tau2: list[float], members: BoolArray, voice_mask: BoolArray, known: bool, deltas: bool) -> None:
+                 tau2: list[float], members: BoolArray, known: bool, deltas: bool) -> None:
     """The scaled alternatives, in the model's metric (each entry weighed by ``1 / (tau^2 + v + the
     centre's variance)``): ``collapse``, the residual along the consensus ``a = theta + reference``
     (scaled towards zero: positive; beyond: negative), and, for deltas of plain uploads, ``reversal``:
@@ -252,8 +252,8 @@ def _projections(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray,
     Under a known law the projection ``<r, a> / ||a||`` has location 0 for an honest participant and a
     scale the law alone understates -- heterogeneity moves honest views along the consensus (the
     brightness of a participant's images scales all its feature second moments; target skew its target
-    moments) -- so the scale is the median of the squared projections of all voices: robust to a
-    corrupted minority, widened by honest tails on either side. Without a law the projection is divided
+    moments) -- so the scale is the median of the consistent participants' squared projections: robust to
+    a corrupted minority, widened by honest tails on either side. Without a law the projection is divided
     by the participant's own residual norm (a cosine times the square root of the number of entries,
     about standard normal whatever its own heterogeneity: heavy-tailed honest spread moves the energy,
     which bounds influence, not these) and standardised by the consistent participants' median and MAD."""
@@ -268,7 +268,7 @@ def _projections(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray,
     if np.any(aa > _TINY):
         if known:
             z = -proj / np.sqrt(np.maximum(aa, _TINY))
-            scale = np.sqrt(max(float(np.median(z[voice_mask] ** 2)) / MEDIAN_CHI2_1, _TINY))
+            scale = np.sqrt(max(float(np.median(z[members] ** 2)) / MEDIAN_CHI2_1, _TINY))
             out.z["collapse"], out.kinds["collapse"] = z / scale, ("scaled", True, 1.0)
         else:
             cosine = -proj / np.sqrt(np.maximum(rr * aa, _TINY))
