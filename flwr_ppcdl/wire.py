@@ -40,7 +40,8 @@ NODE_NUM_PARTITIONS = "num-partitions"
 NODE_STATE_PATH = "state-path"
 """The participant's state file (its release and privacy ledger, :mod:`flwr_ppcdl.clients.state_file`)."""
 NODE_STATE_KEY = "state-key"
-"""The file holding the key of the state file's integrity check (default: ``<state-path>.key``)."""
+"""Where the node creates, on first use, the key of its state file's integrity check (default:
+``<state-path>.key``); a key that exists without a state file means the state was lost."""
 # the participant's privacy policy (:class:`flwr_ppcdl.clients.policy.PrivacyPolicy`)
 NODE_MAX_EPSILON = "max-epsilon"
 """Total ε this participant agrees to spend on the run (every release and evaluation composed)."""
