@@ -8,9 +8,12 @@ configuration; none is derived from participants' data.
 
 from __future__ import annotations
 
+import difflib
 import math
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 from flwr_ppcdl.data import (
@@ -43,7 +46,23 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 TASK_METRICS: dict[str, str] = {"regression": "r2", "classification": "accuracy"}
 STRATEGIES = ("reliability", "fedavg", "fedmedian", "fedtrimmedavg", "multikrum")
-UNRELIABLE_KINDS = ("random-labels", "flipped-labels", "feature-noise", "random-targets")
+UNRELIABLE_KINDS = ("auto", "random-labels", "flipped-labels", "feature-noise", "random-targets")
+AUTO_UNRELIABLE = {"regression": "random-targets", "classification": "flipped-labels"}
+"""``unreliable-kind = "auto"`` (default): the corruption of the data set's task."""
+VERBOSITIES = ("quiet", "normal", "verbose")
+"""``verbosity``: ``quiet`` (the summary and the result path), ``normal`` (and one line per round),
+``verbose`` (and Flower's own per-round log)."""
+DEFAULT_PARTITIONS = 10
+"""Participants of the default experiment, and the SuperNodes (or in-process nodes) a runner that
+starts them itself starts when ``num-partitions = 0``."""
+APP_CONFIG_OVERRIDES: dict[str, Any] = {"num-partitions": 0}
+"""Where the Flower App's run config (``[tool.flwr.app.config]``) differs from RunSettings' defaults:
+``num-partitions = 0`` takes the number of participants from the federation (one per SuperNode,
+Flower's ``num-partitions`` node config), as Flower's own templates do; in Python, and for the
+runners that start the SuperNodes themselves, the default experiment has 10."""
+RESULTS_ENV = "PPCDL_RESULTS"
+"""Environment variable naming the results base folder (default: ``./results`` of the process that
+runs the ServerApp)."""
 PROTOCOLS = ("parameters", "statistics")
 SHARE_RELEASE = ("auto", "always", "never")
 """``share-release``: whether participants also reply with their (already private) release. ``auto``:
@@ -97,23 +116,26 @@ class RunSettings:
     """One experiment, in the flat kebab-case keys of ``[tool.flwr.app.config]`` (as snake_case).
 
     ``task = "auto"`` (default) takes the data set's task from :data:`DATASETS`; an explicit task
-    must agree with it. ``body = "auto"`` (default) takes the image body of the noise
+    must agree with it, as must an explicit ``unreliable-kind`` (``auto``: :data:`AUTO_UNRELIABLE`).
+    ``num-partitions = 0`` means one participant per SuperNode of the federation
+    (:meth:`with_partitions` fixes it once known). ``result-dir`` is a folder under the results
+    base (:func:`result_path`). ``body = "auto"`` (default) takes the image body of the noise
     (:data:`AUTO_BODY`), ``decoder = "auto"`` (default) the decoder (:func:`auto_decoder`). ``noise = "gaussian"`` (default) gives (epsilon, delta)-DP with ``delta``;
     ``noise = "laplace"`` gives pure epsilon-DP and ignores ``delta``.
     """
 
     task: str = "auto"
     dataset: str = "census2000"
-    num_partitions: int = 10
+    num_partitions: int = DEFAULT_PARTITIONS  # 0: one per SuperNode of the federation (the Flower App's default)
     num_rounds: int = 30
     epsilon: float = 1.0
     strategy: str = "reliability"
     unreliable_fraction: float = 0.3
-    unreliable_kind: str = "random-targets"
+    unreliable_kind: str = "auto"  # the data set's task's corruption (AUTO_UNRELIABLE)
     partitioning: str = "iid"
     dirichlet_alpha: float = 0.3
     seed: int = 0
-    result_dir: str = "results/latest"
+    result_dir: str = "latest"  # under the results base (result_path): ./results/latest
     feature_set: str = "basic"
     body: str = "auto"
     dataset_dir: str = DEFAULT_FASHION_DIR
@@ -138,12 +160,12 @@ class RunSettings:
     # PREDICTABLE noise derived from this value and the partition id -- NOT PRIVATE (tests and
     # research on public data only; the deployment runtime refuses it).
     insecure_noise_seed: int = -1
+    verbosity: str = "normal"  # quiet | normal (one line per round) | verbose (and Flower's own log)
 
     def __post_init__(self) -> None:
         """Validate every field (the one place): a bad value raises ``ValueError`` naming its
         run-config key and the value."""
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {tuple(DATASETS)}; got {self.dataset!r}")
+        _choice("dataset", self.dataset, tuple(DATASETS))
         expected_task = DATASETS[self.dataset].task
         if self.task == "auto":
             object.__setattr__(self, "task", expected_task)
@@ -151,12 +173,18 @@ class RunSettings:
             raise ValueError(f"dataset {self.dataset!r} is a {expected_task} task; got task={self.task!r}")
         _choice("strategy", self.strategy, STRATEGIES)
         _choice("unreliable-kind", self.unreliable_kind, UNRELIABLE_KINDS)
-        if self.task == "regression" and self.unreliable_kind in ("random-labels", "flipped-labels"):
-            raise ValueError(f"unreliable-kind {self.unreliable_kind!r} needs a classification task")
-        if self.task == "classification" and self.unreliable_kind == "random-targets":
-            raise ValueError("unreliable-kind 'random-targets' needs a regression task")
+        if self.unreliable_kind == "auto":
+            object.__setattr__(self, "unreliable_kind", AUTO_UNRELIABLE[self.task])
+        wrong_task = {"regression": ("random-labels", "flipped-labels"), "classification": ("random-targets",)}
+        if self.unreliable_kind in wrong_task[self.task]:
+            fits = [k for k in UNRELIABLE_KINDS if k not in ("auto", AUTO_UNRELIABLE[self.task], *wrong_task[self.task])]
+            raise ValueError(
+                f"unreliable-kind {self.unreliable_kind!r} does not fit dataset {self.dataset!r}, a "
+                f"{self.task} task: add unreliable-kind='{AUTO_UNRELIABLE[self.task]}' (or one of "
+                f"{fits}), or leave it 'auto' to follow the data set"
+            )
         _real("unreliable-fraction", self.unreliable_fraction, low=0.0, high=1.0, high_open=True)
-        _integer("num-partitions", self.num_partitions, low=1)
+        _integer("num-partitions", self.num_partitions, low=0)  # 0: one per SuperNode of the federation
         _integer("num-rounds", self.num_rounds, low=1)
         check_epsilon(self.epsilon)
         _choice("partitioning", self.partitioning, PARTITIONINGS)
@@ -193,7 +221,7 @@ class RunSettings:
         if not isinstance(self.plot, bool):
             raise ValueError(f"run-config key 'plot' must be true or false; got {self.plot!r}")
         _integer("min-nodes", self.min_nodes, low=0)
-        if self.min_nodes > self.num_partitions:
+        if self.num_partitions and self.min_nodes > self.num_partitions:
             raise ValueError(f"min-nodes={self.min_nodes} is above num-partitions={self.num_partitions}")
         _real("round-timeout", self.round_timeout, low=0.0, low_open=True)
         _choice("reliability-method", self.reliability_method, RELIABILITY_METHODS)
@@ -210,6 +238,21 @@ class RunSettings:
                 "use protocol='parameters' with server-data, or reliability-method='calibrated'"
             )
         _integer("insecure-noise-seed", self.insecure_noise_seed, low=-1)  # -1 = off (OS CSPRNG)
+        _choice("verbosity", self.verbosity, VERBOSITIES)
+
+    def with_partitions(self, num_partitions: int) -> RunSettings:
+        """These settings with ``num-partitions`` fixed to the federation's size, if the run config
+        left it to the federation (0); unchanged otherwise. ``ValueError`` if the size is < 1."""
+        if self.num_partitions:
+            return self
+        if isinstance(num_partitions, bool) or not isinstance(num_partitions, int) or num_partitions < 1:
+            raise ValueError(
+                "num-partitions = 0 takes the number of participants from the federation (the "
+                f"'num-partitions' node config, one per SuperNode), which gave {num_partitions!r}: pin "
+                "it with --run-config \"num-partitions=N\", or give every SuperNode "
+                "--node-config \"partition-id=i num-partitions=N\""
+            )
+        return replace(self, num_partitions=num_partitions)
 
     @property
     def shares_release(self) -> bool:
@@ -245,7 +288,10 @@ class RunSettings:
                 continue
             kwargs[name] = _coerce(name, value, names[name].type)
         if unknown:
-            raise ValueError(f"unknown run-config keys {sorted(unknown)}; known: {sorted(k.replace('_', '-') for k in names)}")
+            known = sorted(k.replace("_", "-") for k in names)
+            hints = "; ".join(f"{key!r}: did you mean {_suggest(str(key).replace('_', '-'), known)}?" for key in sorted(unknown, key=str)
+                              if _suggest(str(key).replace("_", "-"), known))
+            raise ValueError(f"unknown run-config keys {sorted(unknown, key=str)}{' (' + hints + ')' if hints else ''}; known: {known}")
         return cls(**kwargs)
 
     @classmethod
@@ -302,9 +348,19 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
 _BOOLS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
 
 
+def _suggest(value: object, choices: list[str] | tuple[str, ...]) -> str:
+    """``'closest'`` (quoted) of ``choices`` to a misspelt ``value``, or ``""`` when none is close."""
+    close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.6)
+    return repr(close[0]) if close else ""
+
+
 def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"run-config key {key!r} must be one of {choices}; got {value!r}")
+        hint = _suggest(value, choices)
+        raise ValueError(
+            f"run-config key {key!r} must be one of {choices}; got {value!r}"
+            + (f" (did you mean {hint}?)" if hint else "")
+        )
 
 
 def _integer(key: str, value: Any, *, low: int) -> None:
@@ -329,6 +385,62 @@ def _real(
 def _text(key: str, value: Any) -> None:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"run-config key {key!r} must be a non-empty string; got {value!r}")
+
+
+def app_run_config() -> dict[str, Any]:
+    """The Flower App's run config, ``[tool.flwr.app.config]``: every RunSettings key with its
+    default, but :data:`APP_CONFIG_OVERRIDES`."""
+    return {f.name.replace("_", "-"): f.default for f in fields(RunSettings)} | APP_CONFIG_OVERRIDES
+
+
+def results_base() -> Path:
+    """The folder every ``result-dir`` lies under: ``$PPCDL_RESULTS`` if set, else ``./results``
+    of the process that runs the ServerApp (for ``flwr run .``, the folder the local SuperLink was
+    started from; ``scripts/run.sh`` sets it to ``results/`` of this checkout)."""
+    value = os.environ.get(RESULTS_ENV)
+    return Path(value).expanduser().resolve() if value else (Path.cwd() / "results").resolve()
+
+
+def result_path(result_dir: str, *, base: Path | None = None, confine: bool = True) -> Path:
+    """The folder ``result-dir`` names: ``base / result_dir`` (``base``: :func:`results_base`).
+
+    With ``confine`` (the ServerApp: a run config comes from whoever submits the run), the folder
+    must lie under ``base`` once links are resolved: a relative path without ``..`` escaping it, or
+    an absolute path inside it; anything else raises ``ValueError`` naming the value and the base,
+    before anything is created, written or removed. Without ``confine`` (a caller's own Python:
+    the in-process runner, tests, benchmarks) an absolute path is taken as given.
+    """
+    if not isinstance(result_dir, str) or not result_dir.strip():
+        raise ValueError(f"run-config key 'result-dir' must be a non-empty string; got {result_dir!r}")
+    base = (results_base() if base is None else base).expanduser().resolve()
+    given = Path(str(result_dir)).expanduser()
+    path = (base / given).resolve()  # an absolute `given` replaces base; links and `..` resolved
+    if confine and not path.is_relative_to(base):
+        raise ValueError(
+            f"run-config key 'result-dir' must name a folder under the results base {base} "
+            f"(${RESULTS_ENV}, default ./results of the ServerApp); got {result_dir!r}, which is "
+            f"{path}: use a relative path such as result-dir='latest' or 'runs/eps1'"
+        )
+    return path
+
+
+def check_data_available(settings: RunSettings) -> None:
+    """Raise ``ValueError`` naming the run-config key and the fix when the data set is not on this
+    machine (Fashion-MNIST's idx folder); the shipped data sets are always there. Cheap: a check to
+    run before anything starts."""
+    if settings.dataset != "fashion-mnist":
+        return
+    folder = Path(settings.dataset_dir).expanduser()
+    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    missing = [n for n in names if not (folder / n).exists() and not (folder / f"{n}.gz").exists()]
+    if missing:
+        where = "does not exist" if not folder.is_dir() else f"lacks {missing}"
+        raise ValueError(
+            f"run-config key 'dataset-dir' = {settings.dataset_dir!r}: the Fashion-MNIST folder {where}. "
+            f"Install Debian's copy (sudo apt-get install dataset-fashion-mnist, or "
+            f"PPCDL_SYSTEM_PACKAGES=yes bash scripts/setup.sh) or point to the idx files with "
+            f"--run-config \"dataset-dir='/path/to/fashion-mnist'\""
+        )
 
 
 def privacy_warnings(settings: RunSettings) -> list[str]:
