@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import signal
 import socket
@@ -42,21 +41,18 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from flwr_ppcdl.app.settings import (
-    DEFAULT_PARTITIONS,
+from flwr_ppcdl.app.checks import (
     RESULTS_ENV,
-    RunSettings,
-    app_run_config,
+    SIMULATION_BASE_MIB,
+    SUPERNODE_MEMORY_MIB,
     check_data_available,
+    max_supernodes,
     result_path,
 )
+from flwr_ppcdl.app.settings import DEFAULT_PARTITIONS, RunSettings, app_run_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 HEALTH_TIMEOUT = 30.0
-SUPERNODE_MEMORY_MIB = 4.0
-"""Memory one simulated SuperNode of Flower 1.42 adds to a simulation (measured, docs/decisions.md)."""
-SIMULATION_BASE_MIB = 1500.0
-"""Memory of the SuperLink, the simulation process and Ray with no SuperNode (measured)."""
 
 
 def free_port() -> int:
@@ -106,19 +102,6 @@ def run_config_of(project: Path, overrides: list[str]) -> dict[str, Any]:
 
     declared = tomllib.loads((project / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
     return {**declared, **parse_config_args(overrides)}
-
-
-def max_supernodes() -> int:
-    """How many simulated SuperNodes this machine's available memory holds (Linux; else no cap)."""
-    try:
-        meminfo = Path("/proc/meminfo").read_text()
-    except OSError:
-        return sys.maxsize
-    match = re.search(r"MemAvailable:\s+(\d+) kB", meminfo)
-    if match is None:
-        return sys.maxsize
-    available_mib = int(match.group(1)) / 1024
-    return max(0, int((available_mib - SIMULATION_BASE_MIB) / SUPERNODE_MEMORY_MIB))
 
 
 def preflight(project: Path, overrides: list[str]) -> tuple[RunSettings, dict[str, Any], int]:

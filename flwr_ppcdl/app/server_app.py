@@ -11,7 +11,7 @@ reference a report shows next to the result is computed afterwards, outside the 
 (:mod:`.oracle`).
 
 The ServerApp takes ``result-dir`` from a run config that whoever submits the run controls: it is
-confined to the results base (:func:`~flwr_ppcdl.app.settings.result_path`) before anything is
+confined to the results base (:func:`~flwr_ppcdl.app.checks.result_path`) before anything is
 written. A new run first removes the previous run's files there
 (:data:`~flwr_ppcdl.app.report.OUTPUT_FILES`); a run that cannot work stops with an error naming the
 cause and the fix (a bad run config, a missing data set, too few SuperNodes, no successful reply in
@@ -31,6 +31,7 @@ from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 
+from flwr_ppcdl.app.checks import check_data_available, result_path
 from flwr_ppcdl.app.console import LOG, SUMMARY, muted, verbosity
 from flwr_ppcdl.app.experiment import evaluate_model, make_model, server_splits
 from flwr_ppcdl.app.factory import make_strategy
@@ -48,10 +49,8 @@ from flwr_ppcdl.app.report import (
 from flwr_ppcdl.app.settings import (
     DEFAULT_PARTITIONS,
     RunSettings,
-    check_data_available,
     epsilon_meaning,
     privacy_warnings,
-    result_path,
 )
 
 ERROR_FILE = "error.txt"

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import difflib
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
 from typing import Any
 
 from flwr_ppcdl.data import (
@@ -60,9 +58,6 @@ APP_CONFIG_OVERRIDES: dict[str, Any] = {"num-partitions": 0}
 ``num-partitions = 0`` takes the number of participants from the federation (one per SuperNode,
 Flower's ``num-partitions`` node config), as Flower's own templates do; in Python, and for the
 runners that start the SuperNodes themselves, the default experiment has 10."""
-RESULTS_ENV = "PPCDL_RESULTS"
-"""Environment variable naming the results base folder (default: ``./results`` of the process that
-runs the ServerApp)."""
 PROTOCOLS = ("parameters", "statistics")
 SHARE_RELEASE = ("auto", "always", "never")
 """``share-release``: whether participants also reply with their (already private) release. ``auto``:
@@ -119,7 +114,7 @@ class RunSettings:
     must agree with it, as must an explicit ``unreliable-kind`` (``auto``: :data:`AUTO_UNRELIABLE`).
     ``num-partitions = 0`` means one participant per SuperNode of the federation
     (:meth:`with_partitions` fixes it once known). ``result-dir`` is a folder under the results
-    base (:func:`result_path`). ``body = "auto"`` (default) takes the image body of the noise
+    base (:func:`~flwr_ppcdl.app.checks.result_path`). ``body = "auto"`` (default) takes the image body of the noise
     (:data:`AUTO_BODY`), ``decoder = "auto"`` (default) the decoder (:func:`auto_decoder`). ``noise = "gaussian"`` (default) gives (epsilon, delta)-DP with ``delta``;
     ``noise = "laplace"`` gives pure epsilon-DP and ignores ``delta``.
     """
@@ -135,7 +130,7 @@ class RunSettings:
     partitioning: str = "iid"
     dirichlet_alpha: float = 0.3
     seed: int = 0
-    result_dir: str = "latest"  # under the results base (result_path): ./results/latest
+    result_dir: str = "latest"  # under the results base (checks.result_path): ./results/latest
     feature_set: str = "basic"
     body: str = "auto"
     dataset_dir: str = DEFAULT_FASHION_DIR
@@ -391,56 +386,6 @@ def app_run_config() -> dict[str, Any]:
     """The Flower App's run config, ``[tool.flwr.app.config]``: every RunSettings key with its
     default, but :data:`APP_CONFIG_OVERRIDES`."""
     return {f.name.replace("_", "-"): f.default for f in fields(RunSettings)} | APP_CONFIG_OVERRIDES
-
-
-def results_base() -> Path:
-    """The folder every ``result-dir`` lies under: ``$PPCDL_RESULTS`` if set, else ``./results``
-    of the process that runs the ServerApp (for ``flwr run .``, the folder the local SuperLink was
-    started from; ``scripts/run.sh`` sets it to ``results/`` of this checkout)."""
-    value = os.environ.get(RESULTS_ENV)
-    return Path(value).expanduser().resolve() if value else (Path.cwd() / "results").resolve()
-
-
-def result_path(result_dir: str, *, base: Path | None = None, confine: bool = True) -> Path:
-    """The folder ``result-dir`` names: ``base / result_dir`` (``base``: :func:`results_base`).
-
-    With ``confine`` (the ServerApp: a run config comes from whoever submits the run), the folder
-    must lie under ``base`` once links are resolved: a relative path without ``..`` escaping it, or
-    an absolute path inside it; anything else raises ``ValueError`` naming the value and the base,
-    before anything is created, written or removed. Without ``confine`` (a caller's own Python:
-    the in-process runner, tests, benchmarks) an absolute path is taken as given.
-    """
-    if not isinstance(result_dir, str) or not result_dir.strip():
-        raise ValueError(f"run-config key 'result-dir' must be a non-empty string; got {result_dir!r}")
-    base = (results_base() if base is None else base).expanduser().resolve()
-    given = Path(str(result_dir)).expanduser()
-    path = (base / given).resolve()  # an absolute `given` replaces base; links and `..` resolved
-    if confine and not path.is_relative_to(base):
-        raise ValueError(
-            f"run-config key 'result-dir' must name a folder under the results base {base} "
-            f"(${RESULTS_ENV}, default ./results of the ServerApp); got {result_dir!r}, which is "
-            f"{path}: use a relative path such as result-dir='latest' or 'runs/eps1'"
-        )
-    return path
-
-
-def check_data_available(settings: RunSettings) -> None:
-    """Raise ``ValueError`` naming the run-config key and the fix when the data set is not on this
-    machine (Fashion-MNIST's idx folder); the shipped data sets are always there. Cheap: a check to
-    run before anything starts."""
-    if settings.dataset != "fashion-mnist":
-        return
-    folder = Path(settings.dataset_dir).expanduser()
-    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-    missing = [n for n in names if not (folder / n).exists() and not (folder / f"{n}.gz").exists()]
-    if missing:
-        where = "does not exist" if not folder.is_dir() else f"lacks {missing}"
-        raise ValueError(
-            f"run-config key 'dataset-dir' = {settings.dataset_dir!r}: the Fashion-MNIST folder {where}. "
-            f"Install Debian's copy (sudo apt-get install dataset-fashion-mnist, or "
-            f"PPCDL_SYSTEM_PACKAGES=yes bash scripts/setup.sh) or point to the idx files with "
-            f"--run-config \"dataset-dir='/path/to/fashion-mnist'\""
-        )
 
 
 def privacy_warnings(settings: RunSettings) -> list[str]:

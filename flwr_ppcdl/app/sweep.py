@@ -36,9 +36,10 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from flwr_ppcdl.app.checks import result_path
 from flwr_ppcdl.app.console import LOG as log
 from flwr_ppcdl.app.console import SUMMARY, root_handlers_only
-from flwr_ppcdl.app.settings import DEFAULT_PARTITIONS, RunSettings, main_metric, result_path
+from flwr_ppcdl.app.settings import DEFAULT_PARTITIONS, RunSettings, main_metric
 
 if TYPE_CHECKING:
     from flwr.serverapp.strategy import Strategy
