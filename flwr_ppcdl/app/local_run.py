@@ -85,7 +85,10 @@ def app_folder(project: Path, workdir: Path) -> Path:
     folder = workdir / "app"
     folder.mkdir(parents=True, exist_ok=True)
     spec = {
-        "project": {"name": "flwr-ppcdl", "version": metadata.version("flwr-ppcdl"), "dependencies": []},
+        "project": {
+            "name": "flwr-ppcdl", "version": metadata.version("flwr-ppcdl"), "dependencies": [],
+            "description": "The flwr_ppcdl Flower App, generated from the installed package", "license": "Apache-2.0",
+        },
         "tool": {"flwr": {"app": {
             "publisher": "flwr-ppcdl",
             "components": {"serverapp": "flwr_ppcdl.app.server_app:app", "clientapp": "flwr_ppcdl.app.client_app:app"},

@@ -109,9 +109,10 @@ def clear_outputs(out: Path) -> None:
 
 
 def code_version() -> dict[str, str]:
-    """The code a result came from: the git commit (with ``-dirty`` for uncommitted changes) of the
-    checkout holding this package or the working folder, and the versions of the packages that
-    decide the numbers."""
+    """The code a result came from: the versions of the packages that decide the numbers, where this
+    package was imported from, and the git commit (``-dirty`` with uncommitted changes) of the
+    checkout holding it -- or, for a Flower App installed from a FAB, of the working folder if that
+    is a checkout of this project."""
     import subprocess
     from importlib import metadata
 
@@ -121,8 +122,11 @@ def code_version() -> dict[str, str]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
+    versions["flwr-ppcdl_from"] = str(Path(__file__).resolve().parents[1])  # a checkout or an installed wheel
     versions["git_commit"] = "unknown (not run from a git checkout)"
-    for folder in (Path(__file__).resolve().parent, Path.cwd()):
+    for folder in (Path(__file__).resolve().parents[2], Path.cwd()):
+        if not (folder / "flwr_ppcdl" / "app" / "report.py").exists():
+            continue
         try:
             head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10)
             if head.returncode == 0:

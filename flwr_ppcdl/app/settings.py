@@ -68,19 +68,13 @@ RELIABILITY_METHODS = ("calibrated", "server-data", "truth-discovery")
 server-held records; ``truth-discovery``: the legacy rule relative to the median, kept for comparison."""
 SOLVERS = ("iterative", "closed-form")
 AUTO_BODY = {"gaussian": "pool4", "laplace": "pool4-rp16"}
-"""``body = "auto"``: the image body measured best for each noise at epsilon <= 1 (Gaussian: 4x4 pooling,
-49 features; Laplace, whose L1 sensitivity grows with the dimension: pooling + projection to 16)."""
+"""``body = "auto"``: the image body of each noise (Gaussian: 4x4 pooling, 49 features; Laplace, whose
+L1 sensitivity grows with the dimension: pooling + projection to 16). Why: docs/decisions.md."""
 
 
 def auto_decoder(task: str, noise: str) -> str:
-    """``"lda"`` for classification with Gaussian noise, ``"taylor"`` otherwise.
-
-    Measured on a validation split (``benchmarks/gaussian_fm_tuning.py``, Fashion-MNIST, 10 x 5,400,
-    3 seeds): with Gaussian noise LDA beat the Taylor closed form on the same statistics in every
-    cell (body, protocol, epsilon 0.5-2; +1.2 points summed, pool4, epsilon 1); with Laplace noise
-    it won on pool4-rp16 but lost badly on pool4 when participants decode alone, so Laplace keeps
-    the Taylor decoder. Regression has no LDA.
-    """
+    """``"lda"`` for classification with Gaussian noise, ``"taylor"`` otherwise (regression has no
+    LDA; why Laplace keeps the Taylor decoder: docs/decisions.md)."""
     return "lda" if task == "classification" and noise == "gaussian" else "taylor"
 
 
@@ -88,13 +82,9 @@ def auto_protocol(strategy: str, reliability_method: str) -> str:
     """``"statistics"`` where the strategy can weigh whole releases (reliability, fedavg), else ``"parameters"``.
 
     Both protocols spend the same privacy (the shared release is what the parameters are computed
-    from). Measured at epsilon = 1 with Gaussian noise (3 seeds, ``benchmarks/results``): the statistics
-    protocol is more accurate (Fashion-MNIST .739 vs .702, census2000 R^2 .071 vs .056 with everyone
-    reliable) and lets the server score what the noise law makes exact (census2000, 30 % random
-    targets, IID: R^2 .082 = the oracle vs .050 in the parameter protocol, where the noise of a
-    4-parameter head hides the corruption). Flower's robust rules (FedMedian, FedTrimmedAvg,
-    MultiKrum) and ``server-data`` scoring aggregate parameters, so they get the parameter protocol
-    -- the paper's, where participants share only model parameters.
+    from). Flower's robust rules (FedMedian, FedTrimmedAvg, MultiKrum) and ``server-data`` scoring
+    aggregate parameters, so they get the parameter protocol -- the paper's, where participants
+    share only model parameters. Measured accuracy of both: docs/decisions.md.
     """
     if strategy in ("reliability", "fedavg") and reliability_method != "server-data":
         return "statistics"
@@ -255,9 +245,8 @@ class RunSettings:
 
         Sharing costs no privacy (the release is what the parameters are computed from); ``auto``
         shares where the server uses it: the statistics protocol, and the parameter protocol under the
-        calibrated reliability estimator (census2000, IID, 30 % random targets, epsilon = 1: R^2 .061 =
-        the oracle with the release's view, .046 = FedAvg from the parameters alone;
-        ``benchmarks/reliability_calibrated.py``).
+        calibrated reliability estimator, which scores each release's known-law view beside the
+        parameters (measured: docs/decisions.md).
         """
         if self.share_release != "auto":
             return self.share_release == "always"
