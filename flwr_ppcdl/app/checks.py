@@ -18,10 +18,12 @@ from flwr_ppcdl.app.settings import RunSettings
 RESULTS_ENV = "PPCDL_RESULTS"
 """Environment variable naming the results base folder (default: ``./results`` of the process that
 runs the ServerApp)."""
-SUPERNODE_MEMORY_MIB = 4.0
-"""Memory one simulated SuperNode of Flower 1.42 adds to a local simulation (docs/decisions.md)."""
-SIMULATION_BASE_MIB = 1500.0
-"""Memory of the SuperLink, the simulation process and Ray with no SuperNode (docs/decisions.md)."""
+SUPERNODE_MEMORY_MIB = 0.5
+"""Memory one simulated SuperNode of Flower 1.42 adds to a local simulation: 0.12-0.17 MiB measured
+(docs/decisions.md, 2026-12-06), with a margin."""
+SIMULATION_BASE_MIB = 2700.0
+"""Memory of the SuperLink, the simulation process and Ray's two ClientApp actors (measured with 10
+SuperNodes: 2,665 MiB)."""
 
 
 def results_base() -> Path:

@@ -38,24 +38,46 @@ _FILTER = _Verbosity()
 LOG.addFilter(_FILTER)
 LOG.setLevel(logging.DEBUG)
 
+FLOWER_NOISE = (
+    "Since flwr 1.32, default simulated SuperNodes",  # the App sizes its federation itself
+    "fraction_evaluate is set to 0.0",  # the App evaluates on the server's test split, by design
+    "Manually terminating ClientAppActor",  # Ray's actors stopped at the end of every simulation
+)
+"""Flower warnings that say nothing about a run of this App (shown with ``verbosity = "verbose"`` only)."""
+
+
+class _FlowerNoise(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.active = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (self.active and any(noise in str(record.msg) for noise in FLOWER_NOISE))
+
+
+_NOISE = _FlowerNoise()
+logging.getLogger(FLOWER_LOGGER).addFilter(_NOISE)
+
 
 @contextmanager
 def verbosity(level: str) -> Iterator[None]:
     """Apply ``level`` to :data:`LOG` and to Flower's own logger while the block runs; restore both.
 
-    Flower's logger is set to WARNING unless ``level == "verbose"``; :data:`LOG` keeps its own
-    level, and Python passes a child's records to its parents' handlers whatever the parents' level.
+    Flower's logger is set to WARNING, and its :data:`FLOWER_NOISE` warnings are held back, unless
+    ``level == "verbose"``; :data:`LOG` keeps its own level, and Python passes a child's records to
+    its parents' handlers whatever the parents' level.
     """
     flower = logging.getLogger(FLOWER_LOGGER)
-    saved = flower.level, _FILTER.level
+    saved = flower.level, _FILTER.level, _NOISE.active
     _FILTER.level = level
     if level != "verbose":
         flower.setLevel(logging.WARNING)
+        _NOISE.active = True
     try:
         yield
     finally:
         flower.setLevel(saved[0])
-        _FILTER.level = saved[1]
+        _FILTER.level, _NOISE.active = saved[1], saved[2]
 
 
 @contextmanager
@@ -81,6 +103,8 @@ def root_handlers_only() -> Iterator[None]:
     Hydra, which gives the root logger a console and a file handler, every line would print twice.
     Without root handlers nothing changes.
     """
+    import flwr.supercore.logger  # noqa: F401 - Flower adds its console handler when first imported
+
     flower = logging.getLogger(FLOWER_LOGGER)
     own = [h for h in flower.handlers if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
     if not logging.getLogger().handlers or not flower.propagate:

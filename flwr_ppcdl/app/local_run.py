@@ -37,6 +37,8 @@ import tempfile
 import time
 import tomllib
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -49,10 +51,14 @@ from flwr_ppcdl.app.checks import (
     max_supernodes,
     result_path,
 )
+from flwr_ppcdl.app.console import FLOWER_NOISE
 from flwr_ppcdl.app.settings import DEFAULT_PARTITIONS, RunSettings, app_run_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 HEALTH_TIMEOUT = 30.0
+LARGE_FEDERATION = 1000
+REPLIES_PER_SECOND = 4.0
+"""Replies a second of Flower 1.42's simulation runtime here (300 SuperNodes: one round in 84 s)."""
 
 
 def free_port() -> int:
@@ -125,6 +131,14 @@ def preflight(project: Path, overrides: list[str]) -> tuple[RunSettings, dict[st
             f"~{SIMULATION_BASE_MIB:g} MiB for Flower and Ray). Run that many participants in process "
             f"instead (no SuperNode per participant): python -m flwr_ppcdl.app.sweep "
             f"experiment.num_partitions={settings.num_partitions}"
+        )
+    if supernodes > LARGE_FEDERATION:
+        print(
+            f"[ppcdl] warning: {supernodes} simulated SuperNodes: Flower's simulation runtime answered about "
+            f"{REPLIES_PER_SECOND:g} replies a second on a 2-core machine (docs/decisions.md), so a round may take "
+            f"~{supernodes / REPLIES_PER_SECOND:.0f} s (round-timeout={settings.round_timeout:g}); the in-process "
+            f"runner (python -m flwr_ppcdl.app.sweep) is faster for large federations",
+            file=sys.stderr,
         )
     return settings, config, supernodes
 
@@ -204,14 +218,6 @@ def _group_alive(pgid: int) -> bool:
         return False
 
 
-FLOWER_NOISE = (
-    "Since flwr 1.32, default simulated SuperNodes",  # this runner sets the SuperNodes itself
-    "fraction_evaluate is set to 0.0",  # the App evaluates on the server's test split, by design
-    "Manually terminating ClientAppActor",  # Ray's actors stopped at the end of every simulation
-)
-"""Flower warnings that say nothing about a run of this App (shown with ``--verbose`` only)."""
-
-
 class StreamFilter:
     """Which lines of the run's log stream to show at verbosity ``level``: everything when verbose;
     else the App's own lines (the ServerApp already applied the level to them), Flower's warnings
@@ -264,17 +270,35 @@ def run(project: Path, flwr_args: list[str], *, timeout: float | None = None, wo
     if level != "quiet":
         print(f"[ppcdl] SuperLink on 127.0.0.1:{link.http_port} (control {link.control_port}); "
               f"{supernodes} simulated SuperNodes; results: {out}", flush=True)
-    try:
-        link.start()
-        code = _stream(cmd, link.env, app, timeout, level)
-        if level == "verbose":
-            print(f"[ppcdl] `flwr run` exited with code {code}", flush=True)
-    except (RuntimeError, subprocess.TimeoutExpired) as err:
-        print(f"[ppcdl] run failed: {err}", file=sys.stderr)
-        return 1
-    finally:
-        link.stop()
+    with _sigterm_as_exit():
+        try:
+            link.start()
+            code = _stream(cmd, link.env, app, timeout, level)
+            if level == "verbose":
+                print(f"[ppcdl] `flwr run` exited with code {code}", flush=True)
+        except (RuntimeError, subprocess.TimeoutExpired) as err:
+            print(f"[ppcdl] run failed: {err}", file=sys.stderr)
+            return 1
+        finally:
+            link.stop()
     return _report(out, link, workdir, owned)
+
+
+@contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """While the block runs, SIGTERM (``timeout``, a CI runner) ends this process through
+    ``SystemExit``, so that ``finally`` blocks still stop the SuperLink it started (SIGINT does so
+    already). Outside the main thread, and after the block, nothing changes."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _stream(cmd: list[str], env: dict[str, str], cwd: Path, timeout: float | None, level: str) -> int:

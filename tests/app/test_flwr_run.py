@@ -173,3 +173,28 @@ def test_a_failed_run_exits_non_zero_with_the_reason(tmp_path: Path) -> None:
     assert code == 1, log[-3000:]
     assert "the run FAILED" in log and "this run needs 3 SuperNodes" in log
     assert sorted(p.name for p in (tmp_path / "short").iterdir()) == ["error.txt"]
+
+
+def test_a_runner_stopped_with_sigterm_stops_its_superlink(tmp_path: Path) -> None:
+    """``timeout`` or a CI runner sends SIGTERM: the SuperLink the runner started goes with it."""
+    log = tmp_path / "run.log"
+    with open(log, "w") as out:
+        runner = subprocess.Popen(["bash", str(RUN_SH), "--run-config", "num-partitions=3 num-rounds=30"], cwd=tmp_path,
+                                  env=_env(tmp_path), stdout=out, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        port = None
+        while time.monotonic() < deadline and port is None:
+            lines = [line for line in log.read_text().splitlines() if line.startswith("[ppcdl] SuperLink on")]
+            port = lines[0].split("127.0.0.1:")[1].split()[0] if lines else None
+            time.sleep(0.5)
+        assert port is not None, log.read_text()[-3000:]
+        while time.monotonic() < deadline and not _pids_with("flower-superlink", port):
+            time.sleep(0.5)
+        assert _pids_with("flower-superlink", port)
+        runner.send_signal(signal.SIGTERM)  # the python runner (bash execs it)
+        assert runner.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    assert not _pids_with("flower-superlink", port)
