@@ -197,6 +197,10 @@ def plot_results(run: RunResult, path: Path) -> None:
     plt.close(fig)
 
 
+MAX_LABELLED = 40
+"""Participants named under their bar in ``summary.png``; beyond, only the bars' colours tell them apart."""
+
+
 def _weight_bars(ax: Any, run: RunResult) -> None:
     rows = sorted(run.participants, key=lambda p: (p["partition_id"], p["node_id"]))
     series = {p["node_id"]: [r["weights"][p["node_id"]] for r in run.rounds if p["node_id"] in r["weights"]] for p in rows}
@@ -218,10 +222,13 @@ def _weight_bars(ax: Any, run: RunResult) -> None:
     shares = [p.get("fedavg_share") for p in rows]
     if all(isinstance(v, float) for v in shares):
         ax.scatter(xs, shares, marker="_", s=300, color="black", label="FedAvg's share")
-    ax.set_xticks(xs, [f"p{p['partition_id']}{'*' if p['unreliable'] else ''}" for p in rows], fontsize=7,
-                  rotation=90 if len(rows) > 20 else 0)
-    for tick, flag in zip(ax.get_xticklabels(), bad, strict=True):
-        tick.set_color("tab:red" if flag else "black")
+    if len(rows) <= MAX_LABELLED:
+        ax.set_xticks(xs, [f"p{p['partition_id']}{'*' if p['unreliable'] else ''}" for p in rows], fontsize=7,
+                      rotation=90 if len(rows) > 20 else 0)
+        for tick, flag in zip(ax.get_xticklabels(), bad, strict=True):
+            tick.set_color("tab:red" if flag else "black")
+    else:
+        ax.set_xlabel(f"{len(rows)} participants, in partition order")
     ax.set_ylabel("aggregation weight, final round")
     steady = bool(np.all(high - low <= 1e-3))
     ax.set_title("weights per participant" + (" (unchanged after round 1)" if steady and len(run.rounds) > 1

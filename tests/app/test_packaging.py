@@ -86,19 +86,24 @@ def test_outside_a_checkout_the_flower_app_is_generated_from_the_package(tmp_pat
     assert app_folder(ROOT, tmp_path / "work2") == ROOT  # a checkout is its own App
 
 
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PPCDL_RESULTS")}
+
+
 def _venv_with_the_wheel(tmp_path: Path) -> Path:
     """A new environment holding the wheel, with this environment's dependencies (torch, flwr, ...)
     visible through a path file (offline: no download), and Flower's commands as pip would write them."""
+    env = _clean_env()  # no PYTHONPATH: a checkout on it would look installed to pip already
     dist = tmp_path / "dist"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(ROOT)],
-                   check=True, timeout=300, cwd=tmp_path)
+                   check=True, timeout=300, cwd=tmp_path, env=env)
     wheel = next(dist.glob("flwr_ppcdl-*.whl"))
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300, env=env)
     python = venv / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True, timeout=300)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True, timeout=300, env=env)
     site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               check=True, capture_output=True, text=True).stdout.strip())
+                               check=True, capture_output=True, text=True, env=env).stdout.strip())
     ours = Path(metadata.distribution("flwr").locate_file(""))  # this environment's site-packages
     (site / "dependencies.pth").write_text(f"{ours}\n")  # a plain path: the editable checkout's finder stays out
     for entry in metadata.distribution("flwr").entry_points.select(group="console_scripts"):
@@ -114,7 +119,7 @@ def test_the_wheel_installs_and_runs_the_default_job_from_another_folder(tmp_pat
     venv = _venv_with_the_wheel(tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PPCDL_RESULTS")}
+    env = _clean_env()
     env["PATH"] = f"{venv / 'bin'}:/usr/bin:/bin"
     done = subprocess.run([str(venv / "bin" / "ppcdl-run")], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=900)
     output = done.stdout + done.stderr
