@@ -7,10 +7,12 @@ Every test starts every process itself, records its PID and stops it in ``finall
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -26,12 +28,13 @@ def _run(
     tmp_path: Path, run_config: str, kill_node: int | None = None, restart: bool = False, intruders: bool = False
 ) -> tuple[dict, LocalDeployment, str]:
     app = prepare_app(tmp_path / "app")
-    results = tmp_path / "deploy" / "results"  # the ServerApp's results base: ./results of the SuperLink's folder
+    results = tmp_path / "results"
     deployment = LocalDeployment(nodes=3, workdir=tmp_path / "deploy")  # TLS + SuperNode authentication
     watchdog = threading.Timer(HARD_TIMEOUT, deployment.stop)
     watchdog.start()
     try:
-        deployment.start()
+        with mock.patch.dict(os.environ, {"PPCDL_RESULTS": str(results)}):  # the ServerApp's results base
+            deployment.start()
         started = [p.pid for p in deployment.procs.values()]
         assert len(started) == 4
         assert sorted(deployment.node_ids) == [0, 1, 2]  # every partition's key was registered
