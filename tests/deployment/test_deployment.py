@@ -167,7 +167,8 @@ def test_a_node_policy_refuses_a_run_beyond_it_and_serves_one_within(tmp_path: P
     watchdog = threading.Timer(HARD_TIMEOUT, deployment.stop)
     watchdog.start()
     try:
-        deployment.start()
+        with mock.patch.dict(os.environ, {"PPCDL_RESULTS": str(tmp_path)}):  # the ServerApp's results base
+            deployment.start()
         refused_dir = tmp_path / "refused"
         ok, output = deployment.run(f"{run} epsilon=8.0 result-dir='{refused_dir}'", refused_dir, app=app,
                                     timeout=HARD_TIMEOUT / 2)
