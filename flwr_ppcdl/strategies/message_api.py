@@ -23,7 +23,7 @@ from flwr_ppcdl.reliability import (
     weighted_sum,
 )
 
-from ._arrays import array_view
+from ._arrays import array_view, as_sent_dtype
 from ._dp import dp_weight_cap
 from .releases import attach_release_views, carries_release, read_release
 
@@ -243,13 +243,17 @@ class ReliabilityWeightedFedAvg(FedAvg):
             extra = sorted(set(record.keys()) - allowed)
             if missing or extra:
                 return Upload(node_id, None, 0, f"array keys differ (missing {missing}, unexpected {extra})")
-            arrays = [_array_view(record[k]) for k in order]
+            arrays = [self._as_sent(k, _array_view(record[k])) for k in order]
             count = _count(content, self.weighted_by_key)
             if isinstance(count, str):
                 return Upload(node_id, arrays, 0, count)
             return Upload(node_id, arrays, count)
         except Exception as exc:  # noqa: BLE001 - a malformed reply must not crash the run
             return Upload(node_id, None, 0, f"malformed reply ({type(exc).__name__}: {exc})")
+
+    def _as_sent(self, key: str, array: np.ndarray) -> np.ndarray:
+        """An upload or the aggregate in the dtype the server sent for ``key`` (kept as sent)."""
+        return array if self._sent is None else as_sent_dtype(array, self._sent[key].dtype)
 
     def _shared_releases(self, replies: list[Message], uploads: list[Upload]) -> dict[int, Any]:
         """Position -> the release each accepted reply shared; a bad one rejects its upload (reason set)."""
@@ -271,7 +275,7 @@ class ReliabilityWeightedFedAvg(FedAvg):
         out: dict[str, Array] = {}
         for key in keys:
             if key in trainable:
-                out[key] = Array(np.asarray(next(values)))
+                out[key] = Array(self._as_sent(key, np.asarray(next(values))))
             else:
                 assert self._sent is not None
                 out[key] = self._sent[key]
@@ -410,5 +414,9 @@ def _has_error(msg: Any) -> bool:
 
 
 def _array_view(array: Array) -> np.ndarray:
-    """Read-only numpy view of an uploaded ``Array`` (no copy; :func:`._arrays.array_view`)."""
-    return array_view(array)
+    """Read-only numpy view of an uploaded ``Array`` (no copy; :func:`._arrays.array_view`);
+    ``Array.numpy()`` where the bytes are not a plain ``.npy`` (it reports what is wrong with them)."""
+    try:
+        return array_view(array)
+    except ValueError:
+        return array.numpy()

@@ -22,6 +22,8 @@ from flwr.supercore import log
 
 from flwr_ppcdl import wire
 from flwr_ppcdl.privacy import Release, combine_releases
+from flwr_ppcdl.privacy.release_checks import check_release
+from flwr_ppcdl.privacy.release_law import entry_noise
 from flwr_ppcdl.reliability import ScoredView, Upload
 from flwr_ppcdl.reliability.noise_law import class_means, gram_moments, target_moments
 
@@ -52,7 +54,7 @@ def release_scoring_view(release: Release) -> tuple[list[np.ndarray], list[np.nd
     so a release that keeps honest class means or target moments but forges its Gram part is scored too.
     """
     gram = np.asarray(release.statistics["gram"], dtype=np.float64)
-    n, sd = float(release.num_examples), float(release.noise_sd)
+    n, sd = float(release.num_examples), entry_noise(release).sd
     second, second_var = gram_moments(gram, n, sd)
     if release.task == "classification":
         first, first_var = class_means(np.asarray(release.statistics["cross"], dtype=np.float64), gram, n, sd)
@@ -68,7 +70,8 @@ def release_view(release: Release) -> ScoredView:
 
 
 def parse_release(msg: Message, expected: wire.ReleaseExpectation | None = None) -> Release:
-    """The release a participant shared in its reply; ``ValueError`` with the reason otherwise."""
+    """The release a participant shared in its reply, checked (:func:`~flwr_ppcdl.privacy.release_checks.check_release`);
+    ``ValueError`` with the reason otherwise."""
     try:
         records = msg.content.config_records
         if wire.FM_RELEASE not in records:
@@ -80,7 +83,7 @@ def parse_release(msg: Message, expected: wire.ReleaseExpectation | None = None)
         raise ValueError(f"unreadable reply ({type(err).__name__}: {err})") from None
     if text is None:
         raise ValueError(f"ConfigRecord {wire.FM_RELEASE!r} has no field {wire.RELEASE_JSON!r}")
-    return wire.decode_release(text, expected)
+    return check_release(wire.decode_release(text), expected)
 
 
 def carries_release(msg: Message) -> bool:
@@ -102,7 +105,8 @@ def consistent_releases(
         return [], [], []
 
     def signature(r: Release) -> tuple[Any, ...]:
-        sig = (r.task, r.num_classes, r.num_features, r.feature_bound, r.target_bound, r.neighbouring, r.repair_keep)
+        sig = (r.task, r.num_classes, r.num_features, r.feature_bound, r.target_bound, r.neighbouring, r.repair_keep,
+               r.noise, r.sampler)
         return sig + ((round(r.epsilon, 6),) if with_epsilon else ())
 
     sigs = [signature(r) for r in releases]
@@ -120,7 +124,7 @@ def read_release(text: Any, count: Any, expected: wire.ReleaseExpectation | None
     reply's claimed count: ``ValueError`` with the reason when it is malformed or disagrees."""
     if not isinstance(text, str):
         raise ValueError(f"{wire.FM_RELEASE} must be the release as JSON text; got {type(text).__name__}")
-    release = wire.decode_release(text, expected)
+    release = check_release(wire.decode_release(text), expected)
     if count != release.num_examples:
         raise ValueError(f"the claimed count {count!r} differs from the release's n={release.num_examples}")
     return release
