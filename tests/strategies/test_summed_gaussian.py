@@ -163,20 +163,38 @@ def _census_like_weights(rng: np.random.Generator, fm: FunctionalMechanism, beta
     return estimate_reliability(None, np.full(10, 2000.0), seed=0, views=[release_view(r) for r in releases]).weights
 
 
+def _binomial_upper(n: int, p: float, tail: float) -> int:
+    """The smallest count c with P(Binomial(n, p) > c) <= tail."""
+    c, below = 0, (1.0 - p) ** n
+    while 1.0 - below > tail:
+        c += 1
+        below += math.comb(n, c) * p**c * (1.0 - p) ** (n - c)
+    return c
+
+
 @pytest.mark.parametrize("fraction", [3, 4])
 def test_random_targets_are_down_weighted_by_their_target_moments(fraction: int) -> None:
     """Three or four of ten census-like participants with random targets lose their weight (<= 0.2x their
-    FedAvg share) under the statistics protocol, in each of four draws; honest participants keep >= 0.8x
-    their share in at least 90 % of participant-draws, with or without random targets among them (the
-    false-alarm rate is 2 %: an honest participant is flagged now and then, by design)."""
-    kept = []
+    FedAvg share) under the statistics protocol; honest participants keep >= 0.8x their share, with or
+    without random targets among them. The privacy noise is the OS's (never seeded), so the margins come
+    from the model's own rates, not from one lucky draw: an honest participant below 0.8x is a false alarm,
+    at most twice the stated rate (``false_alarm_rate``) -- the count of them in the 4 x (10 + 10 - f)
+    participant-draws stays below the 1e-4 upper quantile of that binomial; random targets at epsilon = 1 are
+    missed now and then (1.25 % of 1,200 unseeded draws), so at most one of the four draws may miss."""
+    from flwr_ppcdl.reliability import ReliabilityOptions
+
+    alarms, honest_draws, missed = 0, 0, 0
     for seed in range(4):
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(seed)  # the data (public in this test); the privacy noise is the OS's
         beta = rng.normal(size=D)
-        fm = FunctionalMechanism(task="regression", epsilon=1.0, noise="gaussian", delta=DELTA, sampler="numpy",
-                                 insecure_noise_seed=seed)
+        fm = FunctionalMechanism(task="regression", epsilon=1.0, noise="gaussian", delta=DELTA, sampler="numpy")
         for bad in (set(), set(range(fraction))):
             weights = _census_like_weights(rng, fm, beta, bad)
-            kept.extend(weights[k] >= 0.8 * 0.1 for k in range(10) if k not in bad)
-            assert weights[sorted(bad)].sum() <= 0.2 * 0.1 * len(bad), (seed, weights)
-    assert np.mean(kept) >= 0.9, kept
+            honest = [k for k in range(10) if k not in bad]
+            alarms += int(np.sum(weights[honest] < 0.8 * 0.1))
+            honest_draws += len(honest)
+            if bad:
+                missed += int(weights[sorted(bad)].sum() > 0.2 * 0.1 * len(bad))
+    assert missed <= 1, missed
+    bound = _binomial_upper(honest_draws, 2.0 * ReliabilityOptions().false_alarm_rate, 1e-4)
+    assert alarms <= bound, (alarms, bound, honest_draws)
