@@ -1,10 +1,11 @@
 """Functional-mechanism participants, both protocols: the real strategies side by side (issues #13, #25).
 
 Exact commands of the committed CSV (``benchmarks/results/reliability_calibrated.csv``; App defaults,
-Gaussian noise, tuning seeds 0-2 and reporting seeds 3-5, both protocols; about 3 hours on 2 shared
-cores, resumable: a re-run measures only the rows missing from the CSV) and of its goals summary:
+Gaussian noise, the reporting seeds 3-5 in quick mode, both protocols: 35 minutes on 2 shared cores;
+resumable: a re-run measures only the rows missing from the CSV; the full grid, ``--seeds 3 4 5``
+without ``--quick``, takes about 1.5 hours) and of its goals summary:
 
-    PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_calibrated --seeds 0 1 2 3 4 5 \
+    PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_calibrated --quick --seeds 3 4 5 \
         --out benchmarks/results/reliability_calibrated.csv
     PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_calibrated --summary \
         --out benchmarks/results/reliability_calibrated.csv > benchmarks/results/reliability_calibrated_summary.txt

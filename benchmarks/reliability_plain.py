@@ -1,9 +1,12 @@
 """Plain (non-private) SGD clients: the one-line strategy swap against Flower's rules (issues #25, #27).
 
-Exact commands of the committed CSV (``benchmarks/results/reliability_plain.csv``: tuning seeds 0-2 and
-reporting seeds 3-5; about an hour on 2 shared cores, resumable) and of its goals summary:
+Exact commands of the committed CSV (``benchmarks/results/reliability_plain.csv``: the reporting seeds
+3-5 for the ``small`` and ``collusion`` groups, 16 minutes, then seed 3 for ``scale``, 12 minutes, on 2
+shared cores; resumable) and of its goals summary:
 
-    PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_plain --seeds 0 1 2 3 4 5 \
+    PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_plain --seeds 3 4 5 --groups small collusion \
+        --out benchmarks/results/reliability_plain.csv
+    PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_plain --seeds 3 --groups scale \
         --out benchmarks/results/reliability_plain.csv
     PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_plain --summary \
         --out benchmarks/results/reliability_plain.csv > benchmarks/results/reliability_plain_summary.txt
