@@ -86,7 +86,7 @@ class TreeSampler(threading.Thread):
         self._sessions: set[int] = set()
         self._own_session = os.getsid(0)
         self._stop_event = threading.Event()
-        self._started = time.monotonic()
+        self._t0 = time.monotonic()
 
     def members(self) -> list[int]:
         """The root, its descendants and the processes in their sessions (never this session)."""
@@ -122,7 +122,7 @@ class TreeSampler(threading.Thread):
         s.peak_processes, s.peak_fds = max(s.peak_processes, len(pids)), max(s.peak_fds, fds)
         s.cpu_s = sum(self._cpu.values())
         s.samples += 1
-        s.series.append((time.monotonic() - self._started, rss, pss, len(pids)))
+        s.series.append((time.monotonic() - self._t0, rss, pss, len(pids)))
 
     def run(self) -> None:
         while not self._stop_event.is_set():
