@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,18 @@ def _kib(path: str, key: str) -> int:
     return 0
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def mem_available_mb() -> float:
+    """The machine's ``MemAvailable`` (MiB): what new work can take without swapping or the OOM killer."""
+    return _kib("/proc/meminfo", "MemAvailable:") / 1024.0
+
+
 def _fds(pid: int) -> int:
     try:
         return len(os.listdir(f"/proc/{pid}/fd"))
@@ -68,19 +81,36 @@ class TreeStats:
     samples: int = 0
     series: list[tuple[float, float, float, int]] = field(default_factory=list)
     """(seconds since start, RSS MiB, PSS MiB, processes) per sample."""
+    roles: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per role (when the sampler has a ``role`` function): peaks over samples of the role's summed
+    PSS and RSS (``pss_mb``, ``rss_mb``), process count and open files, and the largest single
+    process's PSS and RSS (``max_process_pss_mb``, ``max_process_rss_mb``)."""
+    min_mem_available_mb: float = float("inf")
 
 
 class TreeSampler(threading.Thread):
     """Sample the tree under ``root_pid`` every ``interval`` seconds until :meth:`finish`.
 
     ``pss=False`` skips ``smaps_rollup`` (the slowest read) for trees of hundreds of processes.
+    ``role(cmdline)`` names each process's role for the per-role peaks (``TreeStats.roles``).
+    ``on_sample(sampler)`` is called after every sample (e.g. a memory guard that stops the tree).
     """
 
-    def __init__(self, root_pid: int, interval: float = 0.5, *, pss: bool = True) -> None:
+    def __init__(
+        self,
+        root_pid: int,
+        interval: float = 0.5,
+        *,
+        pss: bool = True,
+        role: Callable[[str], str] | None = None,
+        on_sample: Callable[[TreeSampler], None] | None = None,
+    ) -> None:
         super().__init__(daemon=True)
         self.root = root_pid
         self.interval = interval
         self.pss = pss
+        self.role = role
+        self.on_sample = on_sample
         self.stats = TreeStats()
         self._cpu: dict[int, float] = {}
         self._sessions: set[int] = set()
@@ -114,15 +144,34 @@ class TreeSampler(threading.Thread):
 
     def sample(self) -> None:
         pids = self.members()
-        rss = sum(_kib(f"/proc/{pid}/status", "VmRSS:") for pid in pids) / 1024.0
-        pss = sum(_kib(f"/proc/{pid}/smaps_rollup", "Pss:") for pid in pids) / 1024.0 if self.pss else 0.0
-        fds = sum(_fds(pid) for pid in pids)
+        rss_of = {pid: _kib(f"/proc/{pid}/status", "VmRSS:") / 1024.0 for pid in pids}
+        pss_of = {pid: _kib(f"/proc/{pid}/smaps_rollup", "Pss:") / 1024.0 if self.pss else 0.0 for pid in pids}
+        fds_of = {pid: _fds(pid) for pid in pids}
+        rss, pss = sum(rss_of.values()), sum(pss_of.values())
         s = self.stats
         s.peak_rss_mb, s.peak_pss_mb = max(s.peak_rss_mb, rss), max(s.peak_pss_mb, pss)
-        s.peak_processes, s.peak_fds = max(s.peak_processes, len(pids)), max(s.peak_fds, fds)
+        s.peak_processes, s.peak_fds = max(s.peak_processes, len(pids)), max(s.peak_fds, sum(fds_of.values()))
         s.cpu_s = sum(self._cpu.values())
         s.samples += 1
         s.series.append((time.monotonic() - self._t0, rss, pss, len(pids)))
+        s.min_mem_available_mb = min(s.min_mem_available_mb, mem_available_mb())
+        if self.role is not None:
+            totals: dict[str, dict[str, float]] = {}
+            for pid in pids:
+                t = totals.setdefault(self.role(_cmdline(pid)), {"pss_mb": 0.0, "rss_mb": 0.0, "processes": 0, "fds": 0,
+                                                                 "max_process_pss_mb": 0.0, "max_process_rss_mb": 0.0})
+                t["pss_mb"] += pss_of[pid]
+                t["rss_mb"] += rss_of[pid]
+                t["processes"] += 1
+                t["fds"] += fds_of[pid]
+                t["max_process_pss_mb"] = max(t["max_process_pss_mb"], pss_of[pid])
+                t["max_process_rss_mb"] = max(t["max_process_rss_mb"], rss_of[pid])
+            for name, t in totals.items():
+                peak = s.roles.setdefault(name, dict.fromkeys(t, 0.0))
+                for key, value in t.items():
+                    peak[key] = max(peak[key], value)
+        if self.on_sample is not None:
+            self.on_sample(self)
 
     def run(self) -> None:
         while not self._stop_event.is_set():

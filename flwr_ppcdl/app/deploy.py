@@ -25,8 +25,11 @@ refuses ends ``finished:failed``, exit code 1.
         --run-config "num-partitions=3 num-rounds=3 min-nodes=2 round-timeout=30"
     python -m flwr_ppcdl.app.deploy --nodes 3 --kill-node 2 --restart \
         --run-config "num-partitions=3 num-rounds=3 min-nodes=2 round-timeout=30"
+    python -m flwr_ppcdl.app.deploy --nodes 20 --register-workers 2 --stagger 0.5 \
+        --run-config "num-rounds=3"   # as many SuperNodes as the machine holds: docs/scale.md
 
-Every process started is recorded by PID (each in its own process group) and stopped on exit.
+The run is submitted once the SuperLink reports every SuperNode online. Every process started is
+recorded by PID (each in its own process group) and stopped on exit. is recorded by PID (each in its own process group) and stopped on exit.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -51,6 +56,7 @@ from flwr_ppcdl.app.deploy_setup import (
     free_port,
     make_certificates,
     make_node_keys,
+    online_node_ids,
     refuse_insecure_run,
     registered_node_id,
     run_settings,
@@ -93,6 +99,8 @@ class LocalDeployment:
         self.port = free_port()
         self.control_port = free_port()
         self.fleet_port = free_port()
+        self._ports = {self.port, self.control_port, self.fleet_port}
+        self.timings: dict[str, float] = {}
         self.ca: Path | None = None
         self.cert: Path | None = None
         self.key: Path | None = None
@@ -196,6 +204,13 @@ class LocalDeployment:
             time.sleep(2.0)
         raise RuntimeError(f"could not register SuperNode {partition_id}'s key:\n{output[-2000:]}")
 
+    def new_node_port(self) -> int:
+        """A free port for one more SuperNode's Runtime API, never one handed out before."""
+        while (port := free_port()) in self._ports:
+            pass
+        self._ports.add(port)
+        return port
+
     def start_supernode(
         self, partition_id: int, *, name: str | None = None, private_key: Path | None = None, no_key: bool = False
     ) -> subprocess.Popen[bytes]:
@@ -208,20 +223,63 @@ class LocalDeployment:
             flower_bin("flower-supernode"), *self.tls_args("supernode"),
             "--superlink", f"127.0.0.1:{self.port}",
             "--node-config", self.node_config(partition_id),
-            "--port", str(free_port()),
+            "--port", str(self.new_node_port()),
             *(["--auth-supernode-private-key", str(key)] if key is not None else []),
         ]
         return self._spawn(name or f"supernode-{partition_id}", cmd, node_dir)
 
-    def start(self) -> None:
-        """Start the SuperLink, register every SuperNode's key (with TLS), start the SuperNodes."""
+    def start(self, *, stagger: float = 0.0, workers: int = 1, online_timeout: float = 600.0) -> None:
+        """Start the SuperLink, register every SuperNode's key (with TLS), start the SuperNodes and
+        wait until the SuperLink reports every one online (a run submitted earlier may start
+        with too few). ``workers`` keys are registered at a time (each is a ``flwr`` CLI process);
+        ``stagger`` seconds pass between SuperNode starts. The seconds each phase took are in
+        :attr:`timings` (``superlink``, ``register``, ``supernodes``, ``online``)."""
         self.write_federation()
+        began = time.monotonic()
         self.start_superlink()
+        self.timings["superlink"] = time.monotonic() - began
         if self.node_auth:
-            for pid in range(self.nodes):
-                self.register_node(pid)
+            began = time.monotonic()
+            self.register_nodes(range(self.nodes), workers=workers)
+            self.timings["register"] = time.monotonic() - began
+        began = time.monotonic()
         for pid in range(self.nodes):
             self.start_supernode(pid)
+            if stagger > 0:
+                time.sleep(stagger)
+        self.timings["supernodes"] = time.monotonic() - began
+        self.timings["online"] = self.wait_online(self.nodes, timeout=online_timeout)
+
+    def register_nodes(self, partition_ids: Iterable[int], *, workers: int = 1) -> dict[int, int]:
+        """Register several partitions' keys, ``workers`` CLI processes at a time; {partition: node id}."""
+        ids = list(partition_ids)
+        for pid in ids:  # keys first, in this thread
+            self.node_key(pid)
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            return dict(zip(ids, pool.map(self.register_node, ids), strict=True))
+
+    def online_nodes(self) -> set[int]:
+        """Ids of the SuperNodes the SuperLink reports online now (``flwr supernode list``)."""
+        cmd = [flower_bin("flwr"), "supernode", "list", FEDERATION, "--format", "json"]
+        done = subprocess.run(cmd, cwd=self.workdir, env=self.env(), capture_output=True, text=True, timeout=120)
+        return online_node_ids(done.stdout)
+
+    def wait_online(self, count: int, timeout: float = 600.0) -> float:
+        """Wait until at least ``count`` SuperNodes are online; return the seconds waited.
+
+        Raises ``TimeoutError`` saying how many were online, ``RuntimeError`` when a SuperNode
+        exited meanwhile (its log's end)."""
+        began = time.monotonic()
+        online: set[int] = set()
+        while time.monotonic() - began < timeout:
+            online = self.online_nodes()
+            if len(online) >= count:
+                return time.monotonic() - began
+            for name, proc in self.procs.items():
+                if name.startswith("supernode-") and proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with code {proc.returncode}:\n{self.logs[name].read_text()[-2000:]}")
+            time.sleep(1.0)
+        raise TimeoutError(f"{len(online)} of {count} SuperNodes online after {timeout:.0f}s")
 
     def write_federation(self) -> Path:
         """``$FLWR_HOME/config.toml`` with the local SuperLink as the default connection."""
@@ -414,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill-node", type=int, default=None, help="SIGKILL this partition's SuperNode mid-run")
     parser.add_argument("--restart", action="store_true", help="start the killed SuperNode again (same node config)")
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--stagger", type=float, default=0.0, help="seconds between SuperNode starts")
+    parser.add_argument("--register-workers", type=int, default=2, help="node keys registered at a time")
     parser.add_argument("--node-policy", default="", help='every SuperNode\'s privacy policy, e.g. "max-epsilon=1 max-delta=1e-5"')
     args = parser.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ppcdl-deploy-"))
@@ -431,7 +491,9 @@ def main(argv: list[str] | None = None) -> int:
     mode = "insecure, no node authentication" if args.insecure else "TLS, SuperNode authentication"
     print(f"[deploy] workdir {workdir}; SuperLink 127.0.0.1:{deployment.port} ({mode})")
     try:
-        deployment.start()
+        deployment.start(stagger=args.stagger, workers=args.register_workers)
+        print(f"[deploy] started in {sum(deployment.timings.values()):.1f}s "
+              f"({', '.join(f'{k} {v:.1f}s' for k, v in deployment.timings.items())}); every SuperNode online")
         print(f"[deploy] PIDs: { {n: p.pid for n, p in deployment.procs.items()} }")
         if deployment.node_auth:
             print(f"[deploy] registered SuperNode keys (partition: node id): {deployment.node_ids}")

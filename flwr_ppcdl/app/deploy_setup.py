@@ -156,6 +156,14 @@ def registered_node_id(stdout: str) -> int | None:
     return int(data["node-id"]) if data.get("success") and "node-id" in data else None
 
 
+def online_node_ids(stdout: str) -> set[int]:
+    """Ids of the nodes whose ``status`` is ``online`` in ``flwr supernode list --format json`` output."""
+    nodes = _printed_json(stdout).get("nodes")
+    if not isinstance(nodes, list):
+        return set()
+    return {int(n["node-id"]) for n in nodes if isinstance(n, dict) and n.get("status") == "online" and "node-id" in n}
+
+
 def started_run_id(output: str) -> int | None:
     """The id of the last run ``flwr run`` printed (``Successfully started run <id>``), if any."""
     found = re.findall(r"Successfully started run (\d+)", output)
