@@ -124,6 +124,7 @@ def measure_nodes(nodes: int, rounds: int, reserve_mb: float, timeout: float) ->
     cmd = [sys.executable, str(Path(__file__).resolve()), "child", str(nodes), "--rounds", str(rounds),
            "--out", str(work / "cell.json"), "--timeout", str(timeout)]
     guard = MemoryGuard(reserve_mb)
+    version = code_version()
     load_before, began = os.getloadavg()[0], time.monotonic()
     with open(work / "output.log", "wb") as log:
         proc = subprocess.Popen(["nice", "-n", "10", *cmd], cwd=ROOT, env=child_env(), stdout=log,
@@ -142,7 +143,7 @@ def measure_nodes(nodes: int, rounds: int, reserve_mb: float, timeout: float) ->
         "pss_per_node_mb": round(tree.peak_pss_mb / nodes, 1), "peak_processes": tree.peak_processes,
         "peak_fds": tree.peak_fds, "cpu_s": round(tree.cpu_s), "min_mem_available_mb": round(tree.min_mem_available_mb),
         "load_before": round(load_before, 1), "load_after": round(os.getloadavg()[0], 1), "error": "",
-        "hardware": hardware(), "code_version": code_version(), "packages": package_versions(),
+        "hardware": hardware(), "code_version": version, "packages": package_versions(),
     }
     roles = tree.roles
     for role in ("supernode", "superexec", "clientapp", "superlink", "serverapp"):

@@ -88,12 +88,12 @@ def package_versions() -> str:
 
 
 def code_version() -> str:
-    """The commit measured (+dirty when flwr_ppcdl/ or benchmarks/ has uncommitted changes)."""
+    """The commit measured (+dirty when flwr_ppcdl/ or the benchmark code has uncommitted changes)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
 
     try:
-        head, dirty = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "--", "flwr_ppcdl", "benchmarks")
+        head, dirty = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "--", "flwr_ppcdl", "benchmarks", ":!benchmarks/results")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (head or "unknown") + ("+dirty" if dirty else "")
@@ -246,6 +246,7 @@ def run_jobs(out: Path, only: set[str] | None, timeout: float) -> None:
         work = Path(tempfile.mkdtemp(prefix=f"scale-{job.name}-{job.runner}-"))
         cmd = job_command(job, work / "results", timeout)
         print(f"[scale] {job.name} / {job.runner}: {shlex.join(cmd[1:])[:200]}", flush=True)
+        version = code_version()  # of the code the run starts with
         got = measure(cmd, work / "output.log", timeout + 300)
         result_path = work / "results" / "result.json"
         row: dict[str, Any] = {
@@ -256,7 +257,7 @@ def run_jobs(out: Path, only: set[str] | None, timeout: float) -> None:
             "peak_rss_mb": round(got.tree.peak_rss_mb), "peak_pss_mb": round(got.tree.peak_pss_mb),
             "peak_processes": got.tree.peak_processes, "peak_fds": got.tree.peak_fds,
             "load_before": round(got.load_before, 1), "load_after": round(got.load_after, 1),
-            "command": shlex.join(cmd[1:]), "hardware": hardware(), "code_version": code_version(),
+            "command": shlex.join(cmd[1:]), "hardware": hardware(), "code_version": version,
             "packages": package_versions(), "error": "",
         }
         if got.code == 0 and result_path.exists():
@@ -378,6 +379,7 @@ def run_utility(out: Path, sizes: list[int], timeout: float) -> None:
             spec = cell.spec(work / "results")
             cmd = [sys.executable, str(Path(__file__).resolve()), "child", json.dumps(spec), "--out", str(work / "cell.json")]
             print(f"[utility] {cell}", flush=True)
+            version = code_version()
             got = measure(cmd, work / "output.log", timeout)
             mult = noise_multiplier(cell.epsilon) if math.isfinite(cell.epsilon) else 0.0
             summed = mult * math.sqrt(cell.size) / (base * math.sqrt(10))
@@ -389,7 +391,7 @@ def run_utility(out: Path, sizes: list[int], timeout: float) -> None:
                 "rounds": SGD_ROUNDS if cell.lr is not None else FM_ROUNDS, "exit_code": got.code,
                 "wall_s": round(got.wall_s, 1), "cpu_s": round(got.tree.cpu_s, 1),
                 "peak_pss_mb": round(got.tree.peak_pss_mb), "hardware": hardware(),
-                "code_version": code_version(), "packages": package_versions(), "error": "",
+                "code_version": version, "packages": package_versions(), "error": "",
                 "tuning_best": "" if cell.lr is None or cell.role == "report" else tuned.get(cell.size) == cell.lr,
             }
             cell_json = work / "cell.json"
