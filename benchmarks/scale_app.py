@@ -175,24 +175,14 @@ JOBS = (
 )
 
 
-def flwr_value(value: Any) -> str:
-    """A run-config value as ``flwr run --run-config`` parses it."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f"'{value}'"
-    if isinstance(value, float) and math.isinf(value):
-        return "inf"
-    return repr(value)
-
-
 def job_command(job: Job, result_dir: Path, timeout: float) -> list[str]:
+    """The child that runs ``job``: the in-process runner, or ``flwr run`` through the sweep's
+    simulation runner (:func:`flwr_ppcdl.app.sweep.run_flwr`: its own SuperLink, one simulated
+    SuperNode per participant, stopped by PID)."""
     config = {**job.config, "plot": False, "result-dir": str(result_dir)}
-    if job.runner == "inprocess":
-        return [sys.executable, str(Path(__file__).resolve()), "child", json.dumps({"kind": "fm", "config": config})]
-    text = " ".join(f"{k}={flwr_value(v)}" for k, v in config.items())
-    return [sys.executable, "-m", "flwr_ppcdl.app.local_run", "--project", str(ROOT),
-            "--timeout", str(timeout), "--run-config", text]
+    kind = "fm" if job.runner == "inprocess" else "flwr-run"
+    spec = {"kind": kind, "config": config, "timeout": timeout}
+    return [sys.executable, str(Path(__file__).resolve()), "child", json.dumps(spec)]
 
 
 def summarise_run(result: dict[str, Any]) -> dict[str, Any]:
@@ -414,10 +404,10 @@ def child(spec: dict[str, Any], out: Path | None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    if spec["kind"] == "fm":
-        from flwr_ppcdl.app.sweep import run_inprocess
+    if spec["kind"] in ("fm", "flwr-run"):
+        from flwr_ppcdl.app.sweep import run_flwr, run_inprocess
 
-        result = run_inprocess(spec["config"])
+        result = run_inprocess(spec["config"]) if spec["kind"] == "fm" else run_flwr(spec["config"], ROOT, float(spec.get("timeout", 5400)))
         rounds = result["rounds"]
         summary = {
             "accuracy": result["final_metrics"].get("accuracy", math.nan),

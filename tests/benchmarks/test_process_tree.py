@@ -4,13 +4,11 @@ be), and the memory it touched."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from benchmarks._process_tree import TreeSampler
 
 # the child starts a grandchild in a session of its own, then exits; the grandchild touches 200 MiB
 GRANDCHILD = "import time; block = bytearray(200 * 2**20); block[::4096] = b'x' * len(block[::4096]); time.sleep(4)"
@@ -20,18 +18,9 @@ CHILD = (
 )
 
 
-def _process_tree():
-    spec = importlib.util.spec_from_file_location("bench_process_tree", ROOT / "benchmarks" / "_process_tree.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_process_tree"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_an_orphaned_grandchild_and_its_memory_are_counted() -> None:
-    tree = _process_tree()
     proc = subprocess.Popen([sys.executable, "-c", CHILD], start_new_session=True)
-    sampler = tree.TreeSampler(proc.pid, interval=0.1, role=lambda cmd: "child" if "import subprocess" in cmd else "grandchild")
+    sampler = TreeSampler(proc.pid, interval=0.1, role=lambda cmd: "child" if "import subprocess" in cmd else "grandchild")
     sampler.start()
     proc.wait(timeout=30)
     time.sleep(3)  # the grandchild lives on, re-parented
