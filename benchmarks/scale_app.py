@@ -77,7 +77,7 @@ every participant reliable the model after round 1 is the final one (the per-rou
 ``scale_app.csv``'s 30-round runs show it)."""
 SGD_ROUNDS = 30  # the App's default number of rounds
 SGD_EPOCHS = 5  # local epochs of the SGD clients (the App's FM clients take 5 local steps)
-SGD_LRS = (0.5, 2.0, 8.0)
+SGD_LRS = (0.5, 2.0, 8.0, 32.0)
 
 
 def package_versions() -> str:
@@ -356,6 +356,22 @@ def _tuned_lrs(path: Path) -> dict[int, float]:
     return best
 
 
+def mark_tuning_best(path: Path) -> None:
+    """Rewrite the ``tuning_best`` column: True on the tuning rows of each size's chosen learning rate."""
+    import csv
+
+    tuned = _tuned_lrs(path)
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        if row["contender"] == "sgd-fedavg" and row["seed_role"] == "tune":
+            row["tuning_best"] = str(tuned.get(int(row["participants"])) == float(row["lr"]))
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=UTILITY_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def run_utility(out: Path, sizes: list[int], timeout: float) -> None:
     from benchmarks._fl_common import append_rows
 
@@ -386,7 +402,6 @@ def run_utility(out: Path, sizes: list[int], timeout: float) -> None:
                 "wall_s": round(got.wall_s, 1), "cpu_s": round(got.tree.cpu_s, 1),
                 "peak_pss_mb": round(got.tree.peak_pss_mb), "hardware": hardware(),
                 "code_version": version, "packages": package_versions(), "error": "",
-                "tuning_best": "" if cell.lr is None or cell.role == "report" else tuned.get(cell.size) == cell.lr,
             }
             cell_json = work / "cell.json"
             if got.code == 0 and cell_json.exists():
@@ -394,6 +409,7 @@ def run_utility(out: Path, sizes: list[int], timeout: float) -> None:
             else:
                 row["error"] = got.tail[-500:].replace("\n", " | ")
             append_rows(csv_path, UTILITY_FIELDS, [row])
+            mark_tuning_best(csv_path)
             print(f"[utility]   accuracy {row.get('accuracy')} (reference {row.get('reference')}), "
                   f"{got.wall_s:.0f}s", flush=True)
 
