@@ -25,11 +25,9 @@ refuses ends ``finished:failed``, exit code 1.
         --run-config "num-partitions=3 num-rounds=3 min-nodes=2 round-timeout=30"
     python -m flwr_ppcdl.app.deploy --nodes 3 --kill-node 2 --restart \
         --run-config "num-partitions=3 num-rounds=3 min-nodes=2 round-timeout=30"
-    python -m flwr_ppcdl.app.deploy --nodes 20 --register-workers 2 --stagger 0.5 \
-        --run-config "num-rounds=3"   # as many SuperNodes as the machine holds: docs/scale.md
+    python -m flwr_ppcdl.app.deploy --nodes 20 --register-workers 2 --run-config "num-rounds=3"  # docs/scale.md
 
-The run is submitted once the SuperLink reports every SuperNode online. Every process started is
-recorded by PID (each in its own process group) and stopped on exit. is recorded by PID (each in its own process group) and stopped on exit.
+Every process started is recorded by PID (each in its own process group) and stopped on exit.
 """
 
 from __future__ import annotations
@@ -42,29 +40,27 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from flwr_ppcdl import wire
 from flwr_ppcdl.app.deploy_setup import (
+    FEDERATION,
     PROJECT_ROOT,
     ancestor_pids,
     flower_bin,
     free_port,
     make_certificates,
     make_node_keys,
-    online_node_ids,
     refuse_insecure_run,
     registered_node_id,
     run_settings,
     run_status_of,
     started_run_id,
 )
+from flwr_ppcdl.app.deploy_start import new_port, start_all
 
-FEDERATION = "ppcdl-local"
 RESTART_RETRY_SECONDS = 5.0
 
 
@@ -204,13 +200,6 @@ class LocalDeployment:
             time.sleep(2.0)
         raise RuntimeError(f"could not register SuperNode {partition_id}'s key:\n{output[-2000:]}")
 
-    def new_node_port(self) -> int:
-        """A free port for one more SuperNode's Runtime API, never one handed out before."""
-        while (port := free_port()) in self._ports:
-            pass
-        self._ports.add(port)
-        return port
-
     def start_supernode(
         self, partition_id: int, *, name: str | None = None, private_key: Path | None = None, no_key: bool = False
     ) -> subprocess.Popen[bytes]:
@@ -223,63 +212,14 @@ class LocalDeployment:
             flower_bin("flower-supernode"), *self.tls_args("supernode"),
             "--superlink", f"127.0.0.1:{self.port}",
             "--node-config", self.node_config(partition_id),
-            "--port", str(self.new_node_port()),
+            "--port", str(new_port(self._ports)),
             *(["--auth-supernode-private-key", str(key)] if key is not None else []),
         ]
         return self._spawn(name or f"supernode-{partition_id}", cmd, node_dir)
 
     def start(self, *, stagger: float = 0.0, workers: int = 1, online_timeout: float = 600.0) -> None:
-        """Start the SuperLink, register every SuperNode's key (with TLS), start the SuperNodes and
-        wait until the SuperLink reports every one online (a run submitted earlier may start
-        with too few). ``workers`` keys are registered at a time (each is a ``flwr`` CLI process);
-        ``stagger`` seconds pass between SuperNode starts. The seconds each phase took are in
-        :attr:`timings` (``superlink``, ``register``, ``supernodes``, ``online``)."""
-        self.write_federation()
-        began = time.monotonic()
-        self.start_superlink()
-        self.timings["superlink"] = time.monotonic() - began
-        if self.node_auth:
-            began = time.monotonic()
-            self.register_nodes(range(self.nodes), workers=workers)
-            self.timings["register"] = time.monotonic() - began
-        began = time.monotonic()
-        for pid in range(self.nodes):
-            self.start_supernode(pid)
-            if stagger > 0:
-                time.sleep(stagger)
-        self.timings["supernodes"] = time.monotonic() - began
-        self.timings["online"] = self.wait_online(self.nodes, timeout=online_timeout)
-
-    def register_nodes(self, partition_ids: Iterable[int], *, workers: int = 1) -> dict[int, int]:
-        """Register several partitions' keys, ``workers`` CLI processes at a time; {partition: node id}."""
-        ids = list(partition_ids)
-        for pid in ids:  # keys first, in this thread
-            self.node_key(pid)
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            return dict(zip(ids, pool.map(self.register_node, ids), strict=True))
-
-    def online_nodes(self) -> set[int]:
-        """Ids of the SuperNodes the SuperLink reports online now (``flwr supernode list``)."""
-        cmd = [flower_bin("flwr"), "supernode", "list", FEDERATION, "--format", "json"]
-        done = subprocess.run(cmd, cwd=self.workdir, env=self.env(), capture_output=True, text=True, timeout=120)
-        return online_node_ids(done.stdout)
-
-    def wait_online(self, count: int, timeout: float = 600.0) -> float:
-        """Wait until at least ``count`` SuperNodes are online; return the seconds waited.
-
-        Raises ``TimeoutError`` saying how many were online, ``RuntimeError`` when a SuperNode
-        exited meanwhile (its log's end)."""
-        began = time.monotonic()
-        online: set[int] = set()
-        while time.monotonic() - began < timeout:
-            online = self.online_nodes()
-            if len(online) >= count:
-                return time.monotonic() - began
-            for name, proc in self.procs.items():
-                if name.startswith("supernode-") and proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited with code {proc.returncode}:\n{self.logs[name].read_text()[-2000:]}")
-            time.sleep(1.0)
-        raise TimeoutError(f"{len(online)} of {count} SuperNodes online after {timeout:.0f}s")
+        """Start the SuperLink and every SuperNode, return once all are online (:func:`.deploy_start.start_all`)."""
+        self.timings = start_all(self, stagger=stagger, workers=workers, online_timeout=online_timeout)
 
     def write_federation(self) -> Path:
         """``$FLWR_HOME/config.toml`` with the local SuperLink as the default connection."""
@@ -492,9 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[deploy] workdir {workdir}; SuperLink 127.0.0.1:{deployment.port} ({mode})")
     try:
         deployment.start(stagger=args.stagger, workers=args.register_workers)
-        print(f"[deploy] started in {sum(deployment.timings.values()):.1f}s "
-              f"({', '.join(f'{k} {v:.1f}s' for k, v in deployment.timings.items())}); every SuperNode online")
-        print(f"[deploy] PIDs: { {n: p.pid for n, p in deployment.procs.items()} }")
+        print(f"[deploy] every SuperNode online ({ {k: round(v, 1) for k, v in deployment.timings.items()} } s); "
+              f"PIDs: { {n: p.pid for n, p in deployment.procs.items()} }")
         if deployment.node_auth:
             print(f"[deploy] registered SuperNode keys (partition: node id): {deployment.node_ids}")
         ok, _ = deployment.run(run_config, result_dir, timeout=args.timeout, kill_node=args.kill_node, restart=args.restart, out=sys.stdout)

@@ -18,6 +18,8 @@ from typing import Any
 from flwr_ppcdl.app.settings import RunSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+FEDERATION = "ppcdl-local"
+"""The name of the local SuperLink connection in ``$FLWR_HOME/config.toml``."""
 
 
 def free_port() -> int:

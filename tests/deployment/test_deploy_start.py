@@ -8,6 +8,7 @@ from pathlib import Path
 
 from flwr_ppcdl.app.deploy import LocalDeployment
 from flwr_ppcdl.app.deploy_setup import online_node_ids
+from flwr_ppcdl.app.deploy_start import new_port
 
 
 def test_only_online_nodes_count_as_started() -> None:
@@ -24,6 +25,7 @@ def test_only_online_nodes_count_as_started() -> None:
 
 def test_every_supernode_gets_its_own_port(tmp_path: Path) -> None:
     deployment = LocalDeployment(nodes=200, workdir=tmp_path, insecure=True)
-    ports = [deployment.new_node_port() for _ in range(200)]
-    assert len(set(ports)) == 200
-    assert not {deployment.port, deployment.control_port, deployment.fleet_port} & set(ports)
+    link = {deployment.port, deployment.control_port, deployment.fleet_port}
+    taken = set(link)
+    ports = [new_port(taken) for _ in range(200)]
+    assert len(set(ports)) == 200 and not link & set(ports)
