@@ -98,6 +98,7 @@ def participant_setup(context: Context) -> ClientSetup:
         )
     partition_id = int(node[wire.NODE_PARTITION_ID])
     num_partitions = int(node.get(wire.NODE_NUM_PARTITIONS, settings.num_partitions))
+    settings = settings.with_partitions(num_partitions)  # num-partitions = 0: the federation's size
     if num_partitions != settings.num_partitions:
         raise ValueError(
             f"this node belongs to a federation of {num_partitions} partitions but the run config "

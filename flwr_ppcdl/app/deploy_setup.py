@@ -107,7 +107,7 @@ def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
     from cryptography.x509.oid import NameOID
 
     folder.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "flwr-ppcdl local CA")])
     ca_cert = (

@@ -23,6 +23,7 @@ from torch import nn
 
 from flwr_ppcdl import wire
 from flwr_ppcdl.clients.config import TrainerConfig
+from flwr_ppcdl.clients.errors import log as participant_log
 from flwr_ppcdl.clients.errors import log_locally, public_error
 from flwr_ppcdl.clients.policy import PrivacyPolicy
 from flwr_ppcdl.clients.state import load_state, save_state
@@ -54,7 +55,8 @@ def _trainer(setup: ClientSetup, context: Context, policy: PrivacyPolicy | None)
 def log_spending(trainer: FunctionalMechanismTrainer) -> None:
     """State in the participant's own log what it has spent, and under which policy."""
     policy = trainer.policy
-    log.info(
+    participant_log.log(
+        logging.INFO if policy is not None else logging.DEBUG,  # a simulated participant has no log of its own
         "[ppcdl] privacy: this participant has spent epsilon=%.6g, delta=%.3g in total (record level, %d "
         "ledger entries, records read %d time(s)); policy: %s",
         trainer.epsilon_spent, trainer.delta_spent, len(trainer.ledger.entries), trainer.state.records_read,

@@ -7,10 +7,12 @@ Every test starts every process itself, records its PID and stops it in ``finall
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -21,7 +23,7 @@ from flwr_ppcdl.clients import StateFile
 pytestmark = pytest.mark.slow
 
 RUN = "num-partitions=3 num-rounds=3 dataset='digits' task='classification' unreliable-kind='random-labels'"
-HARD_TIMEOUT = 240.0
+HARD_TIMEOUT = 420.0  # a safety net for a loaded 2-core machine (runs took 80-135 s, the restart up to 160 s)
 
 
 def _run(
@@ -33,7 +35,8 @@ def _run(
     watchdog = threading.Timer(HARD_TIMEOUT, deployment.stop)
     watchdog.start()
     try:
-        deployment.start()
+        with mock.patch.dict(os.environ, {"PPCDL_RESULTS": str(results)}):  # the ServerApp's results base
+            deployment.start()
         started = [p.pid for p in deployment.procs.values()]
         assert len(started) == 4
         assert sorted(deployment.node_ids) == [0, 1, 2]  # every partition's key was registered
@@ -120,8 +123,10 @@ def test_supernode_killed_after_round_one(tmp_path: Path) -> None:
 def test_supernode_restarted_with_its_state_path(tmp_path: Path) -> None:
     """A SuperNode SIGKILLed after round 1 and started again with the same node config reloads its
     release and ledger from ``state-path``: it does not read its records or release again, and the
-    epsilon reported for its partition is the epsilon it spent (one release)."""
-    run = f"{RUN} min-nodes=2 round-timeout={ROUND_TIMEOUT}"
+    epsilon reported for its partition is the epsilon it spent (one release). ``min-nodes=3``: a
+    round waits until three SuperNodes are connected, so the restarted node takes part however
+    long its restart takes on a loaded machine (with 2, the run could end before it joined)."""
+    run = f"{RUN} min-nodes=3 round-timeout={ROUND_TIMEOUT}"
     state_file = tmp_path / "deploy" / "node-2" / "state.json"
     result, deployment, output = _run(tmp_path, run, kill_node=2, restart=True)
     assert "killed supernode-2" in output and "restarted supernode-2" in output
@@ -162,7 +167,8 @@ def test_a_node_policy_refuses_a_run_beyond_it_and_serves_one_within(tmp_path: P
     watchdog = threading.Timer(HARD_TIMEOUT, deployment.stop)
     watchdog.start()
     try:
-        deployment.start()
+        with mock.patch.dict(os.environ, {"PPCDL_RESULTS": str(tmp_path)}):  # the ServerApp's results base
+            deployment.start()
         refused_dir = tmp_path / "refused"
         ok, output = deployment.run(f"{run} epsilon=8.0 result-dir='{refused_dir}'", refused_dir, app=app,
                                     timeout=HARD_TIMEOUT / 2)
