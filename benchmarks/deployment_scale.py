@@ -65,8 +65,8 @@ def child(nodes: int, rounds: int, out: Path, timeout: float) -> int:
     from flwr_ppcdl.app.deploy import LocalDeployment
 
     work = out.parent
-    deployment = LocalDeployment(nodes=nodes, workdir=work / "deploy")  # TLS + SuperNode authentication
     results = work / "results"
+    deployment = LocalDeployment(nodes=nodes, workdir=work / "deploy", results_base=results)  # TLS + node authentication
     summary: dict[str, Any] = {"tls": not deployment.insecure, "node_auth": deployment.node_auth}
     began = time.monotonic()
     try:

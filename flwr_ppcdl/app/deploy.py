@@ -73,7 +73,7 @@ class LocalDeployment:
     the SuperLink assigned). Every SuperNode has a ``state-path`` under ``workdir`` (its folder 0700)
     and ``node_policy`` (node-config text such as ``"max-epsilon=1 max-delta=1e-5"``) in its node config.
     ``node_ids_history`` lists every (partition, node id) registered, oldest first; ``run_id`` is the
-    id of the last run started.
+    id of the last run started. ``results_base``, if given, is the SuperLink's ``$PPCDL_RESULTS``.
     """
 
     nodes: int
@@ -81,6 +81,7 @@ class LocalDeployment:
     insecure: bool = False
     num_partitions: int | None = None
     node_policy: str = ""
+    results_base: Path | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
     node_ids: dict[int, int] = field(default_factory=dict)
@@ -120,6 +121,7 @@ class LocalDeployment:
             HF_DATASETS_OFFLINE="1",
             HF_HUB_OFFLINE="1",
             PYTHONUNBUFFERED="1",
+            **({"PPCDL_RESULTS": str(self.results_base)} if self.results_base is not None else {}),
         )
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         return env
@@ -319,15 +321,8 @@ class LocalDeployment:
     # -- the run ---------------------------------------------------------------------------------
 
     def run(
-        self,
-        run_config: str,
-        result_dir: Path,
-        *,
-        app: Path = PROJECT_ROOT,
-        timeout: float = 600.0,
-        kill_node: int | None = None,
-        restart: bool = False,
-        out: IO[str] | None = None,
+        self, run_config: str, result_dir: Path, *, app: Path = PROJECT_ROOT, timeout: float = 600.0,
+        kill_node: int | None = None, restart: bool = False, out: IO[str] | None = None,
     ) -> tuple[bool, str]:
         """``flwr run <app> <federation> --run-config ... --stream``; wait for ``result.json`` (or for
         the stream to end: the run finished without one, e.g. every participant refused it).
@@ -427,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"[deploy] refused: {exc}", file=sys.stderr)
         return 2
-    deployment = LocalDeployment(nodes=args.nodes, workdir=workdir, insecure=args.insecure, node_policy=args.node_policy)
+    deployment = LocalDeployment(nodes=args.nodes, workdir=workdir, insecure=args.insecure, node_policy=args.node_policy, results_base=result_dir)
     mode = "insecure, no node authentication" if args.insecure else "TLS, SuperNode authentication"
     print(f"[deploy] workdir {workdir}; SuperLink 127.0.0.1:{deployment.port} ({mode})")
     try:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from flwr_ppcdl.app.deploy import LocalDeployment
 from flwr_ppcdl.app.deploy_setup import online_node_ids
 from flwr_ppcdl.app.deploy_start import new_port
@@ -29,3 +31,19 @@ def test_every_supernode_gets_its_own_port(tmp_path: Path) -> None:
     taken = set(link)
     ports = [new_port(taken) for _ in range(200)]
     assert len(set(ports)) == 200 and not link & set(ports)
+
+
+def test_the_superlink_gets_the_results_base_its_result_dir_lies_in(tmp_path: Path, monkeypatch) -> None:
+    """An exported $PPCDL_RESULTS pointing elsewhere would make the ServerApp refuse deploy's
+    result-dir (confinement): the deployment's own base replaces it in every process it starts."""
+    from flwr_ppcdl.app.checks import RESULTS_ENV, result_path
+
+    monkeypatch.setenv(RESULTS_ENV, str(tmp_path / "elsewhere"))
+    results = tmp_path / "run" / "results"
+    env = LocalDeployment(nodes=2, workdir=tmp_path / "run", insecure=True, results_base=results).env()
+    assert env[RESULTS_ENV] == str(results)
+    assert result_path(str(results), base=Path(env[RESULTS_ENV])) == results.resolve()
+    inherited = LocalDeployment(nodes=2, workdir=tmp_path / "other", insecure=True).env()
+    assert inherited[RESULTS_ENV] == str(tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match="results base"):
+        result_path(str(results), base=Path(inherited[RESULTS_ENV]))
