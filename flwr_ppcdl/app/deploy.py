@@ -152,7 +152,8 @@ class LocalDeployment:
             "--host", "127.0.0.1", "--port", str(self.port),
             "--control-api-address", f"127.0.0.1:{self.control_port}",
             "--fleet-api-address", f"127.0.0.1:{self.fleet_port}",
-            "--database", str(self.workdir / "superlink.db"),
+            # no --database: Flower's in-memory state. Its SQLite file waits 5 s for a lock, and with
+            # 20 SuperNodes on 2 busy cores 4 replies were refused (docs/scale.md)
             "--disable-runtime-dependency-installation",
             *(["--enable-supernode-auth"] if self.node_auth else []),
         ]
