@@ -228,14 +228,15 @@ RUN_FIELDS = (
 def run_jobs(out: Path, only: set[str] | None, timeout: float) -> None:
     from benchmarks._fl_common import append_rows
     from flwr_ppcdl.app.local_run import run_config_of
-    from flwr_ppcdl.app.settings import RunSettings
+    from flwr_ppcdl.app.settings import DEFAULT_PARTITIONS, RunSettings
 
     csv_path = out / "scale_app.csv"
     done = _done(csv_path, ("job", "runner"))
     for job in JOBS:
         if (only and job.name not in only and f"{job.name}/{job.runner}" not in only) or (job.name, job.runner) in done:
             continue
-        settings = RunSettings.from_config({**run_config_of(ROOT, []), **job.config})
+        # num-partitions = 0 (the App's default): the runners start DEFAULT_PARTITIONS nodes
+        settings = RunSettings.from_config({**run_config_of(ROOT, []), **job.config}).with_partitions(DEFAULT_PARTITIONS)
         work = Path(tempfile.mkdtemp(prefix=f"scale-{job.name}-{job.runner}-"))
         cmd = job_command(job, work / "results", timeout)
         print(f"[scale] {job.name} / {job.runner}: {shlex.join(cmd[1:])[:200]}", flush=True)
