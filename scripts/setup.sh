@@ -12,8 +12,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "[setup] installing $TORCH_SPEC (CPU wheel)"
 .venv/bin/pip install -q --disable-pip-version-check "$TORCH_SPEC"
-echo "[setup] installing flwr_ppcdl[data,dev,bench]"
-.venv/bin/pip install -q --disable-pip-version-check -e ".[data,dev,bench]"
+echo "[setup] installing flwr_ppcdl[data,dev,bench,cps]"
+.venv/bin/pip install -q --disable-pip-version-check -e ".[data,dev,bench,cps]"
 # Fashion-MNIST (full 60k/10k) comes from Debian; optional: the default job uses census2000.
 if [ "${PPCDL_SKIP_APT:-0}" != 1 ] && [ ! -d /usr/share/datasets/fashion-mnist ] \
     && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

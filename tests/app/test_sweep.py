@@ -34,7 +34,7 @@ def test_every_config_option_composes_and_instantiates() -> None:
 
 
 def test_composed_configs_are_valid_run_settings() -> None:
-    compatible = {"census2000": ["random_targets", "feature_noise"]}
+    compatible = {name: ["random_targets", "feature_noise"] for name in ("census2000", "cps2004")}
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for dataset, strategy in itertools.product(_options("dataset"), _options("strategy")):
             for unreliable in compatible.get(dataset, ["random_labels", "flipped_labels", "feature_noise"]):
