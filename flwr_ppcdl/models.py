@@ -326,6 +326,24 @@ def _scattering_transform(J: int, L: int) -> nn.Module:
     return module
 
 
+@lru_cache(maxsize=8)
+def _regenerate(definition: tuple[float, ...]) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """The filters, projection and checksum of a ScatterNet definition, built once per process
+    (about 0.1 CPU-s; the App builds a model for every message). Shared read-only between bodies."""
+    J, L, _, out_dim, seed = (int(round(v)) for v in definition[:5])
+    with _torch_threads(1):
+        scattering = _scattering_transform(J, L)
+    side = 28 // 2**J
+    projection = random_projection((1 + J * L + L * L * J * (J - 1) // 2) * side * side, out_dim, seed)
+    digest = hashlib.sha256(np.asarray(definition, dtype=np.float64).tobytes())
+    for name, tensor in sorted(scattering.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to(torch.float64).numpy().tobytes())
+    digest.update(projection.tobytes())
+    words = np.frombuffer(digest.digest(), dtype=">u2").astype(np.float64)
+    return scattering, torch.from_numpy(projection), torch.from_numpy(words.copy())
+
+
 @contextmanager
 def _torch_threads(count: int) -> Iterator[None]:
     previous = torch.get_num_threads()
@@ -442,24 +460,15 @@ class ScatterNetBody(_FrozenBody):
         return int(round(J)), int(round(L)), int(round(groups)), int(round(out_dim)), int(round(seed)), scale, eps
 
     def _build(self) -> None:
-        J, L, groups, out_dim, seed, _, _ = self._spec()
-        with _torch_threads(1):
-            scattering = _scattering_transform(J, L)
+        scattering, projection, checksum = _regenerate(tuple(self.definition.tolist()))
         object.__setattr__(self, "_scattering", scattering)  # not a submodule: its filters never travel
-        side = 28 // 2**J
-        self.gn_features = (1 + J * L + L * L * J * (J - 1) // 2) * side * side
+        J, L, groups, out_dim, _, _, _ = self._spec()
+        self.gn_features = int(projection.shape[0])
         self.groups = groups
-        projection = random_projection(self.gn_features, out_dim, seed)
-        self.projection = torch.from_numpy(projection)
+        self.projection = projection
         self.out_features = out_dim
-        digest = hashlib.sha256(self.definition.numpy().tobytes())
-        for name, tensor in sorted(scattering.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().to(torch.float64).numpy().tobytes())
-        digest.update(projection.tobytes())
-        words = np.frombuffer(digest.digest(), dtype=">u2").astype(np.float64)
         self._built = tuple(self.definition.tolist())
-        self._built_checksum = torch.from_numpy(words.copy())
+        self._built_checksum = checksum.clone()
 
     def _sync(self) -> None:
         """Regenerate after a ``load_state_dict`` changed the definition; refuse a foreign checksum."""
