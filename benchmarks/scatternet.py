@@ -111,7 +111,7 @@ class Table:
         if path.exists():
             with path.open() as fh:
                 self.rows = list(csv.DictReader(fh))
-        self.done = {_key(r) for r in self.rows}
+        self.done = {_key(r) for r in self.rows if not r.get("error")}  # failed cells are tried again
 
     def has(self, probe: dict[str, Any]) -> bool:
         return _key(probe) in self.done

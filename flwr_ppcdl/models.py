@@ -326,6 +326,12 @@ def _scattering_transform(J: int, L: int) -> nn.Module:
     return module
 
 
+def _canonical(definition: list[float]) -> tuple[float, ...]:
+    """A ScatterNet definition with its integers rounded and its reals to 12 significant digits."""
+    J, L, groups, out_dim, seed, scale, eps = definition
+    return (*(float(round(v)) for v in (J, L, groups, out_dim, seed)), float(f"{scale:.12g}"), float(f"{eps:.12g}"))
+
+
 @lru_cache(maxsize=8)
 def _regenerate(definition: tuple[float, ...]) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """The filters, projection and checksum of a ScatterNet definition, built once per process
@@ -447,7 +453,7 @@ class ScatterNetBody(_FrozenBody):
         self.batch_size = batch_size
         self._cache_setting = cache
         self.normalize = L2Normalize()
-        self._built: tuple[float, ...] = ()
+        self._built: tuple[float, ...] = (J, L, groups, out_dim, seed, input_scale, eps)
         self._built_checksum = torch.zeros(16, dtype=torch.float64)
         self._build()
         self.checksum.copy_(self._built_checksum)
@@ -456,25 +462,28 @@ class ScatterNetBody(_FrozenBody):
     # -- definition, regenerated in every process ----------------------------------------------------
 
     def _spec(self) -> tuple[int, int, int, int, int, float, float]:
-        J, L, groups, out_dim, seed, scale, eps = self.definition.tolist()
-        return int(round(J)), int(round(L)), int(round(groups)), int(round(out_dim)), int(round(seed)), scale, eps
+        J, L, groups, out_dim, seed, scale, eps = self._built
+        return int(J), int(L), int(groups), int(out_dim), int(seed), scale, eps
 
     def _build(self) -> None:
-        scattering, projection, checksum = _regenerate(tuple(self.definition.tolist()))
+        definition = _canonical(self.definition.tolist())
+        scattering, projection, checksum = _regenerate(definition)
         object.__setattr__(self, "_scattering", scattering)  # not a submodule: its filters never travel
-        J, L, groups, out_dim, _, _, _ = self._spec()
-        self.gn_features = int(projection.shape[0])
-        self.groups = groups
-        self.projection = projection
-        self.out_features = out_dim
-        self._built = tuple(self.definition.tolist())
+        self._built = definition
         self._built_checksum = checksum.clone()
+        _, _, self.groups, self.out_features, _, _, _ = self._spec()
+        self.gn_features = int(projection.shape[0])
+        self.projection = projection
 
     def _sync(self) -> None:
-        """Regenerate after a ``load_state_dict`` changed the definition; refuse a foreign checksum."""
-        if tuple(self.definition.tolist()) != self._built:
+        """Regenerate after a ``load_state_dict`` changed the definition; refuse a foreign checksum.
+
+        Averaging identical bodies (Flower's FedAvg averages every array it receives) perturbs the
+        buffers by float round-off only: the definition is compared in canonical form and the
+        checksum's sixteen-bit words after rounding."""
+        if _canonical(self.definition.tolist()) != self._built:
             self._build()
-        if not torch.equal(torch.round(self.checksum.cpu()), self._built_checksum):
+        if not torch.equal(torch.round(self.checksum.detach().cpu().double()), self._built_checksum):
             raise RuntimeError(
                 "the ScatterNet body regenerated here (filters and projection from its definition "
                 f"{self._spec()}) differs from the sender's checksum: a different kymatio/NumPy "
