@@ -98,8 +98,10 @@ def versions() -> str:
 
 
 def _key(row: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(str(row.get(k, "")) for k in ("section", "contender", "rule", "protocol", "neighbouring", "features",
-                                                "partitions", "unreliable_fraction", "seed", "split", "hyper"))
+    """A cell: what it runs (grid points differ by their hyper-parameters; a test cell's are its result)."""
+    fields = ("section", "contender", "rule", "protocol", "neighbouring", "features", "partitions", "unreliable_fraction",
+              "seed", "split")
+    return tuple(str(row.get(k, "")) for k in fields) + ((str(row.get("hyper", "")),) if row.get("split") == "validation" else ())
 
 
 class Table:
