@@ -1,6 +1,7 @@
 """Tables of ``benchmarks/results/scatternet.csv`` (``benchmarks/scatternet.py``) as markdown.
 
-``python benchmarks/scatternet.py --report`` prints them; ``docs/results-scatternet.md`` embeds them.
+``python benchmarks/scatternet.py --report`` writes them to ``benchmarks/results/scatternet_tables.md``;
+``docs/results-scatternet.md`` reads them.
 Every cell is mean ± sd over the report seeds (0, 1, 2) of the test accuracy.
 """
 

@@ -378,15 +378,14 @@ class ScatterNetBody(_FrozenBody):
     from the definition in every process and checked against the checksum: a receiver whose
     regenerated body differs from the sender's raises instead of computing other features.
 
-    Features are computed with ``threads`` torch threads (1: two were 15x slower on a loaded
-    2-core machine) and cached per record (:class:`flwr_ppcdl.data.feature_cache.FeatureCache`):
+    Features are computed with ``threads`` torch threads and cached per record (:class:`flwr_ppcdl.data.feature_cache.FeatureCache`):
     ``cache="auto"`` uses :func:`~flwr_ppcdl.data.feature_cache.default_cache_root` (disk, keyed by
     this definition and the code versions), a path uses that folder, ``None`` disables caching.
 
     Parameters
     ----------
     out_dim : int
-        Projection dimension (128: best of 32-256 at epsilon = 1 on a validation split).
+        Projection dimension (docs/results-scatternet.md says why 128).
     seed : int
         Seed of the projection.
     J, L : int
@@ -400,14 +399,15 @@ class ScatterNetBody(_FrozenBody):
     cache : "auto", path or None
         Feature cache (see above).
     threads : int
-        Torch threads used while computing features.
+        Torch threads used while computing features (1: more threads were far slower on a
+        loaded shared machine).
     batch_size : int
         Records per scattering batch (memory).
 
     Notes
     -----
     Input: ``(n, 784)``, ``(n, 28, 28)`` or ``(n, 1, 28, 28)``, any real dtype. Output:
-    ``(n, out_dim)`` float32 with norm at most 1 (0 for a constant image).
+    ``(n, out_dim)`` float32 with norm at most 1 (0 for a blank image).
     """
 
     definition: torch.Tensor
