@@ -54,9 +54,10 @@ RELIABILITY_METHODS = ("calibrated", "server-data", "truth-discovery")
 """``calibrated``: the library's default estimator, from the uploads; ``server-data``: score uploads on
 server-held records; ``truth-discovery``: the legacy rule relative to the median, kept for comparison."""
 SOLVERS = ("iterative", "closed-form")
-AUTO_BODY = {"gaussian": "pool4", "laplace": "pool4-rp16"}
-"""``body = "auto"``: the image body measured best for each noise at epsilon <= 1 (Gaussian: 4x4 pooling,
-49 features; Laplace, whose L1 sensitivity grows with the dimension: pooling + projection to 16)."""
+AUTO_BODY = {"gaussian": "scatternet", "laplace": "pool4-rp16"}
+"""``body = "auto"``: the image body measured best for each noise at epsilon <= 1 (Gaussian: the ScatterNet
+body, 128 features, docs/results-scatternet.md; Laplace, whose L1 sensitivity grows with the dimension:
+pooling + projection to 16)."""
 
 
 def auto_decoder(task: str, noise: str) -> str:
