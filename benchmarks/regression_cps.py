@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.gaussian_fm_report import _fmt
 from benchmarks.harness import Scenario, code_version, hardware, run_fm
 from flwr_ppcdl.app.experiment import reference_metrics, split_data
 
@@ -98,7 +99,7 @@ def table(out: Path) -> str:
             cells = []
             for contender in ("fm-reliability", "fm-fedavg", "ols"):
                 v = groups.get((dataset, feature_set, fraction, contender), [])
-                cells.append(f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f}" if len(v) > 1 else (f"{v[0]:.3f}" if v else "-"))
+                cells.append(_fmt(v))
             lines.append(f"| {dataset} ({int(sizes.get(dataset, 0)):,}) | {feature_set} | {float(fraction):.0%} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -1,7 +1,6 @@
 """Tables of ``benchmarks/results/scatternet.csv`` (``benchmarks/scatternet.py``) as markdown.
 
-``python benchmarks/scatternet.py --report`` writes them to ``benchmarks/results/scatternet_tables.md``;
-``docs/results-scatternet.md`` reads them.
+``python benchmarks/scatternet.py --report`` prints them; ``docs/results-scatternet.md`` holds them.
 Every cell is mean ± sd over the report seeds (0, 1, 2) of the test accuracy.
 """
 
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.gaussian_fm_report import _fmt
+
 RELATION = {"replace-one": "replace-one", "add-remove-one": "add/remove-one", "none": "none (non-private)"}
 RULE = {"reliability": "reliability", "fedavg": "FedAvg", "fedmedian": "FedMedian", "fedtrimmedavg": "FedTrimmedAvg (β 0.2)",
         "multikrum": "MultiKrum (told #bad)", "": ""}
@@ -23,14 +24,6 @@ RULE = {"reliability": "reliability", "fedavg": "FedAvg", "fedmedian": "FedMedia
 def _rows(path: Path) -> list[dict[str, str]]:
     with path.open() as fh:
         return [r for r in csv.DictReader(fh) if not r.get("error")]
-
-
-def _stat(values: list[float], digits: int = 3) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f} (1 seed)"
-    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
 def _label(r: dict[str, str]) -> str:
@@ -72,7 +65,7 @@ def _table(rows: list[dict[str, str]], section: str, k: int, fraction: float, *,
         eps = max((float(r["epsilon_spent"]) for r in rs if r.get("epsilon_spent")), default=math.nan)
         seeds = ",".join(sorted({r["seed"] for r in rs}))
         line = (f"| {label} | {RULE.get(rule, rule)} | {protocol or '-'} | {RELATION.get(relation, relation)} | {feats} | "
-                f"{_stat(values)} | {seeds} | {'-' if math.isnan(eps) else f'{eps:.3g}'} |")
+                f"{_fmt(values)} | {seeds} | {'-' if math.isnan(eps) else f'{eps:.3g}'} |")
         if cpu:
             c = _cpu(rs)
             line += f" {'-' if math.isnan(c) else f'{c:.2f}'} |"
@@ -102,7 +95,7 @@ def _kscale(rows: list[dict[str, str]]) -> str:
                     and int(r["partitions"]) == k and float(r["unreliable_fraction"]) == 0.0
                     and all(r[a] == b for a, b in match.items())]
             means[name] = float(np.mean(vals)) if vals else math.nan
-            cells.append(_stat(vals))
+            cells.append(_fmt(vals))
         fm, sgd = means["FM, FedAvg, statistics, add/remove-one"], means["DP-SGD, FedAvg, add/remove-one"]
         lead = "-" if math.isnan(fm) or math.isnan(sgd) else (f"FM by {100 * (fm - sgd):.1f} pts" if fm > sgd else f"DP-SGD by {100 * (sgd - fm):.1f} pts")
         lines.append(f"| {k} ({60_000 // k:,}) | " + " | ".join(cells) + f" | {lead} |")
@@ -126,7 +119,7 @@ def _default(rows: list[dict[str, str]]) -> str:
             rs = sorted((r for r in rows if r["section"] == "default" and r["contender"] == name
                          and math.isclose(float(r["unreliable_fraction"]), fraction)), key=lambda r: int(r["seed"]))
             vals = [float(r["value"]) for r in rs]
-            lines.append(f"| {body} | {fraction:.0%} | {', '.join(f'{v:.4f}' for v in vals)} | {_stat(vals)} |")
+            lines.append(f"| {body} | {fraction:.0%} | {', '.join(f'{v:.4f}' for v in vals)} | {_fmt(vals)} |")
     return "\n".join(lines)
 
 
