@@ -457,8 +457,8 @@ def feature_cost(table: Table) -> None:
     from benchmarks.scatternet_features import fashion_images
     from flwr_ppcdl.app.experiment import trainer_config
     from flwr_ppcdl.clients import TrainerConfig
-    from flwr_ppcdl.models import ScatterNetBody
     from flwr_ppcdl.privacy import PrivacyLedger
+    from flwr_ppcdl.scatternet import ScatterNetBody
 
     base = {"section": "cost", "rule": "", "protocol": "", "neighbouring": "", "features": "scatternet-128", "partitions": 10,
             "unreliable_fraction": 0.0, "seed": 0, "seed_role": "", "split": "", "rounds": ""}

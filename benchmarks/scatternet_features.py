@@ -26,7 +26,8 @@ import torch
 
 from flwr_ppcdl.data import DEFAULT_FASHION_DIR, load_fashion_mnist
 from flwr_ppcdl.data.feature_cache import CACHE_DIR_ENV, record_digests
-from flwr_ppcdl.models import ScatterNetBody, make_body
+from flwr_ppcdl.models import make_body
+from flwr_ppcdl.scatternet import ScatterNetBody
 
 log = logging.getLogger("scatternet")
 DEFAULT_CACHE = Path("/work/cache/i26")

@@ -14,13 +14,8 @@ import torch
 
 from flwr_ppcdl.clients.model import body_fingerprint, body_matches
 from flwr_ppcdl.data.feature_cache import CACHE_DIR_ENV, FeatureCache, default_cache_root
-from flwr_ppcdl.models import (
-    _FEATURE_CACHES,
-    IMAGE_BODIES,
-    ScatterNetBody,
-    build_model,
-    make_body,
-)
+from flwr_ppcdl.models import IMAGE_BODIES, build_model, make_body
+from flwr_ppcdl.scatternet import _FEATURE_CACHES, ScatterNetBody
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +43,7 @@ def _fresh_caches():
 
 def _fingerprint_elsewhere(seed: int) -> dict[str, object]:
     code = (
-        "import json, torch; from flwr_ppcdl.models import ScatterNetBody; "
+        "import json, torch; from flwr_ppcdl.scatternet import ScatterNetBody; "
         "from flwr_ppcdl.clients.model import body_fingerprint; "
         f"b = ScatterNetBody(seed={seed}, cache=None); "
         "x = torch.arange(2 * 784, dtype=torch.float32).reshape(2, 28, 28) % 256; "
