@@ -341,7 +341,7 @@ def dpsgd_batch(k: int) -> int:
 
 
 DPSGD_GRID = {"128": [(lr, clip) for lr in (4.0, 16.0, 64.0, 256.0) for clip in (0.5, 1.0)],
-              "gn": [(lr, 1.0) for lr in (1.0, 4.0, 16.0, 64.0)]}
+              "gn": [(lr, 1.0) for lr in (0.25, 1.0, 4.0, 16.0, 64.0)]}
 
 
 def tuned_dpsgd(table: Table, kind: str, k: int) -> tuple[float, float]:

@@ -103,12 +103,15 @@ def _kscale(rows: list[dict[str, str]]) -> str:
 
 
 def _tuning(rows: list[dict[str, str]]) -> str:
-    lines = ["| features | K | lr | clip | validation accuracy (seed 100) |", "|---|---|---|---|---|"]
-    for r in rows:
-        if r["split"] != "validation":
-            continue
-        hp = json.loads(r["hyper"])
-        lines.append(f"| {r['features']} | {r['partitions']} | {hp['lr']:g} | {hp['clip']:g} | {float(r['value']):.3f} |")
+    points = [(r["features"], int(r["partitions"]), json.loads(r["hyper"]), float(r["value"])) for r in rows
+              if r["split"] == "validation"]
+    best = {}
+    for feats, k, _, value in points:
+        best[(feats, k)] = max(best.get((feats, k), -1.0), value)
+    lines = ["| features | K | lr | clip | validation accuracy (seed 100; chosen in bold) |", "|---|---|---|---|---|"]
+    for feats, k, hp, value in sorted(points, key=lambda p: (p[0], p[1], p[2]["lr"], p[2]["clip"])):
+        cell = f"**{value:.3f}**" if value == best[(feats, k)] else f"{value:.3f}"
+        lines.append(f"| {feats} | {k} | {hp['lr']:g} | {hp['clip']:g} | {cell} |")
     return "\n".join(lines)
 
 
