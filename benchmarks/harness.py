@@ -8,8 +8,8 @@ Run:
 Every cell (scenario x contender) appends one row to ``<out>/<profile>.csv`` as soon as it is
 measured, and a re-run skips the rows already there (delete the CSV to start again).
 
-Contenders (all share ``task.load_participant``: same partitions, seeds and corruptions; all train
-a linear head on the same frozen, public feature map ``task.make_model(settings)[:-1]``):
+Contenders (all share ``flwr_ppcdl.app.experiment.load_participant``: same partitions, seeds and corruptions; all train
+a linear head on the same frozen, public feature map ``experiment.make_model(settings)[:-1]``):
 
 * ``ppcdl-reliability``  functional-mechanism (FM) clients + ReliabilityWeightedFedAvg (this project);
 * ``fm-fedavg`` / ``fm-fedmedian`` / ``fm-fedtrimmedavg`` (beta 0.2) / ``fm-multikrum`` (told the true

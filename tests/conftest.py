@@ -1,4 +1,5 @@
-"""Test-wide hygiene: Flower and Ray never touch the user's home, never phone home, never install."""
+"""Test-wide hygiene: Flower and Ray never touch the user's home, never phone home, never install;
+torch uses one thread (the suite shares a 2-core machine: more threads only contend)."""
 
 from __future__ import annotations
 
@@ -16,5 +17,11 @@ for _key, _value in {
     "FLWR_TELEMETRY_ENABLED": "0",
     "FLWR_DISABLE_UPDATE_CHECK": "1",
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "PPCDL_RESULTS": os.path.join(_TMP, "results"),  # a relative result-dir lands here, never in the checkout
+    "OMP_NUM_THREADS": "1",  # subprocesses too
 }.items():
     os.environ[_key] = _value
+
+import torch  # noqa: E402 - after the environment above
+
+torch.set_num_threads(1)

@@ -4,17 +4,20 @@ Each node learns which participant it is from Flower's node config (``partition-
 ``num-partitions``; set by the simulation runtime, or by ``flower-supernode --node-config``) and
 loads only that partition.
 
-On Flower's deployment runtime (a SuperNode) the participant protects itself from the run config,
-which the submitter controls: it refuses ``insecure-noise-seed`` (predictable noise) and refuses
-to run without a ``state-path`` (a restarted SuperNode would release again while reporting only
-the new release's ε).
+The run config comes from whoever submits the run; the participant protects itself from it with
+its own privacy policy (:class:`~flwr_ppcdl.clients.PrivacyPolicy`, read from the node config:
+``max-epsilon``, ``max-delta``, ``allowed-noise``, ``allowed-samplers``), checked before its records
+are even loaded. On Flower's deployment runtime (a SuperNode) a node config without a policy means
+:data:`~flwr_ppcdl.clients.DEPLOYMENT_DEFAULT` (ε <= 1, δ <= 1e-5, hardened samplers), and the
+participant also refuses ``insecure-noise-seed`` and refuses to run without a ``state-path`` (its
+release and ledger, integrity-checked: :class:`~flwr_ppcdl.clients.StateFile`). Simulations and the
+in-process runner apply a policy only when their node config states one.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-from pathlib import Path
 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
@@ -23,15 +26,18 @@ from flwr_ppcdl import wire
 from flwr_ppcdl.app.experiment import load_participant, make_model, trainer_config
 from flwr_ppcdl.app.settings import RunSettings
 from flwr_ppcdl.clients import (
+    DEPLOYMENT_DEFAULT,
     STATE_KEY,
     ClientSetup,
+    PrivacyPolicy,
     PublicError,
+    StateFile,
     TrainerConfig,
-    TrainerState,
     load_state,
     make_client_app,
     save_state,
 )
+from flwr_ppcdl.clients.message_client import error_reply
 
 log = logging.getLogger("flwr")
 
@@ -72,8 +78,15 @@ def refuse_unsafe_deployment(settings: RunSettings, node_config: dict[str, objec
         )
 
 
+def node_policy(context: Context) -> PrivacyPolicy | None:
+    """The node's privacy policy: its node config's, else the deployment default on a SuperNode."""
+    default = DEPLOYMENT_DEFAULT if on_deployment_runtime() else None
+    return PrivacyPolicy.from_node_config(dict(context.node_config), default=default)
+
+
 def participant_setup(context: Context) -> ClientSetup:
-    """Build this node's participant from the run config and its node config."""
+    """Build this node's participant from the run config and its node config; a run config beyond
+    the node's privacy policy is refused before the partition is loaded."""
     settings = RunSettings.from_config(dict(context.run_config))
     node = context.node_config
     if on_deployment_runtime():
@@ -85,18 +98,23 @@ def participant_setup(context: Context) -> ClientSetup:
         )
     partition_id = int(node[wire.NODE_PARTITION_ID])
     num_partitions = int(node.get(wire.NODE_NUM_PARTITIONS, settings.num_partitions))
+    settings = settings.with_partitions(num_partitions)  # num-partitions = 0: the federation's size
     if num_partitions != settings.num_partitions:
         raise ValueError(
             f"this node belongs to a federation of {num_partitions} partitions but the run config "
             f"says num-partitions={settings.num_partitions}; make them agree"
         )
-    participant = load_participant(settings, partition_id)
     config = TrainerConfig(**trainer_config(settings, partition_id))
+    policy = node_policy(context)
+    if policy is not None:
+        policy.check(config)  # before the records are loaded (the trainer checks delta < 1/n too)
+    participant = load_participant(settings, partition_id)
     return ClientSetup(
         model=make_model(settings),
         data=(participant.inputs, participant.targets),
         config=config,
         partition_id=partition_id,
+        policy=policy,
     )
 
 
@@ -104,37 +122,26 @@ _participant = make_client_app(participant_setup)
 app = ClientApp()
 
 
-def _state_path(context: Context) -> Path | None:
-    value = context.node_config.get(wire.NODE_STATE_PATH)
-    return Path(str(value)).expanduser() if value else None
-
-
-def _restore(context: Context) -> None:
-    """A (re)started SuperNode reloads its release and ledger instead of releasing again."""
-    path = _state_path(context)
-    if path is not None and STATE_KEY not in context.state and path.exists():
-        state = TrainerState.from_json(path.read_text())
-        save_state(context, state)
-        log.info("[ppcdl] restored the release and ledger from %s (records read %d time(s) so far)", path, state.records_read)
-
-
-def _persist(context: Context) -> None:
-    path = _state_path(context)
-    if path is not None and STATE_KEY in context.state:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.touch()
-        tmp.chmod(0o600)  # the participant's own ledger: readable by its owner only
-        tmp.write_text(load_state(context).to_json())
-        tmp.replace(path)  # atomic: a node killed mid-write keeps the previous file
-
-
-def _serve(msg: Message, context: Context) -> Message:
-    _restore(context)
+def _serve(msg: Message, context: Context, action: str) -> Message:
+    """Serve ``msg`` with the state mirrored to ``state-path``: restored first (a restarted SuperNode),
+    saved before the reply leaves; a state that cannot be trusted or saved becomes an error reply."""
     try:
-        return _participant(msg, context)
-    finally:
-        _persist(context)
+        store = StateFile.from_node_config(context.node_config)
+        if store is not None and STATE_KEY not in context.state:
+            restored = store.load()
+            if restored is not None:
+                save_state(context, restored)
+                log.info("[ppcdl] restored the release and ledger from %s (records read %d time(s) so far)",
+                         store.path, restored.records_read)
+    except Exception as exc:  # noqa: BLE001 - sanitised: nothing of the file reaches the reply
+        return error_reply(msg, exc, action)
+    reply = _participant(msg, context)
+    if store is not None and STATE_KEY in context.state:
+        try:  # every release the server can see is in the file before the reply leaves
+            store.save(load_state(context))
+        except Exception as exc:  # noqa: BLE001
+            return error_reply(msg, exc, action)
+    return reply
 
 
 @app.train()
@@ -144,12 +151,12 @@ def train(msg: Message, context: Context) -> Message:
     Context.state lives in the SuperNode's memory; with ``state-path`` in the node config the
     release and the ledger (JSON, no records) also go to that file after every round, and a
     restarted SuperNode reloads them: it reuses its release and reports the epsilon it already
-    spent instead of releasing (and spending) again.
+    spent instead of releasing (and spending) again (:class:`~flwr_ppcdl.clients.StateFile`).
     """
-    return _serve(msg, context)
+    return _serve(msg, context, "train")
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """As ``train``, for (charged, opt-in) local evaluation requests."""
-    return _serve(msg, context)
+    return _serve(msg, context, "evaluate")

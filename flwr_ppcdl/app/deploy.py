@@ -13,11 +13,14 @@ registered with ``flwr supernode register`` before the SuperNode starts with
 the CA certificate is not enough to join (no Sybil nodes). ``--insecure`` turns TLS, and with it
 node authentication (Flower requires TLS for it), off (local debugging only).
 
-Privacy: every SuperNode gets a ``state-path`` (its release and ledger survive a restart, so the
-ε it reports counts every release), and a run config that sets ``insecure-noise-seed``
-(predictable noise) is refused before anything starts.
+Privacy: every SuperNode gets a ``state-path`` in a private (0700) directory (its release and
+ledger survive a restart: the ε it reports counts every release) and, with ``--node-policy
+"max-epsilon=1 ..."``, its own privacy policy (without one: the deployment default, ε <= 1). A run
+config with ``insecure-noise-seed`` is refused before anything starts; a run every participant
+refuses ends ``finished:failed``, exit code 1.
 
     python -m flwr_ppcdl.app.deploy --nodes 3 --run-config "num-partitions=3 num-rounds=3"
+    python -m flwr_ppcdl.app.deploy --nodes 2 --node-policy "max-epsilon=1" --run-config "epsilon=8"  # refused
     python -m flwr_ppcdl.app.deploy --nodes 3 --kill-node 2 \
         --run-config "num-partitions=3 num-rounds=3 min-nodes=2 round-timeout=30"
     python -m flwr_ppcdl.app.deploy --nodes 3 --kill-node 2 --restart \
@@ -30,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -44,55 +46,20 @@ from typing import IO
 from flwr_ppcdl import wire
 from flwr_ppcdl.app.deploy_setup import (
     PROJECT_ROOT,
+    ancestor_pids,
+    flower_bin,
+    free_port,
     make_certificates,
     make_node_keys,
     refuse_insecure_run,
     registered_node_id,
     run_settings,
+    run_status_of,
+    started_run_id,
 )
 
 FEDERATION = "ppcdl-local"
 RESTART_RETRY_SECONDS = 5.0
-
-
-def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def prepare_app(dest: Path, source: Path = PROJECT_ROOT) -> Path:
-    """Copy the Flower App (pyproject.toml + the package) to ``dest``: a snapshot to run, so the
-    FAB holds only the app and later edits in the checkout cannot change a running test.
-
-    ``fab-exclude`` is dropped from the copy: Flower rejects patterns that match no file, and the
-    copy has no tests/, docs/, ... (the checkout itself runs as is: ``flwr run .``).
-    """
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(source / "flwr_ppcdl", dest / "flwr_ppcdl", dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    lines = (source / "pyproject.toml").read_text().splitlines()
-    (dest / "pyproject.toml").write_text("\n".join(line for line in lines if not line.startswith("fab-exclude")) + "\n")
-    return dest
-
-
-def _ancestors() -> set[int]:
-    """This process's PID and those of its parents (never to be stopped as stragglers)."""
-    pids, pid = set(), os.getpid()
-    while pid > 1 and pid not in pids:
-        pids.add(pid)
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            break
-        pid = int(stat.rsplit(")", 1)[1].split()[1])  # field 4 (ppid), after "(comm)"
-    return pids
-
-
-def _bin(name: str) -> str:
-    local = Path(sys.executable).parent / name
-    return str(local) if local.exists() else (shutil.which(name) or name)
 
 
 @dataclass
@@ -101,14 +68,17 @@ class LocalDeployment:
 
     With TLS (the default) SuperNode authentication is on: each partition's SuperNode has its own
     key pair, registered with the SuperLink before the node starts (``node_ids`` holds the ids
-    the SuperLink assigned). Every SuperNode has a ``state-path`` under ``workdir``.
-    ``node_ids_history`` lists every (partition, node id) registered, oldest first.
+    the SuperLink assigned). Every SuperNode has a ``state-path`` under ``workdir`` (its folder 0700)
+    and ``node_policy`` (node-config text such as ``"max-epsilon=1 max-delta=1e-5"``) in its node config.
+    ``node_ids_history`` lists every (partition, node id) registered, oldest first; ``run_id`` is the
+    id of the last run started.
     """
 
     nodes: int
     workdir: Path
     insecure: bool = False
     num_partitions: int | None = None
+    node_policy: str = ""
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
     node_ids: dict[int, int] = field(default_factory=dict)
@@ -119,6 +89,7 @@ class LocalDeployment:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.flwr_home = self.workdir / "flwr-home"
         self.flwr_home.mkdir(exist_ok=True)
+        self.run_id: int | None = None
         self.port = free_port()
         self.control_port = free_port()
         self.fleet_port = free_port()
@@ -171,7 +142,7 @@ class LocalDeployment:
 
     def start_superlink(self) -> None:
         cmd = [
-            _bin("flower-superlink"), *self.tls_args("superlink"),
+            flower_bin("flower-superlink"), *self.tls_args("superlink"),
             "--host", "127.0.0.1", "--port", str(self.port),
             "--control-api-address", f"127.0.0.1:{self.control_port}",
             "--fleet-api-address", f"127.0.0.1:{self.fleet_port}",
@@ -183,12 +154,20 @@ class LocalDeployment:
         self._wait_port(self.port, "superlink")
 
     def node_config(self, partition_id: int) -> str:
-        """The SuperNode's node config: its partition and its persistent ``state-path``."""
+        """The SuperNode's node config: its partition, its persistent ``state-path``, its policy."""
         return " ".join([
             f"{wire.NODE_PARTITION_ID}={partition_id}",
             f"{wire.NODE_NUM_PARTITIONS}={self.num_partitions or self.nodes}",
             f"{wire.NODE_STATE_PATH}='{self.workdir / f'node-{partition_id}' / 'state.json'}'",
+            *([self.node_policy] if self.node_policy else []),
         ])
+
+    def state_dir(self, partition_id: int) -> Path:
+        """The SuperNode's folder (its working directory and state): created private, 0700."""
+        folder = self.workdir / f"node-{partition_id}"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        folder.chmod(0o700)  # its state file refuses a folder others may read
+        return folder
 
     def node_key(self, partition_id: int) -> Path:
         """Partition ``partition_id``'s current private key (generated on first use)."""
@@ -204,7 +183,7 @@ class LocalDeployment:
             folder = self.workdir / "keys" / f"node-{partition_id}-{len(self.node_ids_history)}"
             self.keys[partition_id] = make_node_keys(folder)[0]
         public = self.node_key(partition_id).with_suffix(".pub")
-        cmd = [_bin("flwr"), "supernode", "register", str(public), FEDERATION, "--format", "json"]
+        cmd = [flower_bin("flwr"), "supernode", "register", str(public), FEDERATION, "--format", "json"]
         output = ""
         for _attempt in range(attempts):  # the control API may answer a moment after the port opens
             done = subprocess.run(cmd, cwd=self.workdir, env=self.env(), capture_output=True, text=True, timeout=60)
@@ -222,12 +201,11 @@ class LocalDeployment:
     ) -> subprocess.Popen[bytes]:
         """Start a SuperNode for ``partition_id`` with its registered key (with node authentication),
         or with ``private_key``, or with no key at all (``no_key``: the tests' intruders)."""
-        node_dir = self.workdir / f"node-{partition_id}"
-        node_dir.mkdir(exist_ok=True)
+        node_dir = self.state_dir(partition_id)
         key = private_key if private_key is not None else (self.node_key(partition_id) if self.node_auth else None)
         key = None if no_key else key
         cmd = [
-            _bin("flower-supernode"), *self.tls_args("supernode"),
+            flower_bin("flower-supernode"), *self.tls_args("supernode"),
             "--superlink", f"127.0.0.1:{self.port}",
             "--node-config", self.node_config(partition_id),
             "--port", str(free_port()),
@@ -313,7 +291,7 @@ class LocalDeployment:
 
     def _stragglers(self) -> list[int]:
         marks = (f"127.0.0.1:{self.port}", str(self.workdir))
-        spared = _ancestors()  # this process and its callers may name the workdir too (--workdir)
+        spared = ancestor_pids()  # this process and its callers may name the workdir too (--workdir)
         found = []
         for entry in Path("/proc").glob("[0-9]*"):
             try:
@@ -323,6 +301,19 @@ class LocalDeployment:
             if int(entry.name) not in spared and any(m in cmdline for m in marks):
                 found.append(int(entry.name))
         return found
+
+    def run_status(self, attempts: int = 10) -> str | None:
+        """The last run's status as the SuperLink reports it (``flwr ls``), e.g. ``finished:failed``."""
+        if self.run_id is None:
+            return None
+        cmd = [flower_bin("flwr"), "ls", FEDERATION, "--run-id", str(self.run_id), "--format", "json"]
+        for _attempt in range(attempts):  # the SuperLink marks the run finished a moment after the stream ends
+            done = subprocess.run(cmd, cwd=self.workdir, env=self.env(), capture_output=True, text=True, timeout=60)
+            status = run_status_of(done.stdout)
+            if status is not None and status.startswith("finished"):
+                return status
+            time.sleep(2.0)
+        return status
 
     def alive(self) -> list[int]:
         return [p.pid for p in self.procs.values() if p.poll() is None] + self._stragglers()
@@ -340,29 +331,37 @@ class LocalDeployment:
         restart: bool = False,
         out: IO[str] | None = None,
     ) -> tuple[bool, str]:
-        """``flwr run <app> <federation> --run-config ... --stream``; wait for ``result.json``.
+        """``flwr run <app> <federation> --run-config ... --stream``; wait for ``result.json`` (or for
+        the stream to end: the run finished without one, e.g. every participant refused it).
 
-        Returns (whether ``result_dir/result.json`` was written, the ``flwr run`` output). With
+        Returns (whether ``result_dir/result.json`` was written, the ``flwr run`` output); the run's
+        id is in :attr:`run_id` (its final status: :meth:`run_status`). With
         ``kill_node``, that SuperNode is SIGKILLed once it has persisted its round-1 state and the
         server has logged round 1 (its reply was aggregated); with ``restart`` too, a new SuperNode
-        is started at once with the same node config (same partition, same ``state-path``; with
-        node authentication under a newly registered key), and again every few seconds if the
-        SuperLink refuses it. The killed process stays
-        recorded as ``supernode-<i>-killed``, refused attempts as ``supernode-<i>-refused-<k>``.
+        is started at once with the same node config (with node authentication under a newly
+        registered key), and again every few seconds if the SuperLink refuses it (the killed process
+        stays as ``supernode-<i>-killed``, refused attempts as ``supernode-<i>-refused-<k>``).
         """
         refuse_insecure_run(run_settings(run_config, app))
         result = result_dir / "result.json"
         result.unlink(missing_ok=True)
-        cmd = [_bin("flwr"), "run", str(app), FEDERATION, "--stream", "--run-config", run_config]
+        cmd = [flower_bin("flwr"), "run", str(app), FEDERATION, "--stream", "--run-config", run_config]
+        log_path = self.workdir / "flwr-run.log"
+        offset = len(log_path.read_text(errors="replace")) if log_path.exists() else 0  # earlier runs' output
+
+        def output() -> str:  # this run's output only (the log is appended to)
+            return self.logs["flwr-run"].read_text(errors="replace")[offset:]
+
         for _attempt in range(5):  # the SuperLink may accept TCP before its APIs answer
             proc = self._spawn("flwr-run", cmd, app)
-            while proc.poll() is None and "Successfully started run" not in self.logs["flwr-run"].read_text(errors="replace"):
+            while proc.poll() is None and "Successfully started run" not in output():
                 time.sleep(0.3)
-            if "Successfully started run" in self.logs["flwr-run"].read_text(errors="replace"):
+            if "Successfully started run" in output():
                 break
             time.sleep(3.0)
         else:
-            return False, self.logs["flwr-run"].read_text(errors="replace")
+            return False, output()
+        self.run_id = started_run_id(output())
         killed = kill_node is None
         state_file = self.workdir / f"node-{kill_node}" / "state.json"
         name = f"supernode-{kill_node}"
@@ -370,8 +369,8 @@ class LocalDeployment:
         attempts = 0
         deadline = time.monotonic() + timeout
         shown = 0
-        while time.monotonic() < deadline and not result.exists():
-            if not killed and kill_node is not None and state_file.exists() and "[ppcdl] round 1/" in self.logs["flwr-run"].read_text(errors="replace"):
+        while time.monotonic() < deadline and not result.exists() and proc.poll() is None:
+            if not killed and kill_node is not None and state_file.exists() and "[ppcdl] round 1/" in output():
                 self.kill(name)
                 killed = True
                 self._note(f"[deploy] killed {name} (SIGKILL, PID {self.procs[name].pid}) after round 1")
@@ -379,9 +378,8 @@ class LocalDeployment:
                     self.procs[f"{name}-killed"] = self.procs.pop(name)
                     next_start = time.monotonic()
                     if self.node_auth:
-                        # Under its old key the SuperLink would refuse to activate the node until
-                        # it has marked the killed session offline (~40-60 s without heartbeats):
-                        # the restarted node gets a new registered key, i.e. a new node id.
+                        # under its old key the SuperLink refuses it until the killed session is offline
+                        # (~40-60 s without heartbeats): a new registered key, i.e. a new node id
                         node_id = self.register_node(kill_node, new_key=True)
                         self._note(f"[deploy] registered a new key for {name} (node id {node_id})")
             if kill_node is not None and next_start is not None and time.monotonic() >= next_start:
@@ -395,13 +393,13 @@ class LocalDeployment:
                     self._note(f"[deploy] restarted {name} (PID {pid}, same node config, attempt {attempts})")
                 next_start = time.monotonic() + RESTART_RETRY_SECONDS
             if out is not None:
-                text = self.logs["flwr-run"].read_text(errors="replace")
+                text = output()
                 out.write(text[shown:])
                 out.flush()
                 shown = len(text)
             time.sleep(0.5)
         time.sleep(1.0)  # let the stream print the last lines
-        text = self.logs["flwr-run"].read_text(errors="replace")
+        text = output()
         if out is not None:
             out.write(text[shown:])
         return result.exists(), text
@@ -416,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill-node", type=int, default=None, help="SIGKILL this partition's SuperNode mid-run")
     parser.add_argument("--restart", action="store_true", help="start the killed SuperNode again (same node config)")
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--node-policy", default="", help='every SuperNode\'s privacy policy, e.g. "max-epsilon=1 max-delta=1e-5"')
     args = parser.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ppcdl-deploy-"))
     run_config = args.run_config
@@ -428,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"[deploy] refused: {exc}", file=sys.stderr)
         return 2
-    deployment = LocalDeployment(nodes=args.nodes, workdir=workdir, insecure=args.insecure)
+    deployment = LocalDeployment(nodes=args.nodes, workdir=workdir, insecure=args.insecure, node_policy=args.node_policy)
     mode = "insecure, no node authentication" if args.insecure else "TLS, SuperNode authentication"
     print(f"[deploy] workdir {workdir}; SuperLink 127.0.0.1:{deployment.port} ({mode})")
     try:
@@ -436,13 +435,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[deploy] PIDs: { {n: p.pid for n, p in deployment.procs.items()} }")
         if deployment.node_auth:
             print(f"[deploy] registered SuperNode keys (partition: node id): {deployment.node_ids}")
-        ok, _ = deployment.run(
-            run_config, result_dir, timeout=args.timeout, kill_node=args.kill_node, restart=args.restart, out=sys.stdout
-        )
+        ok, _ = deployment.run(run_config, result_dir, timeout=args.timeout, kill_node=args.kill_node, restart=args.restart, out=sys.stdout)
+        print(f"[deploy] run {deployment.run_id}: {deployment.run_status()}")
     finally:
         deployment.stop()
         print(f"[deploy] stopped; still alive: {deployment.alive()}; logs in {workdir}")
-    print(f"[deploy] {'results: ' + str(result_dir / 'result.json') if ok else 'no result.json (see the logs)'}")
+    error = result_dir / "error.txt"  # the ServerApp's reason, when the run failed
+    print(f"[deploy] results: {result_dir / 'result.json'}" if ok else f"[deploy] no result.json: {error.read_text().splitlines()[0] if error.exists() else 'see the logs'}")
     return 0 if ok else 1
 
 

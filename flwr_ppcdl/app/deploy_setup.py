@@ -1,16 +1,64 @@
-"""What a local deployment prepares before any process starts: the checked run config, the TLS
-certificates and the SuperNodes' authentication keys (used by :mod:`flwr_ppcdl.app.deploy`)."""
+"""What a local deployment prepares before any process starts -- the checked run config, the TLS
+certificates, the SuperNodes' authentication keys, the app snapshot, free ports -- and the small
+helpers it reads processes and the CLI's output with (used by :mod:`flwr_ppcdl.app.deploy`)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
 import json
+import os
+import re
+import shutil
+import socket
+import sys
 from pathlib import Path
+from typing import Any
 
 from flwr_ppcdl.app.settings import RunSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def prepare_app(dest: Path, source: Path = PROJECT_ROOT) -> Path:
+    """Copy the Flower App (pyproject.toml + the package) to ``dest``: a snapshot to run, so the
+    FAB holds only the app and later edits in the checkout cannot change a running test.
+
+    ``fab-exclude`` is dropped from the copy: Flower rejects patterns that match no file, and the
+    copy has no tests/, docs/, ... (the checkout itself runs as is: ``flwr run .``).
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source / "flwr_ppcdl", dest / "flwr_ppcdl", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    lines = (source / "pyproject.toml").read_text().splitlines()
+    (dest / "pyproject.toml").write_text("\n".join(line for line in lines if not line.startswith("fab-exclude")) + "\n")
+    return dest
+
+
+def flower_bin(name: str) -> str:
+    """A Flower command (``flwr``, ``flower-superlink``...) of this Python environment, else from PATH."""
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else (shutil.which(name) or name)
+
+
+def ancestor_pids() -> set[int]:
+    """This process's PID and those of its parents (never to be stopped as stragglers)."""
+    pids, pid = set(), os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # field 4 (ppid), after "(comm)"
+    return pids
 
 
 def run_settings(run_config: str, app: Path = PROJECT_ROOT) -> RunSettings:
@@ -57,7 +105,7 @@ def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
     from cryptography.x509.oid import NameOID
 
     folder.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "flwr-ppcdl local CA")])
     ca_cert = (
@@ -92,11 +140,29 @@ def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
     return ca_path, cert_path, key_path
 
 
-def registered_node_id(stdout: str) -> int | None:
-    """The ``node-id`` of ``flwr supernode register --format json`` output, if any."""
+def _printed_json(stdout: str) -> dict[str, Any]:
+    """The JSON object a ``flwr ... --format json`` command printed (after any other output); ``{}`` if none."""
     start = stdout.find("{")
     try:
         data = json.loads(stdout[start:]) if start >= 0 else None
     except json.JSONDecodeError:
-        return None
-    return int(data["node-id"]) if isinstance(data, dict) and data.get("success") and "node-id" in data else None
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def registered_node_id(stdout: str) -> int | None:
+    """The ``node-id`` of ``flwr supernode register --format json`` output, if any."""
+    data = _printed_json(stdout)
+    return int(data["node-id"]) if data.get("success") and "node-id" in data else None
+
+
+def started_run_id(output: str) -> int | None:
+    """The id of the last run ``flwr run`` printed (``Successfully started run <id>``), if any."""
+    found = re.findall(r"Successfully started run (\d+)", output)
+    return int(found[-1]) if found else None
+
+
+def run_status_of(stdout: str) -> str | None:
+    """The ``status`` of the one run in ``flwr ls --run-id <id> --format json`` output (e.g. ``finished:failed``)."""
+    runs = _printed_json(stdout).get("runs")
+    return str(runs[0]["status"]) if isinstance(runs, list) and runs and isinstance(runs[0], dict) and "status" in runs[0] else None

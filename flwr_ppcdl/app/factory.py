@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg, MultiKrum, Strategy
+from flwr.serverapp.strategy import FedMedian, FedTrimmedAvg, MultiKrum, Strategy
 
 from flwr_ppcdl import wire
 from flwr_ppcdl.app.experiment import body_keys, make_model, server_loss_fn, split_data
@@ -42,6 +42,7 @@ def make_strategy(settings: RunSettings, validation: Dataset | None = None) -> S
         target_bound=settings.target_bound if settings.task == "regression" else None,
         noise=settings.noise,
         delta=settings.delta if settings.noise == "gaussian" else 0.0,
+        sampler=settings.sampler,
     )
     if settings.protocol == "statistics":
         from flwr_ppcdl.strategies.summed import SummedStatisticsFedAvg
@@ -68,7 +69,12 @@ def make_strategy(settings: RunSettings, validation: Dataset | None = None) -> S
         # known-law view (share-release); "truth-discovery": the legacy rule
         return ReliabilityWeightedFedAvg(expected_release=expected, **reliability_options, **common)
     if settings.strategy == "fedavg":
-        return FedAvg(**common)
+        # FedAvg's weights (sample counts), but the frozen public body is kept as sent, never averaged:
+        # Flower's FedAvg would let one reply shift a body buffer and make every participant refuse
+        from flwr_ppcdl.strategies import ReliabilityWeightedFedAvg
+
+        baseline = {**reliability_options, "method": "fedavg"}
+        return ReliabilityWeightedFedAvg(frozen_keys=frozen, score_releases=False, **baseline, **common)
     if settings.strategy == "fedmedian":
         return FedMedian(**common)
     if settings.strategy == "fedtrimmedavg":

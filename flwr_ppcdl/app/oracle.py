@@ -47,8 +47,10 @@ def summary_line(result: dict[str, Any], result_dir: Path | str) -> str:
     ratio = final / ref if ref and math.isfinite(ref) else math.nan
     eps = max((p["epsilon"] for p in result["participants"]), default=0.0)
     spent = result.get("privacy_spent", {}).get("text") or f"epsilon = {eps}"  # with delta and its meaning
+    fedavg = result.get("fedavg_final_metrics", {}).get(metric)
     return (
-        f"[ppcdl] done in {result['seconds']:.1f}s: final {fmt_metrics(result['final_metrics'])} | "
+        f"[ppcdl] done in {result['seconds']:.1f}s: final {fmt_metrics(result['final_metrics'])}"
+        f"{f' (FedAvg on the same replies: {metric}={fedavg:.4f})' if fedavg is not None else ''} | "
         f"non-private centralised reference on the same features (reliable records; simulation-only "
         f"oracle, computed outside the ServerApp): {fmt_metrics(result.get('reference', {}))} | "
         f"ratio {metric} = {ratio:.2f} | spent per participant (max): {spent} | results: {result_dir}"

@@ -3,6 +3,11 @@
 It wraps any Message-API strategy (as Flower's DP wrappers wrap) and forwards configuration and
 aggregation unchanged; it only reads reply metadata and metrics (node id, partition id, ``fm-epsilon``,
 ``num-examples``), the inner strategy's weight history, and the server's own evaluation.
+
+With a ``fedavg`` strategy (the App passes FedAvg of the run's protocol) it also aggregates the
+same replies a second time, so that every round can be compared with what FedAvg would have made of
+exactly those replies (post-processing of what was uploaded: no privacy cost). The FedAvg aggregation never
+changes the run: its output is only evaluated, and an error in it is recorded, not raised.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Strategy
 
 from flwr_ppcdl import wire
+from flwr_ppcdl.app.console import LOG, muted
 
 
 @dataclass
@@ -30,6 +36,7 @@ class RoundRecord:
     nodes: dict[str, dict[str, float]] = field(default_factory=dict)  # node id -> reply metrics
     weights: dict[str, float] = field(default_factory=dict)  # node id -> aggregation weight
     errors: list[str] = field(default_factory=list)  # the first error replies' reasons (up to 3)
+    fedavg_metrics: dict[str, float] = field(default_factory=dict)  # FedAvg of the same replies
 
     @property
     def successes(self) -> int:
@@ -47,8 +54,10 @@ class RecordingStrategy(Strategy):
         Node id -> the partition id its replies reported (bookkeeping, never trusted).
     """
 
-    def __init__(self, inner: Strategy) -> None:
+    def __init__(self, inner: Strategy, fedavg: Strategy | None = None) -> None:
         self.inner = inner
+        self.fedavg = fedavg
+        self.fedavg_arrays: dict[int, ArrayRecord] = {}  # round -> FedAvg of that round's replies
         self.rounds: dict[int, RoundRecord] = {}
         self.node_partition: dict[str, int] = {}
         self._round_started = time.perf_counter()
@@ -58,6 +67,9 @@ class RecordingStrategy(Strategy):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         self._round_started = time.perf_counter()
+        if self.fedavg is not None:  # it keeps what was sent (a frozen body) as the inner does
+            with muted():
+                list(self.fedavg.configure_train(server_round, arrays, config, grid))
         return self.inner.configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -80,6 +92,14 @@ class RecordingStrategy(Strategy):
                 self.node_partition[node] = int(record.nodes[node][wire.PARTITION_ID])
         result = self.inner.aggregate_train(server_round, replies)
         record.weights = self._weights(record)
+        if self.fedavg is not None:
+            try:
+                with muted():  # its warnings about these replies were the inner strategy's to give
+                    arrays, _ = self.fedavg.aggregate_train(server_round, replies)
+                if arrays is not None:
+                    self.fedavg_arrays[server_round] = arrays
+            except Exception as err:  # noqa: BLE001 - a comparison must never end the run
+                LOG.debug("[ppcdl] round %d: the FedAvg aggregation of the same replies failed (%s: %s)", server_round, type(err).__name__, err)
         return result
 
     def record_evaluation(self, server_round: int, metrics: dict[str, float]) -> RoundRecord:

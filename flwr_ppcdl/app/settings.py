@@ -8,9 +8,10 @@ configuration; none is derived from participants' data.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from flwr_ppcdl.data import (
@@ -44,7 +45,20 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 TASK_METRICS: dict[str, str] = {"regression": "r2", "classification": "accuracy"}
 STRATEGIES = ("reliability", "fedavg", "fedmedian", "fedtrimmedavg", "multikrum")
-UNRELIABLE_KINDS = ("random-labels", "flipped-labels", "feature-noise", "random-targets")
+UNRELIABLE_KINDS = ("auto", "random-labels", "flipped-labels", "feature-noise", "random-targets")
+AUTO_UNRELIABLE = {"regression": "random-targets", "classification": "flipped-labels"}
+"""``unreliable-kind = "auto"`` (default): the corruption of the data set's task."""
+VERBOSITIES = ("quiet", "normal", "verbose")
+"""``verbosity``: ``quiet`` (the summary and the result path), ``normal`` (and one line per round),
+``verbose`` (and Flower's own per-round log)."""
+DEFAULT_PARTITIONS = 10
+"""Participants of the default experiment, and the SuperNodes (or in-process nodes) a runner that
+starts them itself starts when ``num-partitions = 0``."""
+APP_CONFIG_OVERRIDES: dict[str, Any] = {"num-partitions": 0}
+"""Where the Flower App's run config (``[tool.flwr.app.config]``) differs from RunSettings' defaults:
+``num-partitions = 0`` takes the number of participants from the federation (one per SuperNode,
+Flower's ``num-partitions`` node config), as Flower's own templates do; in Python, and for the
+runners that start the SuperNodes themselves, the default experiment has 10."""
 PROTOCOLS = ("parameters", "statistics")
 SHARE_RELEASE = ("auto", "always", "never")
 """``share-release``: whether participants also reply with their (already private) release. ``auto``:
@@ -55,20 +69,14 @@ RELIABILITY_METHODS = ("calibrated", "server-data", "truth-discovery")
 server-held records; ``truth-discovery``: the legacy rule relative to the median, kept for comparison."""
 SOLVERS = ("iterative", "closed-form")
 AUTO_BODY = {"gaussian": "scatternet", "laplace": "pool4-rp16"}
-"""``body = "auto"``: the image body measured best for each noise at epsilon <= 1 (Gaussian: the ScatterNet
-body, 128 features, docs/results-scatternet.md; Laplace, whose L1 sensitivity grows with the dimension:
-pooling + projection to 16)."""
+"""``body = "auto"``: the image body of each noise (Gaussian: the ScatterNet body, 128 features; Laplace,
+whose L1 sensitivity grows with the dimension: pooling + projection to 16). Why: docs/decisions.md,
+measurements: docs/results-scatternet.md."""
 
 
 def auto_decoder(task: str, noise: str) -> str:
-    """``"lda"`` for classification with Gaussian noise, ``"taylor"`` otherwise.
-
-    Measured on a validation split (``benchmarks/gaussian_fm_tuning.py``, Fashion-MNIST, 10 x 5,400,
-    3 seeds): with Gaussian noise LDA beat the Taylor closed form on the same statistics in every
-    cell (body, protocol, epsilon 0.5-2; +1.2 points summed, pool4, epsilon 1); with Laplace noise
-    it won on pool4-rp16 but lost badly on pool4 when participants decode alone, so Laplace keeps
-    the Taylor decoder. Regression has no LDA.
-    """
+    """``"lda"`` for classification with Gaussian noise, ``"taylor"`` otherwise (regression has no
+    LDA; why Laplace keeps the Taylor decoder: docs/decisions.md)."""
     return "lda" if task == "classification" and noise == "gaussian" else "taylor"
 
 
@@ -76,13 +84,9 @@ def auto_protocol(strategy: str, reliability_method: str) -> str:
     """``"statistics"`` where the strategy can weigh whole releases (reliability, fedavg), else ``"parameters"``.
 
     Both protocols spend the same privacy (the shared release is what the parameters are computed
-    from). Measured at epsilon = 1 with Gaussian noise (3 seeds, ``benchmarks/results``): the statistics
-    protocol is more accurate (Fashion-MNIST .739 vs .702, census2000 R^2 .071 vs .056 with everyone
-    reliable) and lets the server score what the noise law makes exact (census2000, 30 % random
-    targets, IID: R^2 .082 = the oracle vs .050 in the parameter protocol, where the noise of a
-    4-parameter head hides the corruption). Flower's robust rules (FedMedian, FedTrimmedAvg,
-    MultiKrum) and ``server-data`` scoring aggregate parameters, so they get the parameter protocol
-    -- the paper's, where participants share only model parameters.
+    from). Flower's robust rules (FedMedian, FedTrimmedAvg, MultiKrum) and ``server-data`` scoring
+    aggregate parameters, so they get the parameter protocol -- the paper's, where participants
+    share only model parameters. Measured accuracy of both: docs/decisions.md.
     """
     if strategy in ("reliability", "fedavg") and reliability_method != "server-data":
         return "statistics"
@@ -99,23 +103,26 @@ class RunSettings:
     """One experiment, in the flat kebab-case keys of ``[tool.flwr.app.config]`` (as snake_case).
 
     ``task = "auto"`` (default) takes the data set's task from :data:`DATASETS`; an explicit task
-    must agree with it. ``body = "auto"`` (default) takes the image body of the noise
+    must agree with it, as must an explicit ``unreliable-kind`` (``auto``: :data:`AUTO_UNRELIABLE`).
+    ``num-partitions = 0`` means one participant per SuperNode of the federation
+    (:meth:`with_partitions` fixes it once known). ``result-dir`` is a folder under the results
+    base (:func:`~flwr_ppcdl.app.checks.result_path`). ``body = "auto"`` (default) takes the image body of the noise
     (:data:`AUTO_BODY`), ``decoder = "auto"`` (default) the decoder (:func:`auto_decoder`). ``noise = "gaussian"`` (default) gives (epsilon, delta)-DP with ``delta``;
     ``noise = "laplace"`` gives pure epsilon-DP and ignores ``delta``.
     """
 
     task: str = "auto"
     dataset: str = "census2000"
-    num_partitions: int = 10
+    num_partitions: int = DEFAULT_PARTITIONS  # 0: one per SuperNode of the federation (the Flower App's default)
     num_rounds: int = 30
     epsilon: float = 1.0
     strategy: str = "reliability"
     unreliable_fraction: float = 0.3
-    unreliable_kind: str = "random-targets"
+    unreliable_kind: str = "auto"  # the data set's task's corruption (AUTO_UNRELIABLE)
     partitioning: str = "iid"
     dirichlet_alpha: float = 0.3
     seed: int = 0
-    result_dir: str = "results/latest"
+    result_dir: str = "latest"  # under the results base (checks.result_path): ./results/latest
     feature_set: str = "basic"
     body: str = "auto"
     dataset_dir: str = DEFAULT_FASHION_DIR
@@ -140,12 +147,12 @@ class RunSettings:
     # PREDICTABLE noise derived from this value and the partition id -- NOT PRIVATE (tests and
     # research on public data only; the deployment runtime refuses it).
     insecure_noise_seed: int = -1
+    verbosity: str = "normal"  # quiet | normal (one line per round) | verbose (and Flower's own log)
 
     def __post_init__(self) -> None:
         """Validate every field (the one place): a bad value raises ``ValueError`` naming its
         run-config key and the value."""
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {tuple(DATASETS)}; got {self.dataset!r}")
+        _choice("dataset", self.dataset, tuple(DATASETS))
         expected_task = DATASETS[self.dataset].task
         if self.task == "auto":
             object.__setattr__(self, "task", expected_task)
@@ -153,12 +160,18 @@ class RunSettings:
             raise ValueError(f"dataset {self.dataset!r} is a {expected_task} task; got task={self.task!r}")
         _choice("strategy", self.strategy, STRATEGIES)
         _choice("unreliable-kind", self.unreliable_kind, UNRELIABLE_KINDS)
-        if self.task == "regression" and self.unreliable_kind in ("random-labels", "flipped-labels"):
-            raise ValueError(f"unreliable-kind {self.unreliable_kind!r} needs a classification task")
-        if self.task == "classification" and self.unreliable_kind == "random-targets":
-            raise ValueError("unreliable-kind 'random-targets' needs a regression task")
+        if self.unreliable_kind == "auto":
+            object.__setattr__(self, "unreliable_kind", AUTO_UNRELIABLE[self.task])
+        wrong_task = {"regression": ("random-labels", "flipped-labels"), "classification": ("random-targets",)}
+        if self.unreliable_kind in wrong_task[self.task]:
+            fits = [k for k in UNRELIABLE_KINDS if k not in ("auto", AUTO_UNRELIABLE[self.task], *wrong_task[self.task])]
+            raise ValueError(
+                f"unreliable-kind {self.unreliable_kind!r} does not fit dataset {self.dataset!r}, a "
+                f"{self.task} task: add unreliable-kind='{AUTO_UNRELIABLE[self.task]}' (or one of "
+                f"{fits}), or leave it 'auto' to follow the data set"
+            )
         _real("unreliable-fraction", self.unreliable_fraction, low=0.0, high=1.0, high_open=True)
-        _integer("num-partitions", self.num_partitions, low=1)
+        _integer("num-partitions", self.num_partitions, low=0)  # 0: one per SuperNode of the federation
         _integer("num-rounds", self.num_rounds, low=1)
         check_epsilon(self.epsilon)
         _choice("partitioning", self.partitioning, PARTITIONINGS)
@@ -196,7 +209,7 @@ class RunSettings:
         if not isinstance(self.plot, bool):
             raise ValueError(f"run-config key 'plot' must be true or false; got {self.plot!r}")
         _integer("min-nodes", self.min_nodes, low=0)
-        if self.min_nodes > self.num_partitions:
+        if self.num_partitions and self.min_nodes > self.num_partitions:
             raise ValueError(f"min-nodes={self.min_nodes} is above num-partitions={self.num_partitions}")
         _real("round-timeout", self.round_timeout, low=0.0, low_open=True)
         _choice("reliability-method", self.reliability_method, RELIABILITY_METHODS)
@@ -213,6 +226,21 @@ class RunSettings:
                 "use protocol='parameters' with server-data, or reliability-method='calibrated'"
             )
         _integer("insecure-noise-seed", self.insecure_noise_seed, low=-1)  # -1 = off (OS CSPRNG)
+        _choice("verbosity", self.verbosity, VERBOSITIES)
+
+    def with_partitions(self, num_partitions: int) -> RunSettings:
+        """These settings with ``num-partitions`` fixed to the federation's size, if the run config
+        left it to the federation (0); unchanged otherwise. ``ValueError`` if the size is < 1."""
+        if self.num_partitions:
+            return self
+        if isinstance(num_partitions, bool) or not isinstance(num_partitions, int) or num_partitions < 1:
+            raise ValueError(
+                "num-partitions = 0 takes the number of participants from the federation (the "
+                f"'num-partitions' node config, one per SuperNode), which gave {num_partitions!r}: pin "
+                "it with --run-config \"num-partitions=N\", or give every SuperNode "
+                "--node-config \"partition-id=i num-partitions=N\""
+            )
+        return replace(self, num_partitions=num_partitions)
 
     @property
     def shares_release(self) -> bool:
@@ -220,9 +248,8 @@ class RunSettings:
 
         Sharing costs no privacy (the release is what the parameters are computed from); ``auto``
         shares where the server uses it: the statistics protocol, and the parameter protocol under the
-        calibrated reliability estimator (census2000, IID, 30 % random targets, epsilon = 1: R^2 .061 =
-        the oracle with the release's view, .046 = FedAvg from the parameters alone;
-        ``benchmarks/reliability_calibrated.py``).
+        calibrated reliability estimator, which scores each release's known-law view beside the
+        parameters (measured: docs/decisions.md).
         """
         if self.share_release != "auto":
             return self.share_release == "always"
@@ -248,7 +275,10 @@ class RunSettings:
                 continue
             kwargs[name] = _coerce(name, value, names[name].type)
         if unknown:
-            raise ValueError(f"unknown run-config keys {sorted(unknown)}; known: {sorted(k.replace('_', '-') for k in names)}")
+            known = sorted(k.replace("_", "-") for k in names)
+            hints = "; ".join(f"{key!r}: did you mean {_suggest(str(key).replace('_', '-'), known)}?" for key in sorted(unknown, key=str)
+                              if _suggest(str(key).replace("_", "-"), known))
+            raise ValueError(f"unknown run-config keys {sorted(unknown, key=str)}{' (' + hints + ')' if hints else ''}; known: {known}")
         return cls(**kwargs)
 
     @classmethod
@@ -305,9 +335,19 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
 _BOOLS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
 
 
+def _suggest(value: object, choices: list[str] | tuple[str, ...]) -> str:
+    """``'closest'`` (quoted) of ``choices`` to a misspelt ``value``, or ``""`` when none is close."""
+    close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.6)
+    return repr(close[0]) if close else ""
+
+
 def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"run-config key {key!r} must be one of {choices}; got {value!r}")
+        hint = _suggest(value, choices)
+        raise ValueError(
+            f"run-config key {key!r} must be one of {choices}; got {value!r}"
+            + (f" (did you mean {hint}?)" if hint else "")
+        )
 
 
 def _integer(key: str, value: Any, *, low: int) -> None:
@@ -332,6 +372,12 @@ def _real(
 def _text(key: str, value: Any) -> None:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"run-config key {key!r} must be a non-empty string; got {value!r}")
+
+
+def app_run_config() -> dict[str, Any]:
+    """The Flower App's run config, ``[tool.flwr.app.config]``: every RunSettings key with its
+    default, but :data:`APP_CONFIG_OVERRIDES`."""
+    return {f.name.replace("_", "-"): f.default for f in fields(RunSettings)} | APP_CONFIG_OVERRIDES
 
 
 def privacy_warnings(settings: RunSettings) -> list[str]:

@@ -20,7 +20,11 @@ import logging
 from flwr_ppcdl.clients.model import BodyChangedError
 from flwr_ppcdl.privacy import BudgetExceededError, RecordError
 
-log = logging.getLogger("flwr")
+log = logging.getLogger("flwr.ppcdl.participant")
+"""The participant's own log. Its level is its own (INFO), so a run's verbosity on the server's side
+(``flwr_ppcdl.app.console``, which quiets Flower's logger in the same process during a simulation)
+does not hide what a participant says about its privacy or its failures."""
+log.setLevel(logging.INFO)
 
 
 class PublicError(RuntimeError):

@@ -23,27 +23,44 @@ from torch import nn
 
 from flwr_ppcdl import wire
 from flwr_ppcdl.clients.config import TrainerConfig
+from flwr_ppcdl.clients.errors import log as participant_log
 from flwr_ppcdl.clients.errors import log_locally, public_error
+from flwr_ppcdl.clients.policy import PrivacyPolicy
 from flwr_ppcdl.clients.state import load_state, save_state
-from flwr_ppcdl.clients.trainer import FunctionalMechanismTrainer
+from flwr_ppcdl.clients.trainer import FunctionalMechanismTrainer, local_count
 
 log = logging.getLogger("flwr")
 
 
 @dataclass
 class ClientSetup:
-    """What one participant brings: its model, its local records and the public configuration."""
+    """What one participant brings: its model, its local records, the public configuration and,
+    optionally, its own :class:`~flwr_ppcdl.clients.policy.PrivacyPolicy` (checked before any record
+    is read; it overrides the one given to :func:`make_client_app`)."""
 
     model: nn.Module
     data: Any
     config: TrainerConfig
     device: str = "cpu"
     partition_id: int | None = None
+    policy: PrivacyPolicy | None = None
 
 
-def _trainer(setup: ClientSetup, context: Context) -> FunctionalMechanismTrainer:
+def _trainer(setup: ClientSetup, context: Context, policy: PrivacyPolicy | None) -> FunctionalMechanismTrainer:
     return FunctionalMechanismTrainer(
-        setup.model, setup.data, setup.config, load_state(context), setup.device
+        setup.model, setup.data, setup.config, load_state(context), setup.device, policy=setup.policy or policy
+    )
+
+
+def log_spending(trainer: FunctionalMechanismTrainer) -> None:
+    """State in the participant's own log what it has spent, and under which policy."""
+    policy = trainer.policy
+    participant_log.log(
+        logging.INFO if policy is not None else logging.DEBUG,  # a simulated participant has no log of its own
+        "[ppcdl] privacy: this participant has spent epsilon=%.6g, delta=%.3g in total (record level, %d "
+        "ledger entries, records read %d time(s)); policy: %s",
+        trainer.epsilon_spent, trainer.delta_spent, len(trainer.ledger.entries), trainer.state.records_read,
+        policy.describe() if policy is not None else "none (no policy given)",
     )
 
 
@@ -73,7 +90,7 @@ def evaluate_without_records(trainer: FunctionalMechanismTrainer, global_state: 
     trainer.load_global(global_state)
     release = trainer.release
     metrics: dict[str, float] = {
-        wire.NUM_EXAMPLES: float(release.num_examples if release is not None else _public_count(trainer.data)),
+        wire.NUM_EXAMPLES: float(release.num_examples if release is not None else local_count(trainer.data)),
         wire.FM_EPSILON: trainer.epsilon_spent,
         wire.FM_DELTA: trainer.delta_spent,
     }
@@ -87,20 +104,7 @@ def evaluate_without_records(trainer: FunctionalMechanismTrainer, global_state: 
     return metrics
 
 
-def _public_count(data: Any) -> int:
-    """How many local records there are, without reading them (1 when it cannot be told)."""
-    try:
-        if isinstance(data, (tuple, list)) and len(data) == 2:
-            return max(int(len(data[0])), 1)
-        dataset = getattr(data, "dataset", None)
-        if dataset is not None:
-            return max(int(len(dataset)), 1)
-    except TypeError:
-        pass
-    return 1
-
-
-def _error_reply(msg: Message, exc: Exception, action: str) -> Message:
+def error_reply(msg: Message, exc: Exception, action: str) -> Message:
     """Log ``exc`` in full here; reply with a reason that names no record's value or position."""
     log_locally(exc, action)
     return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=public_error(exc)), reply_to=msg)
@@ -113,7 +117,7 @@ def _global_arrays(msg: Message) -> ArrayRecord:
     return arrays
 
 
-def make_client_app(setup_fn: Callable[[Context], ClientSetup]) -> ClientApp:
+def make_client_app(setup_fn: Callable[[Context], ClientSetup], *, policy: PrivacyPolicy | None = None) -> ClientApp:
     """Build a Message-API `ClientApp` whose participants train on a functional-mechanism release.
 
     ``setup_fn(context)`` returns the participant's :class:`ClientSetup` (model, data, config).
@@ -123,6 +127,10 @@ def make_client_app(setup_fn: Callable[[Context], ClientSetup]) -> ClientApp:
     ``partition-id``). Evaluate requests get a charged, noisy local evaluation with
     ``local_evaluation`` on; otherwise :func:`evaluate_without_records` answers them (no record
     read, no ε spent; evaluate on the server for test metrics).
+
+    ``policy`` (or a setup's own) is the participant's :class:`~flwr_ppcdl.clients.policy.PrivacyPolicy`:
+    a configuration beyond it is refused before any record is read (an error reply), and every
+    round's log states what the participant has spent and under which policy.
 
     A failure becomes an error reply whose reason names the problem but never a record's value or
     position (:func:`~flwr_ppcdl.clients.errors.public_error`); the full error goes to the
@@ -134,9 +142,9 @@ def make_client_app(setup_fn: Callable[[Context], ClientSetup]) -> ClientApp:
     def handle(msg: Message, context: Context, action: str) -> Message:
         try:
             setup = setup_fn(context)
-            trainer = _trainer(setup, context)
+            trainer = _trainer(setup, context, policy)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a sanitised error reply
-            return _error_reply(msg, exc, action)
+            return error_reply(msg, exc, action)
         try:
             state = _global_arrays(msg).to_torch_state_dict()
             if action == "train":
@@ -146,9 +154,11 @@ def make_client_app(setup_fn: Callable[[Context], ClientSetup]) -> ClientApp:
             else:
                 metrics = evaluate_without_records(trainer, state)
         except Exception as exc:  # noqa: BLE001
-            return _error_reply(msg, exc, action)
+            return error_reply(msg, exc, action)
         finally:
             save_state(context, trainer.state)  # the ledger survives a failing round
+            if trainer.policy is not None:
+                log_spending(trainer)
         return _reply(msg, trainer, metrics, setup)
 
     @app.train()

@@ -10,8 +10,15 @@ from torch import nn
 
 from flwr_ppcdl import wire
 from flwr_ppcdl.clients.config import TrainerConfig
-from flwr_ppcdl.clients.errors import ParticipantError, PublicValueError, log_locally, public_error
+from flwr_ppcdl.clients.errors import (
+    ParticipantError,
+    PublicError,
+    PublicValueError,
+    log_locally,
+    public_error,
+)
 from flwr_ppcdl.clients.message_client import evaluate_without_records
+from flwr_ppcdl.clients.policy import PrivacyPolicy
 from flwr_ppcdl.clients.state import load_state, save_state
 from flwr_ppcdl.clients.trainer import FunctionalMechanismTrainer
 
@@ -38,6 +45,10 @@ class FunctionalMechanismClient(NumPyClient):
         Torch device.
     partition_id
         Reported in the metrics for bookkeeping only (never a security claim).
+    policy
+        The participant's own :class:`~flwr_ppcdl.clients.policy.PrivacyPolicy`: a configuration
+        beyond it is refused here (:class:`ParticipantError` naming the violation), before any record
+        is read; later charges stay within its ``max_epsilon``.
     **config
         Keyword arguments of :class:`~flwr_ppcdl.clients.trainer.TrainerConfig`: ``task``,
         ``epsilon``, ``num_classes``, ``feature_bound``, ``target_bound``, ``local_steps``,
@@ -55,12 +66,17 @@ class FunctionalMechanismClient(NumPyClient):
         context: Any,
         device: str = "cpu",
         partition_id: int | None = None,
+        policy: PrivacyPolicy | None = None,
         **config: Any,
     ) -> None:
         self.config = TrainerConfig(**config)
         self.context = context
         self.partition_id = partition_id
-        self.trainer = FunctionalMechanismTrainer(model, data, self.config, load_state(context), device)
+        try:
+            self.trainer = FunctionalMechanismTrainer(model, data, self.config, load_state(context), device, policy=policy)
+        except PublicError as exc:  # a policy refusal: nothing was read; Flower reports the message
+            log_locally(exc, "setup")
+            raise ParticipantError(public_error(exc)) from None
         self._keys = list(model.state_dict().keys())
 
     def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:

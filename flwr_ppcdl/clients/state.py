@@ -8,9 +8,16 @@ outside Flower, in a plain dict.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, MutableMapping
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from flwr_ppcdl.clients.errors import PublicError
+
+
+class StateError(PublicError):
+    """A persisted state that would under-report ε (a release without its ledger, ...): refused."""
 
 
 @dataclass
@@ -42,6 +49,35 @@ class TrainerState:
         if not isinstance(raw, dict):
             raise ValueError(f"trainer state must be a JSON object; got {type(raw).__name__}")
         return cls(**raw)
+
+    def check(self) -> None:
+        """Refuse (:class:`StateError`) a state whose ledger does not account for what it holds.
+
+        A release needs at least one ledger entry whose ε covers it, and every time the records were
+        read (a release) is a ledger entry: a missing or shrunk ledger is never read as "nothing spent".
+        """
+        if not isinstance(self.records_read, int) or isinstance(self.records_read, bool) or self.records_read < 0:
+            raise StateError(f"records_read={self.records_read!r} is not a count")
+        entries = ledger_entries(self)
+        if self.release is not None and not entries:
+            raise StateError("it holds a release but its ledger has no entry")
+        if self.records_read > len(entries):
+            raise StateError(f"the records were read {self.records_read} time(s) but the ledger has {len(entries)} entries")
+        if self.release is not None:
+            spent = math.fsum(float(e.get("epsilon", 0.0)) for e in entries)
+            released = float(self.release.get("epsilon", math.inf))
+            if not spent >= released * (1.0 - 1e-12):
+                raise StateError(f"its ledger totals epsilon={spent!r}, less than its release's {released!r}")
+
+
+def ledger_entries(state: TrainerState) -> list[dict[str, Any]]:
+    """The ledger entries a state holds (``[]`` without a ledger); :class:`StateError` if malformed."""
+    if state.ledger is None:
+        return []
+    entries = state.ledger.get("entries") if isinstance(state.ledger, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise StateError("its ledger has no list of entries")
+    return entries
 
 
 STATE_KEY = "flwr-ppcdl"

@@ -34,6 +34,7 @@ from flwr_ppcdl.clients.model import (
     split_model,
     warn_if_body_unbounded,
 )
+from flwr_ppcdl.clients.policy import PrivacyPolicy
 from flwr_ppcdl.clients.records import noisy_local_evaluation, release_from_records
 from flwr_ppcdl.clients.state import TrainerState
 from flwr_ppcdl.privacy import (
@@ -64,6 +65,13 @@ class FunctionalMechanismTrainer:
         The persisted :class:`TrainerState` (from ``Context.state``); a fresh one on round 1.
     device
         Torch device for the body's forward pass and the local steps.
+    policy
+        The participant's own :class:`~flwr_ppcdl.clients.policy.PrivacyPolicy`: ``config`` is
+        checked against it here, before anything is read, and the ledger's budget is at most its
+        ``max_epsilon`` for every later charge (releases and evaluations). ``None``: no policy.
+
+    A persisted ``state`` whose ledger does not account for its release is refused
+    (:class:`~flwr_ppcdl.clients.state.StateError`), never read as "nothing spent".
     """
 
     def __init__(
@@ -73,9 +81,13 @@ class FunctionalMechanismTrainer:
         config: TrainerConfig,
         state: TrainerState | None = None,
         device: str | torch.device = "cpu",
+        policy: PrivacyPolicy | None = None,
     ) -> None:
         if not isinstance(config, TrainerConfig):
             raise TypeError(f"config must be a TrainerConfig; got {type(config).__name__}")
+        if policy is not None:
+            policy.check(config, local_count(data))
+        self.policy = policy
         self.config = config
         self.model = model
         self.body, self.head = split_model(model)
@@ -84,12 +96,15 @@ class FunctionalMechanismTrainer:
             param.requires_grad_(False)
         self.data = data
         self.state = state if state is not None else TrainerState()
+        self.state.check()
         self.device = torch.device(device)
         self.ledger = (
             PrivacyLedger.from_dict(self.state.ledger)
             if self.state.ledger is not None
             else PrivacyLedger(max_epsilon=config.budget, delta=config.ledger_delta)
         )
+        if policy is not None and not (self.ledger.max_epsilon is not None and self.ledger.max_epsilon <= policy.max_epsilon):
+            self.ledger.max_epsilon = policy.max_epsilon  # every later charge stays within the policy
         self._release: Release | None = (
             Release.from_dict(self.state.release) if self.state.release is not None else None
         )
@@ -311,3 +326,16 @@ class FunctionalMechanismTrainer:
         else:
             curvature = 2.0 * top / n
         return curvature + self.config.proximal_mu + self.config.ridge + 1e-12
+
+
+def local_count(data: Any) -> int:
+    """How many local records there are, without reading them (1 when it cannot be told)."""
+    try:
+        if isinstance(data, (tuple, list)) and len(data) == 2:
+            return max(int(len(data[0])), 1)
+        dataset = getattr(data, "dataset", None)
+        if dataset is not None:
+            return max(int(len(dataset)), 1)
+    except TypeError:
+        pass
+    return 1

@@ -13,6 +13,9 @@ Pure numpy (float64) and, in :mod:`.objective` only, torch. No Flower, no Ray. O
   states the guarantee);
 * :mod:`.release`, :mod:`.repair`, :mod:`.objective`, :mod:`.decoders` -- the release and its free
   post-processing (Taylor closed form, LDA);
+* :mod:`.release_law` -- the release format's noise law in one place (the calibration the mechanism
+  draws with and the server recomputes; per-entry and spectral noise bounds);
+  :mod:`.release_checks` -- a server's checks of a shared release (exact metadata, Gram consistency);
 * :mod:`.combine`, :mod:`.units` -- sums of releases; normalised weights <-> head parameters;
 * :mod:`.ledger` -- the per-participant privacy ledger ((ε, δ) per release, composed).
 """

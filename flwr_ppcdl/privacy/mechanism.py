@@ -46,16 +46,13 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from flwr_ppcdl.privacy.accounting import Guarantee, check_delta
-from flwr_ppcdl.privacy.bounding import bound_feature_matrix, bound_target_vector, summation_slack
-from flwr_ppcdl.privacy.calibration import (
-    analytic_noise_multiplier,
-    gaussian_l2_bound,
-    zcdp_noise_multiplier,
-)
-from flwr_ppcdl.privacy.gaussian import GAUSSIAN_SAMPLERS, make_gaussian_sampler
+from flwr_ppcdl.privacy.bounding import bound_feature_matrix, bound_target_vector
+from flwr_ppcdl.privacy.calibration import analytic_noise_multiplier, zcdp_noise_multiplier
+from flwr_ppcdl.privacy.gaussian import GAUSSIAN_SAMPLERS
 from flwr_ppcdl.privacy.ledger import PrivacyLedger
-from flwr_ppcdl.privacy.noise import SAMPLERS, PrivacyLeakWarning, make_sampler
+from flwr_ppcdl.privacy.noise import SAMPLERS, PrivacyLeakWarning
 from flwr_ppcdl.privacy.release import NOISES, TASKS, Release, noise_sd_of
+from flwr_ppcdl.privacy.release_law import release_sampler
 from flwr_ppcdl.privacy.repair import REPAIR_RULES
 from flwr_ppcdl.privacy.sensitivity import (
     NEIGHBOURING_RELATIONS,
@@ -325,38 +322,23 @@ class FunctionalMechanism:
             if self.ledger is not None:
                 self.ledger.charge(math.inf, note="no noise", **charge)
             noisy, noise_scale, spent = exact, 0.0, math.inf
-        elif self.noise == "gaussian":
-            if self.delta >= 1.0 / n:
+        else:
+            if self.noise == "gaussian" and self.delta >= 1.0 / n:
                 warnings.warn(
                     f"delta={self.delta!r} >= 1/n = 1/{n}: (epsilon, delta)-DP with delta this large "
                     "allows releasing a record outright with probability delta; use delta well below 1/n",
                     PrivacyLeakWarning,
                     stacklevel=2,
                 )
-            gauss = make_gaussian_sampler(
-                self.sampler,
-                l2_bound=gaussian_l2_bound(sensitivity, n, exact.size),
-                epsilon=self.epsilon,
-                delta=self.delta,
-                size=exact.size,
-                rng=self._rng,
+            sampler = release_sampler(
+                self.noise, self.sampler, epsilon=self.epsilon, delta=self.delta, sensitivity=sensitivity,
+                num_examples=n, coordinates=exact.size, rng=self._rng,
             )
+            spent, spent_delta = sampler.epsilon_spent, getattr(sampler, "delta_spent", 0.0)
             if self.ledger is not None:
-                self.ledger.charge(gauss.epsilon_spent, delta=gauss.delta_spent, rho=gauss.rho, **charge)
-            noisy = gauss.perturb(exact)
-            noise_scale, spent, spent_delta = gauss.scale, gauss.epsilon_spent, gauss.delta_spent
-        else:
-            laplace = make_sampler(
-                self.sampler,
-                l1_bound=sensitivity + summation_slack(n, exact.size),
-                epsilon=self.epsilon,
-                size=exact.size,
-                rng=self._rng,
-            )
-            if self.ledger is not None:
-                self.ledger.charge(laplace.epsilon_spent, **charge)
-            noisy = laplace.perturb(exact)
-            noise_scale, spent = laplace.scale, laplace.epsilon_spent
+                self.ledger.charge(spent, delta=spent_delta, rho=getattr(sampler, "rho", None), **charge)
+            noisy = sampler.perturb(exact)
+            noise_scale = sampler.scale
         del exact
         dim = d + 1
         upper = np.triu_indices(dim)

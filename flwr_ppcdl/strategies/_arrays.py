@@ -16,7 +16,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 from numpy.typing import NDArray
 
-__all__ = ["npy_view"]
+__all__ = ["as_sent_dtype", "npy_view"]
 
 
 def npy_view(data: bytes | bytearray | memoryview) -> NDArray[Any]:
@@ -45,3 +45,21 @@ def npy_view(data: bytes | bytearray | memoryview) -> NDArray[Any]:
     if fortran:
         return flat.reshape(shape[::-1]).T
     return flat.reshape(shape)
+
+
+def as_sent_dtype(array: NDArray[Any], dtype: Any) -> NDArray[Any]:
+    """``array`` in the dtype the server sent (a copy only when it differs).
+
+    A float16 (or otherwise different) reply must not change the global model's dtype, nor make
+    the aggregate accumulate in its precision. Non-numeric and complex uploads are refused
+    (``ValueError``); a value the sent dtype cannot hold becomes ``inf`` and is excluded as non-finite.
+    """
+    want = np.dtype(dtype)
+    if array.dtype == want:
+        return array
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise ValueError(f"an upload of dtype {array.dtype} cannot stand for a {want} array")
+    if np.issubdtype(want, np.integer) and np.issubdtype(array.dtype, np.floating):
+        array = np.rint(array)  # an averaged counter (num_batches_tracked) rounds, not truncates
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.asarray(array.astype(want))  # an array also for 0-d input (np.rint returns a scalar)

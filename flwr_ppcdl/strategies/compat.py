@@ -36,7 +36,7 @@ from flwr_ppcdl.reliability import (
     weighted_sum,
 )
 
-from ._arrays import npy_view
+from ._arrays import as_sent_dtype, npy_view
 from ._dp import dp_weight_cap
 from .message_api import check_frozen_keys, check_weight_cap
 from .releases import attach_release_views, read_release
@@ -130,7 +130,8 @@ class ReliabilityWeightedFedAvg(FedAvg):
         if not self.accept_failures and failures:
             return None, {}
         frozen = self.frozen_keys if self._sent is not None else frozenset()
-        uploads = [_to_upload(proxy, res, pos, frozen) for pos, (proxy, res) in enumerate(results)]
+        dtypes = None if self._sent is None else [a.dtype for i, a in enumerate(self._sent) if i not in frozen]
+        uploads = [_to_upload(proxy, res, pos, frozen, dtypes) for pos, (proxy, res) in enumerate(results)]
         if self.score_releases and self.options.method == "calibrated":
             attach_release_views(uploads, _shared_releases(results, uploads, self.expected_release), self.expected_release)
         log(INFO, "aggregate_fit: %d results, %d failures", len(results), len(failures))
@@ -154,6 +155,8 @@ class ReliabilityWeightedFedAvg(FedAvg):
             metrics.update({f"{prefix}weight/{node}": float(w) for node, w in report.weights.items()})
         if arrays is None:
             return None, metrics
+        if dtypes is not None:  # the dtypes the server sent, whatever the replies' were
+            arrays = [as_sent_dtype(np.asarray(a), dtype) for a, dtype in zip(arrays, dtypes, strict=True)]
         if frozen:
             assert self._sent is not None
             values = iter(arrays)
@@ -212,15 +215,19 @@ def _node_id(proxy: Any, pos: int) -> int:
     return -(pos + 1)
 
 
-def _to_upload(proxy: ClientProxy, res: FitRes, pos: int, frozen: frozenset[int]) -> Upload:
-    """Convert one legacy result; never raises (untrusted input)."""
+def _to_upload(
+    proxy: ClientProxy, res: FitRes, pos: int, frozen: frozenset[int], dtypes: list[Any] | None = None
+) -> Upload:
+    """Convert one legacy result (in the ``dtypes`` sent, when known); never raises (untrusted input)."""
     node_id = _node_id(proxy, pos)
     try:
         arrays = _parameters_view(res.parameters)
+        if frozen:
+            arrays = [a for i, a in enumerate(arrays) if i not in frozen]
+        if dtypes is not None and len(arrays) == len(dtypes):  # a count mismatch is the aggregator's to report
+            arrays = [as_sent_dtype(a, dtype) for a, dtype in zip(arrays, dtypes, strict=True)]
     except Exception as exc:  # noqa: BLE001
         return Upload(node_id, None, 0, f"unreadable parameters ({type(exc).__name__}: {exc})")
-    if frozen:
-        arrays = [a for i, a in enumerate(arrays) if i not in frozen]
     count = res.num_examples
     if isinstance(count, bool) or not isinstance(count, (int, float)):
         return Upload(node_id, arrays, 0, f"num_examples is not a number: {count!r}")

@@ -23,7 +23,7 @@ from flwr_ppcdl.reliability import (
     weighted_sum,
 )
 
-from ._arrays import npy_view
+from ._arrays import as_sent_dtype, npy_view
 from ._dp import dp_weight_cap
 from .releases import attach_release_views, carries_release, read_release
 
@@ -243,13 +243,17 @@ class ReliabilityWeightedFedAvg(FedAvg):
             extra = sorted(set(record.keys()) - allowed)
             if missing or extra:
                 return Upload(node_id, None, 0, f"array keys differ (missing {missing}, unexpected {extra})")
-            arrays = [_array_view(record[k]) for k in order]
+            arrays = [self._as_sent(k, _array_view(record[k])) for k in order]
             count = _count(content, self.weighted_by_key)
             if isinstance(count, str):
                 return Upload(node_id, arrays, 0, count)
             return Upload(node_id, arrays, count)
         except Exception as exc:  # noqa: BLE001 - a malformed reply must not crash the run
             return Upload(node_id, None, 0, f"malformed reply ({type(exc).__name__}: {exc})")
+
+    def _as_sent(self, key: str, array: np.ndarray) -> np.ndarray:
+        """An upload or the aggregate in the dtype the server sent for ``key`` (kept as sent)."""
+        return array if self._sent is None else as_sent_dtype(array, self._sent[key].dtype)
 
     def _shared_releases(self, replies: list[Message], uploads: list[Upload]) -> dict[int, Any]:
         """Position -> the release each accepted reply shared; a bad one rejects its upload (reason set)."""
@@ -271,7 +275,7 @@ class ReliabilityWeightedFedAvg(FedAvg):
         out: dict[str, Array] = {}
         for key in keys:
             if key in trainable:
-                out[key] = Array(np.asarray(next(values)))
+                out[key] = Array(self._as_sent(key, np.asarray(next(values))))
             else:
                 assert self._sent is not None
                 out[key] = self._sent[key]

@@ -20,6 +20,8 @@ from flwr.supercore import log
 
 from flwr_ppcdl import wire
 from flwr_ppcdl.privacy import Release
+from flwr_ppcdl.privacy.release_checks import check_release
+from flwr_ppcdl.privacy.release_law import entry_noise
 from flwr_ppcdl.reliability import ScoredView, Upload
 from flwr_ppcdl.reliability.noise_law import class_means, target_moments
 
@@ -61,11 +63,11 @@ def release_scoring_view(release: Release) -> tuple[list[np.ndarray], list[np.nd
         means, variance = class_means(
             np.asarray(release.statistics["cross"], dtype=np.float64),
             np.asarray(release.statistics["gram"], dtype=np.float64),
-            float(release.num_examples), float(release.noise_sd),
+            float(release.num_examples), entry_noise(release).sd,
         )
         return [means], [variance]
     moments, variance = target_moments(
-        np.asarray(release.statistics["cross"], dtype=np.float64), float(release.num_examples), float(release.noise_sd)
+        np.asarray(release.statistics["cross"], dtype=np.float64), float(release.num_examples), entry_noise(release).sd
     )
     return [moments], [variance]
 
@@ -77,7 +79,8 @@ def release_view(release: Release) -> ScoredView:
 
 
 def parse_release(msg: Message, expected: wire.ReleaseExpectation | None = None) -> Release:
-    """The release a participant shared in its reply; ``ValueError`` with the reason otherwise."""
+    """The release a participant shared in its reply, checked (:func:`~flwr_ppcdl.privacy.release_checks.check_release`);
+    ``ValueError`` with the reason otherwise."""
     try:
         records = msg.content.config_records
         if wire.FM_RELEASE not in records:
@@ -89,7 +92,7 @@ def parse_release(msg: Message, expected: wire.ReleaseExpectation | None = None)
         raise ValueError(f"unreadable reply ({type(err).__name__}: {err})") from None
     if text is None:
         raise ValueError(f"ConfigRecord {wire.FM_RELEASE!r} has no field {wire.RELEASE_JSON!r}")
-    return wire.decode_release(text, expected)
+    return check_release(wire.decode_release(text), expected)
 
 
 def carries_release(msg: Message) -> bool:
@@ -111,7 +114,8 @@ def consistent_releases(
         return [], [], []
 
     def signature(r: Release) -> tuple[Any, ...]:
-        sig = (r.task, r.num_classes, r.num_features, r.feature_bound, r.target_bound, r.neighbouring, r.repair_keep)
+        sig = (r.task, r.num_classes, r.num_features, r.feature_bound, r.target_bound, r.neighbouring, r.repair_keep,
+               r.noise, r.sampler)
         return sig + ((round(r.epsilon, 6),) if with_epsilon else ())
 
     sigs = [signature(r) for r in releases]
@@ -129,7 +133,7 @@ def read_release(text: Any, count: Any, expected: wire.ReleaseExpectation | None
     reply's claimed count: ``ValueError`` with the reason when it is malformed or disagrees."""
     if not isinstance(text, str):
         raise ValueError(f"{wire.FM_RELEASE} must be the release as JSON text; got {type(text).__name__}")
-    release = wire.decode_release(text, expected)
+    release = check_release(wire.decode_release(text), expected)
     if count != release.num_examples:
         raise ValueError(f"the claimed count {count!r} differs from the release's n={release.num_examples}")
     return release

@@ -14,9 +14,10 @@ plain FedAvg ignores. Reliability: each participant's own closed-form solution i
 gives the plain sum, and no participant's noisy statistics are ever scaled up (measured: scaling
 up, ``c_k = r_k``, amplified the noise of a few small participants at 100-1,000 participants).
 
-Untrusted releases. Every shared release is checked field by field against public bounds
-(:func:`flwr_ppcdl.wire.validate_release`, with the run's :class:`~flwr_ppcdl.wire.ReleaseExpectation`
-when the strategy is given one); a release whose ``n`` exceeds ``count_cap`` times the round's
+Untrusted releases. Every shared release is checked -- its metadata against the run's exact
+calibration, every statistic (the Gram matrix's consistency included) against what its records and
+its noise law allow -- by :func:`flwr_ppcdl.privacy.release_checks.check_release`, with the run's
+:class:`~flwr_ppcdl.wire.ReleaseExpectation` when the strategy is given one; a release whose ``n`` exceeds ``count_cap`` times the round's
 median is counted as ``count_cap`` times the median (its statistics are scaled down, as the
 parameter strategy clips claimed counts). A release that fails is excluded with a warning naming the
 node; nothing falls back silently and no exception leaves ``aggregate_train``. Only the head comes

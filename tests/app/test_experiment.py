@@ -3,7 +3,7 @@ unreliable ones; the server's reference and evaluation see no participant's priv
 
 from __future__ import annotations
 
-import sys
+import tomllib
 from dataclasses import fields
 from pathlib import Path
 
@@ -11,13 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 from flwr_ppcdl.app.experiment import load_participant, make_model, split_data
-from flwr_ppcdl.app.settings import RunSettings
+from flwr_ppcdl.app.settings import APP_CONFIG_OVERRIDES, RunSettings, app_run_config
 
 
 def test_corruption_hits_exactly_the_unreliable_participants() -> None:
@@ -55,11 +50,13 @@ def test_a_participant_loads_the_same_records_every_round() -> None:
 
 
 def test_every_setting_is_a_run_config_key_with_the_same_default() -> None:
-    """`flwr run --run-config` accepts only keys declared in pyproject.toml."""
+    """`flwr run --run-config` accepts only keys declared in pyproject.toml; the App's defaults are
+    RunSettings' but the number of participants, which the App takes from the federation."""
     declared = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
     config = declared["tool"]["flwr"]["app"]["config"]
     assert {f.name.replace("_", "-") for f in fields(RunSettings)} == set(config)
-    assert RunSettings.from_config(config) == RunSettings()
+    assert config == app_run_config() and APP_CONFIG_OVERRIDES == {"num-partitions": 0}
+    assert RunSettings.from_config(config) == RunSettings(num_partitions=0)
 
 
 def test_server_data_scoring_uses_only_server_records_kept_out_of_evaluation() -> None:

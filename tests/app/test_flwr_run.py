@@ -1,15 +1,16 @@
-"""End to end on Flower's local simulation runtime, as a user types it (#12.8-12.10).
+"""End to end on Flower's local simulation runtime, as a user types it (#12.8-12.10, #24).
 
-* ``flwr run .`` on a fresh Flower home (Flower simulates 2 SuperNodes) stops within seconds with the
-  exact command to type, instead of waiting forever for 10 SuperNodes;
-* ``bash scripts/run.sh`` (the README's command): two runs at once on one machine both finish, each
-  with its own SuperLink and ports, complete results and the oracle reference; every process a run
-  started is gone afterwards;
+* plain ``flwr run .`` on a fresh Flower home, without any of the variables the other tests set
+  (Flower's runtime dependency install runs: ``uv sync`` of the App's pyproject.toml), writes the
+  result of a run with one participant per SuperNode (Flower's default: 2);
+* ``bash scripts/run.sh`` (the README's command): the default job prints at most 60 lines; two runs
+  at once on one machine both finish, each with its own SuperLink and ports, complete results and
+  the oracle reference; every process a run started is gone afterwards;
 * a failed run exits non-zero with the reason (a bad run-config value before anything starts, or a
   ServerApp that stops).
 
-Processes are stopped by PID only: the SuperLink plain ``flwr run`` leaves behind is found by the
-unique port this test gave it.
+Processes are stopped by PID only: those of plain ``flwr run`` are found by the Flower home this
+test gave them (``/proc/<pid>/environ``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
     env["FLWR_HOME"] = str(tmp_path / "flwr-home")  # fresh: no federation configured
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     env["PYTHON"] = sys.executable
+    env["PPCDL_RESULTS"] = str(tmp_path / "results")
     return env
 
 
@@ -56,39 +58,72 @@ def _pids_with(*parts: str) -> list[int]:
     return found
 
 
+def _pids_of_home(home: Path) -> list[int]:
+    """PIDs of the processes started with ``FLWR_HOME=home`` (the SuperLink and its children)."""
+    mark = f"FLWR_HOME={home}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if mark in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def _stop(pids: list[int]) -> None:
-    for pid in pids:
-        try:
-            os.killpg(pid, signal.SIGTERM)  # flwr starts its SuperLink in a session of its own
-        except (ProcessLookupError, PermissionError):
-            pass
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
-        time.sleep(0.3)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+            time.sleep(0.3)
 
 
-def test_plain_flwr_run_on_a_fresh_home_fails_fast_with_the_command_to_type(tmp_path: Path) -> None:
+def test_plain_flwr_run_as_typed_writes_the_result(tmp_path: Path) -> None:
+    """None of the variables the other tests set (so Flower runs its runtime dependency install,
+    ``uv sync``), but those a shared, offline test machine needs: a fresh FLWR_HOME, two free
+    ports, a results base outside the checkout, and no telemetry."""
     flwr = shutil.which("flwr", path=str(Path(sys.executable).parent)) or "flwr"
-    port, control = free_port(), free_port()
-    env = _env(tmp_path) | {"FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(port), "FLWR_LOCAL_CONTROL_API_PORT": str(control)}
-    result_dir = tmp_path / "results"
-    started = time.monotonic()
+    home = tmp_path / "flwr-home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLWR_", "RAY_", "HF_", "PPCDL_"))}
+    env.update({
+        "FLWR_HOME": str(home), "PPCDL_RESULTS": str(tmp_path / "results"),
+        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()), "FLWR_LOCAL_CONTROL_API_PORT": str(free_port()),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}", "VIRTUAL_ENV": str(Path(sys.executable).parents[1]),
+        "FLWR_TELEMETRY_ENABLED": "0",  # tests run offline (not an App setting)
+    })
+    result = tmp_path / "results" / "latest" / "result.json"
     try:
-        proc = subprocess.run(
-            [flwr, "run", ".", "--stream", "--run-config", f"result-dir='{result_dir}'"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
-        )
+        typed = subprocess.run([flwr, "run", "."], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+        assert typed.returncode == 0 and "Successfully started run" in typed.stdout, typed.stdout + typed.stderr
+        run_id = typed.stdout.split("Successfully started run")[1].split()[0]
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not result.exists():
+            time.sleep(1.0)
+        log = subprocess.run([flwr, "log", run_id, "--show"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     finally:
-        _stop(_pids_with("flower-superlink", f"127.0.0.1:{control}"))
-    elapsed = time.monotonic() - started
-    log = proc.stdout + proc.stderr
-    assert "this run needs 10 SuperNodes" in log and "but 2 are connected" in log, log[-3000:]
-    assert 'flwr run . --federation-config "num-supernodes=10"' in log
-    assert "Waiting for nodes to connect" not in log
-    assert not (result_dir / "result.json").exists()
-    assert (result_dir / "error.txt").exists()
-    assert elapsed < 200  # SuperLink and Ray start-up included; the ServerApp itself gives up in ~5 s
-    assert not _pids_with("flower-superlink", f"127.0.0.1:{control}")
+        _stop(_pids_of_home(home))
+    assert result.exists(), log.stdout[-4000:]
+    assert "App dependencies installed successfully via uv sync" in log.stdout, log.stdout[-4000:]
+    saved = json.loads(result.read_text())
+    assert saved["settings"]["num_partitions"] == 2 and len(saved["participants"]) == 2  # Flower's 2 SuperNodes
+    assert len(saved["rounds"]) == 30 and saved["failures"] == 0 and "r2" in saved["final_metrics"]
+    assert not _pids_of_home(home)
+
+
+def test_the_default_job_prints_at_most_60_lines(tmp_path: Path) -> None:
+    proc = subprocess.run(["bash", str(RUN_SH)], cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=900)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert len(output.splitlines()) <= 60, output
+    result = json.loads((tmp_path / "results" / "latest" / "result.json").read_text())
+    assert result["settings"]["num_partitions"] == 10 and len(result["rounds"]) == 30
+    assert "[ppcdl] round 30/30" in output and "non-private centralised reference" in output
 
 
 def _run_sh(tmp_path: Path, name: str, run_config: str, **env: str) -> subprocess.Popen[str]:
@@ -137,4 +172,29 @@ def test_a_failed_run_exits_non_zero_with_the_reason(tmp_path: Path) -> None:
     log = (tmp_path / "short.log").read_text()
     assert code == 1, log[-3000:]
     assert "the run FAILED" in log and "this run needs 3 SuperNodes" in log
-    assert not (tmp_path / "short" / "result.json").exists()
+    assert sorted(p.name for p in (tmp_path / "short").iterdir()) == ["error.txt"]
+
+
+def test_a_runner_stopped_with_sigterm_stops_its_superlink(tmp_path: Path) -> None:
+    """``timeout`` or a CI runner sends SIGTERM: the SuperLink the runner started goes with it."""
+    log = tmp_path / "run.log"
+    with open(log, "w") as out:
+        runner = subprocess.Popen(["bash", str(RUN_SH), "--run-config", "num-partitions=3 num-rounds=30"], cwd=tmp_path,
+                                  env=_env(tmp_path), stdout=out, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        port = None
+        while time.monotonic() < deadline and port is None:
+            lines = [line for line in log.read_text().splitlines() if line.startswith("[ppcdl] SuperLink on")]
+            port = lines[0].split("127.0.0.1:")[1].split()[0] if lines else None
+            time.sleep(0.5)
+        assert port is not None, log.read_text()[-3000:]
+        while time.monotonic() < deadline and not _pids_with("flower-superlink", port):
+            time.sleep(0.5)
+        assert _pids_with("flower-superlink", port)
+        runner.send_signal(signal.SIGTERM)  # the python runner (bash execs it)
+        assert runner.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    assert not _pids_with("flower-superlink", port)

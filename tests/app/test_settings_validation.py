@@ -13,7 +13,7 @@ from flwr_ppcdl.app.settings import RunSettings
 BAD: dict[str, Any] = {
     "task": "clustering",
     "dataset": "imagenet",
-    "num-partitions": 0,
+    "num-partitions": -1,
     "num-rounds": -1,
     "epsilon": -1,
     "strategy": "banana",
@@ -44,6 +44,7 @@ BAD: dict[str, Any] = {
     "noise": "cauchy",
     "delta": 1.5,
     "decoder": "svm",
+    "verbosity": "loud",
 }
 
 

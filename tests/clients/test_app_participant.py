@@ -22,7 +22,7 @@ from flwr_ppcdl.app.experiment import trainer_config
 from flwr_ppcdl.app.grid import InProcessGrid
 from flwr_ppcdl.app.server_app import RunFailed, run_server
 from flwr_ppcdl.app.settings import RunSettings, epsilon_meaning
-from flwr_ppcdl.clients import PublicError, TrainerConfig, TrainerState, load_state
+from flwr_ppcdl.clients import PublicError, StateFile, TrainerConfig, load_state
 from flwr_ppcdl.privacy import PrivacyLeakWarning
 
 BASE: dict[str, Any] = {
@@ -195,7 +195,8 @@ def test_epsilon_reported_equals_epsilon_spent_across_a_restart(
     # = epsilon x its one release (Gaussian by default: the accountant's epsilon, at most the configured one)
     assert sorted(reported) == [0, 1, 2] and all(epsilon * (1 - 1e-9) < e <= epsilon for e in reported.values())
     for index in range(3):
-        state = TrainerState.from_json((tmp_path / f"node-{index}" / "state.json").read_text())
+        state = StateFile(tmp_path / f"node-{index}" / "state.json").load()
+        assert state is not None
         total = math.fsum(e["epsilon"] for e in state.ledger["entries"])  # type: ignore[index]
         assert state.records_read == 1 and total == reported[index]
 
@@ -204,5 +205,6 @@ def test_the_state_file_is_private_to_its_owner(tmp_path: Path) -> None:
     _run(tmp_path, "r", node_config=_state_paths(tmp_path), **{"num-rounds": 1})
     for index in range(3):
         path = tmp_path / f"node-{index}" / "state.json"
-        assert path.stat().st_mode & 0o077 == 0
-        assert TrainerState.from_json(path.read_text()).records_read == 1
+        assert path.stat().st_mode & 0o077 == 0 and path.parent.stat().st_mode & 0o077 == 0
+        state = StateFile(path).load()
+        assert state is not None and state.records_read == 1

@@ -90,7 +90,7 @@ def test_the_budget_check_before_reading_uses_the_composed_total() -> None:
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        ({"delta": None}, "delta"),
+        ({"delta": 0.0}, "delta"),
         ({"delta": 2.0}, "2.0"),
         ({"sampler": "opendp"}, "'opendp'"),
         ({"noise": "laplace"}, "1e-05"),

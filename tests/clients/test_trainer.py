@@ -31,7 +31,9 @@ from tests.clients.helpers import (
 
 
 def _config(**overrides: object) -> TrainerConfig:
-    base: dict[str, object] = {"task": "classification", "num_classes": 10, "epsilon": 1.0, "insecure_noise_seed": 0}
+    # pure epsilon-DP (exact ledger totals) and 20 local steps: what these properties are stated for
+    base: dict[str, object] = {"task": "classification", "num_classes": 10, "epsilon": 1.0, "insecure_noise_seed": 0,
+                               "noise": "laplace", "local_steps": 20}
     base.update(overrides)
     return TrainerConfig(**base)  # type: ignore[arg-type]
 
@@ -289,7 +291,7 @@ def test_numpy_client_persists_release_in_a_context_across_objects() -> None:
         params, n, metrics = client.fit(params, {})
     assert loader.iterations == 1
     assert n == len(y)
-    assert metrics["fm-epsilon"] == 1.0 and metrics["partition-id"] == 3
+    assert metrics["fm-epsilon"] == pytest.approx(1.0, rel=1e-9) and metrics["partition-id"] == 3
     with pytest.raises(ParticipantError, match="PublicValueError: received 1 arrays"):  # public: it crosses the wire
         client.fit(params[:1], {})
 

@@ -17,6 +17,8 @@ from flwr_ppcdl.app.deploy import (
     refuse_insecure_run,
     run_settings,
 )
+from flwr_ppcdl.app.deploy_setup import run_status_of, started_run_id
+from flwr_ppcdl.clients import PrivacyPolicy
 
 RUN = "num-partitions=3 dataset='digits' task='classification' unreliable-kind='random-labels'"
 
@@ -59,3 +61,22 @@ def test_node_keys_are_p384_openssh_keys_flower_accepts(tmp_path: Path) -> None:
     assert try_load_public_key(public)  # what `flwr supernode register` reads
     other, _ = make_node_keys(tmp_path / "b")
     assert other.read_bytes() != private.read_bytes()  # a fresh key pair per node
+
+
+def test_every_supernode_states_the_policy_and_keeps_its_state_private(tmp_path: Path) -> None:
+    from flwr.common.config import parse_config_args
+
+    deployment = LocalDeployment(nodes=2, workdir=tmp_path, insecure=True, node_policy="max-epsilon=1 allowed-noise='gaussian'")
+    node_config = parse_config_args([deployment.node_config(1)])  # as flower-supernode parses --node-config
+    policy = PrivacyPolicy.from_node_config(node_config)
+    assert policy is not None and (policy.max_epsilon, policy.allowed_noise) == (1.0, ("gaussian",))
+    assert deployment.state_dir(1).stat().st_mode & 0o777 == 0o700
+
+
+def test_the_run_id_and_status_are_read_from_flowers_output() -> None:
+    assert started_run_id("... Successfully started run 3007992747469304890\n") == 3007992747469304890
+    assert started_run_id("nothing started") is None
+    assert started_run_id("Successfully started run 1\n...\nSuccessfully started run 2\n") == 2  # the log is appended to
+    listing = '{"success": true, "runs": [{"run-id": 5, "status": "finished:failed", "elapsed": "00:00:12"}]}'
+    assert run_status_of(listing) == "finished:failed"
+    assert run_status_of('{"success": false}') is None and run_status_of("not json") is None

@@ -12,10 +12,16 @@ import pytest
 from flwr_ppcdl import wire
 from flwr_ppcdl.privacy import FunctionalMechanism, Release, combine_releases
 from flwr_ppcdl.privacy.calibration import sigma_zcdp
+from flwr_ppcdl.privacy.release_checks import ReleaseExpectation, check_release
+from flwr_ppcdl.privacy.release_law import entry_noise
 from flwr_ppcdl.privacy.sensitivity import sensitivity_softmax_l2
 
 D, K, DELTA = 5, 3, 1e-5
-EXPECTED = wire.ReleaseExpectation(task="classification", num_features=D, epsilon=2.0, num_classes=K, noise="gaussian", delta=DELTA)
+EXPECTED = ReleaseExpectation(task="classification", num_features=D, epsilon=2.0, num_classes=K, noise="gaussian", delta=DELTA)
+
+
+def _decode(text: str, expected: ReleaseExpectation = EXPECTED) -> Release:
+    return check_release(wire.decode_release(text), expected)
 
 
 def _release(seed: int, noise: str = "gaussian", sampler: str = "discrete") -> Release:
@@ -36,12 +42,14 @@ def _tampered(release: Release, **fields: Any) -> str:
 
 def test_an_honest_gaussian_release_passes_with_its_own_law() -> None:
     release = _release(0)
-    back = wire.decode_release(wire.encode_release(release), EXPECTED)
+    back = _decode(wire.encode_release(release))
     assert (back.noise, back.delta) == ("gaussian", DELTA)
     assert back.sensitivity == pytest.approx(sensitivity_softmax_l2(D, K))
     assert back.noise_scale == pytest.approx(sigma_zcdp(2.0, DELTA, sensitivity_softmax_l2(D, K)), rel=1e-6)
-    numpy_release = _release(1, sampler="numpy")  # analytic sigma: smaller, still the public calibration
-    wire.decode_release(wire.encode_release(numpy_release), EXPECTED)
+    numpy_release = _release(1, sampler="numpy")  # analytic sigma: smaller, the public calibration of another sampler
+    with pytest.raises(ValueError, match="sampler='numpy'"):
+        _decode(wire.encode_release(numpy_release))
+    _decode(wire.encode_release(numpy_release), ReleaseExpectation(**{**EXPECTED.__dict__, "sampler": "numpy"}))
 
 
 @pytest.mark.parametrize(
@@ -57,30 +65,32 @@ def test_an_honest_gaussian_release_passes_with_its_own_law() -> None:
 )
 def test_a_gaussian_release_that_lies_about_its_noise_is_refused(fields: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        wire.decode_release(_tampered(_release(2), **fields), EXPECTED)
+        _decode(_tampered(_release(2), **fields))
 
 
 def test_a_laplace_release_is_refused_by_a_gaussian_run_and_accepted_by_a_laplace_run() -> None:
     laplace = _release(3, noise="laplace")
     with pytest.raises(ValueError, match="noise"):
-        wire.decode_release(wire.encode_release(laplace), EXPECTED)
-    laplace_run = wire.ReleaseExpectation(task="classification", num_features=D, epsilon=2.0, num_classes=K)
-    wire.decode_release(wire.encode_release(laplace), laplace_run)
+        _decode(wire.encode_release(laplace))
+    laplace_run = ReleaseExpectation(task="classification", num_features=D, epsilon=2.0, num_classes=K)
+    _decode(wire.encode_release(laplace), laplace_run)
 
 
-def test_the_gaussian_tail_bound_is_tighter_than_the_laplace_one_and_holds_for_honest_noise() -> None:
+def test_the_gaussian_entry_bound_is_tighter_than_the_laplace_one_and_refuses_inflated_statistics() -> None:
     release = _release(4)
+    noise = entry_noise(release)
     coordinates = release.dimension * (release.dimension + 1) // 2 + release.statistics["cross"].size
-    tail = wire.noise_tail(release, coordinates)
-    assert tail == pytest.approx(math.sqrt(2 * (math.log(2 * coordinates) + wire.TAIL_EXTRA)) * release.noise_scale)
-    assert tail < (math.log(coordinates) + wire.TAIL_EXTRA) * release.noise_scale
+    assert noise.coordinates == coordinates and noise.sd == release.noise_sd
+    bound = noise.entry_bound(1e-12)
+    assert bound == pytest.approx(math.sqrt(2 * math.log(2 * coordinates / 1e-12)) * release.noise_scale)
+    assert bound < math.log(coordinates / 1e-12) * release.noise_scale  # what Laplace noise of that scale needs
     inflated = release.statistics["gram"] * 40.0  # a participant scaling its statistics up
     with pytest.raises(ValueError, match="reach|bias|diagonal"):
-        wire.decode_release(_tampered(release, statistics={
+        _decode(_tampered(release, statistics={
             "gram": {"shape": [D + 1, D + 1], "upper": True,
                      "base64": __import__("base64").b64encode(np.ascontiguousarray(inflated[np.triu_indices(D + 1)], "<f8").tobytes()).decode()},
             "cross": release.to_dict()["statistics"]["cross"],
-        }), EXPECTED)
+        }))
 
 
 def test_the_pooled_solve_uses_the_sd_of_the_sum_and_the_decoder() -> None:

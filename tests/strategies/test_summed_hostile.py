@@ -21,6 +21,8 @@ from flwr_ppcdl import wire
 from flwr_ppcdl.app.grid import InProcessGrid
 from flwr_ppcdl.privacy import FunctionalMechanism, Release
 from flwr_ppcdl.privacy.release import RELEASE_FORMAT_LISTS
+from flwr_ppcdl.privacy.release_checks import check_release
+from flwr_ppcdl.privacy.release_law import expected_calibration
 from flwr_ppcdl.strategies.summed import SummedStatisticsFedAvg
 
 from .numpy_apps import instruction
@@ -32,7 +34,8 @@ SENT = {
     "head.weight": np.zeros((1, D), np.float32),
     "head.bias": np.zeros(1, np.float32),
 }
-EXPECTED = wire.ReleaseExpectation(task="regression", num_features=D, epsilon=5.0, target_bound=1.0)
+# the honest releases below use the fast, not-hardened numpy sampler: the run's public law says so
+EXPECTED = wire.ReleaseExpectation(task="regression", num_features=D, epsilon=5.0, target_bound=1.0, sampler="numpy")
 
 
 def release(seed: int, n: int = 300, epsilon: float = 5.0, sampler: str = "numpy", task: str = "regression") -> Release:
@@ -138,11 +141,13 @@ def _crafted_inflation(factor: int) -> str:
         exact = release(0, epsilon=float("inf"))
     rng = np.random.default_rng(5)
     data = _as_lists(HONEST[0])
-    b = HONEST[0].noise_scale
+    n = factor * exact.num_examples  # its noise scale is the run's calibration for that n
+    b = expected_calibration("laplace", "numpy", 5.0, 0.0, HONEST[0].sensitivity, n, (D + 1) * (D + 2) // 2 + D + 1).scale
+    data.update(noise_scale=b, noise_sd=float(np.sqrt(2.0) * b))
     gram = factor * exact.statistics["gram"] + np.triu(rng.laplace(0, b, size=(D + 1, D + 1)))
     data["statistics"] = {"gram": (np.triu(gram) + np.triu(gram, 1).T).tolist(),
                           "cross": (factor * exact.statistics["cross"] + rng.laplace(0, b, size=D + 1)).tolist()}
-    data["num_examples"] = factor * exact.num_examples
+    data["num_examples"] = n
     return json.dumps(data)
 
 
@@ -150,7 +155,7 @@ def test_an_inflated_count_is_counted_as_count_cap_times_the_median() -> None:
     """A release claiming 1,000x the records, consistent with that claim, passes the per-release
     bounds; the round's median caps what it weighs."""
     text = _crafted_inflation(1000)
-    wire.decode_release(text, EXPECTED)  # plausible on its own
+    check_release(wire.decode_release(text), EXPECTED)  # plausible on its own
     strategy = _strategy(count_cap=10.0)
     arrays, _ = strategy.aggregate_train(1, [*_honest_replies(), _reply(99, text, 300_000)])
     assert arrays is not None and np.all(np.isfinite(_head(arrays)))
@@ -216,23 +221,23 @@ def test_honest_releases_pass_validation(sampler: str, task: str) -> None:
         r = release(seed, n=150, epsilon=1.0, sampler=sampler, task=task)
         expected = wire.ReleaseExpectation(
             task=task, num_features=D, epsilon=1.0, num_classes=3 if task == "classification" else None,
-            target_bound=1.0 if task == "regression" else None,
+            target_bound=1.0 if task == "regression" else None, sampler=sampler,
         )
-        decoded = wire.decode_release(wire.encode_release(r), expected)
+        decoded = check_release(wire.decode_release(wire.encode_release(r)), expected)
         np.testing.assert_array_equal(decoded.statistics["gram"], r.statistics["gram"])
 
 
 def test_an_exact_release_passes_and_a_scaled_one_fails() -> None:
     with pytest.warns(UserWarning):
         exact = release(0, epsilon=float("inf"))
-    expected = wire.ReleaseExpectation(task="regression", num_features=D, epsilon=float("inf"), target_bound=1.0)
-    wire.validate_release(exact, expected)
+    expected = wire.ReleaseExpectation(task="regression", num_features=D, epsilon=float("inf"), target_bound=1.0, sampler="numpy")
+    check_release(exact, expected)
     scaled = Release(**{**exact.__dict__, "statistics": {k: 1.01 * v for k, v in exact.statistics.items()}})
     with pytest.raises(ValueError, match="statistics .gram."):
-        wire.validate_release(scaled, expected)
+        check_release(scaled, expected)
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_decode_release_raises_only_value_error(name: str) -> None:
     with pytest.raises(ValueError):
-        wire.decode_release(HOSTILE[name], EXPECTED)
+        check_release(wire.decode_release(HOSTILE[name]), EXPECTED)
