@@ -203,3 +203,19 @@ def test_the_cache_root_follows_the_environment(monkeypatch: pytest.MonkeyPatch,
     rows = np.arange(12, dtype=np.float32).reshape(4, 3)
     assert np.array_equal(cache.features(rows, lambda r: r * 2), rows * 2)
     assert np.array_equal(cache.features(rows[::-1], lambda r: r * 0), rows[::-1] * 2)  # served, not recomputed
+
+
+@pytest.mark.slow
+def test_the_apps_default_image_body_is_the_scatternet_and_learns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The App's defaults on 28 x 28 images (mnist5k: 5,000 real digits, offline) run end to end on the
+    ScatterNet body; the participants' features land in the cache; the model learns (chance: .1)."""
+    from flwr_ppcdl.app.sweep import run_inprocess
+
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
+    result = run_inprocess({
+        "dataset": "mnist5k", "num-partitions": 3, "unreliable-fraction": 0.0, "num-rounds": 3, "plot": False,
+        "result-dir": str(tmp_path / "run"), "insecure-noise-seed": 3,  # reproducible noise: a test, not private
+    })
+    assert result["settings"]["body"] == "scatternet"
+    assert result["final_metrics"]["accuracy"] > 0.5, result["final_metrics"]
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
