@@ -39,7 +39,7 @@ from flwr_ppcdl.clients import (
 )
 from flwr_ppcdl.clients.message_client import error_reply
 
-log = logging.getLogger("flwr")
+log = logging.getLogger("flwr.ppcdl.participant")  # the participant's own log (clients/errors.py)
 
 DEPLOYMENT_RUNNER = "flwr.supernode.runtime.run_clientapp"
 """The module through which Flower 1.42's SuperNode runs every ClientApp (``flwr-clientapp``,

@@ -29,7 +29,7 @@ from flwr_ppcdl.clients.policy import PrivacyPolicy
 from flwr_ppcdl.clients.state import load_state, save_state
 from flwr_ppcdl.clients.trainer import FunctionalMechanismTrainer, local_count
 
-log = logging.getLogger("flwr")
+log = logging.getLogger("flwr.ppcdl.participant")  # the participant's own log (clients/errors.py)
 
 
 @dataclass

@@ -44,7 +44,7 @@ from flwr_ppcdl import wire
 from flwr_ppcdl.clients.errors import PublicError
 from flwr_ppcdl.clients.state import StateError, TrainerState, ledger_entries
 
-log = logging.getLogger("flwr")
+log = logging.getLogger("flwr.ppcdl.participant")  # the participant's own log (clients/errors.py)
 
 STATE_FORMAT = "flwr_ppcdl.state/2"
 """``{"format", "state": <TrainerState JSON text>, "mac": <hex HMAC-SHA256 of format and state>}``."""

@@ -46,7 +46,7 @@ from flwr_ppcdl.privacy import (
     normalised_from_head,
 )
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("flwr.ppcdl.participant")  # the participant's own log (clients/errors.py)
 
 
 class FunctionalMechanismTrainer:
