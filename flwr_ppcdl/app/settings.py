@@ -16,9 +16,9 @@ from typing import Any
 
 from flwr_ppcdl.data import (
     CENSUS_FEATURE_SETS,
-    CENSUS_TARGET_BOUND,
     DEFAULT_FASHION_DIR,
     PARTITIONINGS,
+    REGRESSION_CONSTANTS,
     choose_unreliable,
 )
 from flwr_ppcdl.privacy import check_epsilon
@@ -38,6 +38,7 @@ class DatasetInfo:
 
 DATASETS: dict[str, DatasetInfo] = {
     "census2000": DatasetInfo("regression", "r2", None),
+    "cps2004": DatasetInfo("regression", "r2", None),  # needs the GPL-3 extra: pip install 'flwr_ppcdl[cps]'
     "fashion-mnist": DatasetInfo("classification", "accuracy", 10),
     "mnist5k": DatasetInfo("classification", "accuracy", 10),
     "digits": DatasetInfo("classification", "accuracy", 10),
@@ -67,9 +68,10 @@ RELIABILITY_METHODS = ("calibrated", "server-data")
 """``calibrated``: the library's default estimator, from the uploads; ``server-data``: score uploads on
 server-held records. (The legacy truth-discovery rule is a benchmark contender, ``benchmarks/contenders``.)"""
 SOLVERS = ("iterative", "closed-form")
-AUTO_BODY = {"gaussian": "pool4", "laplace": "pool4-rp16"}
-"""``body = "auto"``: the image body of each noise (Gaussian: 4x4 pooling, 49 features; Laplace, whose
-L1 sensitivity grows with the dimension: pooling + projection to 16). Why: docs/decisions.md."""
+AUTO_BODY = {"gaussian": "scatternet", "laplace": "pool4-rp16"}
+"""``body = "auto"``: the image body of each noise (Gaussian: the ScatterNet body, 128 features; Laplace,
+whose L1 sensitivity grows with the dimension: pooling + projection to 16). Why: docs/decisions.md,
+measurements: docs/results-scatternet.md."""
 
 
 def auto_decoder(task: str, noise: str) -> str:
@@ -176,14 +178,15 @@ class RunSettings:
         _real("dirichlet-alpha", self.dirichlet_alpha, low=0.0, low_open=True)
         _integer("seed", self.seed, low=0)
         _text("result-dir", self.result_dir)
-        _choice("feature-set", self.feature_set, CENSUS_FEATURE_SETS)
+        regression = REGRESSION_CONSTANTS.get(self.dataset)
+        _choice("feature-set", self.feature_set, regression.feature_sets if regression else CENSUS_FEATURE_SETS)
         _choice("noise", self.noise, NOISES)
         _real("delta", self.delta, low=0.0, low_open=True, high=1.0, high_open=True)  # used by noise=gaussian
         if self.body == "auto":
             object.__setattr__(self, "body", AUTO_BODY[self.noise])
-        from flwr_ppcdl.models import BODY_NAMES  # torch: only when a run is actually configured
+        from flwr_ppcdl.models import IMAGE_BODIES  # torch: only when a run is actually configured
 
-        _choice("body", self.body, tuple(BODY_NAMES))
+        _choice("body", self.body, IMAGE_BODIES)
         _text("dataset-dir", self.dataset_dir)
         _choice("solver", self.solver, SOLVERS)
         _integer("local-steps", self.local_steps, low=1)
@@ -298,7 +301,7 @@ class RunSettings:
 
     @property
     def target_bound(self) -> float:
-        return CENSUS_TARGET_BOUND if self.task == "regression" else 1.0
+        return REGRESSION_CONSTANTS[self.dataset].bound if self.task == "regression" else 1.0
 
     @property
     def metric(self) -> str:

@@ -23,7 +23,7 @@ def test_the_default_run_is_gaussian_and_says_so() -> None:
 
 
 def test_the_image_body_follows_the_noise() -> None:
-    assert RunSettings(dataset="fashion-mnist", unreliable_kind="flipped-labels").body == "pool4"
+    assert RunSettings(dataset="fashion-mnist", unreliable_kind="flipped-labels").body == "scatternet"
     assert RunSettings(dataset="fashion-mnist", unreliable_kind="flipped-labels", noise="laplace").body == "pool4-rp16"
     assert RunSettings(body="pool4-rp32").body == "pool4-rp32"
 
