@@ -4,14 +4,12 @@ cache results in a JSON file so re-running a script only computes missing cells.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
 import os
 import time
 import warnings
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +18,11 @@ import numpy as np
 warnings.filterwarnings("ignore")
 logging.disable(logging.WARNING)
 
+from benchmarks.reliability_common import append_rows  # noqa: E402,F401 (one CSV writer for every benchmark)
 from flwr_ppcdl.app.settings import RunSettings, main_metric  # noqa: E402
 from flwr_ppcdl.app.sweep import run_inprocess  # noqa: E402
 
 CACHE_DIR = Path(os.environ.get("BENCH_CACHE", "/tmp/flwr_ppcdl_bench"))
-
-
-def append_rows(path: Path, fields: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:
-    """Append ``rows`` to the CSV at ``path`` (header first when the file is new): resumable benchmarks."""
-    new = not path.exists()
-    with path.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(fields))
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
 
 
 def _strategy(settings: RunSettings, rel_kwargs: dict[str, Any]):

@@ -20,9 +20,7 @@ PROTOCOLS = {
     "iter-ls20-r20": {"solver": "iterative", "local-steps": 20, "num-rounds": 20, "proximal-mu": 0.0},
     "closed-r10": {"solver": "closed-form", "local-steps": 1, "num-rounds": 10, "proximal-mu": 0.0},
 }
-TUNED = {"alignment": False, "sharpness": 4.0, "tolerance": 1.0}
-STRATEGIES = [
-    ("reliability (tuned: alignment=False, sharp 4, tol 1)", "reliability", TUNED, None),
+STRATEGIES = [  # (the legacy rule's tuned variant went with it, issue #25: benchmarks/contenders)
     ("reliability (default)", "reliability", {}, None),
     ("fedavg", "fedavg", None, None),
     ("fedmedian", "fedmedian", None, None),

@@ -38,17 +38,11 @@ PROTOCOLS = {
     "closed mu10 r30": {"solver": "closed-form", "local-steps": 1, "num-rounds": 30, "proximal-mu": 10.0},
 }
 
-REL_OPTIONS = {
+REL_OPTIONS = {  # the calibrated estimator's options (the legacy rule's are gone with it, issue #25)
     "default": {},
     "use_deltas=False": {"use_deltas": False},
-    "alignment=False": {"alignment": False},
-    "alignment=False, use_deltas=False": {"alignment": False, "use_deltas": False},
     "memory_rate=None": {"memory_rate": None},
-    "memory_rate=0.2": {"memory_rate": 0.2},
-    "alignment=False, memory_rate=0.2": {"alignment": False, "memory_rate": 0.2},
-    "alignment=False, sharp=4, tol=1.0": {"alignment": False, "sharpness": 4.0, "tolerance": 1.0},
-    "alignment=False, tol=1.0, mem=0.2": {"alignment": False, "tolerance": 1.0, "memory_rate": 0.2},
-    "sqrt-weighting, alignment=False": {"alignment": False, "sample_weighting": "sqrt"},
+    "false_alarm_rate=0.05": {"false_alarm_rate": 0.05},
 }
 
 

@@ -31,8 +31,6 @@ def make_strategy(settings: RunSettings, validation: Dataset | None = None) -> S
     # no participant can hold more records than the training split the partition plan divides:
     # a larger claimed count is a lie and excludes the reply (the counts themselves stay unverified)
     reliability_options: dict[str, Any] = {"max_num_examples": float(len(split_data(settings)[0]))}
-    if settings.reliability_method == "truth-discovery":  # the legacy rule, by name, for comparison
-        reliability_options["method"] = "truth_discovery"
     expected = wire.ReleaseExpectation(
         task=settings.task,
         num_features=int(split_model(model)[1].in_features),
@@ -66,7 +64,7 @@ def make_strategy(settings: RunSettings, validation: Dataset | None = None) -> S
             )
         # "calibrated": the library's default estimator (FedAvg's weights unless the evidence is
         # significant; benchmarks/reliability_calibrated.py), which also tests each shared release's
-        # known-law view (share-release); "truth-discovery": the legacy rule
+        # known-law view (share-release)
         return ReliabilityWeightedFedAvg(expected_release=expected, **reliability_options, **common)
     if settings.strategy == "fedavg":
         # FedAvg's weights (sample counts), but the frozen public body is kept as sent, never averaged:

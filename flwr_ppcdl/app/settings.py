@@ -64,9 +64,9 @@ SHARE_RELEASE = ("auto", "always", "never")
 """``share-release``: whether participants also reply with their (already private) release. ``auto``:
 where the server uses it -- the statistics protocol sums it, and in the parameter protocol the
 reliability strategy's calibrated estimator tests its known-law view beside the parameters."""
-RELIABILITY_METHODS = ("calibrated", "server-data", "truth-discovery")
+RELIABILITY_METHODS = ("calibrated", "server-data")
 """``calibrated``: the library's default estimator, from the uploads; ``server-data``: score uploads on
-server-held records; ``truth-discovery``: the legacy rule relative to the median, kept for comparison."""
+server-held records. (The legacy truth-discovery rule is a benchmark contender, ``benchmarks/contenders``.)"""
 SOLVERS = ("iterative", "closed-form")
 AUTO_BODY = {"gaussian": "scatternet", "laplace": "pool4-rp16"}
 """``body = "auto"``: the image body of each noise (Gaussian: the ScatterNet body, 128 features; Laplace,
@@ -141,7 +141,7 @@ class RunSettings:
     plot: bool = True
     min_nodes: int = 0  # minimum available/train nodes per round; 0 = all num-partitions
     round_timeout: float = 600.0  # seconds the server waits for replies in a round (a dead node's share)
-    reliability_method: str = "calibrated"  # or "server-data" (server-held records) or "truth-discovery" (legacy)
+    reliability_method: str = "calibrated"  # or "server-data" (server-held records)
     server_validation: int = 500  # records of the server's own split held out for "server-data" scoring
     # -1 (default): every participant's privacy noise comes from the OS CSPRNG. >= 0: reproducible,
     # PREDICTABLE noise derived from this value and the partition id -- NOT PRIVATE (tests and

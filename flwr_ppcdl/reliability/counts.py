@@ -1,18 +1,10 @@
 """Claimed example counts: untrusted, so only plausible counts steer the weights (pure numpy).
 
-FedAvg weighs uploads by claimed counts, so a participant that lies about its count can take the
-aggregate. Honest unequal counts must nevertheless keep FedAvg's weights (``[10, 10, 80]`` gives
-``[.1, .1, .8]``). The defence is therefore layered, and only the first two layers apply to
-participants whose uploads look reliable:
-
-1. an absolute, public maximum (``max_num_examples``: e.g. the size of the data set a partition
-   plan splits): a claim above it is impossible and excludes the upload;
-2. a wide relative plausibility cap (``count_cap`` times the median claim, default 1000): a claim
-   above it is capped with a warning (honest federations with a 1000-fold spread of counts can
-   raise or disable it);
-3. the hostile-upload defence: the count of a participant with significant evidence of
-   unreliability is pulled towards the median claim as its weight shrinks
-   (:func:`suspect_counts`), so a far upload cannot keep a large share through a large claim.
+Honest unequal counts keep FedAvg's weights (``[10, 10, 80]`` gives ``[.1, .1, .8]``); three layers stop a
+liar: a public absolute maximum (``max_num_examples``: a claim above it excludes the upload), a wide
+relative cap (``count_cap`` times the median claim, with a warning), and -- in the calibrated estimator
+(:mod:`.estimate`) -- a participant the model doubts counts at most the median claim, with or without a
+server-side maximum.
 """
 
 from __future__ import annotations
@@ -55,21 +47,3 @@ def plausible_counts(
             capped[int(pos)] = f"claimed example count {out[pos]:g} capped at {cap:g} ({count_cap:g} x the median claim)"
             out[pos] = cap
     return out, excluded, capped
-
-
-def suspect_counts(counts: FloatArray, factor: FloatArray, valid: NDArray[np.bool_]) -> FloatArray:
-    """Pull the counts of suspect participants towards the median claim as their weight shrinks.
-
-    ``n' = n^f * median^(1 - f)`` with ``f`` the shrink factor in [0, 1] (1 = no evidence: the claim
-    is kept exactly, so honest unequal counts keep FedAvg's weights).
-    """
-    out = counts.copy()
-    live = valid & (counts > 0)
-    if not np.any(live):
-        return out
-    med = float(np.median(counts[live]))
-    pull = live & (factor < 1.0)
-    if np.any(pull):
-        f = np.clip(factor[pull], 0.0, 1.0)
-        out[pull] = np.exp(f * np.log(counts[pull]) + (1.0 - f) * np.log(med))
-    return out

@@ -1,29 +1,18 @@
-"""The reliability estimate of one round: validate, weigh by counts and reliability.
+"""One round's weights (pure numpy): validate, fit the honest model to every view, weigh.
 
-:func:`estimate_reliability` is the pure core both Flower strategies and the statistics protocol call
-(through :class:`~flwr_ppcdl.reliability.ReliabilityAggregator` or directly);
-:func:`reliability_weights` returns only the weights. Estimators:
+``"calibrated"`` (default, ``docs/reliability.md``): one block per view -- the parameters (or deltas)
+and each array of a shared release's known-law view (:class:`ScoredView`) -- fitted by
+:func:`~flwr_ppcdl.reliability.model.fit_block`; the structured alternatives' log-likelihood ratios are
+summed over statistics and blocks, compared with the threshold simulated for this K (:mod:`.calibration`)
+and carried across rounds as suspicion (:mod:`.memory`). Weight = claimed count x posterior probability of
+being honest x the energy's bounded-influence factor; a doubted participant's count is pulled to the median
+claim (flagged: all the way; far: by the square of that factor); at least half of the voices incompatible with the model: the
+round is *undecidable* (the aggregator takes the coordinate-wise median). ``"server_data"``:
+``exp(-sharpness * max(L_k / min_j L_j - tolerance, 0))`` from losses on the server's own records.
+``"fedavg"`` / ``"uniform"``: baselines.
 
-``"calibrated"`` (default)
-    FedAvg's weights unless the evidence that a participant is unreliable is significant at a
-    controlled false-alarm rate; weights shrink smoothly with the evidence
-    (:mod:`.calibrated`, statistical model in its docstring and ``docs/reliability.md``).
-``"truth_discovery"`` (legacy)
-    The earlier CRH-style rule relative to the median distance (:mod:`.truth_discovery`), kept
-    for comparison.
-``"server_data"``
-    Scores every upload by a loss the server computed on its own data (lower is better):
-    ``r_k = exp(-sharpness * max(L_k / min_j L_j - tolerance, 0))`` (positive losses; for
-    non-positive ones the excess over the best loss goes through the median rule).
-``"fedavg"`` / ``"uniform"``
-    Sample-count weights (FedAvg) or equal weights; baselines and tests.
-
-Claimed counts are untrusted (:mod:`.counts`): an absolute public maximum, a wide relative cap, and
-for the calibrated estimator the counts of suspect participants are pulled towards the median.
-
-Privacy: post-processing of what participants already released (their differentially private
-parameters) plus, optionally, losses the *server* computes on data it owns; no participant data is
-read, so reliability estimation costs no privacy budget.
+Privacy: post-processing of what participants already released (and, for server data, of records the
+server owns); no participant record is read, no privacy budget is spent.
 """
 
 from __future__ import annotations
@@ -35,65 +24,44 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from flwr_ppcdl.reliability.calibrated import (
-    CARRY,
-    EXTREME,
-    round_evidence,
-    shrink_factor,
-    undecidable_reason,
-)
-from flwr_ppcdl.reliability.counts import plausible_counts, suspect_counts
-from flwr_ppcdl.reliability.memory import accumulate_evidence
-from flwr_ppcdl.reliability.null import normal_quantile
+from flwr_ppcdl.reliability.calibration import Kind, evidence_threshold, llr
+from flwr_ppcdl.reliability.constants import SHARPNESS
+from flwr_ppcdl.reliability.counts import plausible_counts
+from flwr_ppcdl.reliability.model import BlockFit, fit_block
 from flwr_ppcdl.reliability.options import ReliabilityOptions
-from flwr_ppcdl.reliability.truth_discovery import robust_weights, truth_discovery
+from flwr_ppcdl.reliability.sketch import sample_layers, single_thread_blas, voices
 from flwr_ppcdl.reliability.validation import validate_updates
 
 FloatArray = NDArray[np.float64]
 
 
 @dataclass
-class ReliabilityResult:
-    """Outcome of :func:`estimate_reliability`.
+class ScoredView:
+    """A known-law view of a participant's shared release (class means, target moments, Gram moments:
+    :mod:`~flwr_ppcdl.reliability.noise_law`), scored beside its parameters; post-processing, no privacy
+    cost. ``layers``: the statistics (same shapes for every participant); ``noise_variance``: their known
+    noise variance (broadcastable); ``bounded_influence``: whether each layer's energy bounds influence."""
 
-    Attributes
-    ----------
-    weights : ndarray, shape (K,)
-        Final aggregation weights (>= 0, sum to 1; all zero only if nothing was valid).
-    reliability : ndarray, shape (K,)
-        Reliability factor in [0, 1] before sample counts and caps (0 for excluded); calibrated:
-        the shrink factor of the accumulated evidence (1 = FedAvg's weight).
-    sample_weights : ndarray, shape (K,)
-        FedAvg's share: normalised plausible claimed counts (0 for excluded).
-    distances : ndarray, shape (K,)
-        Calibrated: residual energy over its honest expectation; legacy truth discovery:
-        per-layer-normalised distance to the final estimate; server data: excess server loss;
-        ``nan`` for excluded uploads.
-    excluded : dict[int, str]
-        Index of each excluded upload and the reason.
-    iterations : int
-        Truth-discovery iterations run (0 for other methods).
-    evidence : ndarray, shape (K,)
-        Calibrated: accumulated evidence of unreliability on the normal scale (threshold
-        ``Phi^-1(1 - false_alarm_rate)``); ``nan`` for excluded uploads and other methods.
-    carried_evidence : ndarray, shape (K,)
-        Calibrated: what the next round's ``prior_evidence`` should be -- the accumulation with
-        this round's evidence winsorised at :data:`~flwr_ppcdl.reliability.calibrated.CARRY`
-        widths above the threshold.
-    round_evidence : ndarray, shape (K,)
-        Calibrated: this round's evidence alone.
-    undecidable : str or None
-        Calibrated: why the data could not decide this round (FedAvg's weights were kept).
-    capped : dict[int, str]
-        Uploads whose claimed count was capped, and how.
-    """
+    layers: list[NDArray[Any]]
+    noise_variance: list[NDArray[Any]]
+    bounded_influence: bool | tuple[bool, ...] = True
+
+
+@dataclass
+class ReliabilityResult:
+    """Outcome of :func:`estimate_reliability`, one entry per upload: ``weights`` (>= 0, sum 1; all 0 only
+    if nothing was valid), ``reliability`` (the factor beyond the claimed count: posterior probability of
+    being honest x bounded-influence factor; 0 if excluded), ``sample_weights`` (FedAvg's share),
+    ``distances`` (the standardised energy; server data: the loss ratio), ``excluded`` / ``capped`` (index
+    -> reason), ``evidence`` (accumulated log-odds of being corrupted: > 0 is flagged; NaN for other
+    methods), ``carried_evidence`` (what the memory keeps), ``round_evidence`` (this round's calibrated
+    log-likelihood ratio alone) and ``undecidable`` (why no honest majority was decidable)."""
 
     weights: FloatArray
     reliability: FloatArray
     sample_weights: FloatArray
     distances: FloatArray
     excluded: dict[int, str] = field(default_factory=dict)
-    iterations: int = 0
     evidence: FloatArray = field(default_factory=lambda: np.zeros(0))
     carried_evidence: FloatArray = field(default_factory=lambda: np.zeros(0))
     round_evidence: FloatArray = field(default_factory=lambda: np.zeros(0))
@@ -102,187 +70,154 @@ class ReliabilityResult:
 
 
 def estimate_reliability(
-    updates: Sequence[Sequence[Any]],
+    updates: Sequence[Sequence[Any]] | None,
     num_examples: Sequence[Any] | NDArray[Any],
     options: ReliabilityOptions | None = None,
     *,
-    prior: Sequence[float] | NDArray[Any] | None = None,
     prior_evidence: Sequence[float] | NDArray[Any] | None = None,
-    prior_rounds: Sequence[float] | NDArray[Any] | None = None,
     server_losses: Sequence[float] | NDArray[Any] | None = None,
     expected_shapes: Sequence[tuple[int, ...]] | None = None,
     reference: Sequence[Any] | None = None,
     noise_variance: Sequence[Sequence[Any]] | None = None,
+    views: Sequence[ScoredView | None] | None = None,
     bounded_influence: bool = True,
-    external_factor: Sequence[float] | NDArray[Any] | None = None,
     **overrides: Any,
 ) -> ReliabilityResult:
     """Estimate reliability and aggregation weights of K uploads.
 
-    Parameters
-    ----------
-    updates : list of list of array-like
-        One list of arrays per participant: parameters, or deltas to the current global model.
-    num_examples : sequence of numbers
-        Claimed example counts (untrusted). Non-positive or non-finite counts exclude the upload.
-    options : ReliabilityOptions, optional
-        The estimator's options (defaults when None); keyword ``overrides`` are applied on top
-        (e.g. ``method="fedavg"``), validated, unknown names rejected.
-    prior : sequence of float, optional
-        Legacy truth discovery: multiplicative prior per upload (:class:`ReliabilityMemory`); 1 = neutral.
-    prior_evidence : sequence of float, optional
-        Calibrated: accumulated evidence per upload before this round
-        (:class:`~flwr_ppcdl.reliability.memory.EvidenceMemory`); NaN for a node never seen.
-    prior_rounds : sequence of float, optional
-        Calibrated: how many earlier rounds each upload's node was scored in (the memory's gain
-        starts as a plain mean, :func:`~flwr_ppcdl.reliability.memory.accumulate_evidence`).
-    server_losses : sequence of float, optional
-        Losses of each upload on server-held data (lower is better); required by ``server_data``.
-    expected_shapes : list of tuple, optional
-        Required layer shapes; see :func:`validate_updates`.
-    reference : list of array-like, optional
-        Global model the uploads started from: scoring then uses ``update - reference`` on the
-        sampled coordinates, without materialising the deltas.
-    noise_variance : list of list of array-like, optional
-        Calibrated: the known privacy-noise variance of every upload, per coordinate (arrays
-        broadcastable to the layer shapes), e.g. propagated from a functional-mechanism release;
-        None when the law is unknown (plain clients): the noise is then part of the estimated
-        honest spread.
-    bounded_influence : bool, default True
-        Calibrated: clip every participant's influence at the energy test's threshold distance.
-        ``False`` for scored views whose influence is bounded otherwise (the statistics protocol's
-        validated releases): the energy test is then not run
-        (:func:`~flwr_ppcdl.reliability.calibrated.round_evidence`).
-    external_factor : sequence of float in [0, 1], optional
-        Calibrated: a weight factor per upload decided on another view of the same participants
-        (the known-law test of its release, :class:`~flwr_ppcdl.reliability.ScoredView`); it
-        multiplies this estimate's own shrink factor before suspect counts are pulled to the median,
-        so a participant down-weighted by either view loses its claimed count's pull too. 1 = neutral.
-
-    Returns
-    -------
-    ReliabilityResult
+    ``updates``: one list of arrays per participant (None when only ``views`` are scored);
+    ``num_examples``: claimed counts (untrusted; non-positive or non-finite excludes the upload);
+    ``options`` and keyword ``overrides``: :class:`ReliabilityOptions`; ``prior_evidence``: the log-odds
+    each node carries (:class:`~flwr_ppcdl.reliability.memory.EvidenceMemory`; NaN for a new node);
+    ``server_losses``: for server data; ``expected_shapes``: see :func:`validate_updates`; ``reference``:
+    the global model, whose deltas are then scored (no ``K x P`` copy); ``noise_variance``: the known
+    noise variance of ``updates`` (broadcastable) or None; ``views``: per upload a :class:`ScoredView` or
+    None; ``bounded_influence``: whether the energy of ``updates`` bounds influence.
     """
     opts = ReliabilityOptions.resolve(options, **overrides)
-    method = opts.method
-    n_up = len(updates)
-    excluded = validate_updates(updates, num_examples, max_abs=opts.max_abs, expected_shapes=expected_shapes)
-    claimed = np.zeros(n_up, dtype=np.float64)
-    for k in range(n_up):
-        if k not in excluded:
-            claimed[k] = float(num_examples[k])
-    pri = _per_upload("prior", prior, n_up, 1.0)
-    pri = np.where(~np.isfinite(pri) | (pri < 0), 0.0, pri)
-    losses: FloatArray | None = None
-    if method == "server_data":
+    n_up = len(num_examples)
+    if updates is not None:
+        excluded = validate_updates(updates, num_examples, max_abs=opts.max_abs, expected_shapes=expected_shapes)
+    else:
+        excluded = validate_updates([[] for _ in range(n_up)], num_examples, max_abs=opts.max_abs)
+    claimed = np.array([0.0 if k in excluded else float(num_examples[k]) for k in range(n_up)])
+    losses = _per_upload("server_losses", server_losses, n_up, np.nan)
+    if opts.method == "server_data":
         if server_losses is None:
             raise ValueError("method='server_data' needs server_losses (one loss per upload)")
-        losses = _per_upload("server_losses", server_losses, n_up, np.nan)
-        for k in range(n_up):
-            if k not in excluded and not np.isfinite(losses[k]):
-                excluded[k] = f"server loss {losses[k]!r} is not finite"
+        excluded.update({k: f"server loss {losses[k]!r} is not finite" for k in range(n_up)
+                         if k not in excluded and not np.isfinite(losses[k])})
     valid = np.array([k not in excluded for k in range(n_up)], dtype=bool)
-    counts, too_many, capped = plausible_counts(
-        claimed, valid, max_num_examples=opts.max_num_examples, count_cap=opts.count_cap
-    )
+    counts, too_many, capped = plausible_counts(claimed, valid, max_num_examples=opts.max_num_examples,
+                                                count_cap=opts.count_cap)
     excluded.update(too_many)
     valid &= counts > 0
-    distances = np.full(n_up, np.nan)
-    reliability = np.zeros(n_up)
-    evidence = np.full(n_up, np.nan)
-    this_round = np.full(n_up, np.nan)
-    sample = _normalised(_transform(counts, opts.sample_weighting), valid)
-    result = ReliabilityResult(
-        np.zeros(n_up), reliability, sample, distances, excluded, 0, evidence=evidence,
-        carried_evidence=np.full(n_up, np.nan), round_evidence=this_round, undecidable=None, capped=capped,
-    )
-    if not np.any(valid):
-        return result
+    nan = np.full(n_up, np.nan)
+    result = ReliabilityResult(np.zeros(n_up), np.zeros(n_up), _normalised(counts, valid), nan.copy(), excluded,
+                               evidence=nan.copy(), carried_evidence=nan.copy(), round_evidence=nan.copy(), capped=capped)
     idx = np.flatnonzero(valid)
-    if method == "calibrated":
-        rounds = None if prior_rounds is None else _per_upload("prior_rounds", prior_rounds, n_up, 0.0)
-        external = _per_upload("external_factor", external_factor, n_up, 1.0)
-        external = np.clip(np.where(np.isfinite(external), external, 1.0), 0.0, 1.0)
-        return _calibrated(result, updates, idx, counts, opts, prior_evidence, rounds, reference, noise_variance,
-                           bounded_influence, external)
-    s_v = sample[idx]
-    p_v = pri[idx]
-    if method in ("fedavg", "uniform"):
-        r_v = np.ones(len(idx))
-        if method == "uniform":
-            s_v = np.full(len(idx), 1.0 / len(idx))
-            sample[idx] = s_v
-    elif method == "server_data":
-        assert losses is not None
-        r_v = _server_data(losses[idx], distances, idx, opts.sharpness, opts.effective_tolerance)
-    else:
-        r_v, d_v, result.iterations = truth_discovery(
-            updates, idx, s_v * p_v, opts, reference, np.random.default_rng(opts.seed)
-        )
-        distances[idx] = d_v
-    reliability[idx] = r_v
+    if idx.size == 0:
+        return result
+    factor = np.ones(idx.size)
+    if opts.method == "uniform":
+        counts = valid.astype(np.float64)
+        result.sample_weights = _normalised(counts, valid)
+    elif opts.method == "server_data":
+        factor = _server_data(losses[idx], result.distances, idx, *opts.server_data_rule)
+    elif opts.method == "calibrated":
+        return _calibrated(result, updates, views, idx, counts, opts, prior_evidence, reference, noise_variance,
+                           bounded_influence)
+    result.reliability[idx] = factor
     w = np.zeros(n_up)
-    w[idx] = s_v * p_v * r_v
-    if w.sum() <= 0:  # prior/reliability wiped everyone out: fall back to sample weights
-        w[idx] = s_v
+    w[idx] = counts[idx] * factor
+    if w.sum() <= 0:
+        w[idx] = counts[idx]
     result.weights = _cap_shares(w, opts.max_share)
     return result
 
 
 def _calibrated(
-    result: ReliabilityResult,
-    updates: Sequence[Sequence[Any]],
-    idx: NDArray[np.intp],
-    counts: FloatArray,
-    opts: ReliabilityOptions,
-    prior_evidence: Sequence[float] | NDArray[Any] | None,
-    prior_rounds: FloatArray | None,
-    reference: Sequence[Any] | None,
-    noise_variance: Sequence[Sequence[Any]] | None,
-    bounded_influence: bool = True,
-    external: FloatArray | None = None,
+    result: ReliabilityResult, updates: Sequence[Sequence[Any]] | None, views: Sequence[ScoredView | None] | None,
+    idx: NDArray[np.intp], counts: FloatArray, opts: ReliabilityOptions, prior_evidence: Any,
+    reference: Sequence[Any] | None, noise_variance: Sequence[Sequence[Any]] | None, bounded_influence: bool,
 ) -> ReliabilityResult:
-    """Weights of the calibrated estimator (see :mod:`.calibrated`)."""
-    n_up = len(updates)
-    ev = round_evidence(
-        updates, idx, reference, false_alarm_rate=opts.false_alarm_rate, max_coordinates=opts.max_coordinates,
-        rng=np.random.default_rng(opts.seed), noise_variance=noise_variance, max_units=opts.alignment_units,
-        bounded_influence=bounded_influence,
-    )
-    result.round_evidence[idx] = ev.evidence
-    if "energy" in ev.statistics:
-        result.distances[idx] = np.exp(ev.statistics["energy"])
-    prior = _per_upload("prior_evidence", prior_evidence, n_up, np.nan)[idx]
-    rounds = None if prior_rounds is None else prior_rounds[idx]
-    level = normal_quantile(1.0 - opts.false_alarm_rate)  # the decision threshold
-    accumulated = accumulate_evidence(prior, ev.evidence, opts.memory_rate, rounds)
-    result.evidence[idx] = accumulated
-    # what the next rounds remember: this round's evidence winsorised at CARRY widths above the
-    # threshold, so one far round cannot hold a participant down in the rounds after it
-    result.carried_evidence[idx] = accumulate_evidence(
-        prior, np.minimum(ev.evidence, level + CARRY * opts.shrink_width), opts.memory_rate, rounds
-    )
-    factor = shrink_factor(accumulated, opts.false_alarm_rate, opts.shrink_width)
-    flagged = accumulated > level + opts.shrink_width
-    result.undecidable = ev.undecidable or undecidable_reason(flagged)
-    if result.undecidable is not None:  # keep FedAvg's weights, except for extreme outliers
-        extreme = accumulated > level + EXTREME * opts.shrink_width
-        factor = np.where(extreme, factor, 1.0)
-    factor = factor * ev.clip  # bounded influence from the energy test, every round
-    if external is not None:  # another view's decision on the same participants (a release's known law)
-        factor = factor * external[idx]
-    valid = np.zeros(n_up, dtype=bool)
-    valid[idx] = True
-    full = np.ones(n_up)
-    full[idx] = factor
-    pulled = suspect_counts(counts, full, valid)
+    """The calibrated weights (module docstring)."""
+    n_up, k = len(counts), idx.size
+    rng = np.random.default_rng(opts.seed)
+    deltas = reference is not None and opts.use_deltas
+    blocks: list[tuple[list[Any], NDArray[np.intp], bool]] = []  # layers, positions (into idx), deltas
+    with single_thread_blas():
+        if updates is not None and k >= 3:
+            layers = sample_layers(updates, idx, reference if deltas else None, opts.max_coordinates, rng, noise_variance,
+                                   bounded_influence)
+            blocks.append((layers, np.arange(k), deltas))
+        have = [j for j, i in enumerate(idx) if views is not None and views[i] is not None]
+        if len(have) >= 3 and views is not None:
+            # a view's arrays are different statistics (class means or target moments, the Gram part):
+            # each is its own block, with its own honest model, majority and tests
+            chosen = [v for v in (views[idx[j]] for j in have) if v is not None]
+            flags = chosen[0].bounded_influence
+            for j in range(len(chosen[0].layers)):
+                layers = sample_layers([[v.layers[j]] for v in chosen], np.arange(len(have)), None, None, rng,
+                                       [[v.noise_variance[j]] for v in chosen],
+                                       flags if isinstance(flags, bool) else flags[j])
+                blocks.append((layers, np.asarray(have, dtype=np.intp), False))
+        voice = _voices(blocks, k)
+        total, kinds = np.zeros(k), [list[Kind]() for _ in range(k)]
+        clip, incompatible, energy = np.ones(k), np.zeros(k, dtype=bool), np.full(k, np.nan)
+        for layers, pos, is_delta in blocks:
+            local = _local_voices(voice, pos)
+            fit: BlockFit = fit_block(layers, local, opts.false_alarm_rate, deltas=is_delta)
+            for name, z in fit.z.items():
+                total[pos] += llr(z, fit.kinds[name][1])
+                for j in pos:
+                    kinds[j].append(fit.kinds[name])
+            clip[pos] *= fit.clip
+            incompatible[pos] |= fit.incompatible
+            energy[pos] = np.fmax(energy[pos], fit.energy)
+    threshold = np.array([evidence_threshold(k, opts.false_alarm_rate, tuple(sorted(kk))) if kk else np.inf for kk in kinds])
+    this_round = np.where(np.isfinite(threshold), total - threshold, -np.inf)
+    carried = np.nan_to_num(_per_upload("prior_evidence", prior_evidence, n_up, np.nan)[idx], nan=0.0)
+    gamma = opts.memory_rate or 0.0
+    log_odds = this_round + gamma * np.maximum(carried, 0.0)
+    honest = 1.0 / (1.0 + np.exp(np.clip(SHARPNESS * log_odds, -700.0, 700.0)))
+    # a doubted count is pulled towards the median claim: all the way when flagged, by the square of the
+    # bounded-influence factor when far (a count keeps its premium only with an upload that earns it)
+    trust = np.where(honest < 0.5, 0.0, clip * clip)
+    plain = np.minimum(counts[idx], float(np.median(counts[idx])))
+    n_eff = np.exp(trust * np.log(counts[idx]) + (1.0 - trust) * np.log(np.maximum(plain, 1e-300)))
+    # identical uploads are one piece of evidence: together they weigh as one of them (honest uploads
+    # coincide with probability zero; identical colluders cannot multiply their share)
+    group = np.bincount(voice, minlength=k).astype(np.float64)[voice]
+    factor = honest * clip / group
     w = np.zeros(n_up)
-    w[idx] = _transform(pulled, opts.sample_weighting)[idx] * factor
+    w[idx] = n_eff * factor
     if w.sum() <= 0:
-        w[idx] = result.sample_weights[idx]
-    result.reliability[idx] = factor
+        w[idx] = counts[idx]
     result.weights = _cap_shares(w, opts.max_share)
+    result.reliability[idx] = factor
+    result.distances[idx] = energy
+    finite = np.where(np.isfinite(log_odds), log_odds, -50.0)
+    result.evidence[idx], result.carried_evidence[idx] = finite, finite
+    result.round_evidence[idx] = np.where(np.isfinite(this_round), this_round, -50.0)
+    n_voices = int(np.count_nonzero(voice == np.arange(k)))
+    bad = int(np.count_nonzero(incompatible & (voice == np.arange(k))))
+    if n_voices >= 3 and 2 * bad >= n_voices:
+        result.undecidable = (f"{bad} of {n_voices} independent uploads are incompatible with the honest model "
+                              "fitted to their majority: no decidable honest majority")
     return result
+
+
+def _voices(blocks: list[tuple[list[Any], NDArray[np.intp], bool]], k: int) -> NDArray[np.intp]:
+    """Voices over the participants every block scores (identical uploads speak once)."""
+    full = [layers for layers, pos, _ in blocks if pos.size == k]
+    return voices(full, k) if full else np.arange(k)
+
+
+def _local_voices(voice: NDArray[np.intp], pos: NDArray[np.intp]) -> NDArray[np.intp]:
+    """``voice`` restricted to the block's participants ``pos``, as positions into ``pos``."""
+    where = {int(p): j for j, p in enumerate(pos)}
+    return np.array([where.get(int(voice[p]), j) for j, p in enumerate(pos)], dtype=np.intp)
 
 
 def _per_upload(name: str, values: Sequence[Any] | NDArray[Any] | None, n_up: int, default: float) -> FloatArray:
@@ -295,27 +230,19 @@ def _per_upload(name: str, values: Sequence[Any] | NDArray[Any] | None, n_up: in
     return out
 
 
-def _server_data(
-    losses: FloatArray, distances: FloatArray, idx: NDArray[np.intp], sharpness: float, tolerance: float
-) -> FloatArray:
-    """Reliability from server-side losses: ratio to the best loss (positive), else excess over it."""
+def _server_data(losses: FloatArray, distances: FloatArray, idx: NDArray[np.intp], sharpness: float,
+                 tolerance: float) -> FloatArray:
+    """Reliability from server-side losses: ratio to the best loss (positive losses), else the excess
+    over the best loss relative to the median excess."""
     best = float(np.min(losses))
-    if best > 0:  # losses on a ratio scale: compare each to the best upload's loss
+    if best > 0:
         ratio = losses / best
-        distances[idx] = ratio
-        return np.asarray(np.exp(-sharpness * np.maximum(ratio - tolerance, 0.0)), dtype=np.float64)
-    excess = losses - best
-    distances[idx] = excess
-    return robust_weights(excess, sharpness, tolerance)
-
-
-def _transform(counts: FloatArray, weighting: str) -> FloatArray:
-    """Counts as they enter the weights: linear (FedAvg), square root, or uniform (0 stays 0)."""
-    if weighting == "sqrt":
-        return np.sqrt(counts)
-    if weighting == "uniform":
-        return (counts > 0).astype(np.float64)
-    return counts.astype(np.float64)
+    else:
+        excess = losses - best
+        scale = float(np.median(excess))
+        ratio = excess / scale if scale > 0 else np.zeros_like(excess)
+    distances[idx] = ratio
+    return np.asarray(np.exp(-sharpness * np.maximum(ratio - tolerance, 0.0)), dtype=np.float64)
 
 
 def _normalised(values: FloatArray, valid: NDArray[np.bool_]) -> FloatArray:
@@ -330,9 +257,8 @@ def _cap_shares(w: FloatArray, max_share: float | None) -> FloatArray:
     if total <= 0:
         return w
     w = w / total
-    positive = int(np.count_nonzero(w > 0))
-    if max_share is None or positive * max_share < 1.0:
-        return w  # infeasible (e.g. one participant): leave as is
+    if max_share is None or int(np.count_nonzero(w > 0)) * max_share < 1.0:
+        return w
     for _ in range(len(w)):
         over = w > max_share + 1e-15
         if not np.any(over):
@@ -347,16 +273,11 @@ def _cap_shares(w: FloatArray, max_share: float | None) -> FloatArray:
 
 
 def reliability_weights(
-    updates: Sequence[Sequence[Any]],
-    num_examples: Sequence[Any] | NDArray[Any],
-    options: ReliabilityOptions | None = None,
-    **overrides: Any,
+    updates: Sequence[Sequence[Any]], num_examples: Sequence[Any] | NDArray[Any],
+    options: ReliabilityOptions | None = None, **overrides: Any,
 ) -> FloatArray:
-    """Aggregation weights of K uploads: non-negative, summing to 1.
-
-    Thin wrapper around :func:`estimate_reliability` (same keyword options) that returns
-    only the weights. Invalid uploads (NaN/Inf, wrong shapes, absurd values, non-positive
-    counts) get weight 0. If no upload is valid the result is all zeros (nothing to sum to 1);
-    callers must then keep the previous model.
-    """
+    """:func:`estimate_reliability`'s weights: non-negative, summing to 1 (all zero when none is valid)."""
     return estimate_reliability(updates, num_examples, options, **overrides).weights
+
+
+__all__ = ["Kind", "ReliabilityResult", "ScoredView", "estimate_reliability", "reliability_weights"]

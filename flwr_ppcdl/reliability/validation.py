@@ -23,25 +23,9 @@ def validate_updates(
     max_abs: float = 1e12,
     expected_shapes: Sequence[tuple[int, ...]] | None = None,
 ) -> dict[int, str]:
-    """Find uploads that cannot be aggregated.
-
-    Parameters
-    ----------
-    updates : list of list of array-like
-        One list of arrays per participant.
-    num_examples : sequence of numbers
-        Claimed example counts, one per participant.
-    max_abs : float
-        Any entry with absolute value above this is "absurd" (e.g. 1e30) and excludes the upload.
-    expected_shapes : list of tuple, optional
-        Required layer shapes (e.g. those of the global model). Without it, the most common
-        shape signature among the uploads is taken as the reference.
-
-    Returns
-    -------
-    dict[int, str]
-        Index -> human-readable reason, for each upload to exclude.
-    """
+    """Index -> the first reason each upload cannot be aggregated: ``updates`` (one list of arrays per
+    participant), ``num_examples`` (claimed counts), ``max_abs`` (an entry above it is absurd),
+    ``expected_shapes`` (required layer shapes; without it the most common signature)."""
     reasons: dict[int, str] = {}
     if len(num_examples) != len(updates):
         raise ValueError(

@@ -9,7 +9,6 @@ All take one :class:`~flwr_ppcdl.reliability.ReliabilityOptions` (or its fields 
 """
 
 from flwr_ppcdl.reliability import (
-    ReliabilityMemory,
     ReliabilityOptions,
     ReliabilityResult,
     RoundReport,
@@ -21,7 +20,6 @@ from flwr_ppcdl.reliability import (
 from .message_api import ReliabilityWeightedFedAvg
 
 __all__ = [
-    "ReliabilityMemory",
     "ReliabilityOptions",
     "ReliabilityResult",
     "ReliabilityWeightedFedAvg",

@@ -16,7 +16,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 from numpy.typing import NDArray
 
-__all__ = ["as_sent_dtype", "npy_view"]
+__all__ = ["array_view", "as_sent_dtype", "npy_view"]
 
 
 def npy_view(data: bytes | bytearray | memoryview) -> NDArray[Any]:
@@ -45,6 +45,33 @@ def npy_view(data: bytes | bytearray | memoryview) -> NDArray[Any]:
     if fortran:
         return flat.reshape(shape[::-1]).T
     return flat.reshape(shape)
+
+
+def array_view(array: Any) -> NDArray[Any]:
+    """Read-only view of a Flower ``Array``'s values without parsing its ``.npy`` header.
+
+    The shape and dtype come from the ``Array``'s own fields; the header is only checked (its magic, its
+    dtype descriptor, C order) with byte comparisons, so the per-array cost does not grow with the
+    number of replies' Python-level parsing. Anything unusual (another serialisation, Fortran order, a
+    header that disagrees with the fields, too few bytes) takes :func:`npy_view` or ``Array.numpy()``.
+    """
+    if getattr(array, "stype", None) != "numpy.ndarray":
+        return np.asarray(array.numpy())
+    data = array.data
+    try:
+        dtype = np.dtype(array.dtype)
+        shape = tuple(int(d) for d in array.shape)
+    except (TypeError, ValueError):
+        return npy_view(data)
+    count = 1
+    for dim in shape:
+        count *= dim
+    offset = len(data) - count * dtype.itemsize
+    header = bytes(data[:offset]) if offset > 0 else b""
+    if (dtype.hasobject or offset < 10 or not header.startswith(b"\x93NUMPY") or b"True" in header
+            or f"'{dtype.str}'".encode() not in header):
+        return npy_view(data)
+    return np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape)
 
 
 def as_sent_dtype(array: NDArray[Any], dtype: Any) -> NDArray[Any]:

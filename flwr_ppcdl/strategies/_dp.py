@@ -8,7 +8,7 @@ most ``clipping_norm / num_sampled_clients``.
 
 Capping every weight at ``1 / num_sampled_clients`` is not enough for a reliability-weighted
 average: its weights are computed from *every* upload, so replacing one client's update can move
-every other client's weight too (truth discovery re-centres on the new consensus; server-data
+every other client's weight too (the calibrated estimator re-fits the honest majority; server-data
 scores and claimed counts are relative to the round). One client's influence is then bounded only
 by ``clipping_norm`` -- up to ``num_sampled_clients`` times what the wrapper's noise covers -- and the
 stated guarantee would be overstated by that factor.
@@ -20,7 +20,7 @@ So, under one of these wrappers (found on the call stack: they call the inner st
   the round started from (DP-FedAvg's fixed denominator; exclusion looks at one reply alone). One
   client then moves the aggregate by at most ``clipping_norm / num_sampled_clients``: the wrapper's
   guarantee holds exactly as stated;
-* any data-dependent weighting (truth discovery, server data, claimed counts) is refused with an
+* any data-dependent weighting (the calibrated estimator, server data, claimed counts) is refused with an
   error that says why, at the first ``configure_train``, before anything is sent.
 
 Flower's accounted mode (``accountant=...``) refuses every strategy that overrides

@@ -140,7 +140,7 @@ class ReliabilityWeightedFedAvg(FedAvg):
         report.failures = len(failures)
         arrays = outcome.arrays
         cap, source = dp_weight_cap(self, self.weight_cap, self.options.method)
-        if cap is not None and arrays is not None:
+        if cap is not None and arrays is not None and report.aggregate == "weighted":
             arrays = self._capped(server_round, outcome.included, uploads, cap, source)
         metrics: dict[str, Scalar] = {}
         if outcome.included and self.fit_metrics_aggregation_fn is not None:
@@ -149,7 +149,7 @@ class ReliabilityWeightedFedAvg(FedAvg):
                 metrics.update(self.fit_metrics_aggregation_fn(fit_metrics))
             except Exception as exc:  # noqa: BLE001 - client metrics are untrusted input
                 log(INFO, "aggregate_fit: client metrics not aggregated (%s)", exc)
-        metrics.update(self._reliability._metrics(report, len(outcome.included)))  # noqa: SLF001
+        metrics.update(self._reliability.metrics(report, len(outcome.included)))
         if self.per_node_metrics:
             prefix = self.options.metrics_prefix
             metrics.update({f"{prefix}weight/{node}": float(w) for node, w in report.weights.items()})

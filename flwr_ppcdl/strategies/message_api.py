@@ -23,7 +23,7 @@ from flwr_ppcdl.reliability import (
     weighted_sum,
 )
 
-from ._arrays import as_sent_dtype, npy_view
+from ._arrays import array_view, as_sent_dtype
 from ._dp import dp_weight_cap
 from .releases import attach_release_views, carries_release, read_release
 
@@ -171,7 +171,7 @@ class ReliabilityWeightedFedAvg(FedAvg):
         if n_err == len(replies):  # nothing but errors: FedAvg's answer
             return None, None
         cap, source = dp_weight_cap(self, self.weight_cap, self.options.method)
-        if cap is not None and outcome.arrays is not None:
+        if cap is not None and outcome.arrays is not None and self._reliability.history[-1].aggregate == "weighted":
             outcome = self._capped(server_round, outcome, uploads, cap, source)
         metrics = self._train_metrics(replies, outcome)
         if outcome.arrays is None or keys is None:
@@ -303,7 +303,7 @@ class ReliabilityWeightedFedAvg(FedAvg):
         if kept > 1e-12:
             log(INFO, "round %d: weights capped at %.4g (%s); %.3f of the step stays on the global model",
                 server_round, cap, source, kept)
-        metrics = self._reliability._metrics(report, len(outcome.included))  # noqa: SLF001 - same package
+        metrics = self._reliability.metrics(report, len(outcome.included))
         return RoundOutcome(arrays, metrics, outcome.included)
 
     def _train_metrics(self, replies: list[Message], outcome: RoundOutcome) -> MetricRecord:
@@ -414,10 +414,9 @@ def _has_error(msg: Any) -> bool:
 
 
 def _array_view(array: Array) -> np.ndarray:
-    """Read-only numpy view of an uploaded ``Array`` (no copy); ``Array.numpy()`` otherwise."""
-    if array.stype == "numpy.ndarray":
-        try:
-            return npy_view(array.data)
-        except ValueError:
-            pass  # let np.load report what is wrong with the bytes
-    return array.numpy()
+    """Read-only numpy view of an uploaded ``Array`` (no copy; :func:`._arrays.array_view`);
+    ``Array.numpy()`` where the bytes are not a plain ``.npy`` (it reports what is wrong with them)."""
+    try:
+        return array_view(array)
+    except ValueError:
+        return array.numpy()

@@ -11,6 +11,8 @@ post-processing of the release (no privacy cost), and a release is untrusted inp
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from logging import WARNING
 from typing import Any
 
@@ -19,61 +21,50 @@ from flwr.app import Message
 from flwr.supercore import log
 
 from flwr_ppcdl import wire
-from flwr_ppcdl.privacy import Release
+from flwr_ppcdl.privacy import Release, combine_releases
 from flwr_ppcdl.privacy.release_checks import check_release
 from flwr_ppcdl.privacy.release_law import entry_noise
 from flwr_ppcdl.reliability import ScoredView, Upload
-from flwr_ppcdl.reliability.noise_law import class_means, target_moments
+from flwr_ppcdl.reliability.noise_law import class_means, gram_moments, target_moments
 
 
-def clip_scored_view(task: str) -> bool:
-    """Whether the calibrated estimator clips the influence of a release's scored view (its energy test).
+def clip_scored_view(task: str) -> tuple[bool, bool]:
+    """Per layer of :func:`release_scoring_view`, whether its energy bounds the participant's influence.
 
-    Classification (class means): yes -- a bound on what a corruption the pattern tests do not model can
-    do (the energy test bounds, it does not silence). It once was what caught flipped labels under label
-    skew (Fashion-MNIST, Dirichlet 0.3, 30 % flipped, epsilon = 10: .756 with the clip, .722 without);
-    the known-law row tests (:mod:`flwr_ppcdl.reliability.rows`) now catch them with or without it
-    (identical accuracy, AUROC and weights on all 28 Fashion-MNIST cells of
-    ``benchmarks/reliability_calibrated.py``).
-    Regression (target moments): no -- a validated release's influence is already bounded by its n
-    bounded records, and honest target skew makes the moments far (census2000, Dirichlet 0.3): the
-    clip removed honest records (honest participants at >= 0.8x their share in 83 % of cases, 40 %
-    random targets) and halved the recovery under IID (40 % random targets, epsilon = 10: R^2 .078
-    with the clip, .098 without, oracle .098).
+    The feature second moments (the Gram part): yes, in both tasks -- a forged Gram entry is far from
+    every honest participant's moments and would otherwise steer the pooled solve. Class means
+    (classification): yes, a bound on what a corruption the structured tests do not model can do. Target
+    moments (regression): no -- honest target skew makes them far (census2000, Dirichlet 0.3: the clip
+    removed honest records), and their influence is bounded by the n bounded records the release checks
+    enforce.
     """
-    return task == "classification"
+    return (task == "classification", True)
 
 
 def release_scoring_view(release: Release) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """What the reliability estimator scores for one release, and its exact noise variance.
+    """What the reliability estimator scores for one release, and its exact noise variance, layer by layer.
 
-    Classification: the participant's class means of the features (:func:`class_means`: K x d, one
-    row per class, read from the cross term and the Gram matrix's bias column, with their noise
-    variance) -- random labels collapse the rows, flipped labels permute them, label skew does not
-    move them (features given the class are alike across participants), and no inverse of the noisy
-    Gram matrix amplifies the noise (scoring the solutions ``K C~ G~^-1`` instead hid flipped labels
-    at epsilon = 1, ``benchmarks/reliability_calibrated.py``).
-    Regression: the target moments ``b / n`` (:func:`target_moments`: the feature-target moments and
-    the mean target, noise variance ``noise_sd^2 / n^2``) -- random targets remove their covariance
-    part, shrunk or exploded targets scale them, and again no inverse of the noisy Gram matrix
-    amplifies the noise (scoring the solutions ``Ĝ⁺ b`` instead detected nothing on census2000 at
-    epsilon = 1 or 10 under Gaussian noise, ``benchmarks/reliability_calibrated.py``).
+    First layer -- classification: the participant's class means of the features (:func:`class_means`:
+    K x d, read from the cross term and the Gram matrix's bias column) -- random labels collapse the
+    rows, flipped labels permute them, label skew does not move them, and no inverse of the noisy Gram
+    matrix amplifies the noise; regression: the target moments ``b / n`` (:func:`target_moments`: the
+    feature-target moments and the mean target, noise variance ``noise_sd^2 / n^2``) -- random targets
+    remove their covariance part, shrunk or exploded targets scale them. Second layer: the feature
+    second moments ``G / n`` (:func:`gram_moments`, upper triangle, noise variance ``noise_sd^2 / n^2``),
+    so a release that keeps honest class means or target moments but forges its Gram part is scored too.
     """
+    gram = np.asarray(release.statistics["gram"], dtype=np.float64)
+    n, sd = float(release.num_examples), entry_noise(release).sd
+    second, second_var = gram_moments(gram, n, sd)
     if release.task == "classification":
-        means, variance = class_means(
-            np.asarray(release.statistics["cross"], dtype=np.float64),
-            np.asarray(release.statistics["gram"], dtype=np.float64),
-            float(release.num_examples), entry_noise(release).sd,
-        )
-        return [means], [variance]
-    moments, variance = target_moments(
-        np.asarray(release.statistics["cross"], dtype=np.float64), float(release.num_examples), entry_noise(release).sd
-    )
-    return [moments], [variance]
+        first, first_var = class_means(np.asarray(release.statistics["cross"], dtype=np.float64), gram, n, sd)
+    else:
+        first, first_var = target_moments(np.asarray(release.statistics["cross"], dtype=np.float64), n, sd)
+    return [first, second], [first_var, second_var]
 
 
 def release_view(release: Release) -> ScoredView:
-    """The release's scoring view and noise law as the estimator takes them beside parameters."""
+    """The release's scoring view and noise law as the estimator takes them."""
     layers, variance = release_scoring_view(release)
     return ScoredView(layers, variance, bounded_influence=clip_scored_view(release.task))
 
@@ -161,3 +152,21 @@ def attach_release_views(
             uploads[p].view = release_view(releases[p])
         else:
             uploads[p].reason = f"bad {wire.FM_RELEASE}: {excluded.get(uploads[p].node_id, 'disagrees with the majority')}"
+
+
+def median_release(releases: list[Release]) -> Release:
+    """The pooled release of a round without a decidable honest majority: ``N`` times the entry-wise
+    median of the releases' per-record statistics (``G / n``, ``C / n``), ``N`` the total count.
+
+    Bounded influence: any minority moves each entry at most within the range of the others' values.
+    Its noise sd is that of a median of the participants' per-record noise (about
+    ``sqrt(pi / 2) / sqrt(K)`` times their median, times ``N``), which the repair rule reads.
+    Post-processing of the releases: no privacy cost.
+    """
+    total = float(sum(r.num_examples for r in releases))
+    per_record = {key: np.median(np.stack([np.asarray(r.statistics[key], dtype=np.float64) / r.num_examples
+                                            for r in releases]), axis=0) for key in releases[0].statistics}
+    spread = math.sqrt(math.pi / 2.0 / len(releases)) * float(np.median([r.noise_sd / r.num_examples for r in releases]))
+    scale = math.sqrt(math.pi / 2.0 / len(releases)) * float(np.median([r.noise_scale / r.num_examples for r in releases]))
+    return dataclasses.replace(combine_releases(releases), statistics={k: total * v for k, v in per_record.items()},
+                               noise_sd=total * spread, noise_scale=total * scale)

@@ -8,11 +8,14 @@ at epsilon = 1: R^2 .054 against .032 for parameter averaging (`benchmarks/proto
 
 Participants opt in with ``TrainerConfig(share_statistics=True)``: their train replies then carry a
 ``ConfigRecord`` ``wire.FM_RELEASE`` (the release as JSON) next to the usual ``arrays``/``metrics``, which
-plain FedAvg ignores. Reliability: each participant's own closed-form solution is scored with
-:func:`reliability_weights` (truth discovery), and the statistics are summed with keep-fractions
-``c_k = r_k / max_j r_j``, ``r_k = w_k / p_k`` (``p_k`` = FedAvg's sample share): equal reliability
-gives the plain sum, and no participant's noisy statistics are ever scaled up (measured: scaling
-up, ``c_k = r_k``, amplified the noise of a few small participants at 100-1,000 participants).
+plain FedAvg ignores. Reliability goes through the same round bookkeeping as the parameter strategies
+(:meth:`~flwr_ppcdl.reliability.ReliabilityAggregator.weigh`): each release's known-law view
+(:func:`~flwr_ppcdl.strategies.releases.release_view`) is scored, and the statistics are summed with
+keep-fractions ``c_k = r_k / max_j r_j``, ``r_k = w_k / p_k`` (``p_k`` = FedAvg's sample share): equal
+reliability gives the plain sum, and no participant's noisy statistics are ever scaled up (scaling up,
+``c_k = r_k``, amplified the noise of a few small participants at 100-1,000 participants). A round
+without a decidable honest majority solves the head from the entry-wise median of the releases'
+per-record statistics (:func:`~flwr_ppcdl.strategies.releases.median_release`: bounded influence).
 
 Untrusted releases. Every shared release is checked -- its metadata against the run's exact
 calibration, every statistic (the Gram matrix's consistency included) against what its records and
@@ -37,12 +40,7 @@ from flwr.supercore import log
 
 from flwr_ppcdl import wire
 from flwr_ppcdl.privacy import Release, combine_releases, linear_head_parameters
-from flwr_ppcdl.reliability import (
-    EvidenceMemory,
-    ReliabilityOptions,
-    RoundReport,
-    estimate_reliability,
-)
+from flwr_ppcdl.reliability import ReliabilityOptions, RoundReport, Upload
 
 from ._dp import DPCompositionError, dp_wrapper_driving
 from .message_api import (
@@ -54,10 +52,10 @@ from .message_api import (
 )
 from .releases import (
     carries_release,
-    clip_scored_view,
     consistent_releases,
+    median_release,
     parse_release,
-    release_scoring_view,
+    release_view,
 )
 
 
@@ -73,8 +71,8 @@ class SummedStatisticsFedAvg(ReliabilityWeightedFedAvg):
     *args, **kwargs
         Those of :class:`~flwr_ppcdl.strategies.ReliabilityWeightedFedAvg` (and so of FedAvg).
     reliability
-        Weight the statistics by reliability (truth discovery on the participants' own solutions);
-        ``False`` sums them plainly.
+        Weight the statistics by reliability (the calibrated estimator on each release's known-law
+        view); ``False`` sums them plainly.
     options, **option_overrides
         The reliability options (:class:`~flwr_ppcdl.reliability.ReliabilityOptions`).
     head_keys
@@ -107,7 +105,6 @@ class SummedStatisticsFedAvg(ReliabilityWeightedFedAvg):
         self.reliability = reliability
         self.head_keys = head_keys
         self.decoder = decoder
-        self._evidence = EvidenceMemory(self.options.memory_rate) if self.options.memory_rate is not None else None
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         """As the parent; refuses to run under one of Flower's DP wrappers: the pooled head is not
@@ -149,54 +146,38 @@ class SummedStatisticsFedAvg(ReliabilityWeightedFedAvg):
     def _aggregate_statistics(
         self, server_round: int, replies: list[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        excluded: dict[int, str] = {}
-        releases: list[Release] = []
-        nodes: list[int] = []
-        positions: list[int] = []
-        for pos, msg in enumerate(replies):
-            node = sender_id(msg, pos)
-            label = reported_partition(msg)
-            if label is not None:
-                self._reliability.labels[node] = label
-            reason = self._problem(msg, node, nodes)
-            if reason is None:
-                try:
-                    release = parse_release(msg, self.expected_release)
-                    count = _count(msg.content, self.weighted_by_key)
-                    if not isinstance(count, str) and count != release.num_examples:
-                        raise ValueError(f"{self.weighted_by_key}={count!r} differs from the release's n={release.num_examples}")
-                    releases.append(release)
-                    nodes.append(node)
-                    positions.append(pos)
-                    continue
-                except ValueError as err:
-                    reason = f"bad or missing {wire.FM_RELEASE}: {err}"
-            excluded.setdefault(node, reason)
-            log(WARNING, "[ppcdl] round %d: node %s excluded from the summed statistics: %s",
-                server_round, self._reliability.labels.get(node, node), reason)
-        releases, nodes, positions = consistent_releases(releases, nodes, positions, excluded, self.expected_release is None)
-        report = RoundReport(server_round, excluded=excluded)
-        self.reliability_history.append(report)
+        uploads, releases = self._release_uploads(server_round, replies)
+        result = self._reliability.weigh(server_round, uploads)
+        report = self._reliability.history[-1]
+        kept = [p for p in range(len(uploads)) if p not in result.excluded]
         keys = list(self._sent.keys()) if self._sent is not None else None
-        if not releases or keys is None:
+        if not kept or keys is None:
             why = "no valid release" if keys is not None else "configure_train was not called (the body to keep)"
             log(WARNING, "[ppcdl] round %d: %s; the global model stays as it was", server_round, why)
             return None, self._summary(replies, report, [])
-        counts = np.array([r.num_examples for r in releases], dtype=np.float64)
-        cap = self.options.count_cap
-        clip = np.minimum(1.0, cap * float(np.median(counts)) / counts) if cap is not None else np.ones(len(counts))
-        shares = counts / counts.sum()
-        if self.reliability and len(releases) > 1:
-            weights, report.evidence, report.undecidable = self._reliability_weights(releases, nodes, counts)
+        chosen = [r for r in (releases[p] for p in kept) if r is not None]
+        counts = np.array([r.num_examples for r in chosen], dtype=np.float64)
+        shares = result.sample_weights[kept]
+        if report.undecidable is not None:
+            combined, keep = median_release(chosen), np.ones(len(kept))
+            report.aggregate = "median"
+            report.undecidable += f"; aggregate: the head solved from the entry-wise median of {len(kept)} releases"
+            log(WARNING, "[ppcdl] round %d: %s (bounded influence)", server_round, report.undecidable)
         else:
-            weights = shares
-        # keep-fractions in [0, 1]: reliability only removes statistics, never amplifies them
-        ratio = weights / shares
-        keep = clip * (ratio / ratio.max()) if ratio.max() > 0 else np.zeros(len(ratio))
-        if not np.any(keep > 0):
-            log(WARNING, "[ppcdl] round %d: every release got weight 0; the global model stays as it was", server_round)
-            return None, self._summary(replies, report, [])
-        combined = combine_releases(releases, keep)
+            # keep-fractions in [0, 1]: reliability only removes statistics, never amplifies them; a claim
+            # the count cap reduced counts its statistics scaled down to the capped count
+            cap = self.options.count_cap
+            clip = np.minimum(1.0, cap * float(np.median(counts)) / counts) if cap is not None else np.ones(len(kept))
+            ratio = result.weights[kept] / np.maximum(shares, 1e-300)
+            keep = clip * (ratio / ratio.max()) if ratio.max() > 0 else np.zeros(len(kept))
+            if not np.any(keep > 0):
+                log(WARNING, "[ppcdl] round %d: every release got weight 0; the global model stays as it was", server_round)
+                return None, self._summary(replies, report, [])
+            combined = combine_releases(chosen, keep)
+            report.aggregate = "weighted"
+            effective = keep * counts / float((keep * counts).sum())
+            report.weights = {uploads[p].node_id: float(w) for p, w in zip(kept, effective, strict=True)}
+            report.down_weighted = [n for n, w in report.weights.items() if w < 0.5 * report.fedavg_share[n]]
         weight, bias = linear_head_parameters(combined.solve(decoder=self.decoder), combined)
         weight_key, bias_key = self.head_keys or (keys[-2], keys[-1])
         assert self._sent is not None
@@ -206,48 +187,43 @@ class SummedStatisticsFedAvg(ReliabilityWeightedFedAvg):
             if value.shape != sent.shape:
                 raise ValueError(f"the pooled head {key!r} has shape {value.shape}, the model's is {sent.shape}")
             out[key] = Array(value.astype(sent.dtype))
-        effective = keep * counts / float((keep * counts).sum())
-        report.weights = dict(zip(nodes, map(float, effective), strict=True))
-        report.fedavg_share = dict(zip(nodes, map(float, shares), strict=True))
-        report.reliability = dict(zip(nodes, map(float, keep), strict=True))
-        report.down_weighted = [n for n, w in report.weights.items() if w < 0.5 * report.fedavg_share[n]]
         report.model_updated = True
-        included = [p for p, k in zip(positions, keep, strict=True) if k > 0]
+        included = [p for p, k in zip(kept, keep, strict=True) if k > 0]
         return ArrayRecord(out), self._summary(replies, report, included)
 
-    def _reliability_weights(
-        self, releases: list[Release], nodes: list[int], counts: np.ndarray
-    ) -> tuple[np.ndarray, dict[int, float], str | None]:
-        """Weights from the participants' own solutions; the calibrated estimator also gets their noise law."""
-        calibrated = self.options.method == "calibrated"
-        if calibrated:
-            views = [release_scoring_view(r) for r in releases]
-            local, noise = [v[0] for v in views], [v[1] for v in views]
-        else:  # the legacy estimator scores the participants' own solutions
-            local, noise = [[np.asarray(r.solve())] for r in releases], None
-        memory = self._evidence if calibrated else None
-        result = estimate_reliability(
-            local, counts, self.options, noise_variance=noise,
-            bounded_influence=clip_scored_view(releases[0].task),
-            prior_evidence=None if memory is None else memory.prior(nodes),
-            prior_rounds=None if memory is None else memory.seen(nodes),
-        )
-        if result.undecidable is not None:
-            log(WARNING, "[ppcdl] reliability: %s", result.undecidable)
-        evidence = {n: float(e) for n, e in zip(nodes, result.evidence, strict=True) if np.isfinite(e)}
-        if memory is not None:
-            carried = [(n, float(c)) for n, c in zip(nodes, result.carried_evidence, strict=True) if np.isfinite(c)]
-            memory.update([n for n, _ in carried], [c for _, c in carried])
-        if result.weights.sum() <= 0:  # nothing valid to score: the plain sum
-            return counts / counts.sum(), evidence, result.undecidable
-        return result.weights, evidence, result.undecidable
-
-    def _problem(self, msg: Message, node: int, accepted: list[int]) -> str | None:
-        if _has_error(msg):
-            return f"error reply ({msg.error.reason})"
-        if node in accepted:
-            return f"repeated reply of node {node} (its first reply is kept)"
-        return None
+    def _release_uploads(self, server_round: int, replies: list[Message]) -> tuple[list[Upload], list[Release | None]]:
+        """One :class:`Upload` per reply (its release's known-law view, or the reason it is rejected),
+        and the parsed releases (None where rejected)."""
+        uploads: list[Upload] = []
+        releases: list[Release | None] = []
+        for pos, msg in enumerate(replies):
+            node = sender_id(msg, pos)
+            label = reported_partition(msg)
+            if label is not None:
+                self._reliability.labels[node] = label
+            release = None
+            reason = f"error reply ({msg.error.reason})" if _has_error(msg) else None
+            if reason is None:
+                try:
+                    release = parse_release(msg, self.expected_release)
+                    count = _count(msg.content, self.weighted_by_key)
+                    if not isinstance(count, str) and count != release.num_examples:
+                        raise ValueError(f"{self.weighted_by_key}={count!r} differs from the release's n={release.num_examples}")
+                except ValueError as err:
+                    reason, release = f"bad or missing {wire.FM_RELEASE}: {err}", None
+            uploads.append(Upload(node, None, 0 if release is None else release.num_examples, reason))
+            releases.append(release)
+        good = [p for p, r in enumerate(releases) if r is not None]
+        excluded: dict[int, str] = {}
+        _, _, kept = consistent_releases([r for r in (releases[p] for p in good) if r is not None],
+                                         [uploads[p].node_id for p in good], good, excluded, self.expected_release is None)
+        for p in good:
+            release = releases[p]
+            if p not in kept or release is None:
+                uploads[p].reason = excluded.get(uploads[p].node_id, "disagrees with the round's majority")
+            else:
+                uploads[p].view = release_view(release)
+        return uploads, releases
 
     def _summary(self, replies: list[Message], report: RoundReport, included: list[int]) -> MetricRecord:
         metrics = MetricRecord()
@@ -257,7 +233,7 @@ class SummedStatisticsFedAvg(ReliabilityWeightedFedAvg):
             except Exception as exc:  # noqa: BLE001 - client metrics are untrusted input
                 log(INFO, "aggregate_train: client metrics not aggregated (%s)", exc)
                 metrics = MetricRecord()
-        for key, value in self._reliability._metrics(report, len(included)).items():  # noqa: SLF001
+        for key, value in self._reliability.metrics(report, len(included)).items():
             metrics[key] = value
         if self.per_node_metrics:
             for node, weight in report.weights.items():

@@ -91,7 +91,7 @@ def test_server_data_reliability_runs_end_to_end(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("protocol", ["parameters", "statistics"])
-@pytest.mark.parametrize(("value", "method"), [("calibrated", "calibrated"), ("truth-discovery", "truth_discovery")])
+@pytest.mark.parametrize(("value", "method"), [("calibrated", "calibrated")])
 def test_the_reliability_method_of_the_run_config_is_the_strategys(protocol: str, value: str, method: str) -> None:
     """The App's default is the library's calibrated estimator; the legacy rule only when asked for by name."""
     from flwr_ppcdl.app.factory import make_strategy

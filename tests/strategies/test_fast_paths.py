@@ -7,7 +7,7 @@ import pytest
 from flwr.app import Array
 
 from flwr_ppcdl.reliability import validate_updates, weighted_sum
-from flwr_ppcdl.reliability.sketch import _sample_blocks
+from flwr_ppcdl.reliability.sketch import sample_blocks as _sample_blocks
 from flwr_ppcdl.strategies._arrays import npy_view
 
 

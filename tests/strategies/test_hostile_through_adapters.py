@@ -1,4 +1,4 @@
-"""Hostile replies through both Flower strategies with their defaults (issue #11).
+"""Hostile replies through both Flower strategies with their defaults (issues #11, #23.3, #25).
 
 The pure core is tested scenario by scenario in ``tests/reliability/test_hostile_uploads.py``; here
 the same well-formed hostile uploads travel as Flower replies (Message API and legacy API), so the
@@ -57,6 +57,31 @@ def _count_liar(theta: list[np.ndarray], ups: list[list[np.ndarray]], counts: li
     return [0]
 
 
+def _three_spreads(ups: list[list[np.ndarray]], honest: list[int], seed: int = 0) -> list[np.ndarray]:
+    """A point three honest spreads from the honest mean, in a random direction."""
+    flat = np.stack([_flat(ups[i]) for i in honest])
+    mean = flat.mean(axis=0)
+    spread = float(np.sqrt(np.mean(np.sum((flat - mean) ** 2, axis=1))))
+    direction = np.random.default_rng(seed + 11).normal(size=mean.shape)
+    point = mean + 3.0 * spread * direction / np.linalg.norm(direction)
+    return [point[:170].reshape(SHAPES[0]), point[170:].reshape(SHAPES[1])]
+
+
+def _count_liar_three_spreads(theta: list[np.ndarray], ups: list[list[np.ndarray]], counts: list[float]) -> list[int]:
+    """Issue #23.3: no max_num_examples, a 1e12 claim with an upload three honest spreads away."""
+    ups[0] = _three_spreads(ups, list(range(1, K)))
+    counts[0] = 1e12
+    return [0]
+
+
+def _colluders_three_spreads(theta: list[np.ndarray], ups: list[list[np.ndarray]], counts: list[float]) -> list[int]:
+    """Issue #25: four identical uploads three honest spreads away."""
+    far = _three_spreads(ups, list(range(4, K)))
+    for i in range(4):
+        ups[i] = [a.copy() for a in far]
+    return [0, 1, 2, 3]
+
+
 def _huge(theta: list[np.ndarray], ups: list[list[np.ndarray]], counts: list[float]) -> list[int]:
     ups[0] = [t + 1e11 for t in theta]  # below max_abs: scored, not excluded as absurd
     return [0]
@@ -72,6 +97,8 @@ ATTACKS: dict[str, Callable[..., list[int]]] = {
     "3/10 sign-flipped x10": _sign_flip,
     "4/10 identical far": _identical_far,
     "count liar 1e12": _count_liar,
+    "count liar 1e12, three spreads": _count_liar_three_spreads,
+    "4/10 identical, three spreads": _colluders_three_spreads,
     "one 1e11 upload": _huge,
     "negative count": _negative_count,
 }

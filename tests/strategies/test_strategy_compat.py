@@ -34,7 +34,7 @@ def _uploads(k, seed=0, identical=False):
     return [[a + 0.1 * rng.normal(size=a.shape) for a in base] for _ in range(k)]
 
 
-@pytest.mark.parametrize("identical,method", [(True, "truth_discovery"), (False, "fedavg")])
+@pytest.mark.parametrize("identical,method", [(True, "calibrated"), (False, "fedavg")])
 def test_equal_quality_matches_flower_fedavg(identical, method) -> None:
     counts = [30, 50, 20, 40]
     ups = _uploads(4, identical=identical)
@@ -61,7 +61,9 @@ def test_bad_results_are_excluded_and_nothing_valid_keeps_model() -> None:
 
 
 def test_constructor_passes_fedavg_arguments_and_validates() -> None:
-    s = ReliabilityWeightedFedAvg(fraction_fit=0.5, min_fit_clients=3, sharpness=4.0)
-    assert s.fraction_fit == 0.5 and s.min_fit_clients == 3
+    s = ReliabilityWeightedFedAvg(fraction_fit=0.5, min_fit_clients=3, false_alarm_rate=0.01)
+    assert s.fraction_fit == 0.5 and s.min_fit_clients == 3 and s.options.false_alarm_rate == 0.01
     with pytest.raises(ValueError, match="bogus"):
         ReliabilityWeightedFedAvg(method="bogus")
+    with pytest.raises(ValueError, match="sharpness=4.0 is not used by method='calibrated'"):
+        ReliabilityWeightedFedAvg(sharpness=4.0)  # an option the method ignores is refused

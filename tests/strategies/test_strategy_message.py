@@ -39,7 +39,7 @@ def _uploads(k: int, seed: int = 0, identical: bool = False):
     return [[(a + 0.1 * rng.normal(size=a.shape)).astype(np.float32) for a in base] for _ in range(k)]
 
 
-@pytest.mark.parametrize("identical,method", [(True, "truth_discovery"), (False, "fedavg")])
+@pytest.mark.parametrize("identical,method", [(True, "calibrated"), (False, "fedavg")])
 def test_equal_quality_matches_flower_fedavg(identical: bool, method: str) -> None:
     counts = [30, 50, 20, 40]
     ups = _uploads(4, identical=identical)
@@ -51,7 +51,7 @@ def test_equal_quality_matches_flower_fedavg(identical: bool, method: str) -> No
     assert metrics["reliability/num-included"] == 4
 
 
-def test_iid_truth_discovery_is_close_to_fedavg() -> None:
+def test_iid_uploads_keep_about_fedavg_weights() -> None:
     counts = [30, 50, 20, 40, 35, 45]
     ups = _uploads(6, seed=3)
     ours = _configured(ReliabilityWeightedFedAvg())

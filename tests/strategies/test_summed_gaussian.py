@@ -111,7 +111,7 @@ def test_the_reliability_scoring_reads_each_laws_own_noise_variance(noise: str) 
     release = _release(20 if noise == "gaussian" else 21, noise=noise)
     sd2 = release.noise_sd**2
     assert sd2 == pytest.approx(release.noise_scale**2 * (1.0 if noise == "gaussian" else 2.0))
-    (means,), (variance,) = release_scoring_view(release)
+    (means, _), (variance, _) = release_scoring_view(release)
     gram, cross, n = release.statistics["gram"], release.statistics["cross"], release.num_examples
     sums = cross + gram[:, -1][None, :] / K
     counts = np.maximum(sums[:, -1], max(1.0, 3.0 * release.noise_sd, 1e-3 * n))
@@ -123,70 +123,78 @@ def test_the_reliability_scoring_reads_each_laws_own_noise_variance(noise: str) 
 
 @pytest.mark.parametrize("noise", ["gaussian", "laplace"])
 def test_a_regression_release_is_scored_by_its_target_moments_with_variance_sd2_over_n2(noise: str) -> None:
-    """Regression: the scored view is ``b / n`` (feature-target moments, last entry the mean target), whose
-    noise variance is exactly ``noise_sd² / n²`` -- checked against the spread of many noisy releases."""
+    """Regression: the scored view is ``b / n`` (feature-target moments, last entry the mean target) and the
+    Gram part ``G / n`` (upper triangle), each entry of noise variance exactly ``noise_sd² / n²`` -- checked
+    against the spread of many noisy releases."""
     from flwr_ppcdl.strategies.releases import release_scoring_view
 
     rng = np.random.default_rng(22)
     n = 300
-    x = rng.normal(size=(n, D)) / 3.0
-    y = np.clip(x @ rng.normal(size=D) * 0.3, -1, 1)
+    x = rng.normal(size=(n, D)) / (3.0 * np.sqrt(D))  # rows within the public bound: nothing is clipped
+    y = np.clip(x @ rng.normal(size=D), -1, 1)
     fm = FunctionalMechanism(task="regression", epsilon=2.0, noise=noise,  # type: ignore[arg-type]
                              delta=DELTA if noise == "gaussian" else None, sampler="numpy")
-    exact = np.append(x.T @ y, y.sum()) / n
+    xb = np.hstack([x, np.ones((n, 1))])
+    exact = np.concatenate([xb.T @ y, (xb.T @ xb)[np.triu_indices(D + 1)]]) / n
     draws = []
     for _ in range(1500):
         release = fm.release(x, y)
-        (moments,), (variance,) = release_scoring_view(release)
-        np.testing.assert_allclose(variance, (release.noise_sd / n) ** 2, rtol=1e-12)
-        draws.append(moments)
+        layers, variances = release_scoring_view(release)
+        for variance in variances:
+            np.testing.assert_allclose(variance, (release.noise_sd / n) ** 2, rtol=1e-12)
+        draws.append(np.concatenate(layers))
     draws = np.array(draws)
-    np.testing.assert_allclose(draws.mean(axis=0), exact, atol=4 * np.sqrt(variance[0] / len(draws)))
-    assert np.var(draws, axis=0) == pytest.approx(variance, rel=0.3)  # 1500 draws: about 4 standard errors under Laplace
+    variance = (release.noise_sd / n) ** 2
+    np.testing.assert_allclose(draws.mean(axis=0), exact, atol=4 * np.sqrt(variance / len(draws)))
+    assert np.var(draws, axis=0) == pytest.approx(np.full(exact.shape, variance), rel=0.3)  # about 4 standard errors
 
 
 def _census_like_weights(rng: np.random.Generator, fm: FunctionalMechanism, beta: np.ndarray, bad: set[int]) -> np.ndarray:
     """The calibrated weights of ten census-like regression releases (2,000 records each) scored by their
-    target moments under the statistics protocol; the ``bad`` participants have random targets."""
+    views under the statistics protocol; the ``bad`` participants have random targets."""
     from flwr_ppcdl.reliability import estimate_reliability
-    from flwr_ppcdl.strategies.releases import release_scoring_view
+    from flwr_ppcdl.strategies.releases import release_view
 
     releases = []
     for k in range(10):
         x = rng.uniform(-1, 1, size=(2000, D)) / np.sqrt(D)
         y = np.clip(x @ beta, -1, 1)
         releases.append(fm.release(x, rng.uniform(-1, 1, size=2000) if k in bad else y))
-    views = [release_scoring_view(r) for r in releases]
-    result = estimate_reliability([v[0] for v in views], np.full(10, 2000.0), seed=0,
-                                  noise_variance=[v[1] for v in views], bounded_influence=False)
-    return result.weights
+    return estimate_reliability(None, np.full(10, 2000.0), seed=0, views=[release_view(r) for r in releases]).weights
 
 
-def test_random_targets_are_down_weighted_by_their_target_moments() -> None:
-    """Three of ten census-like participants with random targets lose their weight under the statistics
-    protocol; with every target honest, every participant keeps its FedAvg share."""
-    rng = np.random.default_rng(23)
-    beta = rng.normal(size=D)
-    fm = FunctionalMechanism(task="regression", epsilon=1.0, noise="gaussian", delta=DELTA, sampler="numpy")
-    for bad in (set(), {0, 1, 2}):
-        weights = _census_like_weights(rng, fm, beta, bad)
-        honest = [k for k in range(10) if k not in bad]
-        assert np.all(weights[honest] >= 0.8 * 0.1)
-        assert weights[sorted(bad)].sum() <= 0.2 * 0.1 * len(bad)
+def _binomial_upper(n: int, p: float, tail: float) -> int:
+    """The smallest count c with P(Binomial(n, p) > c) <= tail."""
+    c, below = 0, (1.0 - p) ** n
+    while 1.0 - below > tail:
+        c += 1
+        below += math.comb(n, c) * p**c * (1.0 - p) ** (n - c)
+    return c
 
 
-def test_forty_percent_random_targets_are_caught_from_the_centre_of_the_most_typical_majority() -> None:
-    """Four of ten participants with random targets pull the median of the target moments towards them, so
-    a plain second pass finds nothing to exclude; the second pass's centre is instead the six participants
-    most typical along the consensus, and from there the four lose their weight (each of four seeds; the
-    first one is caught only that way). With every target honest, every participant keeps its share."""
+@pytest.mark.parametrize("fraction", [3, 4])
+def test_random_targets_are_down_weighted_by_their_target_moments(fraction: int) -> None:
+    """Three or four of ten census-like participants with random targets lose their weight (<= 0.2x their
+    FedAvg share) under the statistics protocol; honest participants keep >= 0.8x their share, with or
+    without random targets among them. The privacy noise is the OS's (never seeded), so the margins come
+    from the model's own rates, not from one lucky draw: an honest participant below 0.8x is a false alarm,
+    at most twice the stated rate (``false_alarm_rate``) -- the count of them in the 4 x (10 + 10 - f)
+    participant-draws stays below the 1e-4 upper quantile of that binomial; random targets at epsilon = 1 are
+    missed now and then (1.25 % of 1,200 unseeded draws), so at most one of the four draws may miss."""
+    from flwr_ppcdl.reliability import ReliabilityOptions
+
+    alarms, honest_draws, missed = 0, 0, 0
     for seed in range(4):
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(seed)  # the data (public in this test); the privacy noise is the OS's
         beta = rng.normal(size=D)
-        fm = FunctionalMechanism(task="regression", epsilon=1.0, noise="gaussian", delta=DELTA, sampler="numpy",
-                                 insecure_noise_seed=seed)
-        for bad in (set(), {0, 1, 2, 3}):
+        fm = FunctionalMechanism(task="regression", epsilon=1.0, noise="gaussian", delta=DELTA, sampler="numpy")
+        for bad in (set(), set(range(fraction))):
             weights = _census_like_weights(rng, fm, beta, bad)
             honest = [k for k in range(10) if k not in bad]
-            assert np.all(weights[honest] >= 0.8 * 0.1), (seed, bad, weights)
-            assert weights[sorted(bad)].sum() <= 0.2 * 0.1 * len(bad), (seed, weights)
+            alarms += int(np.sum(weights[honest] < 0.8 * 0.1))
+            honest_draws += len(honest)
+            if bad:
+                missed += int(weights[sorted(bad)].sum() > 0.2 * 0.1 * len(bad))
+    assert missed <= 1, missed
+    bound = _binomial_upper(honest_draws, 2.0 * ReliabilityOptions().false_alarm_rate, 1e-4)
+    assert alarms <= bound, (alarms, bound, honest_draws)

@@ -23,6 +23,7 @@ from flwr_ppcdl.privacy import FunctionalMechanism, Release
 from flwr_ppcdl.privacy.release import RELEASE_FORMAT_LISTS
 from flwr_ppcdl.privacy.release_checks import check_release
 from flwr_ppcdl.privacy.release_law import expected_calibration
+from flwr_ppcdl.strategies import releases as releases_module
 from flwr_ppcdl.strategies.summed import SummedStatisticsFedAvg
 
 from .numpy_apps import instruction
@@ -241,3 +242,63 @@ def test_an_exact_release_passes_and_a_scaled_one_fails() -> None:
 def test_decode_release_raises_only_value_error(name: str) -> None:
     with pytest.raises(ValueError):
         check_release(wire.decode_release(HOSTILE[name]), EXPECTED)
+
+
+def _pooled_head(releases: list[Release], reliability: bool = True) -> tuple[np.ndarray, Any]:
+    strategy = SummedStatisticsFedAvg(reliability=reliability, expected_release=EXPECTED)
+    list(strategy.configure_train(1, ArrayRecord({k: Array(v) for k, v in SENT.items()}), ConfigRecord(),
+                                  InProcessGrid(lambda m, c: m, num_nodes=2)))
+    arrays, _ = strategy.aggregate_train(1, [_reply(i + 1, wire.encode_release(r), r.num_examples) for i, r in enumerate(releases)])
+    return _head(arrays), strategy.reliability_history[-1]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_forged_gram_entry_is_scored_and_its_influence_bounded(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #23.2: an eleventh participant keeps honest target moments and sets one off-diagonal Gram entry
+    to -n. The release checks of issue #23 refuse such a release outright; the scoring is the second line
+    behind them, so with the checks switched off the release view still scores the Gram part (feature
+    second moments): the forger loses most of its share and moves the pooled head by at most 4x an honest
+    participant's influence and half what summing it plainly does (4-12x) -- an honest participant's
+    influence being the RMS change of the honest pool when one of the ten is left out."""
+    import dataclasses
+
+    monkeypatch.setattr(releases_module, "check_release", lambda release, expected=None, **_: release)
+
+    honest = [release(100 * seed + i) for i in range(10)]
+    extra = release(100 * seed + 50)
+    gram = extra.statistics["gram"].copy()
+    gram[0, 1] = gram[1, 0] = -extra.num_examples
+    forged = dataclasses.replace(extra, statistics={**extra.statistics, "gram": gram})
+    base, _ = _pooled_head(honest)
+    fair = float(np.sqrt(np.mean([np.sum((_pooled_head(honest[:i] + honest[i + 1:])[0] - base) ** 2) for i in range(10)])))
+    head, report = _pooled_head([*honest, forged])
+    plain = float(np.linalg.norm(_pooled_head([*honest, forged], reliability=False)[0] - base))
+    assert report.weights[11] < 0.5 * report.fedavg_share[11]
+    moved = float(np.linalg.norm(head - base))
+    assert moved <= 4.0 * fair and moved <= 0.5 * plain, (moved, fair, plain)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_round_without_an_honest_majority_pools_the_median_release() -> None:
+    """Five of ten participants flip their labels alike: no decidable honest majority, so the statistics
+    protocol solves the head from the entry-wise median of the releases' per-record statistics (bounded
+    influence), and the round report says so -- through the same bookkeeping as the parameter strategies."""
+    rng = np.random.default_rng(7)
+    centres = rng.normal(size=(5, 6))
+    centres /= 2.0 * np.linalg.norm(centres, axis=1, keepdims=True)
+    fm = FunctionalMechanism(task="classification", num_classes=5, epsilon=1.0, sampler="numpy", insecure_noise_seed=7)
+    releases = []
+    for i in range(10):
+        y = rng.integers(0, 5, size=2000)
+        x = centres[y] + 0.1 * rng.normal(size=(2000, 6))
+        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1.0)
+        releases.append(fm.release(x, (y + 1) % 5 if i >= 5 else y))
+    sent = {"head.weight": np.zeros((5, 6), np.float32), "head.bias": np.zeros(5, np.float32)}
+    strategy = SummedStatisticsFedAvg()
+    list(strategy.configure_train(1, ArrayRecord({k: Array(v) for k, v in sent.items()}), ConfigRecord(),
+                                  InProcessGrid(lambda m, c: m, num_nodes=2)))
+    arrays, _ = strategy.aggregate_train(1, [_reply(i + 1, wire.encode_release(r), r.num_examples, sent)
+                                             for i, r in enumerate(releases)])
+    report = strategy.reliability_history[-1]
+    assert arrays is not None and report.aggregate == "median" and report.model_updated
+    assert report.undecidable is not None and "median of 10 releases" in report.undecidable

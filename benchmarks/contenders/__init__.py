@@ -1,0 +1,1 @@
+"""Aggregation rules that are benchmark contenders only (not library code)."""

@@ -1,0 +1,117 @@
+"""What the reliability benchmarks share: provenance columns, seed roles, contenders, statistics, goals.
+
+Every contender is a real Flower Message-API strategy driven through
+:class:`~flwr_ppcdl.app.grid.InProcessGrid` (``strategy.start``): the project's
+(``ReliabilityWeightedFedAvg``, ``SummedStatisticsFedAvg``), Flower's (``FedAvg``, ``FedMedian``,
+``FedTrimmedAvg``, ``MultiKrum``, ``Bulyan``; told the true number of unreliable participants where
+they take one), the legacy truth-discovery rule (:mod:`benchmarks.contenders.truth_discovery`) and the
+oracle (Flower's FedAvg over the reliable participants only). Nothing is re-implemented here.
+
+Seeds 0-2 tune (every constant in ``flwr_ppcdl/reliability/constants.py`` was chosen on them), seeds
+3-5 report; every row names its seed's role, the code version (git commit) and the package versions.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import subprocess
+from collections.abc import Iterable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TUNE_SEEDS = (0, 1, 2)
+REPORT_SEEDS = (3, 4, 5)
+PACKAGES = ("flwr", "torch", "numpy")
+
+
+def seed_role(seed: int) -> str:
+    return "tune" if seed in TUNE_SEEDS else "report" if seed in REPORT_SEEDS else "other"
+
+
+def provenance() -> dict[str, str]:
+    """The code version (git commit, ``+dirty`` with uncommitted changes) and the package versions."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "flwr_ppcdl", "benchmarks"],
+                               cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        commit += "+dirty" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return {"code_version": commit, "packages": " ".join(f"{p}={metadata.version(p)}" for p in PACKAGES)}
+
+
+def append_rows(path: Path, fields: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:
+    """Append ``rows`` to the CSV at ``path`` (header first when the file is new): resumable benchmarks."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with path.open("a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(fields))
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def auroc(weights: np.ndarray, bad: np.ndarray) -> float:
+    """Probability that a reliable participant outweighs an unreliable one (ties count half)."""
+    good, poor = weights[~bad], weights[bad]
+    if not len(good) or not len(poor):
+        return math.nan
+    return float(((good[:, None] > poor[None, :]).sum() + 0.5 * (good[:, None] == poor[None, :]).sum())
+                 / (len(good) * len(poor)))
+
+
+def weight_statistics(history: list[dict[int, float]], shares: list[dict[int, float]], bad: dict[int, bool],
+                      evidence: list[dict[int, float]] | None = None, minority: set[int] | None = None) -> dict[str, float]:
+    """AUROC and unreliable mass (last round), honest participant-rounds at >= 0.8x their FedAvg share, the
+    smallest honest share ratio, honest participant-rounds flagged (evidence > 0: the measured false-alarm
+    rate), and the ``minority``'s mean share ratio over the rounds."""
+    out = {"auroc": math.nan, "bad_mass": math.nan, "honest_kept": math.nan, "min_honest": math.nan,
+           "false_alarms": math.nan, "minority_share": math.nan}
+    rounds = [(w, s) for w, s in zip(history, shares, strict=True) if w]
+    if not rounds:
+        return out
+    ratios = [w[n] / s[n] for w, s in rounds for n in w if not bad.get(n, False) and s.get(n, 0) > 0]
+    out["honest_kept"] = float(np.mean(np.array(ratios) >= 0.8)) if ratios else math.nan
+    out["min_honest"] = float(np.min(ratios)) if ratios else math.nan
+    last, share = rounds[-1]
+    nodes = sorted(last)
+    flags = np.array([bad.get(n, False) for n in nodes])
+    if flags.any():
+        out["auroc"] = auroc(np.array([last[n] for n in nodes]), flags)
+        out["bad_mass"] = float(sum(last[n] for n in nodes if bad.get(n)) / max(sum(share[n] for n in nodes if bad.get(n)), 1e-300))
+    if evidence:
+        alarms = [e[n] > 0 for e in evidence for n in e if not bad.get(n, False)]
+        out["false_alarms"] = float(np.mean(alarms)) if alarms else math.nan
+    if minority:
+        out["minority_share"] = float(np.mean([sum(w[n] for n in w if n in minority) / max(sum(s[n] for n in w if n in minority), 1e-300)
+                                               for w, s in rounds]))
+    return out
+
+
+def mean(values: Iterable[float]) -> float:
+    finite = [v for v in values if isinstance(v, float) and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def spread(values: Iterable[float]) -> float:
+    finite = [v for v in values if isinstance(v, float) and math.isfinite(v)]
+    return float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
+
+
+def goal_line(name: str, passed: int, total: int, detail: str = "") -> str:
+    """One pass/fail line per goal: ``PASS``/``FAIL`` name (passed/total cells) detail."""
+    verdict = "PASS" if total and passed == total else ("n/a " if not total else "FAIL")
+    return f"{verdict}  {name}: {passed}/{total} cells{(' -- ' + detail) if detail else ''}"

@@ -1,0 +1,388 @@
+"""Plain (non-private) SGD clients: the one-line strategy swap against Flower's rules (issues #25, #27).
+
+Exact commands of the committed CSV (``benchmarks/results/reliability_plain.csv``: the reporting seeds
+3-5 for the ``small`` and ``collusion`` groups, 16 minutes, then seed 3 for ``scale``, 12 minutes, on 2
+shared cores; resumable) and of its goals summary:
+
+    PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_plain --seeds 3 4 5 --groups small collusion \
+        --out benchmarks/results/reliability_plain.csv
+    PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_plain --seeds 3 --groups scale \
+        --out benchmarks/results/reliability_plain.csv
+    PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_plain --summary \
+        --out benchmarks/results/reliability_plain.csv > benchmarks/results/reliability_plain_summary.txt
+
+``--quick`` runs one seed of the K = 10 scenarios; ``--groups`` picks scenario groups (``small``,
+``collusion``, ``scale``).
+
+What runs. Fashion-MNIST (offline, ``flwr_ppcdl.data``) and a small MLP (784-64-10); every client trains
+one local epoch of SGD (lr 0.05, momentum 0.9, batch 32) on its own partition and replies through a
+Message-API ClientApp over :class:`~flwr_ppcdl.app.grid.InProcessGrid`; every contender is a real
+strategy (``benchmarks.reliability_common``): ``ours`` is ``ReliabilityWeightedFedAvg()`` with the library
+defaults (the one-line swap), beside Flower's FedAvg, FedMedian, FedTrimmedAvg, MultiKrum and Bulyan
+(told the true count), the legacy rule and the oracle (FedAvg over the honest clients only). Groups:
+
+* ``small`` -- K = 10 clients x 600 images, 10 rounds; IID and Dirichlet(0.3); nobody unreliable, 30 %
+  flipped labels (y -> y + 1), 30 % random labels, 30 % sign-flipped updates scaled by 3
+  (``g - 3 (w - g)``), an honest second data mode (30 % of the clients hold inverted images; the test set
+  too, in the same proportion), and K = 20 with 50 % random uploads (Gaussian at each array's own scale);
+* ``collusion`` -- K = 20 and 100 clients x 100 images, 5 rounds, IID: colluders that all send the same
+  upload, three honest spreads from the honest mean in a fixed random direction (an omniscient adversary:
+  the grid builds it from the honest replies of the round), 9/20, 45/100, 49/100, 50/100 and 60/100;
+  recorded per round: the colluders' total weight over their FedAvg share, and every contender's
+  aggregate distance from the honest mean in honest spreads (RMS distance of the honest uploads to it);
+* ``scale`` -- K = 1,000 clients x 60 images, 3 rounds, IID: nobody, 10 % and 30 % flipped labels (the
+  calibration at the actual K: the measured false-alarm rate; detection where the corruption does harm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+warnings.filterwarnings("ignore")
+logging.disable(logging.WARNING)
+torch.set_num_threads(1)
+
+from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict  # noqa: E402
+from flwr.serverapp.strategy import Bulyan, FedAvg, FedMedian, FedTrimmedAvg, MultiKrum  # noqa: E402
+
+from benchmarks.contenders.truth_discovery import TruthDiscoveryFedAvg  # noqa: E402
+from benchmarks.reliability_common import (  # noqa: E402
+    append_rows,
+    goal_line,
+    mean,
+    provenance,
+    read_rows,
+    seed_role,
+    weight_statistics,
+)
+from flwr_ppcdl.app.grid import InProcessGrid  # noqa: E402
+from flwr_ppcdl.data import load_fashion_mnist, partition_indices  # noqa: E402
+from flwr_ppcdl.reliability import ReliabilityOptions  # noqa: E402
+from flwr_ppcdl.strategies import ReliabilityWeightedFedAvg  # noqa: E402
+
+FIELDS = ("group", "scenario", "partitioning", "clients", "bad", "seed", "seed_role", "rounds", "rule", "accuracy",
+          "auroc", "bad_mass", "honest_kept", "min_honest", "false_alarms", "minority_share", "undecidable_rounds",
+          "colluder_share", "distance", "seconds", "code_version", "packages")
+RULES = ("fedavg", "oracle", "fedmedian", "fedtrimmedavg", "multikrum", "bulyan", "legacy", "ours")
+FLOWER = ("fedmedian", "fedtrimmedavg", "multikrum", "bulyan")
+TEST = 2000
+
+
+class Net(nn.Module):
+    """A small MLP for 28 x 28 images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(784, 64)
+        self.fc2 = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+
+
+_DATA: dict[str, Any] = {}
+
+
+def images(split: str) -> tuple[np.ndarray, np.ndarray]:
+    if split not in _DATA:
+        data = load_fashion_mnist(split=split)
+        _DATA[split] = (np.asarray(data.features, dtype=np.float32).reshape(-1, 784) / 255.0, np.asarray(data.targets))
+    return _DATA[split]
+
+
+def clients(scenario: str, partitioning: str, k: int, per_client: int, bad: list[int], seed: int):
+    """Every client's (inputs, labels) and the test set, with the scenario's data corruptions."""
+    x, y = images("train")
+    rng = np.random.default_rng(seed)
+    pool = rng.permutation(len(y))[: k * per_client]
+    parts = partition_indices(y[pool], k, partitioning, alpha=0.3, seed=seed)
+    out = []
+    for c, idx in enumerate(parts):
+        xc, yc = x[pool][idx], y[pool][idx].copy()
+        if c in bad and scenario == "flipped":
+            yc = (yc + 1) % 10
+        elif c in bad and scenario == "random-labels":
+            yc = rng.integers(0, 10, len(yc))
+        elif c in bad and scenario == "mode2":
+            xc = 1.0 - xc
+        out.append((torch.as_tensor(xc), torch.as_tensor(yc, dtype=torch.long)))
+    xt, yt = images("test")
+    t = rng.permutation(len(yt))[:TEST]
+    xt = xt[t].copy()
+    if scenario == "mode2":  # the test set holds both modes in the clients' proportion
+        xt[: int(len(bad) / k * TEST)] = 1.0 - xt[: int(len(bad) / k * TEST)]
+    return out, (torch.as_tensor(xt), torch.as_tensor(yt[t], dtype=torch.long))
+
+
+def client_app(data: list[tuple[torch.Tensor, torch.Tensor]], scenario: str, bad: set[int], seed: int):
+    """One local epoch of SGD from the global model; sign-flippers and random uploaders misbehave here."""
+
+    def handle(msg: Message, context: Context) -> Message:
+        pid = int(context.node_config["partition-id"])
+        x, y = data[pid]
+        sent = msg.content["arrays"]
+        net = Net()
+        net.load_state_dict(sent.to_torch_state_dict())
+        opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+        rnd = int(msg.content["config"].get("server-round", 0))
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed * 100_003 + pid * 97 + rnd))
+        for i in range(0, len(y), 32):
+            b = order[i:i + 32]
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x[b]), y[b]).backward()
+            opt.step()
+        state = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+        if pid in bad and scenario == "sign-flip":
+            state = {k: g - 3.0 * (state[k] - g) for k, g in ((k, sent[k].numpy()) for k in state)}
+        elif pid in bad and scenario == "random-uploads":
+            rng = np.random.default_rng(seed * 7919 + pid * 31 + rnd)
+            state = {k: (rng.normal(size=v.shape) * float(np.std(v))).astype(v.dtype) for k, v in state.items()}
+        content = RecordDict({"arrays": ArrayRecord({k: Array(np.asarray(v)) for k, v in state.items()}),
+                              "metrics": MetricRecord({"num-examples": len(y)})})
+        return Message(content, reply_to=msg)
+
+    return handle
+
+
+class BenchmarkGrid(InProcessGrid):
+    """The in-process grid, forgetting delivered messages (K = 1,000 x rounds of models otherwise stay in
+    memory), and, with ``colluders``, an omniscient adversary: it replaces their replies by one shared
+    upload three honest spreads from the honest mean, in a fixed random direction, and records every
+    round's honest mean and spread and the aggregate it was sent."""
+
+    def __init__(self, *args: Any, colluders: set[int] | None = None, seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.colluders = colluders or set()
+        self.seed = seed
+        self.rounds: list[dict[str, Any]] = []
+
+    def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> Any:
+        messages = list(messages)
+        replies = list(super().send_and_receive(messages, timeout=timeout))
+        self.sent.clear()
+        trains = [m for m in messages if m.metadata.message_type == "train"]
+        if self.colluders and trains:
+            sent = trains[0].content["arrays"]
+            self.rounds.append({"sent": np.concatenate([sent[k].numpy().ravel() for k in sent])})
+            self._collude(replies)
+        return replies
+
+    def _collude(self, replies: list[Message]) -> None:
+        pid = {nid: int(ctx.node_config["partition-id"]) for nid, ctx in self.contexts.items()}
+        honest = [r for r in replies if not r.has_error() and pid[r.metadata.src_node_id] not in self.colluders]
+        keys = list(honest[0].content["arrays"].keys())
+        flat = np.stack([np.concatenate([r.content["arrays"][k].numpy().ravel() for k in keys]) for r in honest])
+        centre = flat.mean(axis=0)
+        spread = float(np.sqrt(np.mean(np.sum((flat - centre) ** 2, axis=1))))
+        direction = np.random.default_rng(self.seed + 424_242).normal(size=centre.shape)
+        far = centre + 3.0 * spread * direction / np.linalg.norm(direction)
+        self.rounds[-1].update(centre=centre, spread=spread)
+        template = honest[0].content["arrays"]
+        arrays, start = {}, 0
+        for k in keys:
+            a = template[k].numpy()
+            arrays[k] = Array(far[start:start + a.size].reshape(a.shape).astype(a.dtype))
+            start += a.size
+        for r in replies:
+            if pid[r.metadata.src_node_id] in self.colluders and not r.has_error():
+                r.content["arrays"] = ArrayRecord(dict(arrays))
+
+
+def strategy_for(rule: str, k: int, f: int) -> Any:
+    common = {"fraction_train": 1.0, "fraction_evaluate": 0.0, "min_available_nodes": k, "min_train_nodes": k}
+    if rule in ("fedavg", "oracle"):
+        return FedAvg(**common)
+    if rule == "fedmedian":
+        return FedMedian(**common)
+    if rule == "fedtrimmedavg":
+        return FedTrimmedAvg(beta=0.2, **common)
+    if rule == "multikrum":
+        return MultiKrum(num_malicious_nodes=f, num_nodes_to_select=max(1, k - f), **common)
+    if rule == "bulyan":
+        return Bulyan(num_malicious_nodes=f, **common) if k >= 4 * f + 3 else None
+    if rule == "legacy":
+        return TruthDiscoveryFedAvg(**common)
+    return ReliabilityWeightedFedAvg(**common)  # the one-line swap: library defaults
+
+
+def run(cell: dict[str, Any], rule: str) -> dict[str, Any] | None:
+    k, nbad, seed, scenario = cell["clients"], cell["bad"], cell["seed"], cell["scenario"]
+    bad = list(range(k - nbad, k))
+    data, (xt, yt) = clients(scenario, cell["partitioning"], k, cell["per_client"], bad, seed)
+    harmful = nbad if scenario != "mode2" else 0  # an honest second mode is nobody's to exclude
+    use = [c for c in range(k) if not (rule == "oracle" and c in bad and harmful)]
+    strategy = strategy_for(rule, len(use), harmful if c_in(use, bad) else 0)
+    if strategy is None:
+        return None
+    colluders = set(bad) if scenario == "collude" else set()
+    grid = BenchmarkGrid(client_app(data, scenario, set(bad), seed), node_ids=[1001 + c for c in use],
+                         node_config=lambda i, nid: {"partition-id": use[i], "num-partitions": k},
+                         colluders=colluders & set(use), seed=seed)
+    torch.manual_seed(seed)
+    net = Net()
+    result = strategy.start(grid, ArrayRecord(net.state_dict()), num_rounds=cell["rounds"])
+    net.load_state_dict(result.arrays.to_torch_state_dict())
+    with torch.no_grad():
+        accuracy = float((net(xt).argmax(1) == yt).float().mean())
+    out: dict[str, Any] = {"accuracy": accuracy}
+    flags = {1001 + c: c in bad and bool(harmful) for c in use}
+    minority = {1001 + c for c in bad} if scenario == "mode2" else None
+    history = getattr(strategy, "reliability_history", None)
+    if history:
+        out.update(weight_statistics([r.weights for r in history], [r.fedavg_share for r in history], flags,
+                                     [r.evidence for r in history], minority))
+        out["undecidable_rounds"] = sum(r.undecidable is not None for r in history)
+        if colluders:
+            out["colluder_share"] = max(sum(r.weights[n] for n in r.weights if flags[n])
+                                        / max(sum(r.fedavg_share[n] for n in r.weights if flags[n]), 1e-300) for r in history)
+    elif isinstance(strategy, TruthDiscoveryFedAvg):
+        out.update(weight_statistics(strategy.weights_history, strategy.shares_history, flags, None, minority))
+    if colluders and grid.rounds:
+        final = np.concatenate([result.arrays[key].numpy().ravel() for key in result.arrays])
+        aggregates = [r["sent"] for r in grid.rounds[1:]] + [final]
+        out["distance"] = max(float(np.linalg.norm(a - r["centre"])) / r["spread"] for a, r in zip(aggregates, grid.rounds, strict=True))
+    return out
+
+
+def c_in(use: list[int], bad: list[int]) -> bool:
+    return any(c in bad for c in use)
+
+
+def cells(groups: list[str], seeds: list[int], quick: bool) -> list[dict[str, Any]]:
+    out = []
+    for seed in seeds:
+        if "small" in groups:
+            for part in ("iid", "dirichlet"):
+                for scenario, bad in (("none", 0), ("flipped", 3), ("random-labels", 3), ("sign-flip", 3)):
+                    out.append({"group": "small", "scenario": scenario, "partitioning": part, "clients": 10, "bad": bad,
+                                "per_client": 600, "rounds": 10, "seed": seed})
+            if not quick:
+                out.append({"group": "small", "scenario": "mode2", "partitioning": "iid", "clients": 10, "bad": 3,
+                            "per_client": 600, "rounds": 10, "seed": seed})
+                out.append({"group": "small", "scenario": "random-uploads", "partitioning": "iid", "clients": 20, "bad": 10,
+                            "per_client": 300, "rounds": 10, "seed": seed})
+        if "collusion" in groups and not quick:
+            for k, bad in ((20, 9), (100, 45), (100, 49), (100, 50), (100, 60)):
+                out.append({"group": "collusion", "scenario": "collude", "partitioning": "iid", "clients": k, "bad": bad,
+                            "per_client": 100, "rounds": 5, "seed": seed})
+        if "scale" in groups and not quick:
+            for bad in (0, 100, 300):
+                out.append({"group": "scale", "scenario": "flipped" if bad else "none", "partitioning": "iid",
+                            "clients": 1000, "bad": bad, "per_client": 60, "rounds": 3, "seed": seed})
+    return out
+
+
+SCALE_RULES = ("fedavg", "oracle", "fedmedian", "ours")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/flwr_ppcdl_calib/reliability_plain.csv"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--groups", nargs="+", default=["small", "collusion", "scale"])
+    parser.add_argument("--rules", nargs="+", help="measure only these contenders")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--summary", action="store_true")
+    args = parser.parse_args()
+    if not args.summary:
+        key = ("group", "scenario", "partitioning", "clients", "bad", "seed", "rule")
+        done = {tuple(r[k] for k in key) for r in read_rows(args.out)}
+        for cell in cells(args.groups, args.seeds, args.quick):
+            rules = SCALE_RULES if cell["group"] == "scale" else RULES
+            rows, t_cell = [], time.perf_counter()
+            for rule in rules:
+                if (args.rules and rule not in args.rules) or tuple(str(cell[k]) for k in key[:-1]) + (rule,) in done:
+                    continue
+                t0 = time.perf_counter()
+                got = run(cell, rule)
+                row = {**{f: math.nan for f in FIELDS}, **{k: cell[k] for k in key[:-1]}, "rounds": cell["rounds"],
+                       "seed_role": seed_role(cell["seed"]), "rule": rule, **provenance(), **(got or {}),
+                       "seconds": time.perf_counter() - t0}
+                rows.append(row)
+            if rows:
+                append_rows(args.out, FIELDS, rows)
+                print(f"{cell['group']:9} {cell['scenario']:14} {cell['partitioning'][:3]} K={cell['clients']} bad={cell['bad']} "
+                      f"s{cell['seed']}: " + " ".join(f"{r['rule']}={r['accuracy']:.3f}" for r in rows)
+                      + f" ({time.perf_counter() - t_cell:.0f}s)", flush=True)
+    summary(args.out)
+
+
+def summary(path: Path) -> None:
+    """Goals per scenario, reporting seeds then tuning seeds, with one PASS/FAIL line per goal."""
+    rows = read_rows(path)
+    for role in ("report", "tune"):
+        chosen = [r for r in rows if r["seed_role"] == role]
+        if chosen:
+            _table(chosen, role)
+
+
+def _table(rows: list[dict[str, str]], role: str) -> None:
+    seeds = sorted({int(r["seed"]) for r in rows})
+    print(f"\n## {role} seeds {seeds} (code {', '.join(sorted({r['code_version'] for r in rows}))}; {rows[0]['packages']})")
+    groups: dict[tuple[str, ...], dict[str, list[dict[str, str]]]] = {}
+    for r in rows:
+        groups.setdefault((r["group"], r["scenario"], r["partitioning"], r["clients"], r["bad"]), {}).setdefault(r["rule"], []).append(r)
+    print(f"{'group':9} {'scenario':14} {'split':5} {'K':>4} {'bad':>4} | {'FedAvg':>6} {'oracle':>6} {'bestFl':>6} {'legacy':>6} "
+          f"{'ours':>6} | {'AUROC':>5} {'mass':>5} {'kept':>5} {'FA':>5} {'minor':>5} {'coll':>5} {'dist':>5} {'und':>3} | goals")
+    tally: dict[str, list[bool]] = {}
+    for key, by in sorted(groups.items()):
+        group, scenario, part, k, nbad = key
+
+        def v(rule: str, col: str = "accuracy", by: dict[str, list[dict[str, str]]] = by) -> float:
+            return mean([float(r[col]) for r in by.get(rule, []) if r[col] not in ("", "nan")])
+
+        fa, orc, ours = v("fedavg"), v("oracle"), v("ours")
+        flower = [v(f) for f in FLOWER if by.get(f)]
+        best = max([x for x in flower if math.isfinite(x)] or [math.nan])
+        goals: list[tuple[str, bool]] = []
+        if scenario == "none":
+            goals.append(("honest kept >= .95 where nobody is unreliable", v("ours", "honest_kept") >= 0.95))
+        elif scenario == "mode2":
+            goals.append(("second data mode keeps >= 0.5x its share", v("ours", "minority_share") >= 0.5))
+        elif scenario == "random-uploads":
+            goals.append(("50 % random uploads found (AUROC >= .95)", v("ours", "auroc") >= 0.95))
+        elif scenario == "collude":
+            goals.append(("colluders within their FedAvg share", v("ours", "colluder_share") <= 1.0))
+            if int(nbad) * 2 < int(k):
+                goals.append(("aggregate within 1 honest spread", v("ours", "distance") <= 1.0))
+        elif orc - fa >= 0.02:
+            goals.append(("recovers >= 90 % or >= best Flower rule", (ours - fa) / (orc - fa) >= 0.9 or ours >= best - 0.005))
+            goals.append(("AUROC >= .95 where harmful", v("ours", "auroc") >= 0.95))
+        for name, ok in goals:
+            tally.setdefault(name, []).append(ok)
+        undecided = sum(int(float(r["undecidable_rounds"])) for r in by.get("ours", []) if r["undecidable_rounds"] not in ("", "nan"))
+        print(f"{group:9} {scenario:14} {part[:5]:5} {k:>4} {nbad:>4} | {fa:>6.3f} {orc:>6.3f} {best:>6.3f} {v('legacy'):>6.3f} "
+              f"{ours:>6.3f} | {v('ours', 'auroc'):>5.2f} {v('ours', 'bad_mass'):>5.2f} {v('ours', 'honest_kept'):>5.2f} "
+              f"{v('ours', 'false_alarms'):>5.3f} {v('ours', 'minority_share'):>5.2f} {v('ours', 'colluder_share'):>5.2f} "
+              f"{v('ours', 'distance'):>5.2f} {undecided:>3} | " + " ".join(n.split(" ")[0] if ok else "FAIL:" + n.split(" ")[0]
+                                                                            for n, ok in goals))
+    print()
+    for name, oks in tally.items():
+        print(goal_line(name, sum(oks), len(oks)))
+    dist = {r["rule"]: [] for r in rows if r["scenario"] == "collude"}
+    for r in rows:
+        if r["scenario"] == "collude" and r["distance"] not in ("", "nan") and int(r["bad"]) * 2 < int(r["clients"]):
+            dist[r["rule"]].append(float(r["distance"]))
+    if dist:
+        print("aggregate distance from the honest mean (honest spreads, worst round, colluding minorities): "
+              + ", ".join(f"{rule} {mean(d):.2f}" for rule, d in sorted(dist.items()) if d))
+    scale = [float(r["false_alarms"]) for r in rows if r["group"] == "scale" and r["rule"] == "ours" and r["false_alarms"] not in ("", "nan")]
+    if scale:
+        m = mean(scale)
+        stated = ReliabilityOptions().false_alarm_rate
+        print(f"false-alarm rate at K = 1,000 (honest participant-rounds flagged): {m:.4f} against the stated {stated} "
+              f"({'PASS' if stated / 2 <= m <= 2 * stated else 'FAIL'} within a factor 2)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""One calibration at the round's number of participants: thresholds by simulating the estimator.
+
+A statistic of :mod:`.model` is standardised against a known null (a noise law) or one estimated from
+the participants; with few participants the estimate is noisy (heavier tails than the normal), and a
+round's evidence is a *sum* over statistics and views. :func:`evidence_threshold` therefore draws the
+honest model's statistics for K participants (seeded: not privacy noise), standardises them exactly as
+the estimator does, sums their log-likelihood ratios (``z^2 / 2``, one-sided ``max(z, 0)^2 / 2``: a
+shifted normal against the honest one) and returns the ``1 - alpha`` quantile: an honest participant's
+evidence passes it with probability ``alpha`` whatever K (``tests/reliability/test_calibration.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+
+import numpy as np
+from numpy.typing import NDArray
+
+from flwr_ppcdl.reliability.constants import HETEROGENEITY_TAIL, MAX_CALIBRATED_K, SIMULATIONS
+
+FloatArray = NDArray[np.float64]
+MAD_NORMAL = 0.6744897501960817
+"""Phi^-1(3/4): the median absolute deviation of a standard normal."""
+MEDIAN_CHI2_1 = 0.4549364231195724
+"""The median of a chi-square with one degree of freedom."""
+Kind = tuple[str, bool, float]
+"""``(how the null is known, two-sided, shrink)``: ``"known"`` (standard normal), ``"scaled"`` (location
+0, scale from the median of the squared values: a known noise law widened by the heterogeneity it does
+not state) or ``"estimated"`` (median and MAD of the honest majority); ``shrink`` (to one decimal)
+is the factor by which a floor on the null's scale shrank ``z`` (1: it did not bind), so the simulation
+scores what the estimator does."""
+
+
+def normal_quantile(p: float) -> float:
+    """``Phi^-1(p)`` for ``0 < p < 1`` (Acklam's rational approximation, then one Newton step)."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p={p!r} must be in (0, 1)")
+    a = (-39.69683028665376, 220.9460984245205, -275.9285104469687, 138.3577518672690, -30.66479806614716, 2.506628277459239)
+    b = (-54.47609879822406, 161.5858368580409, -155.6989798598866, 66.80131188771972, -13.28068155288572)
+    c = (-0.007784894002430293, -0.3223964580411365, -2.400758277161838, -2.549732539343734, 4.374664141464968, 2.938163982698783)
+    d = (0.007784695709041462, 0.3224671290700398, 2.445134137142996, 3.754408661907416)
+    q = min(p, 1 - p)
+    if q < 0.02425:
+        r = math.sqrt(-2 * math.log(q))
+        x = (((((c[0] * r + c[1]) * r + c[2]) * r + c[3]) * r + c[4]) * r + c[5]) / ((((d[0] * r + d[1]) * r + d[2]) * r + d[3]) * r + 1)
+        x = x if p < 0.5 else -x
+    else:
+        q = p - 0.5
+        r = q * q
+        x = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+    err = 0.5 * math.erfc(-x / math.sqrt(2)) - p  # one Newton step on Phi(x) = p
+    return x - err * math.sqrt(2 * math.pi) * math.exp(x * x / 2)
+
+
+def normal_tail(z: FloatArray) -> FloatArray:
+    """``1 - Phi(z)``, elementwise."""
+    return np.array([0.5 * math.erfc(float(v) / math.sqrt(2)) for v in np.ravel(z)]).reshape(np.shape(z))
+
+
+def median_mad(values: FloatArray, members: NDArray[np.bool_] | None = None) -> tuple[FloatArray, FloatArray]:
+    """Location and normal-consistent scale (MAD / 0.6745) of ``values`` along the last axis, over
+    ``members`` only when given (a boolean mask of the same shape)."""
+    v = np.asarray(values, dtype=np.float64)
+    if members is not None:
+        v = np.where(members, v, np.nan)
+    loc = np.nanmedian(v, axis=-1)
+    scale = np.nanmedian(np.abs(v - loc[..., None]), axis=-1) / MAD_NORMAL
+    return loc, scale
+
+
+def llr(z: FloatArray, two_sided: bool) -> FloatArray:
+    """Log-likelihood ratio of a shifted normal against the honest standard normal."""
+    zz = np.asarray(z, dtype=np.float64) if two_sided else np.maximum(np.asarray(z, dtype=np.float64), 0.0)
+    return 0.5 * zz * zz
+
+
+def _standardised(draws: FloatArray, kind: Kind) -> FloatArray:
+    """What the estimator makes of honest draws (shape (S, K)) of one statistic: ``z`` per participant."""
+    if kind[0] == "known":
+        return draws * kind[2]
+    if kind[0] == "scaled":
+        return kind[2] * draws / np.sqrt(np.median(draws * draws, axis=1) / MEDIAN_CHI2_1)[:, None]
+    loc, scale = median_mad(draws)
+    return kind[2] * (draws - loc[:, None]) / np.maximum(scale, 1e-12)[:, None]
+
+
+def _sizes(k: int, alpha: float) -> tuple[int, int]:
+    if k < 3:
+        raise ValueError(f"a calibrated threshold needs at least 3 participants; got {k}")
+    if not 0.0 < alpha < 0.5:
+        raise ValueError(f"alpha={alpha!r} must be in (0, 0.5)")
+    kk = min(k, MAX_CALIBRATED_K)
+    return kk, max(400, SIMULATIONS // kk)
+
+
+@cache
+def evidence_threshold(k: int, alpha: float, kinds: tuple[Kind, ...]) -> float:
+    """The ``1 - alpha`` quantile of one honest participant's summed log-likelihood ratio.
+
+    ``kinds`` lists the statistics the estimator sums (their nulls and sides); each is drawn standard
+    normal for K honest participants (independently: statistics of one upload along different
+    alternatives), standardised as the estimator does and converted to its log-likelihood ratio.
+    """
+    kk, sims = _sizes(k, alpha)
+    if not kinds:
+        return math.inf
+    rng = np.random.default_rng([kk, len(kinds), 20_250_425])
+    total = np.zeros((sims, kk))
+    for kind in kinds:
+        if kind[2] <= 0:
+            continue
+        total += llr(_standardised(rng.standard_normal((sims, kk)), kind), kind[1])
+    return float(np.quantile(total.reshape(-1), 1.0 - alpha))
+
+
+@cache
+def energy_threshold(k: int, alpha: float, lower_half: bool) -> float:
+    """Threshold on the one-sided energy ``z`` of K honest participants.
+
+    ``lower_half``: the location and scale are the mean and standard deviation of the ``ceil(K/2)``
+    smallest values (the half of the least-trimmed majority closest to its centre, before anyone has
+    been judged: at an even split it holds one camp only; their median and MAD would be twice as noisy,
+    a 3 % threshold of 3.9 instead of 3.1 honest standard deviations at K = 10). Otherwise they are the
+    mean and standard deviation of K honest reference values (the consistent participants) and ``z`` is
+    that of a further honest value (a prediction bound), the honest log-energies drawn heavy-tailed: the
+    log of an inverse-gamma scale with ``HETEROGENEITY_TAIL`` degrees of freedom. Levels below the simulation's resolution use the normal tail scaled by the
+    simulated inflation at ``alpha = 1 %``.
+    """
+    kk, sims = _sizes(k, alpha)
+    resolution = 50.0 / (sims * kk)
+    if alpha < resolution:
+        base = energy_threshold(k, 0.01, lower_half)
+        return base * normal_quantile(1.0 - alpha) / normal_quantile(0.99)
+    rng = np.random.default_rng([kk, int(lower_half), 20_250_426])
+    draws = np.sort(rng.standard_normal((sims, kk)), axis=1)
+    if lower_half:
+        ref, new = draws[:, : (kk + 1) // 2], draws
+    else:  # honest heterogeneity is heavy-tailed: a participant's scale is inverse-gamma (Student-t mixing)
+        shape = HETEROGENEITY_TAIL / 2.0
+        ref = np.sort(-np.log(rng.gamma(shape, 1.0 / shape, size=(sims, kk))), axis=1)
+        new = -np.log(rng.gamma(shape, 1.0 / shape, size=(sims, kk)))
+    z = (new - ref.mean(axis=1)[:, None]) / np.maximum(ref.std(axis=1, ddof=1), 1e-12)[:, None]
+    return float(np.quantile(z.reshape(-1), 1.0 - alpha))
+
+
+def known_to_normal(values: FloatArray, comparisons: int) -> FloatArray:
+    """A statistic that is the largest of ``comparisons`` (at most) standard normal ones, as one
+    standard normal ``z`` with the same (Bonferroni) tail probability."""
+    tail = np.minimum(1.0, comparisons * normal_tail(values))
+    tail = np.clip(tail, 1e-300, 1.0 - 1e-16)
+    return np.array([-normal_quantile(float(t)) if t < 1.0 else -8.0 for t in tail], dtype=np.float64)

@@ -1,0 +1,368 @@
+"""The honest model of one round, fitted to one block of uploads, and the statistics scored against it.
+
+Honest ``u_k = theta + h_k + n_k``: consensus, heterogeneity of variance ``tau_l^2`` per array, privacy
+noise of known variance ``v_k`` where the server holds the release. :func:`fit_block`:
+
+1. **Voices.** Identical uploads count once (:func:`~.sketch.voices`).
+2. **Honest majority.** ``theta`` is the least-trimmed-squares centre: the precision-weighted mean of the
+   ``h = floor(n/2) + 1`` voices closest to it (concentration steps from the coordinate-wise median of all
+   voices and of those the first fit left out; the tighter majority is kept); ``tau^2`` solves a robust
+   Paule-Mandel equation. A majority of *participants*, not of data or precision.
+3. **Consistent participants** ``C``: the energy ``log mean r^2 / (tau^2 + v)`` of every voice against the
+   closest half's mean and sd and the calibrated threshold; they give the heterogeneity and the nulls.
+4. **Statistics** on residuals to the leave-one-out centre, standardised: ``energy`` (the free
+   alternative), ``collapse`` (scaled towards zero or beyond), ``reversal`` (an update against the
+   others', deltas only), ``gap`` and ``swap`` (rows of a head permuted, without and with a known law).
+   The energy, against the round-level threshold (``alpha / n`` per voice), marks a voice *incompatible*
+   with the model (at least half incompatible: no decidable honest majority) and bounds its influence --
+   heavy-tailed honest heterogeneity, a second data mode, is also far; the others are evidence.
+
+Privacy: post-processing of released uploads only; no participant record is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from flwr_ppcdl.reliability.calibration import (
+    MEDIAN_CHI2_1,
+    Kind,
+    energy_threshold,
+    known_to_normal,
+    median_mad,
+)
+from flwr_ppcdl.reliability.constants import MAX_STEPS, REVERSAL_SPREADS, SAMPLING_FLOOR
+from flwr_ppcdl.reliability.sketch import Layer
+
+FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+_TINY = 1e-300
+
+
+@dataclass
+class BlockFit:
+    """One block's fitted honest model and statistics (positions into the block's participants)."""
+
+    z: dict[str, FloatArray] = field(default_factory=dict)  # evidence statistics, standardised
+    kinds: dict[str, Kind] = field(default_factory=dict)  # their nulls and sides (for the calibration)
+    energy: FloatArray = field(default_factory=lambda: np.zeros(0))  # standardised energy z (free alternative)
+    clip: FloatArray = field(default_factory=lambda: np.ones(0))  # bounded-influence factor in (0, 1]
+    incompatible: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # beyond the round-level threshold
+    consistent: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # the voices C
+
+
+def fit_block(layers: list[Layer], voice: NDArray[np.intp], alpha: float, *, deltas: bool) -> BlockFit:
+    """Fit the honest model to one block and score every participant (module docstring); ``voice[k]``:
+    whose identical upload speaks for k; ``deltas``: the stacks are deltas (adds ``reversal``)."""
+    k = voice.size
+    is_voice = voice == np.arange(k)
+    n = int(is_voice.sum())
+    out = BlockFit(energy=np.zeros(k), clip=np.ones(k), incompatible=np.zeros(k, dtype=bool), consistent=is_voice.copy())
+    if n < 3 or not layers:
+        return out
+    known = any(lay.noise is not None for lay in layers)
+    majority = _least_trimmed(layers, is_voice)
+    centre = _centre(layers, majority)
+    tau2 = _heterogeneity(layers, centre, majority)
+    energy, _ = _energy(layers, centre, tau2, _loo_residuals(layers, centre, tau2, majority))
+    log_energy = np.log(energy)
+    closest = np.sort(log_energy[is_voice])[: (n + 1) // 2]
+    z1 = (log_energy - closest.mean()) / max(float(closest.std(ddof=1)), _TINY)
+    consistent = is_voice & (z1 <= energy_threshold(n, alpha, True))
+    if int(consistent.sum()) < 3:
+        consistent = majority
+    out.consistent = consistent
+    tau2 = _heterogeneity(layers, centre, consistent)
+    centre = _centre(layers, majority, tau2)
+    loo = _loo_residuals(layers, centre, tau2, majority)
+    energy, m_eff = _energy(layers, centre, tau2, loo)
+    floor = float(np.sqrt(2.0 / max(m_eff, 1.0)))
+    log_energy = np.log(energy)
+    scale = max(float(log_energy[consistent].std(ddof=1)), floor)
+    out.energy = (log_energy - log_energy[consistent].mean()) / scale
+    # one round-level threshold (an honest participant passes it with probability alpha): incompatible, bounded
+    far = energy_threshold(n, alpha / n, False)
+    out.incompatible = is_voice & (out.energy > far)
+    if any(lay.bounded for lay in layers):
+        out.clip = np.minimum(1.0, np.exp(-0.5 * np.maximum(out.energy - far, 0.0) * scale))
+    _projections(out, layers, loo, centre, tau2, consistent, known, deltas)
+    _heads(out, layers, loo, centre, tau2, consistent, deltas)
+    return _spread_to_duplicates(out, voice)
+
+
+# -- the honest majority and the centre -----------------------------------------------------------
+
+
+def _variance(lay: Layer, tau2: float) -> FloatArray | float:
+    return tau2 if lay.noise is None else np.maximum(lay.noise, _TINY) + tau2
+
+
+def _centre(layers: list[Layer], members: BoolArray, tau2: list[float] | None = None) -> list[FloatArray]:
+    """Precision-weighted mean of the ``members``, per layer (heterogeneity ``tau2`` added to the law)."""
+    out = []
+    for i, lay in enumerate(layers):
+        if lay.noise is None:
+            out.append(lay.stack[members].mean(axis=0))
+        else:
+            w = 1.0 / np.asarray(_variance(lay, 0.0 if tau2 is None else tau2[i]))[members]
+            out.append((w * lay.stack[members]).sum(axis=0) / w.sum(axis=0))
+    return out
+
+
+def _heterogeneity(layers: list[Layer], centre: list[FloatArray], members: BoolArray) -> list[float]:
+    """``tau_l^2`` per layer: the value at which the members' median standardised energy is 1 (a robust
+    Paule-Mandel equation; without a noise law simply their median mean square)."""
+    out = []
+    for lay, c in zip(layers, centre, strict=True):
+        r2 = (lay.stack[members] - c) ** 2
+        if lay.noise is None:
+            out.append(max(float(np.median(r2.mean(axis=1))), _TINY))
+            continue
+        v = np.maximum(lay.noise[members], _TINY)
+
+        def excess(t: float, r2: FloatArray = r2, v: FloatArray = v) -> float:
+            return float(np.median(np.mean(r2 / (t + v), axis=1))) - 1.0
+
+        if excess(0.0) <= 0:
+            out.append(0.0)
+            continue
+        lo, hi = 0.0, float(np.max(r2.mean(axis=1))) + _TINY
+        while excess(hi) > 0:
+            hi *= 4.0
+        for _ in range(50):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if excess(mid) > 0 else (lo, mid)
+        out.append(0.5 * (lo + hi))
+    return out
+
+
+def _energies(layers: list[Layer], centre: list[FloatArray], tau2: list[float]) -> FloatArray:
+    total = np.zeros(layers[0].stack.shape[0])
+    for lay, c, t in zip(layers, centre, tau2, strict=True):
+        total += np.sum((lay.stack - c) ** 2 / _variance(lay, t), axis=1)
+    return total
+
+
+def _least_trimmed(layers: list[Layer], is_voice: BoolArray) -> BoolArray:
+    """The least-trimmed-squares majority: the ``floor(n/2) + 1`` voices closest to the centre they define.
+
+    Concentration steps (each lowers the trimmed sum) from the coordinate-wise median of all voices and
+    from that of the voices the first fit left out; the majority whose trimmed sum, in the first fit's
+    metric, is smaller is kept. ``O(K m)`` per step.
+    """
+    n = int(is_voice.sum())
+    h = n // 2 + 1
+
+    def concentrate(start: list[FloatArray]) -> tuple[BoolArray, list[float]]:
+        centre, members = start, np.zeros_like(is_voice)
+        tau2 = _heterogeneity(layers, centre, is_voice)  # one metric per start
+        for _ in range(MAX_STEPS):
+            e = np.where(is_voice, _energies(layers, centre, tau2), np.inf)
+            nxt = np.zeros_like(is_voice)
+            nxt[np.argsort(e, kind="stable")[:h]] = True
+            if np.array_equal(nxt, members):
+                break
+            members = nxt
+            centre = _centre(layers, members, tau2)
+        return members, tau2
+
+    first, metric = concentrate([_column_median(lay.stack[is_voice]) for lay in layers])
+    rest = is_voice & ~first
+    if int(rest.sum()) < 2:
+        return first
+    second, _ = concentrate([_column_median(lay.stack[rest]) for lay in layers])
+
+    def trimmed_sum(members: BoolArray) -> float:
+        e = _energies(layers, _centre(layers, members, metric), metric)
+        return float(np.sort(e[is_voice])[:h].sum())
+
+    return second if trimmed_sum(second) < trimmed_sum(first) else first
+
+
+def _column_median(stack: FloatArray) -> FloatArray:
+    """Coordinate-wise median of the rows (partitioned along contiguous memory: twice as fast)."""
+    return np.asarray(np.median(np.ascontiguousarray(stack.T), axis=1), dtype=np.float64)
+
+
+def _loo_residuals(layers: list[Layer], centre: list[FloatArray], tau2: list[float], members: BoolArray) -> list[tuple[FloatArray, FloatArray]]:
+    """Per layer: every participant's residual to the members' centre without itself, and that centre's
+    own variance per entry (leave-one-out: a member's upload does not pull its own reference)."""
+    out = []
+    h = float(np.count_nonzero(members))
+    for lay, c, t in zip(layers, centre, tau2, strict=True):
+        if lay.noise is None:  # one variance for everyone: the plain leave-one-out mean, no K x m weights
+            inside = members[:, None]
+            rest = np.where(inside, max(h - 1.0, 1.0), h)
+            loo = np.where(inside, (c[None, :] * h - lay.stack) / rest, c[None, :])
+            out.append((lay.stack - loo, t / rest))
+            continue
+        var = np.broadcast_to(np.asarray(_variance(lay, t), dtype=np.float64), lay.stack.shape)
+        w = np.where(members[:, None], 1.0 / var, 0.0)
+        total = w.sum(axis=0)
+        own = np.where(members[:, None], w, 0.0)
+        rest = np.maximum(total[None, :] - own, _TINY)
+        loo = (c[None, :] * total[None, :] - own * lay.stack) / rest
+        out.append((lay.stack - loo, 1.0 / rest))
+    return out
+
+
+def _energy(layers: list[Layer], centre: list[FloatArray], tau2: list[float],
+            loo: list[tuple[FloatArray, FloatArray]] | None) -> tuple[FloatArray, float]:
+    """Mean standardised squared residual per participant, and the effective number of coordinates."""
+    k = layers[0].stack.shape[0]
+    num, count, fourth = np.zeros(k), 0, np.zeros(k)
+    for i, (lay, c, t) in enumerate(zip(layers, centre, tau2, strict=True)):
+        res, cvar = (lay.stack - c, 0.0) if loo is None else loo[i]
+        s = res * res / (_variance(lay, t) + cvar)
+        num += s.sum(axis=1)
+        fourth += (s * s).sum(axis=1)
+        count += res.shape[1]
+    m_eff = float(np.median(3.0 * num * num / np.maximum(fourth, _TINY)))  # (sum r^2)^2 / sum r^4 is m/3 for normal r
+    return np.maximum(num / max(count, 1), _TINY), m_eff
+
+
+def _standardise(values: FloatArray, members: BoolArray, floor: float = 0.0) -> tuple[FloatArray, float]:
+    """``z`` against the members' median and MAD (the scale at least ``floor``), and the factor by which
+    the floor shrank it (1: the floor did not bind)."""
+    loc, scale = median_mad(values, members)
+    used = max(float(scale), floor, _TINY)
+    return (values - loc) / used, float(scale) / used
+
+
+
+
+# -- the structured alternatives --------------------------------------------------------------------
+
+
+def _projections(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, FloatArray]], centre: list[FloatArray],
+                 tau2: list[float], members: BoolArray, known: bool, deltas: bool) -> None:
+    """The scaled alternatives, in the model's metric (each entry weighed by ``1 / (tau^2 + v + the
+    centre's variance)``): ``collapse``, the residual along the consensus ``a = theta + reference``
+    (scaled towards zero: positive; beyond: negative), and, for deltas of plain uploads, ``reversal``:
+    minus the cosine of the participant's update with the consensus update of the others, over the
+    honest spread of that cosine (its MAD) -- location 0, the boundary between going with the others and
+    against them. A sign-flipped update is far beyond it; an honest update in another direction (a
+    second data mode, label skew) has a smaller but positive cosine and no evidence (its distance is the
+    energy's business, which bounds it); an update scaled beyond keeps its direction and is far. Tested
+    only while the honest participants go together (``REVERSAL_SPREADS``).
+
+    Under a known law the projection ``<r, a> / ||a||`` has location 0 for an honest participant and a
+    scale the law alone understates -- heterogeneity moves honest views along the consensus (the
+    brightness of a participant's images scales all its feature second moments; target skew its target
+    moments) -- so the scale is the median of the consistent participants' squared projections: robust to
+    a corrupted minority, widened by honest tails on either side. Without a law the projection is divided
+    by the participant's own residual norm (a cosine times the square root of the number of entries,
+    about standard normal whatever its own heterogeneity: heavy-tailed honest spread moves the energy,
+    which bounds influence, not these) and standardised by the consistent participants' median and MAD."""
+    k = layers[0].stack.shape[0]
+    weight = [1.0 / (_variance(lay, t) + cvar) for lay, t, (_, cvar) in zip(layers, tau2, loo, strict=True)]
+    proj, aa, rr = np.zeros(k), np.zeros(k), np.zeros(k)
+    for (res, _), c, lay, w in zip(loo, centre, layers, weight, strict=True):
+        a = c + lay.reference
+        proj += np.sum(res * a * w, axis=1)
+        aa += np.sum(a * a * w, axis=1)
+        rr += np.sum(res * res * w, axis=1)
+    if np.any(aa > _TINY):
+        if known:
+            z = -proj / np.sqrt(np.maximum(aa, _TINY))
+            scale = np.sqrt(max(float(np.median(z[members] ** 2)) / MEDIAN_CHI2_1, _TINY))
+            out.z["collapse"], out.kinds["collapse"] = z / scale, ("scaled", True, 1.0)
+        else:
+            cosine = -proj / np.sqrt(np.maximum(rr * aa, _TINY))
+            count = sum(res.shape[1] for res, _ in loo)
+            out.z["collapse"], shrink = _standardise(cosine * np.sqrt(count), members, SAMPLING_FLOOR)
+            out.kinds["collapse"] = ("estimated", True, round(shrink, 1))
+    if deltas and not known:
+        dot, dd, oo = np.zeros(k), np.zeros(k), np.zeros(k)
+        for (res, _), lay, w in zip(loo, layers, weight, strict=True):
+            others = lay.stack - res  # the leave-one-out consensus update
+            dot += np.sum(lay.stack * others * w, axis=1)
+            dd += np.sum(lay.stack * lay.stack * w, axis=1)
+            oo += np.sum(others * others * w, axis=1)
+        cosine = dot / np.sqrt(np.maximum(dd * oo, _TINY))
+        middle, spread = median_mad(cosine, members)
+        # only while the honest go together (REVERSAL_SPREADS); an honest value then adds nothing to the sum
+        if float(middle) >= REVERSAL_SPREADS * float(spread):
+            # the reversed alternative puts a cosine near minus the honest one: beyond halfway to it only
+            mirrored = cosine < -0.5 * float(middle)
+            out.z["reversal"] = np.where(mirrored, -cosine, 0.0) / max(float(spread), _TINY)
+            out.kinds["reversal"] = ("scaled", False, 0.0)
+
+
+def _heads(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, FloatArray]], centre: list[FloatArray],
+           tau2: list[float], members: BoolArray, deltas: bool) -> None:
+    """Rows permuted relative to the consensus: ``swap`` under a known law (a known null), ``gap``
+    otherwise (a null estimated from the members)."""
+    swap, comparisons, gap_num, gap_den = None, 0, None, None
+    for (res, _), lay, c, t in zip(loo, layers, centre, tau2, strict=True):
+        if not lay.rows:
+            continue
+        if lay.noise is not None:
+            found = row_swap(lay.stack + lay.reference, np.maximum(lay.noise, _TINY) + t, lay.rows, members)
+            swap = found if swap is None else np.maximum(swap, found)
+            comparisons += lay.rows * (lay.rows - 1)
+            continue
+        # a permuted row j deviates from the consensus towards another row's consensus: with deltas the
+        # consensus *update* rows (from a random start the absolute rows carry no class structure yet)
+        consensus = lay.stack - res if deltas else np.broadcast_to(c + lay.reference, res.shape)
+        per_row, weight = _row_gap(res, consensus, lay.rows)
+        gap_num = (per_row * weight).sum(axis=1) + (0.0 if gap_num is None else gap_num)
+        gap_den = weight.sum(axis=1) + (0.0 if gap_den is None else gap_den)
+    if swap is not None:
+        out.z["swap"], out.kinds["swap"] = known_to_normal(swap, comparisons), ("known", False, 1.0)
+    if gap_num is not None and gap_den is not None and np.any(gap_den > 0):
+        out.z["gap"], _ = _standardise(gap_num / np.maximum(gap_den, _TINY), members)
+        out.kinds["gap"] = ("estimated", False, 1.0)
+
+
+def _row_gap(rows_of: FloatArray, reference: FloatArray, rows: int) -> tuple[FloatArray, FloatArray]:
+    """Per participant and row j, ``max_{c != j} cos(x_kj, a_kc) - cos(x_kj, a_kj)`` and the row's energy
+    (both (K, rows)); ``x`` and ``a`` are (K, rows x p): each participant's rows and its reference rows."""
+    k = rows_of.shape[0]
+    r = rows_of.reshape(k, rows, -1)
+    a = reference.reshape(k, rows, -1)
+    rn = np.linalg.norm(r, axis=2)
+    an = np.linalg.norm(a, axis=2)
+    cos = np.einsum("kjp,kcp->kjc", r, a) / np.maximum(rn[:, :, None] * an[:, None, :], _TINY)
+    diag = np.einsum("kjj->kj", cos).copy()
+    cos[:, np.arange(rows), np.arange(rows)] = -np.inf
+    return cos.max(axis=2) - diag, rn * rn
+
+
+def row_swap(stack: FloatArray, variance: FloatArray, rows: int, members: BoolArray) -> FloatArray:
+    """Per participant, the strongest evidence that one of its rows belongs to another class: against the
+    precision-weighted mean ``a`` of the other ``members``, ``D_jc = sum_p (u_kjp - a_cp)^2 / (v_kjp +
+    w_jp)``; under the law ``z_jc = (D_jj - D_jc) / (2 sqrt(lambda_jc))`` (``lambda`` the classes'
+    separation in the same units) is at most standard normal, a permuted row sits near ``+sqrt(lambda)/2``.
+    Returns ``max_{j, c} z_jc``."""
+    k = stack.shape[0]
+    u = stack.reshape(k, rows, -1)
+    precision = 1.0 / variance.reshape(k, rows, -1)
+    use = members.astype(np.float64)[:, None, None]
+    total_p = np.sum(precision * use, axis=0)
+    total_pu = np.sum(precision * u * use, axis=0)
+    out = np.zeros(k)
+    for i in range(k):
+        p_i = precision[i] * use[i]
+        tp = np.maximum(total_p - p_i, _TINY)
+        centre = (total_pu - p_i * u[i]) / tp
+        var = 1.0 / precision[i] + 1.0 / tp
+        dist = np.einsum("jcp->jc", (u[i][:, None, :] - centre[None, :, :]) ** 2 / var[:, None, :])
+        sep = np.einsum("jcp->jc", (centre[:, None, :] - centre[None, :, :]) ** 2 / var[:, None, :])
+        z = (np.diag(dist)[:, None] - dist) / (2.0 * np.sqrt(np.maximum(sep, _TINY)))
+        z[np.arange(rows), np.arange(rows)] = -np.inf
+        out[i] = float(np.max(z))
+    return out
+
+
+def _spread_to_duplicates(out: BlockFit, voice: NDArray[np.intp]) -> BlockFit:
+    """A participant whose upload repeats another's gets that voice's statistics."""
+    if np.array_equal(voice, np.arange(voice.size)):
+        return out
+    for name in out.z:
+        out.z[name] = out.z[name][voice]
+    out.energy, out.clip, out.incompatible = out.energy[voice], out.clip[voice], out.incompatible[voice]
+    return out

@@ -1,0 +1,124 @@
+"""One calibration at the round's number of participants: the stated false-alarm rate is the measured one.
+
+The thresholds are simulated for the estimator's own standardisation; these tests draw fresh honest
+values (other seeds) and whole honest rounds, and measure the rate at which an honest participant's
+evidence passes the threshold -- within a factor 2 of ``false_alarm_rate`` at K = 10, 100 and 1,000, for
+Gaussian and for heavy-tailed honest heterogeneity.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from flwr_ppcdl.reliability import (
+    ReliabilityAggregator,
+    ReliabilityOptions,
+    Upload,
+    estimate_reliability,
+)
+from flwr_ppcdl.reliability.calibration import (
+    energy_threshold,
+    evidence_threshold,
+    known_to_normal,
+    llr,
+    median_mad,
+    normal_quantile,
+)
+
+from .synthetic import honest_round
+
+KINDS = {
+    "one estimated two-sided": (("estimated", True, 1.0),),
+    "plain clients": (("estimated", False, 1.0), ("estimated", True, 1.0), ("estimated", True, 1.0)),
+    "a view beside parameters": (("estimated", True, 1.0), ("known", False, 1.0), ("known", True, 1.0)),
+}
+
+
+@pytest.mark.parametrize("k", [10, 30, 100])
+@pytest.mark.parametrize("name", sorted(KINDS))
+def test_the_evidence_threshold_holds_the_false_alarm_rate_on_fresh_draws(k: int, name: str) -> None:
+    alpha, kinds = 0.03, KINDS[name]
+    threshold = evidence_threshold(k, alpha, kinds)
+    rng = np.random.default_rng(987_654 + k)
+    total = np.zeros((20_000 // k + 50, k))
+    for kind in kinds:
+        draws = rng.standard_normal(total.shape)
+        if kind[0] == "estimated":
+            loc, scale = median_mad(draws)
+            draws = (draws - loc[:, None]) / scale[:, None]
+        total += llr(draws, kind[1])
+    assert float(np.mean(total > threshold)) == pytest.approx(alpha, abs=0.005)
+
+
+@pytest.mark.parametrize("lower_half", [True, False])
+def test_the_energy_threshold_holds_its_rate_for_the_majority_and_for_a_new_value(lower_half: bool) -> None:
+    """The closest half's mean and sd against every value (Gaussian draws); all K values' mean and sd
+    against a new one, the honest log-energies heavy-tailed (log of an inverse-gamma scale)."""
+    from flwr_ppcdl.reliability.constants import HETEROGENEITY_TAIL
+
+    k, alpha = 12, 0.05
+    rng = np.random.default_rng(31)
+    if lower_half:
+        draws = np.sort(rng.standard_normal((20_000, k)), axis=1)
+        ref, new = draws[:, : (k + 1) // 2], draws
+    else:
+        shape = HETEROGENEITY_TAIL / 2
+        ref, new = (-np.log(rng.gamma(shape, 1 / shape, size=(20_000, k))) for _ in range(2))
+    z = (new - ref.mean(axis=1)[:, None]) / ref.std(axis=1, ddof=1)[:, None]
+    assert float(np.mean(z > energy_threshold(k, alpha, lower_half))) == pytest.approx(alpha, abs=0.004)
+
+
+def test_the_threshold_converges_beyond_256_participants() -> None:
+    """K above 256 uses K = 256: by then halving K moves the threshold by less than 0.2 log-likelihood
+    units (a change of the false-alarm rate below 0.3 points; the K = 1,000 rounds below measure it)."""
+    kinds = KINDS["plain clients"]
+    assert evidence_threshold(1000, 0.03, kinds) == evidence_threshold(256, 0.03, kinds)
+    assert abs(evidence_threshold(256, 0.03, kinds) - evidence_threshold(128, 0.03, kinds)) < 0.2
+
+
+def test_normal_quantile_inverts_the_normal_cdf() -> None:
+    for p in (1e-9, 0.001, 0.03, 0.3, 0.5, 0.9, 0.999999):
+        x = normal_quantile(p)
+        assert 0.5 * math.erfc(-x / math.sqrt(2)) == pytest.approx(p, rel=1e-9)
+    with pytest.raises(ValueError, match="p=1.5"):
+        normal_quantile(1.5)
+
+
+def test_a_largest_of_comparisons_is_converted_at_its_bonferroni_tail() -> None:
+    z = known_to_normal(np.array([3.0, -1.0]), comparisons=30)
+    tail = 0.5 * math.erfc(3.0 / math.sqrt(2)) * 30
+    assert 0.5 * math.erfc(float(z[0]) / math.sqrt(2)) == pytest.approx(tail, rel=1e-6)
+    assert z[1] < -5  # a tail of 1: no evidence at all
+
+
+@pytest.mark.parametrize("heavy", [False, True])
+@pytest.mark.parametrize(("k", "rounds"), [(10, 120), (100, 12), (1000, 2)])
+def test_honest_participants_are_flagged_at_the_stated_rate(k: int, rounds: int, heavy: bool) -> None:
+    """Whole honest rounds (fresh coordinate samples, one round each, no memory): the fraction of honest
+    participants whose log-odds pass 0 (posterior of honesty below 1/2) is within a factor 2 of the
+    stated rate (the default 2 %), Gaussian or heavy-tailed (inverse-gamma scaled) heterogeneity alike."""
+    flags = []
+    for seed in range(rounds):
+        theta, ups, counts = honest_round(10_000 + seed, k=k, heavy=heavy)
+        result = estimate_reliability(ups, counts, reference=theta, seed=seed, memory_rate=None)
+        flags.append(result.evidence > 0)
+    rate = float(np.mean(flags))
+    assert 0.01 <= rate <= 0.04, rate
+
+
+def test_honest_gaussian_participants_keep_their_fedavg_share_in_95_percent_of_rounds() -> None:
+    """Nobody unreliable, five rounds with memory: honest participants keep >= 0.8x their FedAvg share in
+    at least 95 % of participant-rounds."""
+    kept = []
+    for seed in range(30):
+        agg = ReliabilityAggregator(ReliabilityOptions(seed=seed))
+        for rnd in range(1, 6):
+            theta, ups, counts = honest_round(500 * seed + rnd, k=10)
+            agg.remember_global(theta)
+            agg.aggregate(rnd, [Upload(n, u, c) for n, (u, c) in enumerate(zip(ups, counts, strict=True))])
+            report = agg.history[-1]
+            kept.extend(report.weights[n] >= 0.8 * report.fedavg_share[n] for n in report.weights)
+    assert float(np.mean(kept)) >= 0.95
