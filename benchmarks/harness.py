@@ -63,6 +63,7 @@ from flwr.serverapp import Grid  # noqa: E402
 from flwr.serverapp.strategy import FedAvg, Strategy  # noqa: E402
 
 import flwr_ppcdl.app.server_app as server_app  # noqa: E402
+from benchmarks._provenance import git_commit  # noqa: E402
 from flwr_ppcdl.app.client_app import app as fm_client_app  # noqa: E402
 from flwr_ppcdl.app.experiment import (  # noqa: E402
     evaluate_model,
@@ -154,13 +155,7 @@ def base_row(profile: str, scn: Scenario, contender: str) -> dict[str, Any]:
 @lru_cache(maxsize=1)
 def code_version() -> str:
     """Commit of the library code measured (+dirty when flwr_ppcdl/ has uncommitted changes)."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "flwr_ppcdl"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (head or "unknown") + ("+dirty" if dirty else "")
+    return git_commit(["flwr_ppcdl"])
 
 
 def hardware() -> str:

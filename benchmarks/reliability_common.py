@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import csv
 import math
-import subprocess
 from collections.abc import Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks._provenance import git_commit
 
 TUNE_SEEDS = (0, 1, 2)
 REPORT_SEEDS = (3, 4, 5)
@@ -34,15 +35,7 @@ def seed_role(seed: int) -> str:
 
 def provenance() -> dict[str, str]:
     """The code version (git commit, ``+dirty`` with uncommitted changes) and the package versions."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "flwr_ppcdl", "benchmarks"],
-                               cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        commit += "+dirty" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    commit = git_commit(["flwr_ppcdl", "benchmarks"], digits=12, untracked=False)
     return {"code_version": commit, "packages": " ".join(f"{p}={metadata.version(p)}" for p in PACKAGES)}
 
 

@@ -61,6 +61,7 @@ if str(ROOT) not in sys.path:  # `python benchmarks/scale_app.py` from the check
     sys.path.insert(0, str(ROOT))
 
 from benchmarks._process_tree import TreeSampler, TreeStats  # noqa: E402
+from benchmarks._provenance import git_commit  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 PACKAGES = ("flwr", "torch", "numpy", "ray", "opendp", "dp-accounting", "flwr-datasets", "grpcio")
@@ -93,14 +94,7 @@ def package_versions() -> str:
 
 def code_version() -> str:
     """The commit measured (+dirty when flwr_ppcdl/ or the benchmark code has uncommitted changes)."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
-
-    try:
-        head, dirty = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "--", "flwr_ppcdl", "benchmarks", ":!benchmarks/results")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (head or "unknown") + ("+dirty" if dirty else "")
+    return git_commit(["flwr_ppcdl", "benchmarks", ":!benchmarks/results"], timeout=30)
 
 
 def hardware() -> str:
