@@ -30,7 +30,13 @@ Flower's accounted mode (``accountant=...``) refuses every strategy that overrid
 from __future__ import annotations
 
 import inspect
+import logging
+from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
+
+from flwr_ppcdl.reliability import ReliabilityAggregator, RoundOutcome, Upload, weighted_sum
 
 _WRAPPER_MODULES = (
     "flwr.serverapp.strategy.dp_fixed_clipping",
@@ -111,3 +117,28 @@ def dp_weight_cap(strategy: Any, explicit: float | None, method: str) -> tuple[f
     implied = 1.0 / max(sampled, 1)
     cap = implied if explicit is None else min(explicit, implied)
     return cap, f"{name}(num_sampled_clients={sampled})"
+
+
+def cap_weights(aggregator: ReliabilityAggregator, server_round: int, outcome: RoundOutcome, uploads: Sequence[Upload],
+                cap: float, source: str | None, *, uniform: bool, needs: str) -> RoundOutcome:
+    """Re-aggregate ``outcome`` with every weight at most ``cap`` (from ``source``, :func:`dp_weight_cap`);
+    what the cap removes stays on the global model. ``uniform``: the shares start equal (exactly
+    data-independent, no memory prior either). Without the arrays sent this round (``needs`` names the
+    call that records them) there is no update. Both API generations' adapters call this."""
+    reference = aggregator.global_arrays
+    report = aggregator.history[-1]
+    log = logging.getLogger("flwr")
+    if reference is None:
+        log.warning("round %d: a weight cap needs %s; no update", server_round, needs)
+        return RoundOutcome(None, outcome.metrics, [])
+    included = outcome.included
+    raw = np.ones(len(included)) if uniform else np.array([report.weights.get(uploads[p].node_id, 0.0) for p in included])
+    capped = np.minimum(raw / raw.sum(), cap)
+    kept = max(0.0, 1.0 - float(capped.sum()))
+    arrays = weighted_sum([list(uploads[p].arrays or []) for p in included] + [reference], np.append(capped, kept))
+    for p, w in zip(included, capped, strict=True):
+        report.weights[uploads[p].node_id] = float(w)
+    if kept > 1e-12:
+        log.info("round %d: weights capped at %.4g (%s); %.3f of the step stays on the global model",
+                 server_round, cap, source, kept)
+    return RoundOutcome(arrays, aggregator.metrics(report, len(included)), included)

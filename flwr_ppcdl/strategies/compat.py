@@ -33,11 +33,10 @@ from flwr_ppcdl.reliability import (
     ReliabilityOptions,
     RoundReport,
     Upload,
-    weighted_sum,
 )
 
 from ._arrays import as_sent_dtype, npy_view
-from ._dp import dp_weight_cap
+from ._dp import cap_weights, dp_weight_cap
 from .message_api import check_frozen_keys, check_weight_cap
 from .releases import attach_release_views, read_release
 
@@ -141,7 +140,8 @@ class ReliabilityWeightedFedAvg(FedAvg):
         arrays = outcome.arrays
         cap, source = dp_weight_cap(self, self.weight_cap, self.options.method)
         if cap is not None and arrays is not None and report.aggregate == "weighted":
-            arrays = self._capped(server_round, outcome.included, uploads, cap, source)
+            arrays = cap_weights(self._reliability, server_round, outcome, uploads, cap, source, uniform=self.options.method == "uniform",
+                                                   needs="configure_fit (the parameters sent)").arrays
         metrics: dict[str, Scalar] = {}
         if outcome.included and self.fit_metrics_aggregation_fn is not None:
             try:
@@ -182,26 +182,6 @@ class ReliabilityWeightedFedAvg(FedAvg):
         if results and not good:
             return None, {}
         return super().aggregate_evaluate(server_round, good, failures)
-
-    def _capped(
-        self, server_round: int, included: list[int], uploads: list[Upload], cap: float, source: str | None
-    ) -> list[Any] | None:
-        reference = self._reliability.global_arrays
-        report = self._reliability.history[-1]
-        if reference is None:
-            log(WARNING, "round %d: a weight cap needs configure_fit (the parameters sent); no update", server_round)
-            return None
-        raw = np.array([report.weights.get(uploads[p].node_id, 0.0) for p in included])
-        if self.options.method == "uniform":
-            raw = np.ones(len(raw))
-        capped = np.minimum(raw / raw.sum(), cap)
-        kept = max(0.0, 1.0 - float(capped.sum()))
-        for p, w in zip(included, capped, strict=True):
-            report.weights[uploads[p].node_id] = float(w)
-        if kept > 1e-12:
-            log(INFO, "round %d: weights capped at %.4g (%s); %.3f of the step stays on the global model",
-                server_round, cap, source, kept)
-        return weighted_sum([list(uploads[p].arrays or []) for p in included] + [reference], np.append(capped, kept))
 
 
 def _node_id(proxy: Any, pos: int) -> int:

@@ -20,11 +20,10 @@ from flwr_ppcdl.reliability import (
     RoundOutcome,
     RoundReport,
     Upload,
-    weighted_sum,
 )
 
 from ._arrays import array_view, as_sent_dtype
-from ._dp import dp_weight_cap
+from ._dp import cap_weights, dp_weight_cap
 from .releases import attach_release_views, carries_release, read_release
 
 
@@ -172,7 +171,8 @@ class ReliabilityWeightedFedAvg(FedAvg):
             return None, None
         cap, source = dp_weight_cap(self, self.weight_cap, self.options.method)
         if cap is not None and outcome.arrays is not None and self._reliability.history[-1].aggregate == "weighted":
-            outcome = self._capped(server_round, outcome, uploads, cap, source)
+            outcome = cap_weights(self._reliability, server_round, outcome, uploads, cap, source,
+                                                    uniform=self.options.method == "uniform", needs="configure_train (the arrays sent)")
         metrics = self._train_metrics(replies, outcome)
         if outcome.arrays is None or keys is None:
             return None, metrics
@@ -280,31 +280,6 @@ class ReliabilityWeightedFedAvg(FedAvg):
                 assert self._sent is not None
                 out[key] = self._sent[key]
         return ArrayRecord(out)
-
-    def _capped(
-        self, server_round: int, outcome: RoundOutcome, uploads: list[Upload], cap: float, source: str | None
-    ) -> RoundOutcome:
-        """Re-aggregate with every weight at most ``cap``; the rest stays on the global model."""
-        reference = self._reliability.global_arrays
-        report = self._reliability.history[-1]
-        if reference is None:
-            log(WARNING, "round %d: a weight cap needs configure_train (the arrays sent); no update", server_round)
-            return RoundOutcome(None, outcome.metrics, [])
-        raw = np.array([report.weights.get(uploads[p].node_id, 0.0) for p in outcome.included])
-        if self.options.method == "uniform":  # exactly data-independent (no memory prior either)
-            raw = np.ones(len(raw))
-        raw = raw / raw.sum()
-        capped = np.minimum(raw, cap)
-        kept = max(0.0, 1.0 - float(capped.sum()))
-        arrays = weighted_sum([list(uploads[p].arrays or []) for p in outcome.included] + [reference],
-                              np.append(capped, kept))
-        for p, w in zip(outcome.included, capped, strict=True):
-            report.weights[uploads[p].node_id] = float(w)
-        if kept > 1e-12:
-            log(INFO, "round %d: weights capped at %.4g (%s); %.3f of the step stays on the global model",
-                server_round, cap, source, kept)
-        metrics = self._reliability.metrics(report, len(outcome.included))
-        return RoundOutcome(arrays, metrics, outcome.included)
 
     def _train_metrics(self, replies: list[Message], outcome: RoundOutcome) -> MetricRecord:
         metrics = MetricRecord()
