@@ -45,6 +45,11 @@ def _scattering_transform(J: int, L: int) -> nn.Module:
     return module
 
 
+def _channels(J: int, L: int) -> int:
+    """Scattering channels of ``Scattering2D(J, L)`` (order 0, 1 and 2): 81 for ``J=2, L=8``."""
+    return 1 + J * L + L * L * J * (J - 1) // 2
+
+
 def _canonical(definition: list[float]) -> tuple[float, ...]:
     """A ScatterNet definition with its integers rounded and its reals to 12 significant digits."""
     J, L, groups, out_dim, seed, scale, eps = definition
@@ -59,7 +64,7 @@ def _regenerate(definition: tuple[float, ...]) -> tuple[nn.Module, torch.Tensor,
     with _torch_threads(1):
         scattering = _scattering_transform(J, L)
     side = 28 // 2**J
-    projection = random_projection((1 + J * L + L * L * J * (J - 1) // 2) * side * side, out_dim, seed)
+    projection = random_projection(_channels(J, L) * side * side, out_dim, seed)
     digest = hashlib.sha256(np.asarray(definition, dtype=np.float64).tobytes())
     for name, tensor in sorted(scattering.state_dict().items()):
         digest.update(name.encode())
@@ -154,7 +159,7 @@ class ScatterNetBody(_FrozenBody):
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if J not in (1, 2):
             raise ValueError(f"J must be 1 or 2 (28 / 2^J must be whole), got {J!r}")
-        channels = 1 + J * L + L * L * J * (J - 1) // 2
+        channels = _channels(J, L)
         if channels % groups:
             raise ValueError(f"groups must divide the {channels} scattering channels, got {groups}")
         for name, real in (("input_scale", input_scale), ("eps", eps)):
