@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from flwr_ppcdl.app.settings import RunSettings
+from flwr_ppcdl.data.images import missing_idx_files
 
 RESULTS_ENV = "PPCDL_RESULTS"
 """Environment variable naming the results base folder (default: ``./results`` of the process that
@@ -64,8 +65,7 @@ def check_data_available(settings: RunSettings) -> None:
     if settings.dataset != "fashion-mnist":
         return
     folder = Path(settings.dataset_dir).expanduser()
-    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-    missing = [n for n in names if not (folder / n).exists() and not (folder / f"{n}.gz").exists()]
+    missing = missing_idx_files(folder)
     if missing:
         where = "does not exist" if not folder.is_dir() else f"lacks {missing}"
         raise ValueError(

@@ -33,11 +33,31 @@ class IdxFormatError(ValueError):
     """An idx file is malformed (wrong magic number, truncated, inconsistent counts)."""
 
 
-def _find_idx_file(folder: str, stem: str) -> str:
+def _idx_stems(split: str) -> tuple[str, str]:
+    """The images and labels file names of ``split`` (each may also be gzip-compressed: ``.gz``)."""
+    prefix = _IDX_PREFIX[split]
+    return f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
+
+
+def _existing_idx_file(folder: str, stem: str) -> str | None:
     for name in (stem, stem + ".gz"):
         path = os.path.join(folder, name)
         if os.path.isfile(path):
             return path
+    return None
+
+
+def missing_idx_files(folder: str | os.PathLike[str]) -> list[str]:
+    """The idx files :func:`load_idx` needs (both splits) that ``folder`` lacks, plain and ``.gz``;
+    a cheap check before anything starts."""
+    stems = [stem for split in _IDX_PREFIX for stem in _idx_stems(split)]
+    return [stem for stem in stems if _existing_idx_file(os.fspath(folder), stem) is None]
+
+
+def _find_idx_file(folder: str, stem: str) -> str:
+    path = _existing_idx_file(folder, stem)
+    if path is not None:
+        return path
     raise FileNotFoundError(
         f"idx file {stem!r} (or {stem + '.gz'!r}) not found in {folder!r}"
         + (
@@ -115,9 +135,9 @@ def load_idx(
                 else ""
             )
         )
-    prefix = _IDX_PREFIX[split]
-    images_path = _find_idx_file(folder, f"{prefix}-images-idx3-ubyte")
-    labels_path = _find_idx_file(folder, f"{prefix}-labels-idx1-ubyte")
+    images_stem, labels_stem = _idx_stems(split)
+    images_path = _find_idx_file(folder, images_stem)
+    labels_path = _find_idx_file(folder, labels_stem)
     images = _read_idx(images_path, _IMAGES_MAGIC)
     labels = _read_idx(labels_path, _LABELS_MAGIC).astype(np.int64)
     if len(images) != len(labels):
