@@ -30,7 +30,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,6 +51,7 @@ from flwr_ppcdl.app.checks import (
     result_path,
 )
 from flwr_ppcdl.app.console import FLOWER_NOISE
+from flwr_ppcdl.app.deploy_setup import flower_bin, free_port
 from flwr_ppcdl.app.settings import DEFAULT_PARTITIONS, RunSettings, app_run_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -59,18 +59,6 @@ HEALTH_TIMEOUT = 30.0
 LARGE_FEDERATION = 1000
 REPLIES_PER_SECOND = 4.0
 """Replies a second of Flower 1.42's simulation runtime here (300 SuperNodes: one round in 84 s)."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _bin(name: str) -> str:
-    here = Path(sys.executable).with_name(name)
-    return str(here) if here.exists() else (shutil.which(name) or name)
 
 
 def is_flower_app(folder: Path) -> bool:
@@ -170,7 +158,7 @@ class LocalSuperLink:
     def start(self) -> None:
         """Start it in its own process group and wait until its HTTP API answers."""
         cmd = [
-            _bin("flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
+            flower_bin("flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
             "--control-api-address", f"127.0.0.1:{self.control_port}",
             "--host", "127.0.0.1", "--port", str(self.http_port),
         ]
@@ -262,7 +250,7 @@ def run(project: Path, flwr_args: list[str], *, timeout: float | None = None, wo
     federation = [f"num-supernodes={supernodes} client-resources-num-cpus=1", *known.federation_config]
     link = LocalSuperLink(workdir, out.parent)
     cmd = [
-        _bin("flwr"), "run", str(app), "--stream", *rest,
+        flower_bin("flwr"), "run", str(app), "--stream", *rest,
         *[arg for value in overrides for arg in ("--run-config", value)],
         "--run-config", f"result-dir='{out.name}'",  # under the base the SuperLink's env names
         *[arg for value in federation for arg in ("--federation-config", value)],

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from flwr_ppcdl.app.local_run import free_port
+from flwr_ppcdl.app.deploy_setup import free_port
 
 pytestmark = pytest.mark.slow
 
