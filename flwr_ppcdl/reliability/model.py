@@ -34,7 +34,7 @@ from flwr_ppcdl.reliability.calibration import (
     known_to_normal,
     median_mad,
 )
-from flwr_ppcdl.reliability.constants import MAX_STEPS, REVERSAL_SPREADS, SAMPLING_FLOOR
+from flwr_ppcdl.reliability.constants import MAX_STEPS, MIRROR_CAP, SAMPLING_FLOOR
 from flwr_ppcdl.reliability.sketch import Layer
 
 FloatArray = NDArray[np.float64]
@@ -232,8 +232,6 @@ def _standardise(values: FloatArray, members: BoolArray, floor: float = 0.0) -> 
     return (values - loc) / used, float(scale) / used
 
 
-
-
 # -- the structured alternatives --------------------------------------------------------------------
 
 
@@ -241,13 +239,13 @@ def _projections(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray,
                  tau2: list[float], members: BoolArray, known: bool, deltas: bool) -> None:
     """The scaled alternatives, in the model's metric (each entry weighed by ``1 / (tau^2 + v + the
     centre's variance)``): ``collapse``, the residual along the consensus ``a = theta + reference``
-    (scaled towards zero: positive; beyond: negative), and, for deltas of plain uploads, ``reversal``:
-    minus the cosine of the participant's update with the consensus update of the others, over the
-    honest spread of that cosine (its MAD) -- location 0, the boundary between going with the others and
-    against them. A sign-flipped update is far beyond it; an honest update in another direction (a
-    second data mode, label skew) has a smaller but positive cosine and no evidence (its distance is the
-    energy's business, which bounds it); an update scaled beyond keeps its direction and is far. Tested
-    only while the honest participants go together (``REVERSAL_SPREADS``).
+    (scaled towards zero: positive; beyond: negative), and, for deltas of plain uploads, ``reversal``: the
+    update's cosine with the others' consensus update and its length along it (a length keeps the scale a
+    cosine loses), each scored beyond halfway to the mirror of the honest median, as minus its value over the
+    honest MAD; the larger counts. A sign-flipped update sits at the mirror; an honest one in another
+    direction (a second data mode, label skew) is short of it (its distance is the energy's, which bounds
+    it). The calibration draws honest values at the round's median-to-MAD ratio; at a ratio <= 0 (near a
+    fixed point) there is no direction to reverse and the test is not run.
 
     Under a known law the projection ``<r, a> / ||a||`` has location 0 for an honest participant and a
     scale the law alone understates -- heterogeneity moves honest views along the consensus (the
@@ -282,14 +280,14 @@ def _projections(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray,
             dot += np.sum(lay.stack * others * w, axis=1)
             dd += np.sum(lay.stack * lay.stack * w, axis=1)
             oo += np.sum(others * others * w, axis=1)
-        cosine = dot / np.sqrt(np.maximum(dd * oo, _TINY))
-        middle, spread = median_mad(cosine, members)
-        # only while the honest go together (REVERSAL_SPREADS); an honest value then adds nothing to the sum
-        if float(middle) >= REVERSAL_SPREADS * float(spread):
-            # the reversed alternative puts a cosine near minus the honest one: beyond halfway to it only
-            mirrored = cosine < -0.5 * float(middle)
-            out.z["reversal"] = np.where(mirrored, -cosine, 0.0) / max(float(spread), _TINY)
-            out.kinds["reversal"] = ("scaled", False, 0.0)
+        found, ratios = [], []  # the cosine with the others' consensus update, and the length along it
+        for along in (dot / np.sqrt(np.maximum(dd * oo, _TINY)), dot / np.maximum(oo, _TINY)):
+            middle, spread = median_mad(along, members)
+            ratios.append(float(middle) / max(float(spread), _TINY))
+            found.append(np.where(along < -0.5 * float(middle), -along, 0.0) / max(float(spread), _TINY))
+        if min(ratios) > 0:  # the honest go with the others at all (near a fixed point they do not)
+            out.z["reversal"] = np.maximum(found[0], found[1])
+            out.kinds["reversal"] = ("mirror", False, min(round(min(ratios) * 2.0) / 2.0, MIRROR_CAP))
 
 
 def _heads(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, FloatArray]], centre: list[FloatArray],
@@ -305,10 +303,12 @@ def _heads(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, Float
             swap = found if swap is None else np.maximum(swap, found)
             comparisons += lay.rows * (lay.rows - 1)
             continue
-        # a permuted row j deviates from the consensus towards another row's consensus: with deltas the
-        # consensus *update* rows (from a random start the absolute rows carry no class structure yet)
-        consensus = lay.stack - res if deltas else np.broadcast_to(c + lay.reference, res.shape)
-        per_row, weight = _row_gap(res, consensus, lay.rows)
+        if deltas:  # the update's rows against the global head's rows, the class templates
+            templates = lay.reference.reshape(lay.rows, -1)
+            templates = templates - templates.mean(axis=0)  # a softmax ignores a shift common to all rows
+            per_row, weight = _row_gap(lay.stack, np.broadcast_to(templates.reshape(-1), res.shape), lay.rows)
+        else:  # a permuted row j deviates from the consensus towards another row's consensus
+            per_row, weight = _row_gap(res, np.broadcast_to(c + lay.reference, res.shape), lay.rows)
         gap_num = (per_row * weight).sum(axis=1) + (0.0 if gap_num is None else gap_num)
         gap_den = weight.sum(axis=1) + (0.0 if gap_den is None else gap_den)
     if swap is not None:

@@ -27,6 +27,7 @@ from flwr_ppcdl.reliability.calibration import (
     median_mad,
     normal_quantile,
 )
+from flwr_ppcdl.reliability.constants import STATISTIC_TAIL
 
 from .synthetic import honest_round
 
@@ -34,6 +35,7 @@ KINDS = {
     "one estimated two-sided": (("estimated", True, 1.0),),
     "plain clients": (("estimated", False, 1.0), ("estimated", True, 1.0), ("estimated", True, 1.0)),
     "a view beside parameters": (("estimated", True, 1.0), ("known", False, 1.0), ("known", True, 1.0)),
+    "plain deltas, honest loosely together": (("estimated", False, 1.0), ("estimated", True, 1.0), ("mirror", False, 1.0)),
 }
 
 
@@ -45,10 +47,17 @@ def test_the_evidence_threshold_holds_the_false_alarm_rate_on_fresh_draws(k: int
     rng = np.random.default_rng(987_654 + k)
     total = np.zeros((20_000 // k + 50, k))
     for kind in kinds:
-        draws = rng.standard_normal(total.shape)
+        # a known law: normal; a null estimated from the participants: honest tails (Student-t)
+        draws = rng.standard_normal(total.shape) if kind[0] == "known" else rng.standard_t(STATISTIC_TAIL, total.shape)
         if kind[0] == "estimated":
             loc, scale = median_mad(draws)
             draws = (draws - loc[:, None]) / scale[:, None]
+        elif kind[0] == "mirror":  # the larger of a cosine's and a length's reversal, honest at median / MAD = kind[2]
+            found = []
+            for along in (draws + kind[2], rng.standard_t(STATISTIC_TAIL, total.shape) + kind[2]):
+                loc, scale = median_mad(along)
+                found.append(np.where(along < -0.5 * loc[:, None], -along, 0.0) / scale[:, None])
+            draws = np.maximum(*found)
         total += llr(draws, kind[1])
     assert float(np.mean(total > threshold)) == pytest.approx(alpha, abs=0.005)
 
