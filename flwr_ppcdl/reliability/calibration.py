@@ -24,12 +24,12 @@ MAD_NORMAL = 0.6744897501960817
 """Phi^-1(3/4): the median absolute deviation of a standard normal."""
 MEDIAN_CHI2_1 = 0.4549364231195724
 """The median of a chi-square with one degree of freedom."""
-Kind = tuple[str, bool, float]
-"""``(how the null is known, two-sided, shrink)``: ``"known"`` (standard normal), ``"scaled"`` (location
-0, scale from the median of the squared values: a known noise law widened by the heterogeneity it does
-not state) or ``"estimated"`` (median and MAD of the honest majority); ``shrink`` (to one decimal)
-is the factor by which a floor on the null's scale shrank ``z`` (1: it did not bind), so the simulation
-scores what the estimator does."""
+Kind = tuple[str, bool, float, float]
+"""``(how the null is known, two-sided, shrink, tail)``: ``"known"`` (standard normal), ``"scaled"``
+(location 0, scale from the median of the squared values: a known law widened by heterogeneity) or
+``"estimated"`` (median and MAD of the honest majority); ``shrink``: the factor by which a floor on the
+null's scale shrank ``z`` (1: none); ``tail``: the null's share of heavy-tailed heterogeneity (Student-t,
+``HETEROGENEITY_TAIL``); both to one decimal, so the simulation scores what the estimator does."""
 
 
 def normal_quantile(p: float) -> float:
@@ -98,9 +98,9 @@ def _sizes(k: int, alpha: float) -> tuple[int, int]:
 def evidence_threshold(k: int, alpha: float, kinds: tuple[Kind, ...]) -> float:
     """The ``1 - alpha`` quantile of one honest participant's summed log-likelihood ratio.
 
-    ``kinds`` lists the statistics the estimator sums (their nulls and sides); each is drawn standard
-    normal for K honest participants (independently: statistics of one upload along different
-    alternatives), standardised as the estimator does and converted to its log-likelihood ratio.
+    ``kinds`` lists the statistics the estimator sums; each is drawn for K honest participants
+    (independently: one upload along different alternatives), normal plus its ``tail`` share of Student-t,
+    standardised as the estimator does and converted to its log-likelihood ratio.
     """
     kk, sims = _sizes(k, alpha)
     if not kinds:
@@ -110,7 +110,9 @@ def evidence_threshold(k: int, alpha: float, kinds: tuple[Kind, ...]) -> float:
     for kind in kinds:
         if kind[2] <= 0:
             continue
-        total += llr(_standardised(rng.standard_normal((sims, kk)), kind), kind[1])
+        t = rng.standard_t(HETEROGENEITY_TAIL, (sims, kk)) * math.sqrt(1 - 2 / HETEROGENEITY_TAIL) if kind[3] > 0 else 0.0
+        draws = math.sqrt(1.0 - kind[3]) * rng.standard_normal((sims, kk)) + math.sqrt(kind[3]) * t  # unit variance
+        total += llr(_standardised(draws, kind), kind[1])
     return float(np.quantile(total.reshape(-1), 1.0 - alpha))
 
 
@@ -124,9 +126,8 @@ def energy_threshold(k: int, alpha: float, lower_half: bool) -> float:
     a 3 % threshold of 3.9 instead of 3.1 honest standard deviations at K = 10). Otherwise they are the
     mean and standard deviation of K honest reference values (the consistent participants) and ``z`` is
     that of a further honest value (a prediction bound), the honest log-energies drawn heavy-tailed: the
-    log of an inverse-gamma scale with ``HETEROGENEITY_TAIL`` degrees of freedom. Levels below the simulation's resolution use the normal tail scaled by the
-    simulated inflation at ``alpha = 1 %``.
-    """
+    log of an inverse-gamma scale with ``HETEROGENEITY_TAIL`` degrees of freedom. Levels below the
+    simulation's resolution use the normal tail scaled by the simulated inflation at ``alpha = 1 %``."""
     kk, sims = _sizes(k, alpha)
     resolution = 50.0 / (sims * kk)
     if alpha < resolution:
