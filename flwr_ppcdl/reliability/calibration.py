@@ -25,11 +25,14 @@ MAD_NORMAL = 0.6744897501960817
 """Phi^-1(3/4): the median absolute deviation of a standard normal."""
 MEDIAN_CHI2_1 = 0.4549364231195724
 """The median of a chi-square with one degree of freedom."""
-Kind = tuple[str, bool, float]
-"""``(how the null is known, two-sided, parameter)``: ``"known"`` (standard normal), ``"scaled"`` (location
-0, scale from the median of the squared values: a known law widened by heterogeneity it does not state),
+Kind = tuple[str, bool, float, float]
+"""``(how the null is known, two-sided, parameter, tail)``: ``"known"`` (standard normal), ``"scaled"``
+(location 0, scale from the median of the squared values: a known law widened by heterogeneity),
 ``"estimated"`` (median and MAD of the honest majority; parameter: the factor by which a floor on the
-scale shrank ``z``, to one decimal) or ``"mirror"`` (the reversal; parameter: the honest median / MAD)."""
+scale shrank ``z``) or ``"mirror"`` (the reversal; parameter: the honest median / MAD); ``tail``: the
+null's share of heavy-tailed heterogeneity (Student-t: ``HETEROGENEITY_TAIL`` degrees of freedom beside
+a known law, ``STATISTIC_TAIL`` for a null estimated from the participants); both to one decimal, so
+the simulation scores what the estimator does."""
 
 
 def normal_quantile(p: float) -> float:
@@ -90,10 +93,9 @@ def _sizes(k: int, alpha: float) -> tuple[int, int]:
 def evidence_threshold(k: int, alpha: float, kinds: tuple[Kind, ...]) -> float:
     """The ``1 - alpha`` quantile of one honest participant's summed log-likelihood ratio.
 
-    ``kinds`` lists the statistics the estimator sums (their nulls and sides); each is drawn for K honest
-    participants (independently: statistics of one upload along different alternatives) -- standard
-    normal under a known law, Student-t (``STATISTIC_TAIL``) where the null is estimated from the
-    participants -- standardised as the estimator does and converted to its log-likelihood ratio.
+    ``kinds`` lists the statistics the estimator sums; each is drawn for K honest participants
+    (independently: one upload along different alternatives), normal plus its ``tail`` share of Student-t,
+    standardised as the estimator does and converted to its log-likelihood ratio.
     """
     kk, sims = _sizes(k, alpha)
     if not kinds:
@@ -103,9 +105,9 @@ def evidence_threshold(k: int, alpha: float, kinds: tuple[Kind, ...]) -> float:
     for kind in kinds:
         if kind[2] <= 0 and kind[0] != "mirror":
             continue
-        # a null estimated from the participants themselves has the honest heterogeneity's tails
-        draws = rng.standard_t(const.STATISTIC_TAIL, (sims, kk)) if kind[0] in ("estimated", "mirror") \
-            else rng.standard_normal((sims, kk))
+        nu = const.HETEROGENEITY_TAIL if kind[0] in ("known", "scaled") else const.STATISTIC_TAIL
+        t = rng.standard_t(nu, (sims, kk)) * math.sqrt(1 - 2 / nu) if kind[3] > 0 else 0.0
+        draws = math.sqrt(1.0 - kind[3]) * rng.standard_normal((sims, kk)) + math.sqrt(kind[3]) * t  # unit variance
         total += llr(_standardised(draws, kind), kind[1])
     return float(np.quantile(total.reshape(-1), 1.0 - alpha))
 
@@ -120,9 +122,8 @@ def energy_threshold(k: int, alpha: float, lower_half: bool) -> float:
     a 3 % threshold of 3.9 instead of 3.1 honest standard deviations at K = 10). Otherwise they are the
     mean and standard deviation of K honest reference values (the consistent participants) and ``z`` is
     that of a further honest value (a prediction bound), the honest log-energies drawn heavy-tailed: the
-    log of an inverse-gamma scale with ``HETEROGENEITY_TAIL`` degrees of freedom. Levels below the simulation's resolution use the normal tail scaled by the
-    simulated inflation at ``alpha = 1 %``.
-    """
+    log of an inverse-gamma scale with ``HETEROGENEITY_TAIL`` degrees of freedom. Levels below the
+    simulation's resolution use the normal tail scaled by the simulated inflation at ``alpha = 1 %``."""
     kk, sims = _sizes(k, alpha)
     resolution = 50.0 / (sims * kk)
     if alpha < resolution:

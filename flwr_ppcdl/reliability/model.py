@@ -248,31 +248,33 @@ def _projections(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray,
     fixed point) there is no direction to reverse and the test is not run.
 
     Under a known law the projection ``<r, a> / ||a||`` has location 0 for an honest participant and a
-    scale the law alone understates -- heterogeneity moves honest views along the consensus (the
-    brightness of a participant's images scales all its feature second moments; target skew its target
-    moments) -- so the scale is the median of the consistent participants' squared projections: robust to
-    a corrupted minority, widened by honest tails on either side. Without a law the projection is divided
+    scale the law understates -- heterogeneity moves honest views along the consensus (image brightness
+    scales all feature second moments; target skew the target moments) -- so the scale is the median of
+    the consistent participants' squared projections, and the share of it the laws do not explain is
+    calibrated as the model's heavy-tailed heterogeneity (``tail``). Without a law the projection is divided
     by the participant's own residual norm (a cosine times the square root of the number of entries,
     about standard normal whatever its own heterogeneity: heavy-tailed honest spread moves the energy,
     which bounds influence, not these) and standardised by the consistent participants' median and MAD."""
     k = layers[0].stack.shape[0]
     weight = [1.0 / (_variance(lay, t) + cvar) for lay, t, (_, cvar) in zip(layers, tau2, loo, strict=True)]
     proj, aa, rr = np.zeros(k), np.zeros(k), np.zeros(k)
-    for (res, _), c, lay, w in zip(loo, centre, layers, weight, strict=True):
-        a = c + lay.reference
+    along = [c + lay.reference for c, lay in zip(centre, layers, strict=True)]
+    for (res, _), a, w in zip(loo, along, weight, strict=True):
         proj += np.sum(res * a * w, axis=1)
         aa += np.sum(a * a * w, axis=1)
         rr += np.sum(res * res * w, axis=1)
     if np.any(aa > _TINY):
         if known:
             z = -proj / np.sqrt(np.maximum(aa, _TINY))
-            scale = np.sqrt(max(float(np.median(z[members] ** 2)) / MEDIAN_CHI2_1, _TINY))
-            out.z["collapse"], out.kinds["collapse"] = z / scale, ("scaled", True, 1.0)
+            scale2 = max(float(np.median(z[members] ** 2)) / MEDIAN_CHI2_1, _TINY)
+            law = sum(np.sum(a * a * w * w * (_variance(lay, 0.0) + cvar), axis=1) for a, lay, w, (_, cvar) in zip(along, layers, weight, loo, strict=True))
+            tail = round(min(max(1.0 - float(np.median(law[members] / aa[members])) / scale2, 0.0), 1.0), 1)
+            out.z["collapse"], out.kinds["collapse"] = z / np.sqrt(scale2), ("scaled", True, 1.0, tail)
         else:
             cosine = -proj / np.sqrt(np.maximum(rr * aa, _TINY))
             count = sum(res.shape[1] for res, _ in loo)
             out.z["collapse"], shrink = _standardise(cosine * np.sqrt(count), members, SAMPLING_FLOOR)
-            out.kinds["collapse"] = ("estimated", True, round(shrink, 1))
+            out.kinds["collapse"] = ("estimated", True, round(shrink, 1), 1.0)  # tail: STATISTIC_TAIL
     if deltas and not known:
         dot, dd, oo = np.zeros(k), np.zeros(k), np.zeros(k)
         for (res, _), lay, w in zip(loo, layers, weight, strict=True):
@@ -281,13 +283,13 @@ def _projections(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray,
             dd += np.sum(lay.stack * lay.stack * w, axis=1)
             oo += np.sum(others * others * w, axis=1)
         found, ratios = [], []  # the cosine with the others' consensus update, and the length along it
-        for along in (dot / np.sqrt(np.maximum(dd * oo, _TINY)), dot / np.maximum(oo, _TINY)):
-            middle, spread = median_mad(along, members)
+        for value in (dot / np.sqrt(np.maximum(dd * oo, _TINY)), dot / np.maximum(oo, _TINY)):
+            middle, spread = median_mad(value, members)
             ratios.append(float(middle) / max(float(spread), _TINY))
-            found.append(np.where(along < -0.5 * float(middle), -along, 0.0) / max(float(spread), _TINY))
+            found.append(np.where(value < -0.5 * float(middle), -value, 0.0) / max(float(spread), _TINY))
         if min(ratios) > 0:  # the honest go with the others at all (near a fixed point they do not)
             out.z["reversal"] = np.maximum(found[0], found[1])
-            out.kinds["reversal"] = ("mirror", False, min(round(min(ratios) * 2.0) / 2.0, MIRROR_CAP))
+            out.kinds["reversal"] = ("mirror", False, min(round(min(ratios) * 2.0) / 2.0, MIRROR_CAP), 1.0)
 
 
 def _heads(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, FloatArray]], centre: list[FloatArray],
@@ -312,10 +314,10 @@ def _heads(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, Float
         gap_num = (per_row * weight).sum(axis=1) + (0.0 if gap_num is None else gap_num)
         gap_den = weight.sum(axis=1) + (0.0 if gap_den is None else gap_den)
     if swap is not None:
-        out.z["swap"], out.kinds["swap"] = known_to_normal(swap, comparisons), ("known", False, 1.0)
+        out.z["swap"], out.kinds["swap"] = known_to_normal(swap, comparisons), ("known", False, 1.0, 0.0)
     if gap_num is not None and gap_den is not None and np.any(gap_den > 0):
         out.z["gap"], _ = _standardise(gap_num / np.maximum(gap_den, _TINY), members)
-        out.kinds["gap"] = ("estimated", False, 1.0)
+        out.kinds["gap"] = ("estimated", False, 1.0, 1.0)
 
 
 def _row_gap(rows_of: FloatArray, reference: FloatArray, rows: int) -> tuple[FloatArray, FloatArray]:
