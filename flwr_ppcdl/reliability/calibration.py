@@ -70,7 +70,8 @@ def _standardised(draws: FloatArray, kind: Kind) -> FloatArray:
         return draws * kind[2]
     if kind[0] == "mirror":  # reversal: the larger of two honest values at median / MAD = kind[2], scored
         out = np.zeros_like(draws)  # beyond halfway to their mirror (independent draws: conservative)
-        for along in (draws + kind[2], draws[::-1] + kind[2]):
+        for d in (draws, draws[::-1]):
+            along = d / median_mad(d)[1][:, None] + kind[2]
             loc, scale = median_mad(along)
             out = np.maximum(out, np.where(along < -0.5 * loc[:, None], -along, 0.0) / np.maximum(scale, 1e-12)[:, None])
         return out

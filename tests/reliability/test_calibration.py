@@ -64,7 +64,8 @@ def test_the_evidence_threshold_holds_the_false_alarm_rate_on_fresh_draws(k: int
             draws = (draws - loc[:, None]) / scale[:, None]
         elif kind[0] == "mirror":  # the larger of a cosine's and a length's reversal, honest at median / MAD = kind[2]
             found = []
-            for along in (draws + kind[2], _honest(rng, kind, total.shape) + kind[2]):
+            for fresh in (draws, _honest(rng, kind, total.shape)):  # at median / MAD = kind[2]
+                along = fresh / median_mad(fresh)[1][:, None] + kind[2]
                 loc, scale = median_mad(along)
                 found.append(np.where(along < -0.5 * loc[:, None], -along, 0.0) / scale[:, None])
             draws = np.maximum(*found)
