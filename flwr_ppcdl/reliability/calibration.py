@@ -26,13 +26,11 @@ MAD_NORMAL = 0.6744897501960817
 MEDIAN_CHI2_1 = 0.4549364231195724
 """The median of a chi-square with one degree of freedom."""
 Kind = tuple[str, bool, float, float]
-"""``(how the null is known, two-sided, parameter, tail)``: ``"known"`` (standard normal), ``"scaled"``
-(location 0, scale from the median of the squared values: a known law widened by heterogeneity),
-``"estimated"`` (median and MAD of the honest majority; parameter: the factor by which a floor on the
-scale shrank ``z``) or ``"mirror"`` (the reversal; parameter: the honest median / MAD); ``tail``: the
-null's share of heavy-tailed heterogeneity (Student-t: ``HETEROGENEITY_TAIL`` degrees of freedom beside
-a known law, ``STATISTIC_TAIL`` for a null estimated from the participants); both to one decimal, so
-the simulation scores what the estimator does."""
+"""``(null, two-sided, parameter, tail)``: null ``"known"`` (standard normal), ``"scaled"`` (location 0, scale
+from the median square: a known law widened by heterogeneity), ``"estimated"`` (median and MAD; parameter:
+the factor by which a floor on the scale shrank ``z``) or ``"mirror"`` (the reversal; parameter: the honest
+median / MAD); tail: the share of Student-t heterogeneity (``HETEROGENEITY_TAIL`` beside a law, else
+``STATISTIC_TAIL``); to one decimal, so the simulation scores what the estimator does."""
 
 
 def normal_quantile(p: float) -> float:
