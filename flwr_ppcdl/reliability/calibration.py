@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from functools import cache
+from statistics import NormalDist
 
 import numpy as np
 from numpy.typing import NDArray
@@ -33,24 +34,10 @@ null's scale shrank ``z`` (1: none); ``tail``: the null's share of heavy-tailed 
 
 
 def normal_quantile(p: float) -> float:
-    """``Phi^-1(p)`` for ``0 < p < 1`` (Acklam's rational approximation, then one Newton step)."""
+    """``Phi^-1(p)`` for ``0 < p < 1`` (the standard library's ``NormalDist``)."""
     if not 0.0 < p < 1.0:
         raise ValueError(f"p={p!r} must be in (0, 1)")
-    a = (-39.69683028665376, 220.9460984245205, -275.9285104469687, 138.3577518672690, -30.66479806614716, 2.506628277459239)
-    b = (-54.47609879822406, 161.5858368580409, -155.6989798598866, 66.80131188771972, -13.28068155288572)
-    c = (-0.007784894002430293, -0.3223964580411365, -2.400758277161838, -2.549732539343734, 4.374664141464968, 2.938163982698783)
-    d = (0.007784695709041462, 0.3224671290700398, 2.445134137142996, 3.754408661907416)
-    q = min(p, 1 - p)
-    if q < 0.02425:
-        r = math.sqrt(-2 * math.log(q))
-        x = (((((c[0] * r + c[1]) * r + c[2]) * r + c[3]) * r + c[4]) * r + c[5]) / ((((d[0] * r + d[1]) * r + d[2]) * r + d[3]) * r + 1)
-        x = x if p < 0.5 else -x
-    else:
-        q = p - 0.5
-        r = q * q
-        x = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
-    err = 0.5 * math.erfc(-x / math.sqrt(2)) - p  # one Newton step on Phi(x) = p
-    return x - err * math.sqrt(2 * math.pi) * math.exp(x * x / 2)
+    return NormalDist().inv_cdf(p)
 
 
 def normal_tail(z: FloatArray) -> FloatArray:
@@ -143,6 +130,15 @@ def energy_threshold(k: int, alpha: float, lower_half: bool) -> float:
         new = -np.log(rng.gamma(shape, 1.0 / shape, size=(sims, kk)))
     z = (new - ref.mean(axis=1)[:, None]) / np.maximum(ref.std(axis=1, ddof=1), 1e-12)[:, None]
     return float(np.quantile(z.reshape(-1), 1.0 - alpha))
+
+
+@cache
+def chance_spread(k: int, alpha: float) -> float:
+    """The ``1 - alpha`` quantile of the squared scale a ``"scaled"`` null finds in K values of its law alone
+    (their median square over a standard normal's): a larger one is heterogeneity beyond the law."""
+    kk, sims = _sizes(max(k, 3), alpha)
+    draws = np.random.default_rng([kk, 20_250_427]).standard_normal((sims, kk))
+    return float(np.quantile(np.median(draws * draws, axis=1) / MEDIAN_CHI2_1, 1.0 - alpha))
 
 
 def known_to_normal(values: FloatArray, comparisons: int) -> FloatArray:

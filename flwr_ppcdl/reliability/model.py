@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 from flwr_ppcdl.reliability.calibration import (
     MEDIAN_CHI2_1,
     Kind,
+    chance_spread,
     energy_threshold,
     known_to_normal,
     median_mad,
@@ -88,7 +89,7 @@ def fit_block(layers: list[Layer], voice: NDArray[np.intp], alpha: float, *, del
     out.incompatible = is_voice & (out.energy > far)
     if any(lay.bounded for lay in layers):
         out.clip = np.minimum(1.0, np.exp(-0.5 * np.maximum(out.energy - far, 0.0) * scale))
-    _projections(out, layers, loo, centre, tau2, consistent, known, deltas)
+    _projections(out, layers, loo, centre, tau2, consistent, known, deltas, alpha)
     _heads(out, layers, loo, centre, tau2, consistent, deltas)
     return _spread_to_duplicates(out, voice)
 
@@ -236,7 +237,7 @@ def _standardise(values: FloatArray, members: BoolArray, floor: float = 0.0) -> 
 
 
 def _projections(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, FloatArray]], centre: list[FloatArray],
-                 tau2: list[float], members: BoolArray, known: bool, deltas: bool) -> None:
+                 tau2: list[float], members: BoolArray, known: bool, deltas: bool, alpha: float) -> None:
     """The scaled alternatives, in the model's metric (each entry weighed by ``1 / (tau^2 + v + the
     centre's variance)``): ``collapse``, the residual along the consensus ``a = theta + reference``
     (scaled towards zero: positive; beyond: negative), and, for deltas of plain uploads, ``reversal``:
@@ -251,7 +252,7 @@ def _projections(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray,
     scale the law understates -- heterogeneity moves honest views along the consensus (image brightness
     scales all feature second moments; target skew the target moments) -- so the scale is the median of
     the consistent participants' squared projections, and the share of it the laws do not explain is
-    calibrated as the model's heavy-tailed heterogeneity (``tail``). Without a law the projection is divided
+    calibrated as the model's heavy-tailed heterogeneity (``tail``) where it exceeds the law's chance spread. Without a law the projection is divided
     by the participant's own residual norm (a cosine times the square root of the number of entries,
     about standard normal whatever its own heterogeneity: heavy-tailed honest spread moves the energy,
     which bounds influence, not these) and standardised by the consistent participants' median and MAD."""
@@ -269,6 +270,7 @@ def _projections(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray,
             scale2 = max(float(np.median(z[members] ** 2)) / MEDIAN_CHI2_1, _TINY)
             law = sum(np.sum(a * a * w * w * (_variance(lay, 0.0) + cvar), axis=1) for a, lay, w, (_, cvar) in zip(along, layers, weight, loo, strict=True))
             tail = round(min(max(1.0 - float(np.median(law[members] / aa[members])) / scale2, 0.0), 1.0), 1)
+            tail = tail if scale2 > chance_spread(int(members.sum()), alpha) else 0.0  # beyond its law's chance
             out.z["collapse"], out.kinds["collapse"] = z / np.sqrt(scale2), ("scaled", True, 1.0, tail)
         else:
             cosine = -proj / np.sqrt(np.maximum(rr * aa, _TINY))
