@@ -140,6 +140,15 @@ def energy_threshold(k: int, alpha: float, lower_half: bool) -> float:
     return float(np.quantile(z.reshape(-1), 1.0 - alpha))
 
 
+@cache
+def chance_spread(k: int, alpha: float) -> float:
+    """The ``1 - alpha`` quantile of the squared scale a ``"scaled"`` null finds in K values of its law alone
+    (their median square over a standard normal's): a larger one is heterogeneity beyond the law."""
+    kk, sims = _sizes(max(k, 3), alpha)
+    draws = np.random.default_rng([kk, 20_250_427]).standard_normal((sims, kk))
+    return float(np.quantile(np.median(draws * draws, axis=1) / MEDIAN_CHI2_1, 1.0 - alpha))
+
+
 def known_to_normal(values: FloatArray, comparisons: int) -> FloatArray:
     """A statistic that is the largest of ``comparisons`` (at most) standard normal ones, as one
     standard normal ``z`` with the same (Bonferroni) tail probability."""

@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 from flwr_ppcdl.reliability.calibration import (
     MEDIAN_CHI2_1,
     Kind,
+    chance_spread,
     energy_threshold,
     known_to_normal,
     median_mad,
@@ -88,7 +89,7 @@ def fit_block(layers: list[Layer], voice: NDArray[np.intp], alpha: float, *, del
     out.incompatible = is_voice & (out.energy > far)
     if any(lay.bounded for lay in layers):
         out.clip = np.minimum(1.0, np.exp(-0.5 * np.maximum(out.energy - far, 0.0) * scale))
-    _projections(out, layers, loo, centre, tau2, consistent, known, deltas)
+    _projections(out, layers, loo, centre, tau2, consistent, known, deltas, alpha)
     _heads(out, layers, loo, centre, tau2, consistent, deltas)
     return _spread_to_duplicates(out, voice)
 
@@ -236,25 +237,16 @@ def _standardise(values: FloatArray, members: BoolArray, floor: float = 0.0) -> 
 
 
 def _projections(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, FloatArray]], centre: list[FloatArray],
-                 tau2: list[float], members: BoolArray, known: bool, deltas: bool) -> None:
-    """The scaled alternatives, in the model's metric (each entry weighed by ``1 / (tau^2 + v + the
-    centre's variance)``): ``collapse``, the residual along the consensus ``a = theta + reference``
-    (scaled towards zero: positive; beyond: negative), and, for deltas of plain uploads, ``reversal``: the
-    update's cosine with the others' consensus update and its length along it (a length keeps the scale a
-    cosine loses), each scored beyond halfway to the mirror of the honest median, as minus its value over the
-    honest MAD; the larger counts. A sign-flipped update sits at the mirror; an honest one in another
-    direction (a second data mode, label skew) is short of it (its distance is the energy's, which bounds
-    it). The calibration draws honest values at the round's median-to-MAD ratio; at a ratio <= 0 (near a
-    fixed point) there is no direction to reverse and the test is not run.
-
-    Under a known law the projection ``<r, a> / ||a||`` has location 0 for an honest participant and a
-    scale the law understates -- heterogeneity moves honest views along the consensus (image brightness
-    scales all feature second moments; target skew the target moments) -- so the scale is the median of
-    the consistent participants' squared projections, and the share of it the laws do not explain is
-    calibrated as the model's heavy-tailed heterogeneity (``tail``). Without a law the projection is divided
-    by the participant's own residual norm (a cosine times the square root of the number of entries,
-    about standard normal whatever its own heterogeneity: heavy-tailed honest spread moves the energy,
-    which bounds influence, not these) and standardised by the consistent participants' median and MAD."""
+                 tau2: list[float], members: BoolArray, known: bool, deltas: bool, alpha: float) -> None:
+    """The scaled alternatives (``docs/reliability.md`` section 2), in the model's metric (each entry weighed
+    by ``1 / (tau^2 + v + the centre's variance)``): ``collapse``, the residual along the consensus ``a =
+    theta + reference`` (towards zero: positive; beyond: negative) -- under a known law ``<r, a> / ||a||``
+    scaled by the consistent voices' median square, its share beyond the laws (where it exceeds their
+    chance spread) calibrated heavy-tailed; without a law a cosine times the square root of the number of
+    entries, standardised by their median and MAD -- and, for deltas of plain uploads, ``reversal``: the
+    update's cosine with the others' consensus update and its length along it, each scored beyond halfway
+    to the mirror of the honest median in honest MADs (the larger counts), calibrated at the round's
+    median-to-MAD ratio, not run at a ratio <= 0 (near a fixed point there is nothing to reverse)."""
     k = layers[0].stack.shape[0]
     weight = [1.0 / (_variance(lay, t) + cvar) for lay, t, (_, cvar) in zip(layers, tau2, loo, strict=True)]
     proj, aa, rr = np.zeros(k), np.zeros(k), np.zeros(k)
@@ -269,6 +261,7 @@ def _projections(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray,
             scale2 = max(float(np.median(z[members] ** 2)) / MEDIAN_CHI2_1, _TINY)
             law = sum(np.sum(a * a * w * w * (_variance(lay, 0.0) + cvar), axis=1) for a, lay, w, (_, cvar) in zip(along, layers, weight, loo, strict=True))
             tail = round(min(max(1.0 - float(np.median(law[members] / aa[members])) / scale2, 0.0), 1.0), 1)
+            tail = tail if scale2 > chance_spread(int(members.sum()), alpha) else 0.0  # beyond its law's chance
             out.z["collapse"], out.kinds["collapse"] = z / np.sqrt(scale2), ("scaled", True, 1.0, tail)
         else:
             cosine = -proj / np.sqrt(np.maximum(rr * aa, _TINY))
@@ -294,8 +287,7 @@ def _projections(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray,
 
 def _heads(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, FloatArray]], centre: list[FloatArray],
            tau2: list[float], members: BoolArray, deltas: bool) -> None:
-    """Rows permuted relative to the consensus: ``swap`` under a known law (a known null), ``gap``
-    otherwise (a null estimated from the members)."""
+    """Rows permuted: ``swap`` under a known law (a known null), ``gap`` otherwise (an estimated null)."""
     swap, comparisons, gap_num, gap_den = None, 0, None, None
     for (res, _), lay, c, t in zip(loo, layers, centre, tau2, strict=True):
         if not lay.rows:
@@ -306,8 +298,7 @@ def _heads(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, Float
             comparisons += lay.rows * (lay.rows - 1)
             continue
         if deltas:  # the update's rows against the global head's rows, the class templates
-            templates = lay.reference.reshape(lay.rows, -1)
-            templates = templates - templates.mean(axis=0)  # a softmax ignores a shift common to all rows
+            templates = lay.reference.reshape(lay.rows, -1) - lay.reference.reshape(lay.rows, -1).mean(axis=0)
             per_row, weight = _row_gap(lay.stack, np.broadcast_to(templates.reshape(-1), res.shape), lay.rows)
         else:  # a permuted row j deviates from the consensus towards another row's consensus
             per_row, weight = _row_gap(res, np.broadcast_to(c + lay.reference, res.shape), lay.rows)
