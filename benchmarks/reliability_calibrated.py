@@ -7,14 +7,20 @@ without ``--quick``, takes about 1.5 hours) and of its goals summary:
 
     PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_calibrated --quick --seeds 3 4 5 \
         --out benchmarks/results/reliability_calibrated.csv
+    PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_calibrated --quick --seeds 6 7 8 \
+        --out benchmarks/results/reliability_calibrated.csv
     PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_calibrated --summary \
         --out benchmarks/results/reliability_calibrated.csv > benchmarks/results/reliability_calibrated_summary.txt
+
+Seeds 6-8 are fresh (``benchmarks.reliability_common``): the previous estimator's rows for them were
+measured by its own benchmark at 49c50b0 (``git worktree add <dir> 49c50b0``, then ``--quick --seeds 6 7 8
+--rules calibrated`` there).
 
 ``--quick`` measures a handful of cells (epsilon = 1; 0 and 30 % unreliable); ``--only census2000`` one
 data set; ``--rules ours`` one contender.
 
 What runs. The App's own participants (``flwr_ppcdl.app.experiment``: partitions, corruptions, frozen
-bodies, ``trainer_config``) as :class:`~flwr_ppcdl.clients.trainer.FunctionalMechanismTrainer` objects,
+bodies, ``trainer_config``; the Fashion-MNIST body pinned to ``pool4``, see ``FASHION_BODY``) as :class:`~flwr_ppcdl.clients.trainer.FunctionalMechanismTrainer` objects,
 each releasing once (``insecure-noise-seed`` = 1000 + seed: every contender sees the same releases --
 NOT private, for this comparison only), behind a ClientApp that replies as the App's does (arrays, the
 count, and the release where the App shares it). Every contender is a real strategy started on an
@@ -86,6 +92,10 @@ RULES = {"parameters": ("fedavg", "oracle", "fedmedian", "fedtrimmedavg", "multi
                         "ours-params"),
          "statistics": ("fedavg", "oracle", "ours")}
 FLOWER = ("fedmedian", "fedtrimmedavg", "multikrum", "bulyan")
+FASHION_BODY = "pool4"
+"""The Fashion-MNIST cells' frozen body: ``pool4``, the App's image body when the previous estimator's rows
+(``reliability_calibrated_previous.csv``) were measured, so ``ours`` and ``prev`` score the same releases
+(the App's default image body is the ScatterNet since issue 26)."""
 _CACHE: dict[tuple[Any, ...], tuple[RunSettings, list[FunctionalMechanismTrainer], np.ndarray]] = {}
 
 
@@ -182,6 +192,7 @@ def cells(quick: bool, only: str | None, seeds: list[int], protocols: list[str])
     """Every (configuration, protocol); the protocols of one configuration are adjacent (shared releases)."""
     out: list[tuple[dict[str, Any], str]] = []
     grid = [("census2000", ["random-targets"], 30), ("fashion-mnist", ["flipped-labels", "random-labels"], 20)]
+    body = {"fashion-mnist": {"body": FASHION_BODY}, "census2000": {}}
     for seed in seeds:
         for dataset, kinds, rounds in grid:
             if only and dataset != only:
@@ -194,7 +205,7 @@ def cells(quick: bool, only: str | None, seeds: list[int], protocols: list[str])
                                 continue
                             cfg = {"dataset": dataset, "unreliable-kind": kind, "unreliable-fraction": frac,
                                    "partitioning": part, "epsilon": eps, "seed": seed, "num-rounds": rounds,
-                                   "insecure-noise-seed": 1000 + seed}
+                                   "insecure-noise-seed": 1000 + seed, **body[dataset]}
                             out.extend((dict(cfg, protocol=p), p) for p in protocols)
     return out
 
@@ -248,10 +259,10 @@ def main() -> None:
 
 
 def summary(path: Path, previous: Path) -> None:
-    """The goals per cell, reporting seeds (3-5) and tuning seeds (0-2) in separate tables, and one
+    """The goals per cell, reporting (3-5), fresh (6-8) and tuning seeds (0-2) in separate tables, and one
     PASS/FAIL line per goal (see ``docs/reliability.md``, "Measured")."""
     rows, prev = read_rows(path), read_rows(previous)
-    for role in ("report", "tune"):
+    for role in ("report", "fresh", "tune"):
         _summary_table([r for r in rows if r["seed_role"] == role], [r for r in prev if seed_role(int(r["seed"])) == role], role)
 
 

@@ -8,7 +8,8 @@ they take one), the legacy truth-discovery rule (:mod:`benchmarks.contenders.tru
 oracle (Flower's FedAvg over the reliable participants only). Nothing is re-implemented here.
 
 Seeds 0-2 tune (every constant in ``flwr_ppcdl/reliability/constants.py`` was chosen on them), seeds
-3-5 report; every row names its seed's role, the code version (git commit) and the package versions.
+3-5 report, seeds 6-8 are fresh (used for no choice: a check after a reporting run had informed one);
+every row names its seed's role, the code version (git commit) and the package versions.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ from benchmarks._provenance import git_commit
 
 TUNE_SEEDS = (0, 1, 2)
 REPORT_SEEDS = (3, 4, 5)
+FRESH_SEEDS = (6, 7, 8)
 PACKAGES = ("flwr", "torch", "numpy")
 
 
 def seed_role(seed: int) -> str:
-    return "tune" if seed in TUNE_SEEDS else "report" if seed in REPORT_SEEDS else "other"
+    roles = {"tune": TUNE_SEEDS, "report": REPORT_SEEDS, "fresh": FRESH_SEEDS}
+    return next((role for role, seeds in roles.items() if seed in seeds), "other")
 
 
 def provenance() -> dict[str, str]:

@@ -13,44 +13,31 @@ from __future__ import annotations
 
 import math
 from functools import cache
+from statistics import NormalDist
 
 import numpy as np
 from numpy.typing import NDArray
 
-from flwr_ppcdl.reliability.constants import HETEROGENEITY_TAIL, MAX_CALIBRATED_K, SIMULATIONS
+from flwr_ppcdl.reliability import constants as const
 
 FloatArray = NDArray[np.float64]
 MAD_NORMAL = 0.6744897501960817
 """Phi^-1(3/4): the median absolute deviation of a standard normal."""
 MEDIAN_CHI2_1 = 0.4549364231195724
 """The median of a chi-square with one degree of freedom."""
-Kind = tuple[str, bool, float]
-"""``(how the null is known, two-sided, shrink)``: ``"known"`` (standard normal), ``"scaled"`` (location
-0, scale from the median of the squared values: a known noise law widened by the heterogeneity it does
-not state) or ``"estimated"`` (median and MAD of the honest majority); ``shrink`` (to one decimal)
-is the factor by which a floor on the null's scale shrank ``z`` (1: it did not bind), so the simulation
-scores what the estimator does."""
+Kind = tuple[str, bool, float, float]
+"""``(null, two-sided, parameter, tail)``: null ``"known"`` (standard normal), ``"scaled"`` (location 0, scale
+from the median square: a known law widened by heterogeneity), ``"estimated"`` (median and MAD; parameter:
+the factor by which a floor on the scale shrank ``z``) or ``"mirror"`` (the reversal; parameter: the honest
+median / MAD); tail: the share of Student-t heterogeneity (``HETEROGENEITY_TAIL`` beside a law, else
+``STATISTIC_TAIL``); to one decimal, so the simulation scores what the estimator does."""
 
 
 def normal_quantile(p: float) -> float:
-    """``Phi^-1(p)`` for ``0 < p < 1`` (Acklam's rational approximation, then one Newton step)."""
+    """``Phi^-1(p)`` for ``0 < p < 1`` (the standard library's ``NormalDist``)."""
     if not 0.0 < p < 1.0:
         raise ValueError(f"p={p!r} must be in (0, 1)")
-    a = (-39.69683028665376, 220.9460984245205, -275.9285104469687, 138.3577518672690, -30.66479806614716, 2.506628277459239)
-    b = (-54.47609879822406, 161.5858368580409, -155.6989798598866, 66.80131188771972, -13.28068155288572)
-    c = (-0.007784894002430293, -0.3223964580411365, -2.400758277161838, -2.549732539343734, 4.374664141464968, 2.938163982698783)
-    d = (0.007784695709041462, 0.3224671290700398, 2.445134137142996, 3.754408661907416)
-    q = min(p, 1 - p)
-    if q < 0.02425:
-        r = math.sqrt(-2 * math.log(q))
-        x = (((((c[0] * r + c[1]) * r + c[2]) * r + c[3]) * r + c[4]) * r + c[5]) / ((((d[0] * r + d[1]) * r + d[2]) * r + d[3]) * r + 1)
-        x = x if p < 0.5 else -x
-    else:
-        q = p - 0.5
-        r = q * q
-        x = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
-    err = 0.5 * math.erfc(-x / math.sqrt(2)) - p  # one Newton step on Phi(x) = p
-    return x - err * math.sqrt(2 * math.pi) * math.exp(x * x / 2)
+    return NormalDist().inv_cdf(p)
 
 
 def normal_tail(z: FloatArray) -> FloatArray:
@@ -79,6 +66,13 @@ def _standardised(draws: FloatArray, kind: Kind) -> FloatArray:
     """What the estimator makes of honest draws (shape (S, K)) of one statistic: ``z`` per participant."""
     if kind[0] == "known":
         return draws * kind[2]
+    if kind[0] == "mirror":  # reversal: the larger of two honest values at median / MAD = kind[2], scored
+        out = np.zeros_like(draws)  # beyond halfway to their mirror (independent draws: conservative)
+        for d in (draws, draws[::-1]):
+            along = d / median_mad(d)[1][:, None] + kind[2]
+            loc, scale = median_mad(along)
+            out = np.maximum(out, np.where(along < -0.5 * loc[:, None], -along, 0.0) / np.maximum(scale, 1e-12)[:, None])
+        return out
     if kind[0] == "scaled":
         return kind[2] * draws / np.sqrt(np.median(draws * draws, axis=1) / MEDIAN_CHI2_1)[:, None]
     loc, scale = median_mad(draws)
@@ -90,17 +84,17 @@ def _sizes(k: int, alpha: float) -> tuple[int, int]:
         raise ValueError(f"a calibrated threshold needs at least 3 participants; got {k}")
     if not 0.0 < alpha < 0.5:
         raise ValueError(f"alpha={alpha!r} must be in (0, 0.5)")
-    kk = min(k, MAX_CALIBRATED_K)
-    return kk, max(400, SIMULATIONS // kk)
+    kk = min(k, const.MAX_CALIBRATED_K)
+    return kk, max(400, const.SIMULATIONS // kk)
 
 
 @cache
 def evidence_threshold(k: int, alpha: float, kinds: tuple[Kind, ...]) -> float:
     """The ``1 - alpha`` quantile of one honest participant's summed log-likelihood ratio.
 
-    ``kinds`` lists the statistics the estimator sums (their nulls and sides); each is drawn standard
-    normal for K honest participants (independently: statistics of one upload along different
-    alternatives), standardised as the estimator does and converted to its log-likelihood ratio.
+    ``kinds`` lists the statistics the estimator sums; each is drawn for K honest participants
+    (independently: one upload along different alternatives), normal plus its ``tail`` share of Student-t,
+    standardised as the estimator does and converted to its log-likelihood ratio.
     """
     kk, sims = _sizes(k, alpha)
     if not kinds:
@@ -108,9 +102,12 @@ def evidence_threshold(k: int, alpha: float, kinds: tuple[Kind, ...]) -> float:
     rng = np.random.default_rng([kk, len(kinds), 20_250_425])
     total = np.zeros((sims, kk))
     for kind in kinds:
-        if kind[2] <= 0:
+        if kind[2] <= 0 and kind[0] != "mirror":
             continue
-        total += llr(_standardised(rng.standard_normal((sims, kk)), kind), kind[1])
+        nu = const.HETEROGENEITY_TAIL if kind[0] in ("known", "scaled") else const.STATISTIC_TAIL
+        t = rng.standard_t(nu, (sims, kk)) * math.sqrt(1 - 2 / nu) if kind[3] > 0 else 0.0
+        draws = math.sqrt(1.0 - kind[3]) * rng.standard_normal((sims, kk)) + math.sqrt(kind[3]) * t  # unit variance
+        total += llr(_standardised(draws, kind), kind[1])
     return float(np.quantile(total.reshape(-1), 1.0 - alpha))
 
 
@@ -124,9 +121,8 @@ def energy_threshold(k: int, alpha: float, lower_half: bool) -> float:
     a 3 % threshold of 3.9 instead of 3.1 honest standard deviations at K = 10). Otherwise they are the
     mean and standard deviation of K honest reference values (the consistent participants) and ``z`` is
     that of a further honest value (a prediction bound), the honest log-energies drawn heavy-tailed: the
-    log of an inverse-gamma scale with ``HETEROGENEITY_TAIL`` degrees of freedom. Levels below the simulation's resolution use the normal tail scaled by the
-    simulated inflation at ``alpha = 1 %``.
-    """
+    log of an inverse-gamma scale with ``HETEROGENEITY_TAIL`` degrees of freedom. Levels below the
+    simulation's resolution use the normal tail scaled by the simulated inflation at ``alpha = 1 %``."""
     kk, sims = _sizes(k, alpha)
     resolution = 50.0 / (sims * kk)
     if alpha < resolution:
@@ -137,11 +133,20 @@ def energy_threshold(k: int, alpha: float, lower_half: bool) -> float:
     if lower_half:
         ref, new = draws[:, : (kk + 1) // 2], draws
     else:  # honest heterogeneity is heavy-tailed: a participant's scale is inverse-gamma (Student-t mixing)
-        shape = HETEROGENEITY_TAIL / 2.0
+        shape = const.HETEROGENEITY_TAIL / 2.0
         ref = np.sort(-np.log(rng.gamma(shape, 1.0 / shape, size=(sims, kk))), axis=1)
         new = -np.log(rng.gamma(shape, 1.0 / shape, size=(sims, kk)))
     z = (new - ref.mean(axis=1)[:, None]) / np.maximum(ref.std(axis=1, ddof=1), 1e-12)[:, None]
     return float(np.quantile(z.reshape(-1), 1.0 - alpha))
+
+
+@cache
+def chance_spread(k: int, alpha: float) -> float:
+    """The ``1 - alpha`` quantile of the squared scale a ``"scaled"`` null finds in K values of its law alone
+    (their median square over a standard normal's): a larger one is heterogeneity beyond the law."""
+    kk, sims = _sizes(max(k, 3), alpha)
+    draws = np.random.default_rng([kk, 20_250_427]).standard_normal((sims, kk))
+    return float(np.quantile(np.median(draws * draws, axis=1) / MEDIAN_CHI2_1, 1.0 - alpha))
 
 
 def known_to_normal(values: FloatArray, comparisons: int) -> FloatArray:

@@ -30,11 +30,12 @@ from numpy.typing import NDArray
 from flwr_ppcdl.reliability.calibration import (
     MEDIAN_CHI2_1,
     Kind,
+    chance_spread,
     energy_threshold,
     known_to_normal,
     median_mad,
 )
-from flwr_ppcdl.reliability.constants import MAX_STEPS, REVERSAL_SPREADS, SAMPLING_FLOOR
+from flwr_ppcdl.reliability.constants import MAX_STEPS, MIRROR_CAP, SAMPLING_FLOOR
 from flwr_ppcdl.reliability.sketch import Layer
 
 FloatArray = NDArray[np.float64]
@@ -88,7 +89,7 @@ def fit_block(layers: list[Layer], voice: NDArray[np.intp], alpha: float, *, del
     out.incompatible = is_voice & (out.energy > far)
     if any(lay.bounded for lay in layers):
         out.clip = np.minimum(1.0, np.exp(-0.5 * np.maximum(out.energy - far, 0.0) * scale))
-    _projections(out, layers, loo, centre, tau2, consistent, known, deltas)
+    _projections(out, layers, loo, centre, tau2, consistent, known, deltas, alpha)
     _heads(out, layers, loo, centre, tau2, consistent, deltas)
     return _spread_to_duplicates(out, voice)
 
@@ -232,49 +233,41 @@ def _standardise(values: FloatArray, members: BoolArray, floor: float = 0.0) -> 
     return (values - loc) / used, float(scale) / used
 
 
-
-
 # -- the structured alternatives --------------------------------------------------------------------
 
 
 def _projections(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, FloatArray]], centre: list[FloatArray],
-                 tau2: list[float], members: BoolArray, known: bool, deltas: bool) -> None:
-    """The scaled alternatives, in the model's metric (each entry weighed by ``1 / (tau^2 + v + the
-    centre's variance)``): ``collapse``, the residual along the consensus ``a = theta + reference``
-    (scaled towards zero: positive; beyond: negative), and, for deltas of plain uploads, ``reversal``:
-    minus the cosine of the participant's update with the consensus update of the others, over the
-    honest spread of that cosine (its MAD) -- location 0, the boundary between going with the others and
-    against them. A sign-flipped update is far beyond it; an honest update in another direction (a
-    second data mode, label skew) has a smaller but positive cosine and no evidence (its distance is the
-    energy's business, which bounds it); an update scaled beyond keeps its direction and is far. Tested
-    only while the honest participants go together (``REVERSAL_SPREADS``).
-
-    Under a known law the projection ``<r, a> / ||a||`` has location 0 for an honest participant and a
-    scale the law alone understates -- heterogeneity moves honest views along the consensus (the
-    brightness of a participant's images scales all its feature second moments; target skew its target
-    moments) -- so the scale is the median of the consistent participants' squared projections: robust to
-    a corrupted minority, widened by honest tails on either side. Without a law the projection is divided
-    by the participant's own residual norm (a cosine times the square root of the number of entries,
-    about standard normal whatever its own heterogeneity: heavy-tailed honest spread moves the energy,
-    which bounds influence, not these) and standardised by the consistent participants' median and MAD."""
+                 tau2: list[float], members: BoolArray, known: bool, deltas: bool, alpha: float) -> None:
+    """The scaled alternatives (``docs/reliability.md`` section 2), in the model's metric (each entry weighed
+    by ``1 / (tau^2 + v + the centre's variance)``): ``collapse``, the residual along the consensus ``a =
+    theta + reference`` (towards zero: positive; beyond: negative) -- under a known law ``<r, a> / ||a||``
+    scaled by the consistent voices' median square, its share beyond the laws (where it exceeds their
+    chance spread) calibrated heavy-tailed; without a law a cosine times the square root of the number of
+    entries, standardised by their median and MAD -- and, for deltas of plain uploads, ``reversal``: the
+    update's cosine with the others' consensus update and its length along it, each scored beyond halfway
+    to the mirror of the honest median in honest MADs (the larger counts), calibrated at the round's
+    median-to-MAD ratio, not run at a ratio <= 0 (near a fixed point there is nothing to reverse)."""
     k = layers[0].stack.shape[0]
     weight = [1.0 / (_variance(lay, t) + cvar) for lay, t, (_, cvar) in zip(layers, tau2, loo, strict=True)]
     proj, aa, rr = np.zeros(k), np.zeros(k), np.zeros(k)
-    for (res, _), c, lay, w in zip(loo, centre, layers, weight, strict=True):
-        a = c + lay.reference
+    along = [c + lay.reference for c, lay in zip(centre, layers, strict=True)]
+    for (res, _), a, w in zip(loo, along, weight, strict=True):
         proj += np.sum(res * a * w, axis=1)
         aa += np.sum(a * a * w, axis=1)
         rr += np.sum(res * res * w, axis=1)
     if np.any(aa > _TINY):
         if known:
             z = -proj / np.sqrt(np.maximum(aa, _TINY))
-            scale = np.sqrt(max(float(np.median(z[members] ** 2)) / MEDIAN_CHI2_1, _TINY))
-            out.z["collapse"], out.kinds["collapse"] = z / scale, ("scaled", True, 1.0)
+            scale2 = max(float(np.median(z[members] ** 2)) / MEDIAN_CHI2_1, _TINY)
+            law = sum(np.sum(a * a * w * w * (_variance(lay, 0.0) + cvar), axis=1) for a, lay, w, (_, cvar) in zip(along, layers, weight, loo, strict=True))
+            tail = round(min(max(1.0 - float(np.median(law[members] / aa[members])) / scale2, 0.0), 1.0), 1)
+            tail = tail if scale2 > chance_spread(int(members.sum()), alpha) else 0.0  # beyond its law's chance
+            out.z["collapse"], out.kinds["collapse"] = z / np.sqrt(scale2), ("scaled", True, 1.0, tail)
         else:
             cosine = -proj / np.sqrt(np.maximum(rr * aa, _TINY))
             count = sum(res.shape[1] for res, _ in loo)
             out.z["collapse"], shrink = _standardise(cosine * np.sqrt(count), members, SAMPLING_FLOOR)
-            out.kinds["collapse"] = ("estimated", True, round(shrink, 1))
+            out.kinds["collapse"] = ("estimated", True, round(shrink, 1), 1.0)  # tail: STATISTIC_TAIL
     if deltas and not known:
         dot, dd, oo = np.zeros(k), np.zeros(k), np.zeros(k)
         for (res, _), lay, w in zip(loo, layers, weight, strict=True):
@@ -282,20 +275,19 @@ def _projections(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray,
             dot += np.sum(lay.stack * others * w, axis=1)
             dd += np.sum(lay.stack * lay.stack * w, axis=1)
             oo += np.sum(others * others * w, axis=1)
-        cosine = dot / np.sqrt(np.maximum(dd * oo, _TINY))
-        middle, spread = median_mad(cosine, members)
-        # only while the honest go together (REVERSAL_SPREADS); an honest value then adds nothing to the sum
-        if float(middle) >= REVERSAL_SPREADS * float(spread):
-            # the reversed alternative puts a cosine near minus the honest one: beyond halfway to it only
-            mirrored = cosine < -0.5 * float(middle)
-            out.z["reversal"] = np.where(mirrored, -cosine, 0.0) / max(float(spread), _TINY)
-            out.kinds["reversal"] = ("scaled", False, 0.0)
+        found, ratios = [], []  # the cosine with the others' consensus update, and the length along it
+        for value in (dot / np.sqrt(np.maximum(dd * oo, _TINY)), dot / np.maximum(oo, _TINY)):
+            middle, spread = median_mad(value, members)
+            ratios.append(float(middle) / max(float(spread), _TINY))
+            found.append(np.where(value < -0.5 * float(middle), -value, 0.0) / max(float(spread), _TINY))
+        if min(ratios) > 0:  # the honest go with the others at all (near a fixed point they do not)
+            out.z["reversal"] = np.maximum(found[0], found[1])
+            out.kinds["reversal"] = ("mirror", False, min(round(min(ratios) * 2.0) / 2.0, MIRROR_CAP), 1.0)
 
 
 def _heads(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, FloatArray]], centre: list[FloatArray],
            tau2: list[float], members: BoolArray, deltas: bool) -> None:
-    """Rows permuted relative to the consensus: ``swap`` under a known law (a known null), ``gap``
-    otherwise (a null estimated from the members)."""
+    """Rows permuted: ``swap`` under a known law (a known null), ``gap`` otherwise (an estimated null)."""
     swap, comparisons, gap_num, gap_den = None, 0, None, None
     for (res, _), lay, c, t in zip(loo, layers, centre, tau2, strict=True):
         if not lay.rows:
@@ -305,17 +297,18 @@ def _heads(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, Float
             swap = found if swap is None else np.maximum(swap, found)
             comparisons += lay.rows * (lay.rows - 1)
             continue
-        # a permuted row j deviates from the consensus towards another row's consensus: with deltas the
-        # consensus *update* rows (from a random start the absolute rows carry no class structure yet)
-        consensus = lay.stack - res if deltas else np.broadcast_to(c + lay.reference, res.shape)
-        per_row, weight = _row_gap(res, consensus, lay.rows)
+        if deltas:  # the update's rows against the global head's rows, the class templates
+            templates = lay.reference.reshape(lay.rows, -1) - lay.reference.reshape(lay.rows, -1).mean(axis=0)
+            per_row, weight = _row_gap(lay.stack, np.broadcast_to(templates.reshape(-1), res.shape), lay.rows)
+        else:  # a permuted row j deviates from the consensus towards another row's consensus
+            per_row, weight = _row_gap(res, np.broadcast_to(c + lay.reference, res.shape), lay.rows)
         gap_num = (per_row * weight).sum(axis=1) + (0.0 if gap_num is None else gap_num)
         gap_den = weight.sum(axis=1) + (0.0 if gap_den is None else gap_den)
     if swap is not None:
-        out.z["swap"], out.kinds["swap"] = known_to_normal(swap, comparisons), ("known", False, 1.0)
+        out.z["swap"], out.kinds["swap"] = known_to_normal(swap, comparisons), ("known", False, 1.0, 0.0)
     if gap_num is not None and gap_den is not None and np.any(gap_den > 0):
         out.z["gap"], _ = _standardise(gap_num / np.maximum(gap_den, _TINY), members)
-        out.kinds["gap"] = ("estimated", False, 1.0)
+        out.kinds["gap"] = ("estimated", False, 1.0, 1.0)
 
 
 def _row_gap(rows_of: FloatArray, reference: FloatArray, rows: int) -> tuple[FloatArray, FloatArray]:
