@@ -56,6 +56,14 @@ def median_mad(values: FloatArray, members: NDArray[np.bool_] | None = None) -> 
     return loc, scale
 
 
+def beyond_mirror(values: FloatArray, members: NDArray[np.bool_] | None = None, floor: float = 1e-12) -> tuple[FloatArray, FloatArray]:
+    """The reversal's ``z`` along the last axis (minus the value over the MAD beyond halfway to the median's
+    mirror, else 0) and the median / MAD: one formula for the estimator and its simulation."""
+    loc, scale = median_mad(values, members)
+    loc, scale = loc[..., None], np.maximum(scale, floor)[..., None]
+    return np.where(values < -0.5 * loc, -values, 0.0) / scale, loc / scale
+
+
 def llr(z: FloatArray, two_sided: bool) -> FloatArray:
     """Log-likelihood ratio of a shifted normal against the honest standard normal."""
     zz = np.asarray(z, dtype=np.float64) if two_sided else np.maximum(np.asarray(z, dtype=np.float64), 0.0)
@@ -66,13 +74,8 @@ def _standardised(draws: FloatArray, kind: Kind) -> FloatArray:
     """What the estimator makes of honest draws (shape (S, K)) of one statistic: ``z`` per participant."""
     if kind[0] == "known":
         return draws * kind[2]
-    if kind[0] == "mirror":  # reversal: the larger of two honest values at median / MAD = kind[2], scored
-        out = np.zeros_like(draws)  # beyond halfway to their mirror (independent draws: conservative)
-        for d in (draws, draws[::-1]):
-            along = d / median_mad(d)[1][:, None] + kind[2]
-            loc, scale = median_mad(along)
-            out = np.maximum(out, np.where(along < -0.5 * loc[:, None], -along, 0.0) / np.maximum(scale, 1e-12)[:, None])
-        return out
+    if kind[0] == "mirror":  # the larger of two honest reversals at median / MAD = kind[2] (independent: conservative)
+        return np.maximum(*(beyond_mirror(d / median_mad(d)[1][:, None] + kind[2])[0] for d in (draws, draws[::-1])))
     if kind[0] == "scaled":
         return kind[2] * draws / np.sqrt(np.median(draws * draws, axis=1) / MEDIAN_CHI2_1)[:, None]
     loc, scale = median_mad(draws)

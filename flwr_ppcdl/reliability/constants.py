@@ -45,7 +45,6 @@ are calibrated on it. With normal nulls honest census2000 participants under Dir
 0.80, tuning seed 0) and flagged for collapse (honest kept in 7 of 8 no-corruption cells, 8 of 8 with it, seeds 0-2)."""
 
 STATISTIC_TAIL = 10.0
-"""Student-t degrees of freedom for nulls estimated from the participants (``gap``, ``collapse`` without a law,
-``reversal``). Synthetic honest rounds (tests): Gaussian uploads flagged at .0095 with t(8), heavy-tailed ones at
-.048 with normal draws (stated .02); t(10) keeps both within a factor 2. Plain clients, nobody unreliable, tuning
-seeds 0-2 twice: .035 IID / .020 Dirichlet (normal draws .040 / .027)."""
+"""Student-t degrees of freedom for nulls estimated from the participants (gap, collapse without a law, reversal).
+Synthetic honest rounds (tests) flag Gaussian uploads at .0095 with t(8), heavy-tailed ones at .048 with normal draws
+(stated .02): t(10) keeps both within 2x. Plain clients, tuning seeds 0-2 twice: .035 IID / .020 Dirichlet (normal .040 / .027)."""

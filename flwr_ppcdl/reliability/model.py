@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 from flwr_ppcdl.reliability.calibration import (
     MEDIAN_CHI2_1,
     Kind,
+    beyond_mirror,
     chance_spread,
     energy_threshold,
     known_to_normal,
@@ -244,9 +245,8 @@ def _projections(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray,
     scaled by the consistent voices' median square, its share beyond the laws (where it exceeds their
     chance spread) calibrated heavy-tailed; without a law a cosine times the square root of the number of
     entries, standardised by their median and MAD -- and, for deltas of plain uploads, ``reversal``: the
-    update's cosine with the others' consensus update and its length along it, each scored beyond halfway
-    to the mirror of the honest median in honest MADs (the larger counts), calibrated at the round's
-    median-to-MAD ratio, not run at a ratio <= 0 (near a fixed point there is nothing to reverse)."""
+    update's cosine with the others' consensus update and its length along it (``beyond_mirror``; the larger
+    counts), calibrated at the round's median / MAD, not run at a ratio <= 0 (nothing to reverse)."""
     k = layers[0].stack.shape[0]
     weight = [1.0 / (_variance(lay, t) + cvar) for lay, t, (_, cvar) in zip(layers, tau2, loo, strict=True)]
     proj, aa, rr = np.zeros(k), np.zeros(k), np.zeros(k)
@@ -275,14 +275,12 @@ def _projections(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray,
             dot += np.sum(lay.stack * others * w, axis=1)
             dd += np.sum(lay.stack * lay.stack * w, axis=1)
             oo += np.sum(others * others * w, axis=1)
-        found, ratios = [], []  # the cosine with the others' consensus update, and the length along it
-        for value in (dot / np.sqrt(np.maximum(dd * oo, _TINY)), dot / np.maximum(oo, _TINY)):
-            middle, spread = median_mad(value, members)
-            ratios.append(float(middle) / max(float(spread), _TINY))
-            found.append(np.where(value < -0.5 * float(middle), -value, 0.0) / max(float(spread), _TINY))
-        if min(ratios) > 0:  # the honest go with the others at all (near a fixed point they do not)
-            out.z["reversal"] = np.maximum(found[0], found[1])
-            out.kinds["reversal"] = ("mirror", False, min(round(min(ratios) * 2.0) / 2.0, MIRROR_CAP), 1.0)
+        direction, length = dot / np.sqrt(np.maximum(dd * oo, _TINY)), dot / np.maximum(oo, _TINY)  # the others' update
+        (z_cos, r_cos), (z_len, r_len) = beyond_mirror(direction, members, _TINY), beyond_mirror(length, members, _TINY)
+        ratio = min(float(r_cos[0]), float(r_len[0]))
+        if ratio > 0:  # the honest go with the others at all (near a fixed point they do not)
+            out.z["reversal"] = np.maximum(z_cos, z_len)
+            out.kinds["reversal"] = ("mirror", False, min(round(ratio * 2.0) / 2.0, MIRROR_CAP), 1.0)
 
 
 def _heads(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, FloatArray]], centre: list[FloatArray],
