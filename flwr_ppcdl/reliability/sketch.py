@@ -61,29 +61,21 @@ class Layer:
 
 
 def sample_blocks(size: int, m: int, rng: np.random.Generator) -> NDArray[np.intp]:
-    """About ``m`` coordinates of ``range(size)`` as random circular blocks of contiguous coordinates.
-
-    Block starts are uniform (with replacement) and blocks wrap around, so every coordinate has the
-    same inclusion probability, while reads stay contiguous.
-    """
+    """About ``m`` coordinates of ``range(size)`` as random circular blocks of contiguous coordinates: starts
+    uniform (with replacement), blocks wrapping around (equal inclusion probabilities, contiguous reads)."""
     blen = min(SAMPLE_BLOCK, size)
     starts = np.sort(rng.integers(0, size, size=max(1, -(-m // blen))))
     return ((starts[:, None] + np.arange(blen)) % size).reshape(-1)
 
 
-def sample_layers(
-    arrays: Sequence[Sequence[Any]],
-    idx: Sequence[int] | NDArray[np.intp],
-    reference: Sequence[Any] | None,
-    max_coordinates: int | None,
-    rng: np.random.Generator,
-    noise_variance: Sequence[Sequence[Any]] | None = None,
-    bounded: bool | Sequence[bool] = True,
-) -> list[Layer]:
+def sample_layers(arrays: Sequence[Sequence[Any]], idx: Sequence[int] | NDArray[np.intp], reference: Sequence[Any] | None,
+                  max_coordinates: int | None, rng: np.random.Generator, noise_variance: Sequence[Sequence[Any]] | None = None,
+                  bounded: bool | Sequence[bool] = True) -> list[Layer]:
     """The scored coordinates of the uploads ``idx``, layer by layer: about ``max_coordinates`` in all (at
     most ``SCORED_ENTRIES / K``, at least ``MIN_COORDINATES``, proportionally per layer), drawn afresh as
     random contiguous blocks so an uploader cannot know where it is looked at; a head (2-D, 3-64 rows)
-    with a known law, or within ``SCORED_ENTRIES``, in full and whole. Coordinates nobody moved are
+    in full and whole with a known law, within ``SCORED_ENTRIES`` or where its row tests (rows x size per
+    participant) cost at most a quarter of FedAvg's pass over the upload. Coordinates nobody moved are
     dropped elsewhere. ``bounded`` (one flag or one per array): whether an array's energy bounds influence.
     """
     k = len(idx)
@@ -95,7 +87,7 @@ def sample_layers(
     layers: list[Layer] = []
     for pos, (shape, size) in enumerate(zip(shapes, sizes, strict=True)):
         head = len(shape) == 2 and HEAD_ROWS[0] <= shape[0] <= HEAD_ROWS[1]
-        in_full = head and (noise_variance is not None or k * size <= SCORED_ENTRIES)
+        in_full = head and (noise_variance is not None or k * size <= SCORED_ENTRIES or 4 * size * shape[0] <= total)
         take: NDArray[np.intp] | None = None
         if max_coordinates is not None and total > max_coordinates and size > 0 and not in_full:
             m = max(1, int(round(max_coordinates * size / total)))

@@ -114,6 +114,18 @@ def test_a_known_law_head_larger_than_the_coordinate_budget_is_scored_in_full() 
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize(("body", "whole"), [(50_000, True), (5_000, False)])
+def test_a_plain_head_is_scored_whole_at_any_k_where_its_row_tests_are_cheap(body: int, whole: bool) -> None:
+    """K = 500 uploads of a body and a 10 x 64 head (320,000 head entries, over the 200,000-entry budget):
+    the head keeps its rows (the row tests run) when they cost at most a quarter of the upload's size
+    (10 x 640 per participant against a 50,000-entry body), and is sampled like any array otherwise."""
+    rng = np.random.default_rng(4)
+    uploads = [[rng.normal(size=body), rng.normal(size=(10, 64))] for _ in range(500)]
+    layers = sample_layers(uploads, np.arange(500), None, 20_000, rng)
+    head = layers[-1]
+    assert (head.rows == 10 and head.stack.shape == (500, 640)) is whole
+
+
 def test_flipped_labels_holding_most_of_the_data_lose_their_weight_under_label_skew() -> None:
     """Statistics protocol, class means: four colluding flipped-label participants hold 16,000 of 25,000
     records under Dirichlet(0.3) label skew; they keep <= 0.2x their FedAvg share in each of three draws."""
