@@ -12,7 +12,7 @@ one job per module:
 * :mod:`.calibration` -- thresholds simulated for the round's number of participants;
 * :mod:`.noise_law` -- the known noise law of a functional-mechanism release's scored views;
 * :mod:`.estimate` -- one round's weights (:func:`estimate_reliability`);
-* :mod:`.memory` -- accumulated log-odds across rounds per node;
+* :mod:`.memory` -- accumulated log-odds and running sums of statistics across rounds, per node;
 * :mod:`.arrays` -- the aggregate itself: the weighted sum, or the coordinate-wise median;
 * :mod:`.aggregator` -- a round's bookkeeping for the Flower adapters, with :class:`RoundReport`.
 

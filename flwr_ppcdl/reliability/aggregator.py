@@ -104,6 +104,7 @@ class ReliabilityAggregator:
         result = estimate_reliability(
             updates, counts, opts,
             prior_evidence=None if self.memory is None else self.memory.prior(node_ids),
+            prior_statistics=None if self.memory is None else self.memory.prior_statistics(node_ids),
             server_losses=self._server_losses(uploads, excluded) if opts.method == "server_data" else None,
             reference=reference if opts.use_deltas and updates is not None else None,
             expected_shapes=None if reference is None or updates is None else [tuple(a.shape) for a in reference],
@@ -120,7 +121,8 @@ class ReliabilityAggregator:
                            server_round, self._label(node_ids[pos]), reason)
         valid = [pos for pos in range(len(uploads)) if pos not in excluded]
         if self.memory is not None and valid:
-            self.memory.update([node_ids[p] for p in valid], result.carried_evidence[valid])
+            self.memory.update([node_ids[p] for p in valid], result.evidence[valid],
+                               [result.statistics[p] for p in valid] if result.statistics else ())
         self._report(server_round, node_ids, result, excluded)
         return result
 

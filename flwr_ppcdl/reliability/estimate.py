@@ -1,30 +1,27 @@
 """One round's weights (pure numpy): validate, fit the honest model to every view, weigh.
 
-``"calibrated"`` (default, ``docs/reliability.md``): one block per view -- the parameters (or deltas)
-and each array of a shared release's known-law view (:class:`ScoredView`) -- fitted by
-:func:`~flwr_ppcdl.reliability.model.fit_block`; the structured alternatives' log-likelihood ratios are
-summed over statistics and blocks, compared with the threshold simulated for this K (:mod:`.calibration`)
-and carried across rounds as suspicion (:mod:`.memory`). Weight = claimed count x posterior probability of
-being honest x the energy's bounded-influence factor; a doubted participant's count is pulled to the median
-claim (flagged: all the way; far: by the square of that factor); at least half of the voices incompatible with the model: the
-round is *undecidable* (the aggregator takes the coordinate-wise median). ``"server_data"``:
-``exp(-sharpness * max(L_k / min_j L_j - tolerance, 0))`` from losses on the server's own records.
-``"fedavg"`` / ``"uniform"``: baselines.
+``"calibrated"`` (default, ``docs/reliability.md``): one block per view (the parameters or deltas, and
+each array of a release's known-law :class:`ScoredView`) fitted by :func:`~.model.fit_block`; the
+structured alternatives' log-likelihood ratios (one-sided ones summed across rounds) are summed over
+statistics and blocks, compared with the threshold simulated for this K (:mod:`.calibration`) and carried
+as suspicion (:mod:`.memory`). Weight = claimed count x P(honest) x the energy's bounded-influence factor,
+a doubted count pulled to the median claim; at least half of the voices incompatible: *undecidable* (the
+aggregator takes the coordinate-wise median). ``"server_data"``: ``exp(-sharpness * max(L_k / min_j L_j -
+tolerance, 0))`` from server-side losses. ``"fedavg"`` / ``"uniform"``: baselines.
 
-Privacy: post-processing of what participants already released (and, for server data, of records the
-server owns); no participant record is read, no privacy budget is spent.
+Privacy: post-processing of released uploads (and of records the server owns); no budget is spent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from flwr_ppcdl.reliability.calibration import Kind, evidence_threshold, llr
+from flwr_ppcdl.reliability.calibration import Kind, evidence_threshold, llr, median_mad
 from flwr_ppcdl.reliability.constants import SHARPNESS
 from flwr_ppcdl.reliability.counts import plausible_counts
 from flwr_ppcdl.reliability.model import BlockFit, fit_block
@@ -54,8 +51,8 @@ class ReliabilityResult:
     being honest x bounded-influence factor; 0 if excluded), ``sample_weights`` (FedAvg's share),
     ``distances`` (the standardised energy; server data: the loss ratio), ``excluded`` / ``capped`` (index
     -> reason), ``evidence`` (accumulated log-odds of being corrupted: > 0 is flagged; NaN for other
-    methods), ``carried_evidence`` (what the memory keeps), ``round_evidence`` (this round's calibrated
-    log-likelihood ratio alone) and ``undecidable`` (why no honest majority was decidable)."""
+    methods; the memory keeps it), ``round_evidence`` (this round's calibrated log-likelihood ratio alone),
+    ``statistics`` (running sums the memory keeps) and ``undecidable`` (why no honest majority was decidable)."""
 
     weights: FloatArray
     reliability: FloatArray
@@ -63,10 +60,10 @@ class ReliabilityResult:
     distances: FloatArray
     excluded: dict[int, str] = field(default_factory=dict)
     evidence: FloatArray = field(default_factory=lambda: np.zeros(0))
-    carried_evidence: FloatArray = field(default_factory=lambda: np.zeros(0))
     round_evidence: FloatArray = field(default_factory=lambda: np.zeros(0))
     undecidable: str | None = None
     capped: dict[int, str] = field(default_factory=dict)
+    statistics: list[dict[str, tuple[float, float]]] = field(default_factory=list)
 
 
 def estimate_reliability(
@@ -75,6 +72,7 @@ def estimate_reliability(
     options: ReliabilityOptions | None = None,
     *,
     prior_evidence: Sequence[float] | NDArray[Any] | None = None,
+    prior_statistics: Sequence[Mapping[str, tuple[float, float]] | None] | None = None,
     server_losses: Sequence[float] | NDArray[Any] | None = None,
     expected_shapes: Sequence[tuple[int, ...]] | None = None,
     reference: Sequence[Any] | None = None,
@@ -88,7 +86,8 @@ def estimate_reliability(
     ``updates``: one list of arrays per participant (None when only ``views`` are scored);
     ``num_examples``: claimed counts (untrusted; non-positive or non-finite excludes the upload);
     ``options`` and keyword ``overrides``: :class:`ReliabilityOptions`; ``prior_evidence``: the log-odds
-    each node carries (:class:`~flwr_ppcdl.reliability.memory.EvidenceMemory`; NaN for a new node);
+    each node carries and ``prior_statistics`` its running sums (:class:`~.memory.EvidenceMemory`; NaN / None
+    for a new node);
     ``server_losses``: for server data; ``expected_shapes``: see :func:`validate_updates`; ``reference``:
     the global model, whose deltas are then scored (no ``K x P`` copy); ``noise_variance``: the known
     noise variance of ``updates`` (broadcastable) or None; ``views``: per upload a :class:`ScoredView` or
@@ -114,7 +113,7 @@ def estimate_reliability(
     valid &= counts > 0
     nan = np.full(n_up, np.nan)
     result = ReliabilityResult(np.zeros(n_up), np.zeros(n_up), _normalised(counts, valid), nan.copy(), excluded,
-                               evidence=nan.copy(), carried_evidence=nan.copy(), round_evidence=nan.copy(), capped=capped)
+                               evidence=nan.copy(), round_evidence=nan.copy(), capped=capped)
     idx = np.flatnonzero(valid)
     if idx.size == 0:
         return result
@@ -125,8 +124,8 @@ def estimate_reliability(
     elif opts.method == "server_data":
         factor = _server_data(losses[idx], result.distances, idx, *opts.server_data_rule)
     elif opts.method == "calibrated":
-        return _calibrated(result, updates, views, idx, counts, opts, prior_evidence, reference, noise_variance,
-                           bounded_influence)
+        return _calibrated(result, updates, views, idx, counts, opts, (prior_evidence, prior_statistics), reference,
+                           noise_variance, bounded_influence)
     result.reliability[idx] = factor
     w = np.zeros(n_up)
     w[idx] = counts[idx] * factor
@@ -138,14 +137,19 @@ def estimate_reliability(
 
 def _calibrated(
     result: ReliabilityResult, updates: Sequence[Sequence[Any]] | None, views: Sequence[ScoredView | None] | None,
-    idx: NDArray[np.intp], counts: FloatArray, opts: ReliabilityOptions, prior_evidence: Any,
+    idx: NDArray[np.intp], counts: FloatArray, opts: ReliabilityOptions, priors: tuple[Any, Any],
     reference: Sequence[Any] | None, noise_variance: Sequence[Sequence[Any]] | None, bounded_influence: bool,
 ) -> ReliabilityResult:
     """The calibrated weights (module docstring)."""
     n_up, k = len(counts), idx.size
+    prior_evidence, prior_statistics = priors
     rng = np.random.default_rng(opts.seed)
     deltas = reference is not None and opts.use_deltas
     blocks: list[tuple[list[Any], NDArray[np.intp], bool]] = []  # layers, positions (into idx), deltas
+    gamma = opts.memory_rate or 0.0
+    if prior_statistics is not None and len(prior_statistics) != n_up:
+        raise ValueError(f"prior_statistics has {len(prior_statistics)} entries, expected {n_up}")
+    prior = [dict((prior_statistics or [None] * n_up)[i] or {}) for i in idx]  # (A, W) per block and statistic
     with single_thread_blas():
         if updates is not None and k >= 3:
             layers = sample_layers(updates, idx, reference if deltas else None, opts.max_coordinates, rng, noise_variance,
@@ -165,9 +169,11 @@ def _calibrated(
         voice = _voices(blocks, k)
         total, kinds = np.zeros(k), [list[Kind]() for _ in range(k)]
         clip, incompatible, energy = np.ones(k), np.zeros(k, dtype=bool), np.full(k, np.nan)
-        for layers, pos, is_delta in blocks:
+        for b, (layers, pos, is_delta) in enumerate(blocks):
             local = _local_voices(voice, pos)
             fit: BlockFit = fit_block(layers, local, opts.false_alarm_rate, deltas=is_delta)
+            if gamma > 0:
+                _accumulate(fit, str(b), [prior[j] for j in pos], gamma)  # blocks come in a fixed order
             for name, z in fit.z.items():
                 total[pos] += llr(z, fit.kinds[name][1])
                 for j in pos:
@@ -178,7 +184,6 @@ def _calibrated(
     threshold = np.array([evidence_threshold(k, opts.false_alarm_rate, tuple(sorted(kk))) if kk else np.inf for kk in kinds])
     this_round = np.where(np.isfinite(threshold), total - threshold, -np.inf)
     carried = np.nan_to_num(_per_upload("prior_evidence", prior_evidence, n_up, np.nan)[idx], nan=0.0)
-    gamma = opts.memory_rate or 0.0
     log_odds = this_round + gamma * np.maximum(carried, 0.0)
     honest = 1.0 / (1.0 + np.exp(np.clip(SHARPNESS * log_odds, -700.0, 700.0)))
     # a doubted count is pulled towards the median claim: all the way when flagged, by the square of the
@@ -197,15 +202,30 @@ def _calibrated(
     result.weights = _cap_shares(w, opts.max_share)
     result.reliability[idx] = factor
     result.distances[idx] = energy
-    finite = np.where(np.isfinite(log_odds), log_odds, -50.0)
-    result.evidence[idx], result.carried_evidence[idx] = finite, finite
+    result.evidence[idx] = np.where(np.isfinite(log_odds), log_odds, -50.0)
     result.round_evidence[idx] = np.where(np.isfinite(this_round), this_round, -50.0)
+    result.statistics = [dict(zip(idx.tolist(), prior, strict=True)).get(i, {}) for i in range(n_up)]
     n_voices = int(np.count_nonzero(voice == np.arange(k)))
     bad = int(np.count_nonzero(incompatible & (voice == np.arange(k))))
     if n_voices >= 3 and 2 * bad >= n_voices:
         result.undecidable = (f"{bad} of {n_voices} independent uploads are incompatible with the honest model "
                               "fitted to their majority: no decidable honest majority")
     return result
+
+
+def _accumulate(fit: BlockFit, block: str, carried: list[dict[str, tuple[float, float]]], gamma: float) -> None:
+    """Evidence that adds up across rounds (``docs/reliability.md`` section 3): a one-sided statistic with an
+    estimated null (``gap``) becomes ``A / sqrt(W)`` (``A_t = z_t + gamma A_{t-1}``, ``W_t = 1 + gamma^2 W_{t-1}``,
+    kept per participant in ``carried``), standardised again by the consistent voices' median and MAD (at least 1)."""
+    for name, kind in list(fit.kinds.items()):
+        if kind[0] == "estimated" and not kind[1]:
+            old = np.array([c.get(f"{block}:{name}", (0.0, 0.0)) for c in carried], dtype=np.float64).reshape(-1, 2)
+            total, squares = fit.z[name] + gamma * old[:, 0], 1.0 + gamma * gamma * old[:, 1]
+            for c, a, w in zip(carried, total, squares, strict=True):
+                c[f"{block}:{name}"] = (float(a), float(w))
+            loc, scale = median_mad(total / np.sqrt(squares), fit.consistent)
+            fit.z[name] = (total / np.sqrt(squares) - loc) / max(float(scale), 1.0)
+            fit.kinds[name] = (kind[0], kind[1], round(min(float(scale), 1.0), 1), kind[3])
 
 
 def _voices(blocks: list[tuple[list[Any], NDArray[np.intp], bool]], k: int) -> NDArray[np.intp]:

@@ -1,21 +1,14 @@
 """The honest model of one round, fitted to one block of uploads, and the statistics scored against it.
 
 Honest ``u_k = theta + h_k + n_k``: consensus, heterogeneity of variance ``tau_l^2`` per array, privacy
-noise of known variance ``v_k`` where the server holds the release. :func:`fit_block`:
-
-1. **Voices.** Identical uploads count once (:func:`~.sketch.voices`).
-2. **Honest majority.** ``theta`` is the least-trimmed-squares centre: the precision-weighted mean of the
-   ``h = floor(n/2) + 1`` voices closest to it (concentration steps from the coordinate-wise median of all
-   voices and of those the first fit left out; the tighter majority is kept); ``tau^2`` solves a robust
-   Paule-Mandel equation. A majority of *participants*, not of data or precision.
-3. **Consistent participants** ``C``: the energy ``log mean r^2 / (tau^2 + v)`` of every voice against the
-   closest half's mean and sd and the calibrated threshold; they give the heterogeneity and the nulls.
-4. **Statistics** on residuals to the leave-one-out centre, standardised: ``energy`` (the free
-   alternative), ``collapse`` (scaled towards zero or beyond), ``reversal`` (an update against the
-   others', deltas only), ``gap`` and ``swap`` (rows of a head permuted, without and with a known law).
-   The energy, against the round-level threshold (``alpha / n`` per voice), marks a voice *incompatible*
-   with the model (at least half incompatible: no decidable honest majority) and bounds its influence --
-   heavy-tailed honest heterogeneity, a second data mode, is also far; the others are evidence.
+noise of known variance ``v_k`` where the server holds the release (``docs/reliability.md`` section 2).
+:func:`fit_block`: identical uploads speak once (:func:`~.sketch.voices`); ``theta`` is the least-trimmed-
+squares centre of the ``floor(n/2) + 1`` closest voices (a majority of participants, not of data) and
+``tau^2`` solves a robust Paule-Mandel equation; the *consistent* voices pass the calibrated energy test
+and give the heterogeneity and the nulls; on leave-one-out residuals: ``energy`` (the free alternative:
+beyond the round-level threshold a voice is *incompatible* and its influence bounded), ``collapse``
+(scaled towards zero or beyond), ``reversal`` (deltas only), ``gap`` and ``swap`` (head rows permuted,
+without and with a known law) as evidence.
 
 Privacy: post-processing of released uploads only; no participant record is read.
 """

@@ -49,8 +49,8 @@ class ReliabilityOptions:
         the posterior's soft edge, honest participants then keep >= 0.8x their FedAvg share in about
         96-97 % of participant-rounds (95 % at 3 %, tuning seeds).
     memory_rate : float in [0, 1) or None, default 0.5
-        Calibrated: the fraction of a node's accumulated suspicion (positive log-odds) carried into
-        the next round; credit (negative log-odds) is never carried. None or 0: no memory.
+        Calibrated: the fraction of a node's suspicion (positive log-odds, never credit) and of its
+        one-sided statistics' running sums carried into the next round. None or 0: no memory.
     max_coordinates : int or None, default 20_000
         Calibrated: score on a fresh random sample of at most this many coordinates (the aggregate
         always uses every coordinate). None scores every coordinate.

@@ -9,6 +9,7 @@ excludes those uploads with a warning naming the node.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,9 +29,7 @@ def validate_updates(
     ``expected_shapes`` (required layer shapes; without it the most common signature)."""
     reasons: dict[int, str] = {}
     if len(num_examples) != len(updates):
-        raise ValueError(
-            f"num_examples has {len(num_examples)} entries but there are {len(updates)} updates"
-        )
+        raise ValueError(f"num_examples has {len(num_examples)} entries but there are {len(updates)} updates")
     signatures: list[tuple[tuple[int, ...], ...] | None] = []
     for k, upd in enumerate(updates):
         sig: tuple[tuple[int, ...], ...] | None = None
@@ -45,14 +44,8 @@ def validate_updates(
         except (TypeError, ValueError) as exc:
             reasons[k] = f"unreadable arrays ({exc})"
         signatures.append(sig)
-    if expected_shapes is not None:
-        reference = tuple(tuple(s) for s in expected_shapes)
-    else:
-        counts: dict[tuple[tuple[int, ...], ...], int] = {}
-        for sig in signatures:
-            if sig is not None:
-                counts[sig] = counts.get(sig, 0) + 1
-        reference = max(counts, key=lambda s: counts[s]) if counts else ()
+    common = Counter(sig for sig in signatures if sig is not None).most_common(1)
+    reference = tuple(tuple(s) for s in expected_shapes) if expected_shapes is not None else (common[0][0] if common else ())
     for k, upd in enumerate(updates):
         if k in reasons:
             continue
@@ -79,11 +72,10 @@ def validate_updates(
 def _value_problem(arr: NDArray[Any], max_abs: float) -> str | None:
     """Why ``arr`` cannot be aggregated (non-finite or absurd entries), or None.
 
-    Fast path (float32/float64): one pass (einsum; no BLAS threads woken) computes ``s = x . x``. Squares are >= 0, so
-    ``s`` is NaN/Inf whenever some entry is, and ``max|x_i| <= sqrt(s)``; a finite ``s``
-    with ``sqrt(s)`` (with a rounding margin) within ``max_abs`` therefore proves the array
-    clean. Only arrays that fail the screen (bad ones, or large norms) take the exact
-    ``max(|x|)`` pass, which names the problem. No copy of a contiguous array is made.
+    Fast path (float32/float64): one einsum pass (no BLAS threads woken) computes ``s = x . x``, NaN/Inf
+    whenever an entry is, with ``max|x_i| <= sqrt(s)``: a finite ``s`` with ``sqrt(s)`` (with a rounding margin)
+    within ``max_abs`` proves the array clean. Only arrays that fail this screen take the exact ``max(|x|)``
+    pass, which names the problem. No copy of a contiguous array is made.
     """
     if not arr.size:
         return None
