@@ -152,8 +152,7 @@ def _calibrated(
     prior = [dict((prior_statistics or [None] * n_up)[i] or {}) for i in idx]  # (A, W) per block and statistic
     with single_thread_blas():
         if updates is not None and k >= 3:
-            layers = sample_layers(updates, idx, reference if deltas else None, opts.max_coordinates, rng, noise_variance,
-                                   bounded_influence)
+            layers = sample_layers(updates, idx, reference if deltas else None, opts.max_coordinates, rng, noise_variance, bounded_influence)
             blocks.append((layers, np.arange(k), deltas))
         have = [j for j, i in enumerate(idx) if views is not None and views[i] is not None]
         if len(have) >= 3 and views is not None:
@@ -163,12 +162,11 @@ def _calibrated(
             flags = chosen[0].bounded_influence
             for j in range(len(chosen[0].layers)):
                 layers = sample_layers([[v.layers[j]] for v in chosen], np.arange(len(have)), None, None, rng,
-                                       [[v.noise_variance[j]] for v in chosen],
-                                       flags if isinstance(flags, bool) else flags[j])
+                                       [[v.noise_variance[j]] for v in chosen], flags if isinstance(flags, bool) else flags[j])
                 blocks.append((layers, np.asarray(have, dtype=np.intp), False))
         voice = _voices(blocks, k)
         total, kinds = np.zeros(k), [list[Kind]() for _ in range(k)]
-        clip, incompatible, energy = np.ones(k), np.zeros(k, dtype=bool), np.full(k, np.nan)
+        clip, incompatible, energy, members = np.ones(k), np.zeros(k, dtype=bool), np.full(k, np.nan), np.full(k, k)
         for b, (layers, pos, is_delta) in enumerate(blocks):
             local = _local_voices(voice, pos)
             fit: BlockFit = fit_block(layers, local, opts.false_alarm_rate, deltas=is_delta)
@@ -180,8 +178,10 @@ def _calibrated(
                     kinds[j].append(fit.kinds[name])
             clip[pos] *= fit.clip
             incompatible[pos] |= fit.incompatible
+            # calibrated at the number of compatible voices: the nulls are fitted to them
+            members[pos] = np.minimum(members[pos], max(3, int(np.count_nonzero((local == np.arange(pos.size)) & ~fit.incompatible))))
             energy[pos] = np.fmax(energy[pos], fit.energy)
-    threshold = np.array([evidence_threshold(k, opts.false_alarm_rate, tuple(sorted(kk))) if kk else np.inf for kk in kinds])
+    threshold = np.array([evidence_threshold(int(n), opts.false_alarm_rate, tuple(sorted(kk))) if kk else np.inf for n, kk in zip(members, kinds, strict=True)])
     this_round = np.where(np.isfinite(threshold), total - threshold, -np.inf)
     carried = np.nan_to_num(_per_upload("prior_evidence", prior_evidence, n_up, np.nan)[idx], nan=0.0)
     log_odds = this_round + gamma * np.maximum(carried, 0.0)
