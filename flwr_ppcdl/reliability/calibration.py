@@ -40,11 +40,6 @@ def normal_quantile(p: float) -> float:
     return NormalDist().inv_cdf(p)
 
 
-def normal_tail(z: FloatArray) -> FloatArray:
-    """``1 - Phi(z)``, elementwise."""
-    return np.array([0.5 * math.erfc(float(v) / math.sqrt(2)) for v in np.ravel(z)]).reshape(np.shape(z))
-
-
 def median_mad(values: FloatArray, members: NDArray[np.bool_] | None = None) -> tuple[FloatArray, FloatArray]:
     """Location and normal-consistent scale (MAD / 0.6745) of ``values`` along the last axis, over
     ``members`` only when given (a boolean mask of the same shape)."""
@@ -155,6 +150,6 @@ def chance_spread(k: int, alpha: float) -> float:
 def known_to_normal(values: FloatArray, comparisons: int) -> FloatArray:
     """A statistic that is the largest of ``comparisons`` (at most) standard normal ones, as one
     standard normal ``z`` with the same (Bonferroni) tail probability."""
-    tail = np.minimum(1.0, comparisons * normal_tail(values))
+    tail = np.minimum(1.0, comparisons * np.array([0.5 * math.erfc(float(v) / math.sqrt(2)) for v in np.ravel(values)]))  # 1 - Phi
     tail = np.clip(tail, 1e-300, 1.0 - 1e-16)
     return np.array([-normal_quantile(float(t)) if t < 1.0 else -8.0 for t in tail], dtype=np.float64)

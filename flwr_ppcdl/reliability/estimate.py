@@ -37,11 +37,13 @@ class ScoredView:
     """A known-law view of a participant's shared release (class means, target moments, Gram moments:
     :mod:`~flwr_ppcdl.reliability.noise_law`), scored beside its parameters; post-processing, no privacy
     cost. ``layers``: the statistics (same shapes for every participant); ``noise_variance``: their known
-    noise variance (broadcastable); ``bounded_influence``: whether each layer's energy bounds influence."""
+    noise variance (broadcastable); ``bounded_influence``: whether each layer's energy bounds influence;
+    ``evidence``: whether its structured statistics are evidence (else only its energy is scored)."""
 
     layers: list[NDArray[Any]]
     noise_variance: list[NDArray[Any]]
     bounded_influence: bool | tuple[bool, ...] = True
+    evidence: bool | tuple[bool, ...] = True
 
 
 @dataclass
@@ -146,6 +148,7 @@ def _calibrated(
     rng = np.random.default_rng(opts.seed)
     deltas = reference is not None and opts.use_deltas
     blocks: list[tuple[list[Any], NDArray[np.intp], bool]] = []  # layers, positions (into idx), deltas
+    silent: set[int] = set()  # blocks whose statistics are no evidence (their energy still bounds influence)
     gamma = opts.memory_rate or 0.0
     if prior_statistics is not None and len(prior_statistics) != n_up:
         raise ValueError(f"prior_statistics has {len(prior_statistics)} entries, expected {n_up}")
@@ -159,8 +162,9 @@ def _calibrated(
             # a view's arrays are different statistics (class means or target moments, the Gram part):
             # each is its own block, with its own honest model, majority and tests
             chosen = [v for v in (views[idx[j]] for j in have) if v is not None]
-            flags = chosen[0].bounded_influence
+            flags, scored = chosen[0].bounded_influence, chosen[0].evidence
             for j in range(len(chosen[0].layers)):
+                silent |= set() if (scored if isinstance(scored, bool) else scored[j]) else {len(blocks)}
                 layers = sample_layers([[v.layers[j]] for v in chosen], np.arange(len(have)), None, None, rng,
                                        [[v.noise_variance[j]] for v in chosen], flags if isinstance(flags, bool) else flags[j])
                 blocks.append((layers, np.asarray(have, dtype=np.intp), False))
@@ -170,6 +174,7 @@ def _calibrated(
         for b, (layers, pos, is_delta) in enumerate(blocks):
             local = _local_voices(voice, pos)
             fit: BlockFit = fit_block(layers, local, opts.false_alarm_rate, deltas=is_delta)
+            fit.z, fit.kinds = ({}, {}) if b in silent else (fit.z, fit.kinds)
             if gamma > 0:
                 _accumulate(fit, str(b), [prior[j] for j in pos], gamma)  # blocks come in a fixed order
             for name, z in fit.z.items():

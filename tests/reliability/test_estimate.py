@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from flwr_ppcdl.reliability import (
     ReliabilityAggregator,
     ReliabilityOptions,
+    ScoredView,
     Upload,
     coordinate_median,
     estimate_reliability,
@@ -229,3 +230,27 @@ def test_incompatible_uploads_do_not_raise_the_honest_false_alarm_rate() -> None
     were flagged at 3.2 % against 1.4 %)."""
     alone, beside = _honest_flagged(0), _honest_flagged(4)
     assert alone <= 0.04 and beside <= alone + 0.01, (alone, beside)
+
+
+def test_a_view_layer_that_is_no_evidence_still_bounds_influence() -> None:
+    """A release view's second layer (as the Gram moments are): participant 3 scaled 10 % towards zero,
+    participant 9 forged 50-fold. As evidence, both are flagged; as no evidence (``evidence=(True, False)``),
+    neither is flagged, yet the energy still bounds both (the forged one below 0.1 %) and the honest keep
+    equal shares."""
+    from .synthetic import C, P, class_rows
+
+    rng = np.random.default_rng(7)
+    stack, noise = class_rows(rng, 10, np.full(10, 0.3))
+    second = rng.normal(size=40)
+    layer = [second * (0.9 if i == 3 else 50.0 if i == 9 else 1.0) + 0.01 * rng.normal(size=40) for i in range(10)]
+
+    def views(evidence: bool | tuple[bool, ...]) -> list[ScoredView | None]:
+        return [ScoredView([stack[i].reshape(C, P), layer[i]], [noise[i].reshape(C, P), np.full(40, 1e-4)],
+                           evidence=evidence) for i in range(10)]
+
+    scored = estimate_reliability(None, np.full(10, 100.0), seed=0, views=views(True))
+    silent = estimate_reliability(None, np.full(10, 100.0), seed=0, views=views((True, False)))
+    assert scored.evidence[3] > 0 and scored.evidence[9] > 0
+    assert np.all(silent.evidence <= 0)
+    assert silent.weights[9] < 1e-3 and silent.weights[3] < 0.5 * silent.weights[0]
+    np.testing.assert_allclose(np.delete(silent.weights, [3, 9]), silent.weights[0], rtol=1e-3)
