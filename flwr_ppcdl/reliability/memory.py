@@ -1,9 +1,8 @@
 """Memory across rounds, per node id (pure Python): accumulated suspicion and each statistic's running sum.
 
-Log-odds: a round's log-likelihood ratio minus the threshold (> 0: flagged) plus ``memory_rate`` times the
-node's carried positive log-odds (``L_t = l_t + rate * max(L_{t-1}, 0)``): a node found corrupted stays
-down while its uploads keep failing, one far round fades, and credit is never carried (no node banks honest
-rounds for a later attack). Statistics: the discounted sums ``(A, W)`` of ``estimate._accumulate``.
+Log-odds ``L_t = l_t + memory_rate * max(L_{t-1}, 0)`` (``l_t``: the round's log-likelihood ratio minus the
+threshold): a node found corrupted stays down while its uploads keep failing, one far round fades, credit is
+never carried. Statistics: the discounted sums ``(A, W)`` of ``estimate._accumulate``.
 """
 
 from __future__ import annotations

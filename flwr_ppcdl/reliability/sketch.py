@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from flwr_ppcdl.reliability.constants import (
+    HEAD_COST,
     HEAD_ROWS,
     MIN_COORDINATES,
     SAMPLE_BLOCK,
@@ -73,11 +74,9 @@ def sample_layers(arrays: Sequence[Sequence[Any]], idx: Sequence[int] | NDArray[
                   bounded: bool | Sequence[bool] = True) -> list[Layer]:
     """The scored coordinates of the uploads ``idx``, layer by layer: about ``max_coordinates`` in all (at
     most ``SCORED_ENTRIES / K``, at least ``MIN_COORDINATES``, proportionally per layer), drawn afresh as
-    random contiguous blocks so an uploader cannot know where it is looked at; a head (2-D, 3-64 rows)
-    in full and whole with a known law, within ``SCORED_ENTRIES`` or where its row tests (rows x size per
-    participant) cost at most a quarter of FedAvg's pass over the upload. Coordinates nobody moved are
-    dropped elsewhere. ``bounded`` (one flag or one per array): whether an array's energy bounds influence.
-    """
+    random contiguous blocks so an uploader cannot know where it is looked at; a head (``HEAD_ROWS``) whole
+    with a known law, within ``SCORED_ENTRIES`` or ``HEAD_COST``. Coordinates nobody moved are dropped
+    elsewhere. ``bounded`` (one flag or one per array): whether an array's energy bounds influence."""
     k = len(idx)
     if max_coordinates is not None:
         max_coordinates = min(max_coordinates, max(MIN_COORDINATES, SCORED_ENTRIES // max(k, 1)))
@@ -87,7 +86,7 @@ def sample_layers(arrays: Sequence[Sequence[Any]], idx: Sequence[int] | NDArray[
     layers: list[Layer] = []
     for pos, (shape, size) in enumerate(zip(shapes, sizes, strict=True)):
         head = len(shape) == 2 and HEAD_ROWS[0] <= shape[0] <= HEAD_ROWS[1]
-        in_full = head and (noise_variance is not None or k * size <= SCORED_ENTRIES or 4 * size * shape[0] <= total)
+        in_full = head and (noise_variance is not None or k * size <= SCORED_ENTRIES or size * shape[0] <= HEAD_COST * total)
         take: NDArray[np.intp] | None = None
         if max_coordinates is not None and total > max_coordinates and size > 0 and not in_full:
             m = max(1, int(round(max_coordinates * size / total)))
