@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from flwr_ppcdl.reliability.calibration import Kind, evidence_threshold, llr, median_mad
+from flwr_ppcdl.reliability.calibration import Kind, evidence_threshold, llr
 from flwr_ppcdl.reliability.constants import SHARPNESS
 from flwr_ppcdl.reliability.counts import plausible_counts
-from flwr_ppcdl.reliability.model import BlockFit, fit_block
+from flwr_ppcdl.reliability.model import BlockFit, fit_block, standardise
 from flwr_ppcdl.reliability.options import ReliabilityOptions
 from flwr_ppcdl.reliability.sketch import sample_layers, single_thread_blas, voices
 from flwr_ppcdl.reliability.validation import validate_updates
@@ -147,8 +147,7 @@ def _calibrated(
     prior_evidence, prior_statistics = priors
     rng = np.random.default_rng(opts.seed)
     deltas = reference is not None and opts.use_deltas
-    blocks: list[tuple[list[Any], NDArray[np.intp], bool]] = []  # layers, positions (into idx), deltas
-    silent: set[int] = set()  # blocks whose statistics are no evidence (their energy still bounds influence)
+    blocks: list[tuple[list[Any], NDArray[np.intp], bool, bool]] = []  # layers, positions (into idx), deltas, evidence
     gamma = opts.memory_rate or 0.0
     if prior_statistics is not None and len(prior_statistics) != n_up:
         raise ValueError(f"prior_statistics has {len(prior_statistics)} entries, expected {n_up}")
@@ -156,7 +155,7 @@ def _calibrated(
     with single_thread_blas():
         if updates is not None and k >= 3:
             layers = sample_layers(updates, idx, reference if deltas else None, opts.max_coordinates, rng, noise_variance, bounded_influence)
-            blocks.append((layers, np.arange(k), deltas))
+            blocks.append((layers, np.arange(k), deltas, True))
         have = [j for j, i in enumerate(idx) if views is not None and views[i] is not None]
         if len(have) >= 3 and views is not None:
             # a view's arrays are different statistics (class means or target moments, the Gram part):
@@ -164,17 +163,15 @@ def _calibrated(
             chosen = [v for v in (views[idx[j]] for j in have) if v is not None]
             flags, scored = chosen[0].bounded_influence, chosen[0].evidence
             for j in range(len(chosen[0].layers)):
-                silent |= set() if (scored if isinstance(scored, bool) else scored[j]) else {len(blocks)}
                 layers = sample_layers([[v.layers[j]] for v in chosen], np.arange(len(have)), None, None, rng,
                                        [[v.noise_variance[j]] for v in chosen], flags if isinstance(flags, bool) else flags[j])
-                blocks.append((layers, np.asarray(have, dtype=np.intp), False))
+                blocks.append((layers, np.asarray(have, dtype=np.intp), False, scored if isinstance(scored, bool) else scored[j]))
         voice = _voices(blocks, k)
         total, kinds = np.zeros(k), [list[Kind]() for _ in range(k)]
         clip, incompatible, energy, members = np.ones(k), np.zeros(k, dtype=bool), np.full(k, np.nan), np.full(k, k)
-        for b, (layers, pos, is_delta) in enumerate(blocks):
+        for b, (layers, pos, is_delta, is_evidence) in enumerate(blocks):
             local = _local_voices(voice, pos)
-            fit: BlockFit = fit_block(layers, local, opts.false_alarm_rate, deltas=is_delta)
-            fit.z, fit.kinds = ({}, {}) if b in silent else (fit.z, fit.kinds)
+            fit: BlockFit = fit_block(layers, local, opts.false_alarm_rate, deltas=is_delta, evidence=is_evidence)
             if gamma > 0:
                 _accumulate(fit, str(b), [prior[j] for j in pos], gamma)  # blocks come in a fixed order
             for name, z in fit.z.items():
@@ -228,14 +225,13 @@ def _accumulate(fit: BlockFit, block: str, carried: list[dict[str, tuple[float, 
             total, squares = fit.z[name] + gamma * old[:, 0], 1.0 + gamma * gamma * old[:, 1]
             for c, a, w in zip(carried, total, squares, strict=True):
                 c[f"{block}:{name}"] = (float(a), float(w))
-            loc, scale = median_mad(total / np.sqrt(squares), fit.consistent)
-            fit.z[name] = (total / np.sqrt(squares) - loc) / max(float(scale), 1.0)
-            fit.kinds[name] = (kind[0], kind[1], round(min(float(scale), 1.0), 1), kind[3])
+            fit.z[name], shrink = standardise(total / np.sqrt(squares), fit.consistent, 1.0)
+            fit.kinds[name] = (kind[0], kind[1], round(shrink, 1), kind[3])
 
 
-def _voices(blocks: list[tuple[list[Any], NDArray[np.intp], bool]], k: int) -> NDArray[np.intp]:
+def _voices(blocks: list[tuple[list[Any], NDArray[np.intp], bool, bool]], k: int) -> NDArray[np.intp]:
     """Voices over the participants every block scores (identical uploads speak once)."""
-    full = [layers for layers, pos, _ in blocks if pos.size == k]
+    full = [layers for layers, pos, *_ in blocks if pos.size == k]
     return voices(full, k) if full else np.arange(k)
 
 

@@ -49,9 +49,10 @@ class BlockFit:
     consistent: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # the voices C
 
 
-def fit_block(layers: list[Layer], voice: NDArray[np.intp], alpha: float, *, deltas: bool) -> BlockFit:
+def fit_block(layers: list[Layer], voice: NDArray[np.intp], alpha: float, *, deltas: bool, evidence: bool = True) -> BlockFit:
     """Fit the honest model to one block and score every participant (module docstring); ``voice[k]``:
-    whose identical upload speaks for k; ``deltas``: the stacks are deltas (adds ``reversal``)."""
+    whose identical upload speaks for k; ``deltas``: the stacks are deltas (adds ``reversal``); ``evidence``:
+    whether the structured statistics are scored (else the energy alone)."""
     k = voice.size
     is_voice = voice == np.arange(k)
     n = int(is_voice.sum())
@@ -83,8 +84,9 @@ def fit_block(layers: list[Layer], voice: NDArray[np.intp], alpha: float, *, del
     out.incompatible = is_voice & (out.energy > far)
     if any(lay.bounded for lay in layers):
         out.clip = np.minimum(1.0, np.exp(-0.5 * np.maximum(out.energy - far, 0.0) * scale))
-    _projections(out, layers, loo, centre, tau2, consistent, known, deltas, alpha)
-    _heads(out, layers, loo, centre, tau2, consistent, deltas)
+    if evidence:
+        _projections(out, layers, loo, centre, tau2, consistent, known, deltas, alpha)
+        _heads(out, layers, loo, centre, tau2, consistent, deltas)
     return _spread_to_duplicates(out, voice)
 
 
@@ -219,7 +221,7 @@ def _energy(layers: list[Layer], centre: list[FloatArray], tau2: list[float],
     return np.maximum(num / max(count, 1), _TINY), m_eff
 
 
-def _standardise(values: FloatArray, members: BoolArray, floor: float = 0.0) -> tuple[FloatArray, float]:
+def standardise(values: FloatArray, members: BoolArray, floor: float = 0.0) -> tuple[FloatArray, float]:
     """``z`` against the members' median and MAD (the scale at least ``floor``), and the factor by which
     the floor shrank it (1: the floor did not bind)."""
     loc, scale = median_mad(values, members)
@@ -259,7 +261,7 @@ def _projections(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray,
         else:
             cosine = -proj / np.sqrt(np.maximum(rr * aa, _TINY))
             count = sum(res.shape[1] for res, _ in loo)
-            out.z["collapse"], shrink = _standardise(cosine * np.sqrt(count), members, SAMPLING_FLOOR)
+            out.z["collapse"], shrink = standardise(cosine * np.sqrt(count), members, SAMPLING_FLOOR)
             out.kinds["collapse"] = ("estimated", True, round(shrink, 1), 1.0)  # tail: STATISTIC_TAIL
     if deltas and not known:
         dot, dd, oo = np.zeros(k), np.zeros(k), np.zeros(k)
@@ -298,7 +300,7 @@ def _heads(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, Float
     if swap is not None:
         out.z["swap"], out.kinds["swap"] = known_to_normal(swap, comparisons), ("known", False, 1.0, 0.0)
     if gap_num is not None and gap_den is not None and np.any(gap_den > 0):
-        out.z["gap"], _ = _standardise(gap_num / np.maximum(gap_den, _TINY), members)
+        out.z["gap"], _ = standardise(gap_num / np.maximum(gap_den, _TINY), members)
         out.kinds["gap"] = ("estimated", False, 1.0, 1.0)
 
 
