@@ -140,8 +140,8 @@ class ReliabilityWeightedFedAvg(FedAvg):
         arrays = outcome.arrays
         cap, source = dp_weight_cap(self, self.weight_cap, self.options.method)
         if cap is not None and arrays is not None and report.aggregate == "weighted":
-            arrays = cap_weights(self._reliability, server_round, outcome, uploads, cap, source, uniform=self.options.method == "uniform",
-                                                   needs="configure_fit (the parameters sent)").arrays
+            arrays = cap_weights(self._reliability, server_round, outcome, uploads, cap, source,
+                                 uniform=self.options.method == "uniform", needs="configure_fit (the parameters sent)").arrays
         metrics: dict[str, Scalar] = {}
         if outcome.included and self.fit_metrics_aggregation_fn is not None:
             try:

@@ -172,7 +172,7 @@ class ReliabilityWeightedFedAvg(FedAvg):
         cap, source = dp_weight_cap(self, self.weight_cap, self.options.method)
         if cap is not None and outcome.arrays is not None and self._reliability.history[-1].aggregate == "weighted":
             outcome = cap_weights(self._reliability, server_round, outcome, uploads, cap, source,
-                                                    uniform=self.options.method == "uniform", needs="configure_train (the arrays sent)")
+                                  uniform=self.options.method == "uniform", needs="configure_train (the arrays sent)")
         metrics = self._train_metrics(replies, outcome)
         if outcome.arrays is None or keys is None:
             return None, metrics
