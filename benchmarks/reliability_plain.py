@@ -212,7 +212,21 @@ def strategy_for(rule: str, k: int, f: int) -> Any:
         return Bulyan(num_malicious_nodes=f, **common) if k >= 4 * f + 3 else None
     if rule == "legacy":
         return TruthDiscoveryFedAvg(**common)
+    if rule.startswith("ours:"):  # a variant of the defaults (benchmarks/reliability_tuning.py)
+        return ReliabilityWeightedFedAvg(**common, **variant_options(rule))
     return ReliabilityWeightedFedAvg(**common)  # the one-line swap: library defaults
+
+
+def variant_options(rule: str) -> dict[str, int | float | None]:
+    """``"ours:memory_rate=0.8,false_alarm_rate=0.03"`` -> the option overrides (numbers, or None)."""
+    out: dict[str, int | float | None] = {}
+    for item in rule.partition(":")[2].split(","):
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            raise ValueError(f"variant {rule!r}: expected name=value items after 'ours:', got {item!r}")
+        value = value.strip()
+        out[name.strip()] = None if value == "None" else int(value) if value.isdigit() else float(value)
+    return out
 
 
 def run(cell: dict[str, Any], rule: str) -> dict[str, Any] | None:

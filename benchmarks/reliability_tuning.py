@@ -1,0 +1,104 @@
+"""Variants of the reliability defaults, paired on the tuning seeds: how a choice was made (issue #25).
+
+The committed study (``benchmarks/results/reliability_tuning.csv``) and its table:
+
+    PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_tuning \\
+        --variants memory_rate=0.5 memory_rate=0.8 --out benchmarks/results/reliability_tuning.csv
+    PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_tuning --summary \\
+        --out benchmarks/results/reliability_tuning.csv > benchmarks/results/reliability_tuning_summary.txt
+
+Each variant is ``ReliabilityWeightedFedAvg(memory_rate=0.8, ...)`` (rule ``ours:memory_rate=0.8``) at
+a code version (the table names it ``ours:memory_rate=0.8@<commit>``: a change to the estimator is
+compared by running the same options at its commit and at the one before), run
+on the plain-client ``small`` cells of :mod:`benchmarks.reliability_plain` (same clients, same grid) on
+the tuning seeds only (``benchmarks.reliability_common.TUNE_SEEDS``; the reporting and fresh seeds are
+refused). One run per cell and seed; the table gives each variant's mean over the seeds and, against the
+first variant, the mean paired difference and its standard error (the seeds are the replicates: the
+partitions differ and the estimator samples coordinates from OS entropy). About 3 minutes per variant
+and seed on one core; resumable (rows already in ``--out`` are skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import reliability_plain as plain
+from benchmarks.reliability_common import TUNE_SEEDS, append_rows, provenance, read_rows, seed_role
+
+COLUMNS = ("accuracy", "auroc", "bad_mass", "honest_kept", "false_alarms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", nargs="+", default=[], help="option overrides, e.g. memory_rate=0.8")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(TUNE_SEEDS))
+    parser.add_argument("--out", type=Path, default=Path("/tmp/flwr_ppcdl_calib/reliability_tuning.csv"))
+    parser.add_argument("--summary", action="store_true")
+    args = parser.parse_args()
+    if not args.summary:
+        refused = [s for s in args.seeds if seed_role(s) != "tune"]
+        if refused:
+            raise SystemExit(f"seeds {refused} are not tuning seeds {TUNE_SEEDS}: variants are compared on tuning seeds only")
+        rules = ["ours:" + v for v in args.variants]
+        for rule in rules:
+            plain.variant_options(rule)  # a malformed variant fails before any run
+        key = ("scenario", "partitioning", "clients", "bad", "seed", "rule")
+        version = provenance()["code_version"]
+        done = {tuple(r[k] for k in key) for r in read_rows(args.out) if r["code_version"] == version}
+        for cell in plain.cells(["small"], args.seeds, False):
+            for rule in rules:
+                if tuple(str(cell[k]) for k in key[:-1]) + (rule,) in done:
+                    continue
+                t0 = time.perf_counter()
+                got = plain.run(cell, rule) or {}
+                row = {**{f: math.nan for f in plain.FIELDS}, **{k: cell[k] for k in ("group", *key[:-1])},
+                       "rounds": cell["rounds"], "seed_role": seed_role(cell["seed"]), "rule": rule, **provenance(), **got,
+                       "seconds": time.perf_counter() - t0}
+                append_rows(args.out, plain.FIELDS, [row])
+                print(f"{cell['scenario']:14} {cell['partitioning'][:3]} s{cell['seed']} {rule}: accuracy {got.get('accuracy', math.nan):.3f} "
+                      f"({row['seconds']:.0f}s)", flush=True)
+    summary(args.out)
+
+
+def summary(path: Path) -> None:
+    """Per cell and variant: means over the seeds; against the first variant, paired difference +- its standard error."""
+    rows = [r for r in read_rows(path) if r["rule"].startswith("ours:")]
+    if not rows:
+        print(f"no variant rows in {path}")
+        return
+    for r in rows:  # a variant is its options at its code version
+        r["rule"] = f"{r['rule']}@{r['code_version'][:7]}"
+    rules = list(dict.fromkeys(r["rule"] for r in rows))
+    seeds = sorted({int(r["seed"]) for r in rows})
+    print(f"## tuning seeds {seeds} (code {', '.join(sorted({r['code_version'] for r in rows}))}; {rows[0]['packages']})")
+    print(f"baseline {rules[0]}; per variant: mean over seeds (paired difference from the baseline +- standard error)")
+    cells = sorted({(r["scenario"], r["partitioning"], r["clients"], r["bad"]) for r in rows})
+    for col in COLUMNS:
+        print(f"\n{col}")
+        print(f"{'scenario':14} {'split':9} {'K':>3} | " + " | ".join(f"{rule[5:]:>27}" for rule in rules))
+        for cell in cells:
+            by = {rule: {int(r["seed"]): float(r[col]) for r in rows if r["rule"] == rule
+                         and (r["scenario"], r["partitioning"], r["clients"], r["bad"]) == cell and r[col] not in ("", "nan")}
+                  for rule in rules}
+            if not any(by.values()):
+                continue
+            parts = []
+            for rule in rules:
+                values = list(by[rule].values())
+                paired = [by[rule][s] - by[rules[0]][s] for s in by[rule] if s in by[rules[0]]]
+                m = float(np.mean(values)) if values else math.nan
+                if rule == rules[0] or len(paired) < 2:
+                    parts.append(f"{m:>8.3f} (n={len(values)}){'':>11}")
+                else:
+                    se = float(np.std(paired, ddof=1) / math.sqrt(len(paired)))
+                    parts.append(f"{m:>8.3f} ({np.mean(paired):+.3f}+-{se:.3f})")
+            print(f"{cell[0]:14} {cell[1]:9} {cell[2]:>3} | " + " | ".join(parts))
+
+
+if __name__ == "__main__":
+    main()
