@@ -30,7 +30,7 @@ Kind = tuple[str, bool, float, float]
 from the median square: a known law widened by heterogeneity), ``"estimated"`` (median and MAD; parameter:
 the factor by which a floor on the scale shrank ``z``) or ``"mirror"`` (the reversal; parameter: the honest
 median / MAD); tail: the share of Student-t heterogeneity (``HETEROGENEITY_TAIL`` beside a law, else
-``STATISTIC_TAIL``); to one decimal, so the simulation scores what the estimator does."""
+``STATISTIC_TAIL``, measured by :func:`standardise`); to one decimal, so the simulation scores what the estimator does."""
 
 
 def normal_quantile(p: float) -> float:
@@ -57,6 +57,17 @@ def beyond_mirror(values: FloatArray, members: NDArray[np.bool_] | None = None, 
     loc, scale = median_mad(values, members)
     loc, scale = loc[..., None], np.maximum(scale, floor)[..., None]
     return np.where(values < -0.5 * loc, -values, 0.0) / scale, loc / scale
+
+
+def standardise(values: FloatArray, members: NDArray[np.bool_], floor: float = 0.0) -> tuple[FloatArray, float, float]:
+    """``z`` against the members' median and MAD (the scale at least ``floor``), the factor by which the floor shrank
+    it (1: the floor did not bind) and the null's Student-t share: 0 where at least ``MAX_CALIBRATED_K`` members spread
+    no wider than ``LIGHT_SPREAD``, else 1 (fewer cannot tell; a corrupted minority among them only widens it)."""
+    loc, scale = median_mad(values, members)
+    used = max(float(scale), floor, 1e-300)
+    z = (values - loc) / used
+    q = np.quantile(z[members], [0.01, 0.25, 0.75, 0.99]) if np.count_nonzero(members) >= const.MAX_CALIBRATED_K else None
+    return z, float(scale) / used, 0.0 if q is not None and q[3] - q[0] <= const.LIGHT_SPREAD * (q[2] - q[1]) else 1.0
 
 
 def llr(z: FloatArray, two_sided: bool) -> FloatArray:

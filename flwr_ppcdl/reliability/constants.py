@@ -1,8 +1,8 @@
 """Every constant of the calibrated estimator, with where its value comes from (one table).
 
 ``docs/reliability.md`` (section "Constants") repeats this table for readers; the values live here
-only. "Tuning seeds" are seeds 0-2 of ``benchmarks/reliability_calibrated.py`` and
-``benchmarks/reliability_plain.py``; nothing here was chosen on the reporting seeds (3-5).
+only. "Tuning seeds" are seeds 0-2 (and 10-15, ``benchmarks/reliability_tuning.py``) of the reliability
+benchmarks; nothing here was chosen on the reporting seeds (3-5).
 """
 
 from __future__ import annotations
@@ -50,3 +50,6 @@ STATISTIC_TAIL = 10.0
 """Student-t degrees of freedom for nulls estimated from the participants (gap, collapse without a law, reversal).
 Synthetic honest rounds (tests) flag Gaussian uploads at .0095 with t(8), heavy-tailed ones at .048 with normal draws
 (stated .02): t(10) keeps both within 2x. Plain clients, tuning seeds 0-2 twice: .035 IID / .020 Dirichlet (normal .040 / .027)."""
+LIGHT_SPREAD = 3.7
+"""With at least ``MAX_CALIBRATED_K`` voices an estimated null is normal where their ``(q99 - q01) / (q75 - q25)`` is at
+most this (normal 3.45, t(10) 3.95): K = 1,000 plain clients, nobody corrupted, flagged .012 instead of .0047 (tuning seed 0)."""

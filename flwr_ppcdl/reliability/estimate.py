@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from flwr_ppcdl.reliability.calibration import Kind, evidence_threshold, llr
+from flwr_ppcdl.reliability.calibration import Kind, evidence_threshold, llr, standardise
 from flwr_ppcdl.reliability.constants import SHARPNESS
 from flwr_ppcdl.reliability.counts import plausible_counts
-from flwr_ppcdl.reliability.model import BlockFit, fit_block, standardise
+from flwr_ppcdl.reliability.model import BlockFit, fit_block
 from flwr_ppcdl.reliability.options import ReliabilityOptions
 from flwr_ppcdl.reliability.sketch import sample_layers, single_thread_blas, voices
 from flwr_ppcdl.reliability.validation import validate_updates
@@ -225,8 +225,8 @@ def _accumulate(fit: BlockFit, block: str, carried: list[dict[str, tuple[float, 
             total, squares = fit.z[name] + gamma * old[:, 0], 1.0 + gamma * gamma * old[:, 1]
             for c, a, w in zip(carried, total, squares, strict=True):
                 c[f"{block}:{name}"] = (float(a), float(w))
-            fit.z[name], shrink = standardise(total / np.sqrt(squares), fit.consistent, 1.0)
-            fit.kinds[name] = (kind[0], kind[1], round(shrink, 1), kind[3])
+            fit.z[name], shrink, tail = standardise(total / np.sqrt(squares), fit.consistent, 1.0)
+            fit.kinds[name] = (kind[0], kind[1], round(shrink, 1), tail)
 
 
 def _voices(blocks: list[tuple[list[Any], NDArray[np.intp], bool, bool]], k: int) -> NDArray[np.intp]:

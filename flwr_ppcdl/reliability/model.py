@@ -27,7 +27,7 @@ from flwr_ppcdl.reliability.calibration import (
     chance_spread,
     energy_threshold,
     known_to_normal,
-    median_mad,
+    standardise,
 )
 from flwr_ppcdl.reliability.constants import MAX_STEPS, MIRROR_CAP, SAMPLING_FLOOR
 from flwr_ppcdl.reliability.sketch import Layer
@@ -136,13 +136,6 @@ def _heterogeneity(layers: list[Layer], centre: list[FloatArray], members: BoolA
     return out
 
 
-def _energies(layers: list[Layer], centre: list[FloatArray], tau2: list[float]) -> FloatArray:
-    total = np.zeros(layers[0].stack.shape[0])
-    for lay, c, t in zip(layers, centre, tau2, strict=True):
-        total += np.sum((lay.stack - c) ** 2 / _variance(lay, t), axis=1)
-    return total
-
-
 def _least_trimmed(layers: list[Layer], is_voice: BoolArray) -> BoolArray:
     """The least-trimmed-squares majority: the ``floor(n/2) + 1`` voices closest to the centre they define.
 
@@ -157,7 +150,7 @@ def _least_trimmed(layers: list[Layer], is_voice: BoolArray) -> BoolArray:
         centre, members = start, np.zeros_like(is_voice)
         tau2 = _heterogeneity(layers, centre, is_voice)  # one metric per start
         for _ in range(MAX_STEPS):
-            e = np.where(is_voice, _energies(layers, centre, tau2), np.inf)
+            e = np.where(is_voice, _energy(layers, centre, tau2, None)[0], np.inf)
             nxt = np.zeros_like(is_voice)
             nxt[np.argsort(e, kind="stable")[:h]] = True
             if np.array_equal(nxt, members):
@@ -173,7 +166,7 @@ def _least_trimmed(layers: list[Layer], is_voice: BoolArray) -> BoolArray:
     second, _ = concentrate([_column_median(lay.stack[rest]) for lay in layers])
 
     def trimmed_sum(members: BoolArray) -> float:
-        e = _energies(layers, _centre(layers, members, metric), metric)
+        e = _energy(layers, _centre(layers, members, metric), metric, None)[0]
         return float(np.sort(e[is_voice])[:h].sum())
 
     return second if trimmed_sum(second) < trimmed_sum(first) else first
@@ -221,14 +214,6 @@ def _energy(layers: list[Layer], centre: list[FloatArray], tau2: list[float],
     return np.maximum(num / max(count, 1), _TINY), m_eff
 
 
-def standardise(values: FloatArray, members: BoolArray, floor: float = 0.0) -> tuple[FloatArray, float]:
-    """``z`` against the members' median and MAD (the scale at least ``floor``), and the factor by which
-    the floor shrank it (1: the floor did not bind)."""
-    loc, scale = median_mad(values, members)
-    used = max(float(scale), floor, _TINY)
-    return (values - loc) / used, float(scale) / used
-
-
 # -- the structured alternatives --------------------------------------------------------------------
 
 
@@ -261,8 +246,8 @@ def _projections(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray,
         else:
             cosine = -proj / np.sqrt(np.maximum(rr * aa, _TINY))
             count = sum(res.shape[1] for res, _ in loo)
-            out.z["collapse"], shrink = standardise(cosine * np.sqrt(count), members, SAMPLING_FLOOR)
-            out.kinds["collapse"] = ("estimated", True, round(shrink, 1), 1.0)  # tail: STATISTIC_TAIL
+            out.z["collapse"], shrink, tail = standardise(cosine * np.sqrt(count), members, SAMPLING_FLOOR)
+            out.kinds["collapse"] = ("estimated", True, round(shrink, 1), tail)
     if deltas and not known:
         dot, dd, oo = np.zeros(k), np.zeros(k), np.zeros(k)
         for (res, _), lay, w in zip(loo, layers, weight, strict=True):
@@ -300,8 +285,8 @@ def _heads(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, Float
     if swap is not None:
         out.z["swap"], out.kinds["swap"] = known_to_normal(swap, comparisons), ("known", False, 1.0, 0.0)
     if gap_num is not None and gap_den is not None and np.any(gap_den > 0):
-        out.z["gap"], _ = standardise(gap_num / np.maximum(gap_den, _TINY), members)
-        out.kinds["gap"] = ("estimated", False, 1.0, 1.0)
+        out.z["gap"], _, tail = standardise(gap_num / np.maximum(gap_den, _TINY), members)
+        out.kinds["gap"] = ("estimated", False, 1.0, tail)
 
 
 def _row_gap(rows_of: FloatArray, reference: FloatArray, rows: int) -> tuple[FloatArray, FloatArray]:

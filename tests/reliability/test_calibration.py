@@ -27,6 +27,7 @@ from flwr_ppcdl.reliability.calibration import (
     llr,
     median_mad,
     normal_quantile,
+    standardise,
 )
 from flwr_ppcdl.reliability.constants import HETEROGENEITY_TAIL, STATISTIC_TAIL
 
@@ -180,3 +181,22 @@ def test_a_collapsed_view_among_skewed_honest_ones_is_still_found() -> None:
         kept.append(result.weights[0] / result.sample_weights[0])
     assert float(np.mean(found)) >= 0.95
     assert float(np.mean(kept)) <= 0.05
+
+
+
+def test_an_estimated_null_measures_its_tail_where_the_voices_suffice() -> None:
+    """Below ``MAX_CALIBRATED_K`` voices an estimated null is all Student-t (nothing to measure); with 1,000
+    normal voices it is normal in most rounds, while Student-t(4) voices, and normal ones beside a corrupted
+    tenth (shifted by 4), keep it all heavy (a corrupted minority cannot make the null lighter)."""
+    rng = np.random.default_rng(5)
+    everyone = np.ones(1000, dtype=bool)
+
+    def tail(values: np.ndarray) -> float:
+        return standardise(values, np.ones(values.size, dtype=bool))[2]
+
+    assert tail(rng.standard_normal(200)) == 1.0
+    assert float(np.mean([tail(rng.standard_normal(1000)) for _ in range(50)])) <= 0.25
+    assert all(tail(rng.standard_t(4, 1000)) == 1.0 for _ in range(20))
+    assert all(tail(rng.standard_normal(1000) + 4.0 * (np.arange(1000) < 100)) == 1.0 for _ in range(20))
+    z, shrink, _ = standardise(rng.standard_normal(1000) * 3.0 + 1.0, everyone, floor=6.0)
+    assert shrink == pytest.approx(0.5, rel=0.1) and abs(float(np.median(z))) < 0.05
