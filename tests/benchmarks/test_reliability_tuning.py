@@ -1,0 +1,46 @@
+"""The tuning study's tooling: variant rules parse strictly, reporting seeds are refused, and the table's
+paired differences are the per-seed differences' mean and standard error."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import reliability_plain, reliability_tuning
+from benchmarks.reliability_common import REPORT_SEEDS, append_rows
+
+
+def test_a_variant_rule_gives_its_option_overrides() -> None:
+    assert reliability_plain.variant_options("ours:memory_rate=0.8,max_coordinates=5000,seed=None") == {
+        "memory_rate": 0.8, "max_coordinates": 5000, "seed": None}
+    with pytest.raises(ValueError, match="'memory_rate'"):
+        reliability_plain.variant_options("ours:memory_rate")
+
+
+def test_the_study_refuses_reporting_seeds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    ran: list[object] = []
+    monkeypatch.setattr(reliability_plain, "run", lambda *a: ran.append(a))
+    monkeypatch.setattr(sys, "argv", ["reliability_tuning", "--variants", "memory_rate=0.8", "--seeds", "0", str(REPORT_SEEDS[0]),
+                                      "--out", str(tmp_path / "t.csv")])
+    with pytest.raises(SystemExit, match=f"seeds \\[{REPORT_SEEDS[0]}\\] are not tuning seeds"):
+        reliability_tuning.main()
+    assert not ran
+
+
+def test_the_table_pairs_variants_by_seed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base, other = [0.70, 0.60, 0.80], [0.72, 0.65, 0.79]
+    rows = [{"group": "small", "scenario": "none", "partitioning": "iid", "clients": 10, "bad": 0, "seed": seed,
+             "seed_role": "tune", "rounds": 10, "rule": rule, "accuracy": acc, "code_version": "abc1234", "packages": "x"}
+            for rule, accs in (("ours:memory_rate=0.5", base), ("ours:memory_rate=0.8", other))
+            for seed, acc in zip((0, 1, 2), accs, strict=True)]
+    append_rows(tmp_path / "t.csv", reliability_plain.FIELDS, [{**{f: math.nan for f in reliability_plain.FIELDS}, **r} for r in rows])
+    reliability_tuning.summary(tmp_path / "t.csv")
+    out = capsys.readouterr().out
+    diff = np.subtract(other, base)
+    se = float(np.std(diff, ddof=1) / math.sqrt(3))
+    line = next(x for x in out.split("accuracy")[1].splitlines() if x.startswith("none"))
+    assert f"{np.mean(base):.3f} (n=3)" in line and f"{np.mean(other):.3f} ({np.mean(diff):+.3f}+-{se:.3f})" in line
