@@ -7,9 +7,10 @@ Every contender is a real Flower Message-API strategy driven through
 they take one), the legacy truth-discovery rule (:mod:`benchmarks.contenders.truth_discovery`) and the
 oracle (Flower's FedAvg over the reliable participants only). Nothing is re-implemented here.
 
-Seeds 0-2 and 10-15 tune (every constant in ``flwr_ppcdl/reliability/constants.py`` was chosen on them), seeds
-3-5 report, seeds 6-8 are fresh (a check after a reporting run had informed a choice; one later choice,
-the Gram rule of stop 31, was made after a variant had been run on them: ``docs/reliability.md`` section 8);
+Seeds 0-2 tune (every constant in ``flwr_ppcdl/reliability/constants.py`` was chosen on them; seeds 10-15
+joined them at stop 32 as more replicates for paired variants, ``benchmarks/reliability_tuning.py``), seeds
+3-5 report, seeds 6-8 are fresh (a check after a reporting run had informed a choice; one later choice, the
+Gram rule of stop 31, was made after a variant had been run on them: ``docs/reliability.md`` section 8);
 every row names its seed's role, the code version (git commit) and the package versions.
 """
 
