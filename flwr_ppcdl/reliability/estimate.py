@@ -206,7 +206,8 @@ def _calibrated(
     result.distances[idx] = energy
     result.evidence[idx] = np.where(np.isfinite(log_odds), log_odds, -50.0)
     result.round_evidence[idx] = np.where(np.isfinite(this_round), this_round, -50.0)
-    result.statistics = [dict(zip(idx.tolist(), prior, strict=True)).get(i, {}) for i in range(n_up)]
+    by_upload = dict(zip(idx.tolist(), prior, strict=True))  # once, not per upload
+    result.statistics = [by_upload.get(i, {}) for i in range(n_up)]
     n_voices = int(np.count_nonzero(voice == np.arange(k)))
     bad = int(np.count_nonzero(incompatible & (voice == np.arange(k))))
     if n_voices >= 3 and 2 * bad >= n_voices:
