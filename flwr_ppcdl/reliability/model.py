@@ -201,16 +201,17 @@ def _loo_residuals(layers: list[Layer], centre: list[FloatArray], tau2: list[flo
 
 def _energy(layers: list[Layer], centre: list[FloatArray], tau2: list[float],
             loo: list[tuple[FloatArray, FloatArray]] | None) -> tuple[FloatArray, float]:
-    """Mean standardised squared residual per participant, and the effective number of coordinates."""
+    """Mean standardised squared residual per participant, and the effective number of coordinates (NaN without
+    ``loo``: the concentration steps rank energies only)."""
     k = layers[0].stack.shape[0]
     num, count, fourth = np.zeros(k), 0, np.zeros(k)
     for i, (lay, c, t) in enumerate(zip(layers, centre, tau2, strict=True)):
         res, cvar = (lay.stack - c, 0.0) if loo is None else loo[i]
         s = res * res / (_variance(lay, t) + cvar)
         num += s.sum(axis=1)
-        fourth += (s * s).sum(axis=1)
+        fourth += (s * s).sum(axis=1) if loo is not None else 0.0
         count += res.shape[1]
-    m_eff = float(np.median(3.0 * num * num / np.maximum(fourth, _TINY)))  # (sum r^2)^2 / sum r^4 is m/3 for normal r
+    m_eff = float(np.median(3.0 * num * num / np.maximum(fourth, _TINY))) if loo is not None else np.nan  # (sum r^2)^2 / sum r^4: m/3
     return np.maximum(num / max(count, 1), _TINY), m_eff
 
 
