@@ -17,6 +17,10 @@ HEAD_ROWS, HEAD_COST = (3, 64), 0.25
 when its row tests (rows x size) cost at most this share of FedAvg's pass over the upload (a cost bound: at K = 1,000
 the plain benchmark's 10 x 64 head is whole, 640 x 10 / 50,890 = 0.13; aggregation time re-checked, 1.08x at K = 100)."""
 
+PERMUTED_COLUMNS = 128
+"""The consensus-update row test (``model.permuted_rows``) uses at most this many of a head's columns (the same
+for every participant): a cost bound, its bootstrap draws (rows x columns) per simulated participant."""
+
 SCORED_ENTRIES = 200_000
 """At most this many sampled entries (participants x coordinates) are scored per round, but never fewer
 than ``MIN_COORDINATES`` coordinates (a log chi-square energy of 1,000 coordinates has sd 0.045): cost

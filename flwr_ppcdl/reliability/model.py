@@ -27,9 +27,10 @@ from flwr_ppcdl.reliability.calibration import (
     chance_spread,
     energy_threshold,
     known_to_normal,
+    normal_quantile,
     standardise,
 )
-from flwr_ppcdl.reliability.constants import MAX_STEPS, MIRROR_CAP, SAMPLING_FLOOR
+from flwr_ppcdl.reliability.constants import MAX_STEPS, MIRROR_CAP, PERMUTED_COLUMNS, SAMPLING_FLOOR
 from flwr_ppcdl.reliability.sketch import Layer
 
 FloatArray = NDArray[np.float64]
@@ -276,7 +277,11 @@ def _heads(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, Float
             swap = found if swap is None else np.maximum(swap, found)
             comparisons += lay.rows * (lay.rows - 1)
             continue
-        if deltas:  # the update's rows against the global head's rows, the class templates
+        if deltas:  # the update's rows against the global head's rows, the class templates; and the consensus update's
+            found = permuted_rows(lay.stack, lay.stack - res, lay.rows, members)
+            if found is not None:
+                out.z["permuted"] = found if "permuted" not in out.z else np.maximum(out.z["permuted"], found)
+                out.kinds["permuted"] = ("known", False, 1.0, 0.0)
             templates = lay.reference.reshape(lay.rows, -1) - lay.reference.reshape(lay.rows, -1).mean(axis=0)
             per_row, weight = _row_gap(lay.stack, np.broadcast_to(templates.reshape(-1), res.shape), lay.rows)
         else:  # a permuted row j deviates from the consensus towards another row's consensus
@@ -302,6 +307,71 @@ def _row_gap(rows_of: FloatArray, reference: FloatArray, rows: int) -> tuple[Flo
     diag = np.einsum("kjj->kj", cos).copy()
     cos[:, np.arange(rows), np.arange(rows)] = -np.inf
     return cos.max(axis=2) - diag, rn * rn
+
+
+def permuted_rows(stack: FloatArray, templates: FloatArray, rows: int, members: BoolArray) -> FloatArray | None:
+    """Per participant, a standard normal ``z`` (at most) that its rows follow other rows of the consensus update.
+
+    Row j against the ``templates`` (the others' consensus rows ``t_c``, unit): ``b_jc = <x_j, t_c> / |e_j|``, ``e_j``
+    the row off its own template. Honest ``x_j = a_j t_j + e_j``: after fitting ``a_j``'s pattern ``(t_j . t_c)`` the
+    residual of ``b_j`` does not depend on ``a_j`` (a weak or noisy honest row is not a permuted one); its largest
+    entry ``c != j`` over its standard deviation, summed over rows, is converted to ``z`` by a parametric bootstrap
+    of ``e`` (the consistent ``members``' pooled direction covariance, seeded). The templates' own noise
+    (heterogeneity / (n - 1) along the rows) widens the variance; where it exceeds the rows' noise: None."""
+    k, n = stack.shape[0], int(members.sum())
+    x, t = stack.reshape(k, rows, -1), templates.reshape(k, rows, -1)
+    rng = np.random.default_rng([k, rows, 20_261_206])
+    if x.shape[2] > PERMUTED_COLUMNS:  # the same coordinates for everyone: the statistic's cost is bounded
+        cols = np.sort(rng.choice(x.shape[2], PERMUTED_COLUMNS, replace=False))
+        x, t = x[:, :, cols], t[:, :, cols]
+    tn = np.maximum(np.linalg.norm(t, axis=2), _TINY)
+    th = t / tn[:, :, None]
+    e = x - np.einsum("kjp,kjp->kj", x, th)[:, :, None] * th
+    en = np.maximum(np.linalg.norm(e, axis=2), _TINY)
+    eh = (e / en[:, :, None])[members]
+    centre = th[members].mean(axis=0)
+    centre /= np.maximum(np.linalg.norm(centre, axis=1, keepdims=True), _TINY)
+    s0 = np.einsum("kjp,kjq->pq", eh, eh) / (n * rows)
+    s = s0.copy()
+    for _ in range(30):  # s0 = mean_j P_j s P_j (each row lost its own direction): solve for s
+        ps = s - np.einsum("jp,jq,qr->jpr", centre, centre, s)
+        s += s0 - np.mean(ps - np.einsum("jpq,jq,jr->jpr", ps, centre, centre), axis=0)
+    s /= max(float(np.trace(s)), _TINY)
+    v = centre @ s @ centre.T
+    v += 1e-9 * float(np.trace(v)) * np.eye(rows)
+    half = np.flatnonzero(members)[: 2 * min(16, n // 2)].reshape(2, -1)  # template noise along a row's direction
+    xh = x[half[0]] / np.maximum(np.linalg.norm(x[half[0]], axis=2, keepdims=True), _TINY)
+    omega = np.mean(np.einsum("mjp,ncp->mjnc", xh, x[half[1]] - t[half[1]]) ** 2, axis=(0, 1, 2)) / max(n - 1, 1)
+    w = (np.linalg.norm(x, axis=2) / en)[:, :, None] ** 2 * omega[None, None, :] / tn[:, None, :] ** 2
+    typical = np.median(w[members], axis=0)
+    if float(np.median(typical / np.diag(v)[None, :])) > 1.0:
+        return None
+    g = _row_residual(np.einsum("kjp,kcp->kjc", x, th) / en[:, :, None], np.einsum("kjp,kcp->kjc", th, th), v, w)
+    sims = int(np.clip(400_000 // (rows * rows), 500, 4000))
+    vals, vecs = np.linalg.eigh(s)
+    draw = rng.standard_normal((sims, rows, s.shape[0])) @ (vecs * np.sqrt(np.maximum(vals, 0.0))).T
+    ed = draw - np.einsum("sjp,jp->sj", draw, centre)[:, :, None] * centre
+    bd = draw @ centre.T / np.maximum(np.linalg.norm(ed, axis=2), _TINY)[:, :, None]
+    gs = _row_residual(bd + np.sqrt(typical) * rng.standard_normal(bd.shape), centre @ centre.T, v, typical)
+    mu, sd = gs.mean(axis=0), np.maximum(gs.std(axis=0), _TINY)
+    null = np.sort(((gs - mu) / sd).sum(axis=1)) / np.sqrt(rows)
+    obs = ((g - mu) / sd).sum(axis=1) / np.sqrt(rows)
+    tail = (sims - np.searchsorted(null, obs, side="left") + 1.0) / (sims + 1.0)
+    z = -np.array([normal_quantile(float(min(q, 1.0 - 1e-12))) for q in tail])
+    return np.where(obs > null[-1], z + obs - null[-1], z)
+
+
+def _row_residual(b: FloatArray, ch: FloatArray, v: FloatArray, w: FloatArray) -> FloatArray:
+    """``max_{c != j}`` of row j's standardised residual after the generalised least-squares fit of its own
+    template's pattern ``ch_j`` to ``b_j`` (noise covariance ``v`` plus the template noise ``w`` on the diagonal)."""
+    vi = np.linalg.inv(v)
+    num = np.einsum("...jc,cd,...jd->...j", ch, vi, b)
+    den = np.maximum(np.einsum("...jc,cd,...jd->...j", ch, vi, ch), _TINY)
+    var = np.diag(v) + w - ch * ch / den[..., None]
+    z = (b - (num / den)[..., None] * ch) / np.sqrt(np.maximum(var, _TINY))
+    rows = b.shape[-1]
+    z[..., np.arange(rows), np.arange(rows)] = -np.inf
+    return np.asarray(z.max(axis=-1), dtype=np.float64)
 
 
 def row_swap(stack: FloatArray, variance: FloatArray, rows: int, members: BoolArray) -> FloatArray:
