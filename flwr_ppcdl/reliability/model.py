@@ -337,8 +337,7 @@ def permuted_rows(stack: FloatArray, templates: FloatArray, rows: int, members: 
         ps = s - np.einsum("jp,jq,qr->jpr", centre, centre, s)
         s += s0 - np.mean(ps - np.einsum("jpq,jq,jr->jpr", ps, centre, centre), axis=0)
     s /= max(float(np.trace(s)), _TINY)
-    v = centre @ s @ centre.T
-    v += 1e-9 * float(np.trace(v)) * np.eye(rows)
+    v = centre @ s @ centre.T  # singular where the rows sum to zero (softmax heads): a pseudo-inverse below
     half = np.flatnonzero(members)[: 2 * min(16, n // 2)].reshape(2, -1)  # template noise along a row's direction
     xh = x[half[0]] / np.maximum(np.linalg.norm(x[half[0]], axis=2, keepdims=True), _TINY)
     omega = np.mean(np.einsum("mjp,ncp->mjnc", xh, x[half[1]] - t[half[1]]) ** 2, axis=(0, 1, 2)) / max(n - 1, 1)
@@ -364,7 +363,7 @@ def permuted_rows(stack: FloatArray, templates: FloatArray, rows: int, members: 
 def _row_residual(b: FloatArray, ch: FloatArray, v: FloatArray, w: FloatArray) -> FloatArray:
     """``max_{c != j}`` of row j's standardised residual after the generalised least-squares fit of its own
     template's pattern ``ch_j`` to ``b_j`` (noise covariance ``v`` plus the template noise ``w`` on the diagonal)."""
-    vi = np.linalg.inv(v)
+    vi = np.linalg.pinv(v, rcond=1e-6, hermitian=True)
     num = np.einsum("...jc,cd,...jd->...j", ch, vi, b)
     den = np.maximum(np.einsum("...jc,cd,...jd->...j", ch, vi, ch), _TINY)
     var = np.diag(v) + w - ch * ch / den[..., None]
