@@ -27,7 +27,6 @@ from flwr_ppcdl.reliability.calibration import (
     chance_spread,
     energy_threshold,
     known_to_normal,
-    normal_quantile,
     standardise,
 )
 from flwr_ppcdl.reliability.constants import MAX_STEPS, MIRROR_CAP, PERMUTED_COLUMNS, SAMPLING_FLOOR
@@ -268,7 +267,7 @@ def _projections(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray,
 def _heads(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, FloatArray]], centre: list[FloatArray],
            tau2: list[float], members: BoolArray, deltas: bool) -> None:
     """Rows permuted: ``swap`` under a known law (a known null), ``gap`` otherwise (an estimated null)."""
-    swap, comparisons, gap_num, gap_den = None, 0, None, None
+    swap, comparisons, gap_num, gap_den, permuted = None, 0, None, None, None
     for (res, _), lay, c, t in zip(loo, layers, centre, tau2, strict=True):
         if not lay.rows:
             continue
@@ -279,9 +278,7 @@ def _heads(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, Float
             continue
         if deltas:  # the update's rows against the global head's rows, the class templates; and the consensus update's
             found = permuted_rows(lay.stack, lay.stack - res, lay.rows, members)
-            if found is not None:
-                out.z["permuted"] = found if "permuted" not in out.z else np.maximum(out.z["permuted"], found)
-                out.kinds["permuted"] = ("known", False, 1.0, 0.0)
+            permuted = permuted if found is None else found + (0.0 if permuted is None else permuted)
             templates = lay.reference.reshape(lay.rows, -1) - lay.reference.reshape(lay.rows, -1).mean(axis=0)
             per_row, weight = _row_gap(lay.stack, np.broadcast_to(templates.reshape(-1), res.shape), lay.rows)
         else:  # a permuted row j deviates from the consensus towards another row's consensus
@@ -290,6 +287,9 @@ def _heads(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, Float
         gap_den = weight.sum(axis=1) + (0.0 if gap_den is None else gap_den)
     if swap is not None:
         out.z["swap"], out.kinds["swap"] = known_to_normal(swap, comparisons), ("known", False, 1.0, 0.0)
+    if permuted is not None:
+        out.z["permuted"], _, tail = standardise(permuted, members)
+        out.kinds["permuted"] = ("estimated", False, 1.0, tail)
     if gap_num is not None and gap_den is not None and np.any(gap_den > 0):
         out.z["gap"], _, tail = standardise(gap_num / np.maximum(gap_den, _TINY), members)
         out.kinds["gap"] = ("estimated", False, 1.0, tail)
@@ -310,19 +310,17 @@ def _row_gap(rows_of: FloatArray, reference: FloatArray, rows: int) -> tuple[Flo
 
 
 def permuted_rows(stack: FloatArray, templates: FloatArray, rows: int, members: BoolArray) -> FloatArray | None:
-    """Per participant, a standard normal ``z`` (at most) that its rows follow other rows of the consensus update.
+    """Per participant, how far its rows follow other rows of the consensus update (summed over rows).
 
     Row j against the ``templates`` (the others' consensus rows ``t_c``, unit): ``b_jc = <x_j, t_c> / |e_j|``, ``e_j``
     the row off its own template. Honest ``x_j = a_j t_j + e_j``: after fitting ``a_j``'s pattern ``(t_j . t_c)`` the
-    residual of ``b_j`` does not depend on ``a_j`` (a weak or noisy honest row is not a permuted one); its largest
-    entry ``c != j`` over its standard deviation, summed over rows, is converted to ``z`` by a parametric bootstrap
-    of ``e`` (the consistent ``members``' pooled direction covariance, seeded). The templates' own noise
-    (heterogeneity / (n - 1) along the rows) widens the variance; where it exceeds the rows' noise: None."""
+    residual of ``b_j`` does not depend on ``a_j`` (a weak or noisy honest row is not a permuted one); the statistic is
+    its largest entry ``c != j`` over its standard deviation (``e``'s covariance pooled over the ``members``, widened
+    by the templates' own noise, heterogeneity / (n - 1) along the row). None where that noise exceeds the rows'."""
     k, n = stack.shape[0], int(members.sum())
     x, t = stack.reshape(k, rows, -1), templates.reshape(k, rows, -1)
-    rng = np.random.default_rng([k, rows, 20_261_206])
     if x.shape[2] > PERMUTED_COLUMNS:  # the same coordinates for everyone: the statistic's cost is bounded
-        cols = np.sort(rng.choice(x.shape[2], PERMUTED_COLUMNS, replace=False))
+        cols = np.sort(np.random.default_rng([k, rows]).choice(x.shape[2], PERMUTED_COLUMNS, replace=False))
         x, t = x[:, :, cols], t[:, :, cols]
     tn = np.maximum(np.linalg.norm(t, axis=2), _TINY)
     th = t / tn[:, :, None]
@@ -331,46 +329,19 @@ def permuted_rows(stack: FloatArray, templates: FloatArray, rows: int, members: 
     eh = (e / en[:, :, None])[members]
     centre = th[members].mean(axis=0)
     centre /= np.maximum(np.linalg.norm(centre, axis=1, keepdims=True), _TINY)
-    s0 = np.einsum("kjp,kjq->pq", eh, eh) / (n * rows)
-    s = s0.copy()
-    for _ in range(30):  # s0 = mean_j P_j s P_j (each row lost its own direction): solve for s
-        ps = s - np.einsum("jp,jq,qr->jpr", centre, centre, s)
-        s += s0 - np.mean(ps - np.einsum("jpq,jq,jr->jpr", ps, centre, centre), axis=0)
-    s /= max(float(np.trace(s)), _TINY)
-    v = centre @ s @ centre.T  # singular where the rows sum to zero (softmax heads): a pseudo-inverse below
+    v = centre @ (np.einsum("kjp,kjq->pq", eh, eh) / (n * rows)) @ centre.T  # singular if rows sum to zero (softmax)
     half = np.flatnonzero(members)[: 2 * min(16, n // 2)].reshape(2, -1)  # template noise along a row's direction
     xh = x[half[0]] / np.maximum(np.linalg.norm(x[half[0]], axis=2, keepdims=True), _TINY)
     omega = np.mean(np.einsum("mjp,ncp->mjnc", xh, x[half[1]] - t[half[1]]) ** 2, axis=(0, 1, 2)) / max(n - 1, 1)
     w = (np.linalg.norm(x, axis=2) / en)[:, :, None] ** 2 * omega[None, None, :] / tn[:, None, :] ** 2
-    typical = np.median(w[members], axis=0)
-    if float(np.median(typical / np.diag(v)[None, :])) > 1.0:
+    if float(np.median(np.median(w[members], axis=0) / np.maximum(np.diag(v), _TINY)[None, :])) > 1.0:
         return None
-    g = _row_residual(np.einsum("kjp,kcp->kjc", x, th) / en[:, :, None], np.einsum("kjp,kcp->kjc", th, th), v, w)
-    sims = int(np.clip(400_000 // (rows * rows), 500, 4000))
-    vals, vecs = np.linalg.eigh(s)
-    draw = rng.standard_normal((sims, rows, s.shape[0])) @ (vecs * np.sqrt(np.maximum(vals, 0.0))).T
-    ed = draw - np.einsum("sjp,jp->sj", draw, centre)[:, :, None] * centre
-    bd = draw @ centre.T / np.maximum(np.linalg.norm(ed, axis=2), _TINY)[:, :, None]
-    gs = _row_residual(bd + np.sqrt(typical) * rng.standard_normal(bd.shape), centre @ centre.T, v, typical)
-    mu, sd = gs.mean(axis=0), np.maximum(gs.std(axis=0), _TINY)
-    null = np.sort(((gs - mu) / sd).sum(axis=1)) / np.sqrt(rows)
-    obs = ((g - mu) / sd).sum(axis=1) / np.sqrt(rows)
-    tail = (sims - np.searchsorted(null, obs, side="left") + 1.0) / (sims + 1.0)
-    z = -np.array([normal_quantile(float(min(q, 1.0 - 1e-12))) for q in tail])
-    return np.where(obs > null[-1], z + obs - null[-1], z)
-
-
-def _row_residual(b: FloatArray, ch: FloatArray, v: FloatArray, w: FloatArray) -> FloatArray:
-    """``max_{c != j}`` of row j's standardised residual after the generalised least-squares fit of its own
-    template's pattern ``ch_j`` to ``b_j`` (noise covariance ``v`` plus the template noise ``w`` on the diagonal)."""
+    b, ch = np.einsum("kjp,kcp->kjc", x, th) / en[:, :, None], np.einsum("kjp,kcp->kjc", th, th)
     vi = np.linalg.pinv(v, rcond=1e-6, hermitian=True)
-    num = np.einsum("...jc,cd,...jd->...j", ch, vi, b)
-    den = np.maximum(np.einsum("...jc,cd,...jd->...j", ch, vi, ch), _TINY)
-    var = np.diag(v) + w - ch * ch / den[..., None]
-    z = (b - (num / den)[..., None] * ch) / np.sqrt(np.maximum(var, _TINY))
-    rows = b.shape[-1]
-    z[..., np.arange(rows), np.arange(rows)] = -np.inf
-    return np.asarray(z.max(axis=-1), dtype=np.float64)
+    num, den = np.einsum("kjc,cd,kjd->kj", ch, vi, b), np.maximum(np.einsum("kjc,cd,kjd->kj", ch, vi, ch), _TINY)
+    z = (b - (num / den)[:, :, None] * ch) / np.sqrt(np.maximum(np.diag(v) + w - ch * ch / den[:, :, None], _TINY))
+    z[:, np.arange(rows), np.arange(rows)] = -np.inf
+    return np.asarray(z.max(axis=2).sum(axis=1), dtype=np.float64)
 
 
 def row_swap(stack: FloatArray, variance: FloatArray, rows: int, members: BoolArray) -> FloatArray:
