@@ -38,19 +38,7 @@ from flwr_ppcdl.reliability.options import METHODS, ReliabilityOptions, ServerLo
 from flwr_ppcdl.reliability.validation import validate_updates
 
 __all__ = [
-    "EvidenceMemory",
-    "METHODS",
-    "ReliabilityAggregator",
-    "ReliabilityOptions",
-    "ReliabilityResult",
-    "RoundOutcome",
-    "RoundReport",
-    "ScoredView",
-    "ServerLossFn",
-    "Upload",
-    "coordinate_median",
-    "estimate_reliability",
-    "reliability_weights",
-    "validate_updates",
-    "weighted_sum",
+    "EvidenceMemory", "METHODS", "ReliabilityAggregator", "ReliabilityOptions", "ReliabilityResult", "RoundOutcome",
+    "RoundReport", "ScoredView", "ServerLossFn", "Upload", "coordinate_median", "estimate_reliability",
+    "reliability_weights", "validate_updates", "weighted_sum",
 ]

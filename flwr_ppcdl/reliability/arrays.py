@@ -13,9 +13,7 @@ from numpy.typing import NDArray
 FloatArray = NDArray[np.float64]
 
 
-def weighted_sum(
-    updates: Sequence[Sequence[Any]], weights: Sequence[float] | FloatArray
-) -> list[NDArray[Any]]:
+def weighted_sum(updates: Sequence[Sequence[Any]], weights: Sequence[float] | FloatArray) -> list[NDArray[Any]]:
     """Return ``sum_k weights[k] * updates[k]`` layer by layer (float64 accumulation).
 
     Uploads with weight 0 are never read, so excluded (e.g. NaN) uploads cannot leak in.

@@ -15,24 +15,11 @@ from numpy.typing import NDArray
 FloatArray = NDArray[np.float64]
 
 
-def plausible_counts(
-    counts: FloatArray,
-    valid: NDArray[np.bool_],
-    *,
-    max_num_examples: float | None,
-    count_cap: float | None,
-) -> tuple[FloatArray, dict[int, str], dict[int, str]]:
-    """Apply the absolute maximum and the relative cap to the valid claims.
-
-    Returns
-    -------
-    counts : ndarray
-        The counts to weigh with (0 where excluded or invalid).
-    excluded : dict[int, str]
-        Positions whose claim exceeds ``max_num_examples``, with the reason.
-    capped : dict[int, str]
-        Positions whose claim was capped, with a message naming the claim.
-    """
+def plausible_counts(counts: FloatArray, valid: NDArray[np.bool_], *, max_num_examples: float | None,
+                     count_cap: float | None) -> tuple[FloatArray, dict[int, str], dict[int, str]]:
+    """Apply the absolute maximum and the relative cap to the valid claims. Returns the counts to weigh with
+    (0 where excluded or invalid), the positions whose claim exceeds ``max_num_examples`` (with the reason)
+    and those whose claim was capped (with a message naming the claim)."""
     out = np.where(valid, counts, 0.0).astype(np.float64)
     excluded: dict[int, str] = {}
     capped: dict[int, str] = {}

@@ -138,11 +138,8 @@ def _heterogeneity(layers: list[Layer], centre: list[FloatArray], members: BoolA
 
 def _least_trimmed(layers: list[Layer], is_voice: BoolArray) -> BoolArray:
     """The least-trimmed-squares majority: the ``floor(n/2) + 1`` voices closest to the centre they define.
-
-    Concentration steps (each lowers the trimmed sum) from the coordinate-wise median of all voices and
-    from that of the voices the first fit left out; the majority whose trimmed sum, in the first fit's
-    metric, is smaller is kept. ``O(K m)`` per step.
-    """
+    Concentration steps (each lowers the trimmed sum) from the coordinate-wise median of all voices and from that of
+    the voices the first fit left out; the majority whose trimmed sum, in the first fit's metric, is smaller is kept."""
     n = int(is_voice.sum())
     h = n // 2 + 1
 
@@ -266,7 +263,8 @@ def _projections(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray,
 
 def _heads(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, FloatArray]], centre: list[FloatArray],
            tau2: list[float], members: BoolArray, deltas: bool) -> None:
-    """Rows permuted: ``swap`` under a known law (a known null), ``gap`` otherwise (an estimated null)."""
+    """Rows permuted: ``swap`` under a known law (a known null), ``gap`` otherwise (an estimated null); for deltas
+    also ``permuted`` (the rows against the others' consensus update, an estimated null: :func:`permuted_rows`)."""
     swap, comparisons, gap_num, gap_den, permuted = None, 0, None, None, None
     for (res, _), lay, c, t in zip(loo, layers, centre, tau2, strict=True):
         if not lay.rows:
@@ -277,8 +275,8 @@ def _heads(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, Float
             comparisons += lay.rows * (lay.rows - 1)
             continue
         if deltas:  # the update's rows against the global head's rows, the class templates; and the consensus update's
-            found = permuted_rows(lay.stack, lay.stack - res, lay.rows, members)
-            permuted = permuted if found is None else found + (0.0 if permuted is None else permuted)
+            following = permuted_rows(lay.stack, lay.stack - res, lay.rows, members)
+            permuted = permuted if following is None else following + (0.0 if permuted is None else permuted)
             templates = lay.reference.reshape(lay.rows, -1) - lay.reference.reshape(lay.rows, -1).mean(axis=0)
             per_row, weight = _row_gap(lay.stack, np.broadcast_to(templates.reshape(-1), res.shape), lay.rows)
         else:  # a permuted row j deviates from the consensus towards another row's consensus
@@ -326,8 +324,7 @@ def permuted_rows(stack: FloatArray, templates: FloatArray, rows: int, members: 
     th = t / tn[:, :, None]
     e = x - np.einsum("kjp,kjp->kj", x, th)[:, :, None] * th
     en = np.maximum(np.linalg.norm(e, axis=2), _TINY)
-    eh = (e / en[:, :, None])[members]
-    centre = th[members].mean(axis=0)
+    eh, centre = (e / en[:, :, None])[members], th[members].mean(axis=0)
     centre /= np.maximum(np.linalg.norm(centre, axis=1, keepdims=True), _TINY)
     v = centre @ (np.einsum("kjp,kjq->pq", eh, eh) / (n * rows)) @ centre.T  # singular if rows sum to zero (softmax)
     half = np.flatnonzero(members)[: 2 * min(16, n // 2)].reshape(2, -1)  # template noise along a row's direction

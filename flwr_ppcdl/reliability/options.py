@@ -20,13 +20,8 @@ METHODS: tuple[str, ...] = ("calibrated", "server_data", "fedavg", "uniform")
 ServerLossFn = Callable[[list[NDArray[Any]]], float]
 
 _ONLY_FOR: dict[str, tuple[str, ...]] = {
-    "false_alarm_rate": ("calibrated",),
-    "memory_rate": ("calibrated",),
-    "max_coordinates": ("calibrated",),
-    "seed": ("calibrated",),
-    "sharpness": ("server_data",),
-    "tolerance": ("server_data",),
-    "server_loss_fn": ("server_data",),
+    **dict.fromkeys(("false_alarm_rate", "memory_rate", "max_coordinates", "seed"), ("calibrated",)),
+    **dict.fromkeys(("sharpness", "tolerance", "server_loss_fn"), ("server_data",)),
 }
 """Options that only some methods read: setting one for another method is refused."""
 

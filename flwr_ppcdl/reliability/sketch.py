@@ -42,12 +42,11 @@ def single_thread_blas() -> contextlib.AbstractContextManager[Any]:
             _BLAS_CONTROLLER = ThreadpoolController()
         except Exception:  # noqa: BLE001 - optional speed-up only
             _BLAS_CONTROLLER = False
-    if _BLAS_CONTROLLER is False:
-        return contextlib.nullcontext()
     try:
-        return cast(contextlib.AbstractContextManager[Any], _BLAS_CONTROLLER.limit(limits=1, user_api="blas"))
+        limit = None if _BLAS_CONTROLLER is False else _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
     except Exception:  # noqa: BLE001
-        return contextlib.nullcontext()
+        limit = None
+    return contextlib.nullcontext() if limit is None else cast(contextlib.AbstractContextManager[Any], limit)
 
 
 @dataclass

@@ -17,13 +17,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 
-def validate_updates(
-    updates: Sequence[Sequence[Any]],
-    num_examples: Sequence[Any] | NDArray[Any],
-    *,
-    max_abs: float = 1e12,
-    expected_shapes: Sequence[tuple[int, ...]] | None = None,
-) -> dict[int, str]:
+def validate_updates(updates: Sequence[Sequence[Any]], num_examples: Sequence[Any] | NDArray[Any], *, max_abs: float = 1e12,
+                     expected_shapes: Sequence[tuple[int, ...]] | None = None) -> dict[int, str]:
     """Index -> the first reason each upload cannot be aggregated: ``updates`` (one list of arrays per
     participant), ``num_examples`` (claimed counts), ``max_abs`` (an entry above it is absurd),
     ``expected_shapes`` (required layer shapes; without it the most common signature)."""
@@ -70,13 +65,10 @@ def validate_updates(
 
 
 def _value_problem(arr: NDArray[Any], max_abs: float) -> str | None:
-    """Why ``arr`` cannot be aggregated (non-finite or absurd entries), or None.
-
-    Fast path (float32/float64): one einsum pass (no BLAS threads woken) computes ``s = x . x``, NaN/Inf
-    whenever an entry is, with ``max|x_i| <= sqrt(s)``: a finite ``s`` with ``sqrt(s)`` (with a rounding margin)
-    within ``max_abs`` proves the array clean. Only arrays that fail this screen take the exact ``max(|x|)``
-    pass, which names the problem. No copy of a contiguous array is made.
-    """
+    """Why ``arr`` cannot be aggregated (non-finite or absurd entries), or None. Fast path (float32/float64): one
+    einsum pass (no BLAS threads woken) computes ``s = x . x``, NaN/Inf whenever an entry is, with ``max|x_i| <=
+    sqrt(s)``: a finite ``s`` with ``sqrt(s)`` (with a rounding margin) within ``max_abs`` proves the array clean.
+    Only arrays that fail this screen take the exact ``max(|x|)`` pass, which names the problem. No copy is made."""
     if not arr.size:
         return None
     if arr.dtype in (np.float32, np.float64):
