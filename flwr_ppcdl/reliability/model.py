@@ -313,8 +313,8 @@ def permuted_rows(stack: FloatArray, templates: FloatArray, rows: int, members: 
     Row j against the ``templates`` (the others' consensus rows ``t_c``, unit): ``b_jc = <x_j, t_c> / |e_j|``, ``e_j``
     the row off its own template. Honest ``x_j = a_j t_j + e_j``: after fitting ``a_j``'s pattern ``(t_j . t_c)`` the
     residual of ``b_j`` does not depend on ``a_j`` (a weak or noisy honest row is not a permuted one); the statistic is
-    its largest entry ``c != j`` over its standard deviation (``e``'s covariance pooled over the ``members``, widened
-    by the templates' own noise, heterogeneity / (n - 1) along the row). None where that noise exceeds the rows'."""
+    its largest entry ``c != j`` over its standard deviation (``e``'s direction covariance pooled over the ``members``,
+    widened by the templates' own noise off their direction, / (n - 1)). None where that noise exceeds the rows'."""
     k, n = stack.shape[0], int(members.sum())
     x, t = stack.reshape(k, rows, -1), templates.reshape(k, rows, -1)
     if x.shape[2] > PERMUTED_COLUMNS:  # the same coordinates for everyone: the statistic's cost is bounded
@@ -326,10 +326,14 @@ def permuted_rows(stack: FloatArray, templates: FloatArray, rows: int, members: 
     en = np.maximum(np.linalg.norm(e, axis=2), _TINY)
     eh, centre = (e / en[:, :, None])[members], th[members].mean(axis=0)
     centre /= np.maximum(np.linalg.norm(centre, axis=1, keepdims=True), _TINY)
-    v = centre @ (np.einsum("kjp,kjq->pq", eh, eh) / (n * rows)) @ centre.T  # singular if rows sum to zero (softmax)
-    half = np.flatnonzero(members)[: 2 * min(16, n // 2)].reshape(2, -1)  # template noise along a row's direction
+    s0 = s = np.einsum("kjp,kjq->pq", eh, eh) / (n * rows)
+    for _ in range(30):  # s0 = mean_j P_j s P_j (each row lost its own direction): solve for s
+        ps = s - np.einsum("jp,jq,qr->jpr", centre, centre, s)
+        s = s + s0 - np.mean(ps - np.einsum("jpq,jq,jr->jpr", ps, centre, centre), axis=0)
+    v = centre @ s @ centre.T  # singular if rows sum to zero (softmax): a pseudo-inverse below
+    half = np.flatnonzero(members)[: 2 * min(16, n // 2)].reshape(2, -1)  # template noise off its direction
     xh = x[half[0]] / np.maximum(np.linalg.norm(x[half[0]], axis=2, keepdims=True), _TINY)
-    omega = np.mean(np.einsum("mjp,ncp->mjnc", xh, x[half[1]] - t[half[1]]) ** 2, axis=(0, 1, 2)) / max(n - 1, 1)
+    omega = np.mean(np.einsum("mjp,ncp->mjnc", xh, e[half[1]]) ** 2, axis=(0, 1, 2)) / max(n - 1, 1)
     w = (np.linalg.norm(x, axis=2) / en)[:, :, None] ** 2 * omega[None, None, :] / tn[:, None, :] ** 2
     if float(np.median(np.median(w[members], axis=0) / np.maximum(np.diag(v), _TINY)[None, :])) > 1.0:
         return None
