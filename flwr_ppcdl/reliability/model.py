@@ -49,7 +49,7 @@ class BlockFit:
     consistent: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # the voices C
 
 
-def fit_block(layers: list[Layer], voice: NDArray[np.intp], alpha: float, *, deltas: bool, evidence: bool = True) -> BlockFit:
+def fit_block(layers: list[Layer], voice: NDArray[np.intp], alpha: float, *, deltas: bool, evidence: bool = True, rng: np.random.Generator | None = None) -> BlockFit:
     """Fit the honest model to one block and score every participant (module docstring); ``voice[k]``:
     whose identical upload speaks for k; ``deltas``: the stacks are deltas (adds ``reversal``); ``evidence``:
     whether the structured statistics are scored (else the energy alone)."""
@@ -86,7 +86,7 @@ def fit_block(layers: list[Layer], voice: NDArray[np.intp], alpha: float, *, del
         out.clip = np.minimum(1.0, np.exp(-0.5 * np.maximum(out.energy - far, 0.0) * scale))
     if evidence:
         _projections(out, layers, loo, centre, tau2, consistent, known, deltas, alpha)
-        _heads(out, layers, loo, centre, tau2, consistent, deltas)
+        _heads(out, layers, loo, centre, tau2, consistent, deltas, rng)
     return _spread_to_duplicates(out, voice)
 
 
@@ -262,7 +262,7 @@ def _projections(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray,
 
 
 def _heads(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, FloatArray]], centre: list[FloatArray],
-           tau2: list[float], members: BoolArray, deltas: bool) -> None:
+           tau2: list[float], members: BoolArray, deltas: bool, rng: np.random.Generator | None) -> None:
     """Rows permuted: ``swap`` under a known law (a known null), ``gap`` otherwise (an estimated null); for deltas
     also ``permuted`` (the rows against the others' consensus update, an estimated null: :func:`permuted_rows`)."""
     swap, comparisons, gap_num, gap_den, permuted = None, 0, None, None, None
@@ -275,7 +275,7 @@ def _heads(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, Float
             comparisons += lay.rows * (lay.rows - 1)
             continue
         if deltas:  # the update's rows against the global head's rows, the class templates; and the consensus update's
-            following = permuted_rows(lay.stack, lay.stack - res, lay.rows, members)
+            following = permuted_rows(lay.stack, lay.stack - res, lay.rows, members, rng)
             permuted = permuted if following is None else following + (0.0 if permuted is None else permuted)
             templates = lay.reference.reshape(lay.rows, -1) - lay.reference.reshape(lay.rows, -1).mean(axis=0)
             per_row, weight = _row_gap(lay.stack, np.broadcast_to(templates.reshape(-1), res.shape), lay.rows)
@@ -307,18 +307,17 @@ def _row_gap(rows_of: FloatArray, reference: FloatArray, rows: int) -> tuple[Flo
     return cos.max(axis=2) - diag, rn * rn
 
 
-def permuted_rows(stack: FloatArray, templates: FloatArray, rows: int, members: BoolArray) -> FloatArray | None:
-    """Per participant, how far its rows follow other rows of the consensus update (summed over rows).
-
-    Row j against the ``templates`` (the others' consensus rows ``t_c``, unit): ``b_jc = <x_j, t_c> / |e_j|``, ``e_j``
-    the row off its own template. Honest ``x_j = a_j t_j + e_j``: after fitting ``a_j``'s pattern ``(t_j . t_c)`` the
-    residual of ``b_j`` does not depend on ``a_j`` (a weak or noisy honest row is not a permuted one); the statistic is
-    its largest entry ``c != j`` over its standard deviation (``e``'s direction covariance pooled over the ``members``,
-    widened by the templates' own noise off their direction, / (n - 1)). None where that noise exceeds the rows'."""
+def permuted_rows(stack: FloatArray, templates: FloatArray, rows: int, members: BoolArray, rng: np.random.Generator | None = None) -> FloatArray | None:
+    """Per participant, how far its rows follow other rows of the consensus update: row j against the ``templates``
+    (the others' consensus rows ``t_c``, unit), ``b_jc = <x_j, t_c> / |e_j|`` (``e_j``: the row off its own template).
+    Honest ``x_j = a_j t_j + e_j``: after fitting ``a_j``'s pattern ``(t_j . t_c)`` the residual of ``b_j`` does not
+    depend on ``a_j`` (a weak or noisy honest row is not a permuted one). Summed over rows: its largest entry ``c != j``
+    over its sd (``e``'s direction covariance pooled over the ``members``, plus the templates' noise off their direction,
+    / (n - 1)); None where that noise exceeds the rows'. Columns beyond ``PERMUTED_COLUMNS``: a sample from ``rng``."""
     k, n = stack.shape[0], int(members.sum())
     x, t = stack.reshape(k, rows, -1), templates.reshape(k, rows, -1)
     if x.shape[2] > PERMUTED_COLUMNS:  # the same coordinates for everyone: the statistic's cost is bounded
-        cols = np.sort(np.random.default_rng([k, rows]).choice(x.shape[2], PERMUTED_COLUMNS, replace=False))
+        cols = np.sort((rng or np.random.default_rng()).choice(x.shape[2], PERMUTED_COLUMNS, replace=False))
         x, t = x[:, :, cols], t[:, :, cols]
     tn = np.maximum(np.linalg.norm(t, axis=2), _TINY)
     th = t / tn[:, :, None]
