@@ -325,20 +325,20 @@ def permuted_rows(stack: FloatArray, templates: FloatArray, rows: int, members: 
     en = np.maximum(np.linalg.norm(e, axis=2), _TINY)
     eh, centre = (e / en[:, :, None])[members], th[members].mean(axis=0)
     centre /= np.maximum(np.linalg.norm(centre, axis=1, keepdims=True), _TINY)
-    s0 = s = np.einsum("kjp,kjq->pq", eh, eh) / (n * rows)
-    for _ in range(30):  # s0 = mean_j P_j s P_j (each row lost its own direction): solve for s
-        ps = s - np.einsum("jp,jq,qr->jpr", centre, centre, s)
-        s = s + s0 - np.mean(ps - np.einsum("jpq,jq,jr->jpr", ps, centre, centre), axis=0)
+    s0 = s = eh.reshape(-1, x.shape[2]).T @ eh.reshape(-1, x.shape[2]) / (n * rows)
+    for _ in range(30):  # s0 = mean_j P_j s P_j (each row lost its own direction): solve for s, O(rows p^2)
+        u = centre @ s
+        s = s0 + (centre.T @ u + u.T @ centre - (centre.T * np.einsum("jp,jp->j", u, centre)) @ centre) / rows
     v = centre @ s @ centre.T  # singular if rows sum to zero (softmax): a pseudo-inverse below
     half = np.flatnonzero(members)[: 2 * min(16, n // 2)].reshape(2, -1)  # template noise off its direction
     xh = x[half[0]] / np.maximum(np.linalg.norm(x[half[0]], axis=2, keepdims=True), _TINY)
-    omega = np.mean(np.einsum("mjp,ncp->mjnc", xh, e[half[1]]) ** 2, axis=(0, 1, 2)) / max(n - 1, 1)
+    omega = np.mean((xh.reshape(-1, x.shape[2]) @ e[half[1]].reshape(-1, x.shape[2]).T).reshape(-1, rows) ** 2, axis=0) / max(n - 1, 1)
     w = (np.linalg.norm(x, axis=2) / en)[:, :, None] ** 2 * omega[None, None, :] / tn[:, None, :] ** 2
     if float(np.median(np.median(w[members], axis=0) / np.maximum(np.diag(v), _TINY)[None, :])) > 1.0:
         return None
-    b, ch = np.einsum("kjp,kcp->kjc", x, th) / en[:, :, None], np.einsum("kjp,kcp->kjc", th, th)
-    vi = np.linalg.pinv(v, rcond=1e-6, hermitian=True)
-    num, den = np.einsum("kjc,cd,kjd->kj", ch, vi, b), np.maximum(np.einsum("kjc,cd,kjd->kj", ch, vi, ch), _TINY)
+    b, ch = x @ th.transpose(0, 2, 1) / en[:, :, None], th @ th.transpose(0, 2, 1)
+    chv = ch @ np.linalg.pinv(v, rcond=1e-6, hermitian=True)
+    num, den = (chv * b).sum(axis=2), np.maximum((chv * ch).sum(axis=2), _TINY)
     z = (b - (num / den)[:, :, None] * ch) / np.sqrt(np.maximum(np.diag(v) + w - ch * ch / den[:, :, None], _TINY))
     z[:, np.arange(rows), np.arange(rows)] = -np.inf
     return np.asarray(z.max(axis=2).sum(axis=1), dtype=np.float64)
