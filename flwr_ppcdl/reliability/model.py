@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from flwr_ppcdl.reliability import constants as const
 from flwr_ppcdl.reliability.calibration import (
     MEDIAN_CHI2_1,
     Kind,
@@ -29,7 +30,6 @@ from flwr_ppcdl.reliability.calibration import (
     known_to_normal,
     standardise,
 )
-from flwr_ppcdl.reliability.constants import MAX_STEPS, MIRROR_CAP, PERMUTED_COLUMNS, SAMPLING_FLOOR
 from flwr_ppcdl.reliability.sketch import Layer
 
 FloatArray = NDArray[np.float64]
@@ -146,7 +146,7 @@ def _least_trimmed(layers: list[Layer], is_voice: BoolArray) -> BoolArray:
     def concentrate(start: list[FloatArray]) -> tuple[BoolArray, list[float]]:
         centre, members = start, np.zeros_like(is_voice)
         tau2 = _heterogeneity(layers, centre, is_voice)  # one metric per start
-        for _ in range(MAX_STEPS):
+        for _ in range(const.MAX_STEPS):
             e = np.where(is_voice, _energy(layers, centre, tau2, None)[0], np.inf)
             nxt = np.zeros_like(is_voice)
             nxt[np.argsort(e, kind="stable")[:h]] = True
@@ -244,7 +244,7 @@ def _projections(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray,
         else:
             cosine = -proj / np.sqrt(np.maximum(rr * aa, _TINY))
             count = sum(res.shape[1] for res, _ in loo)
-            out.z["collapse"], shrink, tail = standardise(cosine * np.sqrt(count), members, SAMPLING_FLOOR)
+            out.z["collapse"], shrink, tail = standardise(cosine * np.sqrt(count), members, const.SAMPLING_FLOOR)
             out.kinds["collapse"] = ("estimated", True, round(shrink, 1), tail)
     if deltas and not known:
         dot, dd, oo = np.zeros(k), np.zeros(k), np.zeros(k)
@@ -258,7 +258,7 @@ def _projections(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray,
         ratio = min(float(r_cos[0]), float(r_len[0]))
         if ratio > 0:  # the honest go with the others at all (near a fixed point they do not)
             out.z["reversal"] = np.maximum(z_cos, z_len)
-            out.kinds["reversal"] = ("mirror", False, min(round(ratio * 2.0) / 2.0, MIRROR_CAP), 1.0)
+            out.kinds["reversal"] = ("mirror", False, min(round(ratio * 2.0) / 2.0, const.MIRROR_CAP), 1.0)
 
 
 def _heads(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, FloatArray]], centre: list[FloatArray],
@@ -313,11 +313,11 @@ def permuted_rows(stack: FloatArray, templates: FloatArray, rows: int, members: 
     Honest ``x_j = a_j t_j + e_j``: after fitting ``a_j``'s pattern ``(t_j . t_c)`` the residual of ``b_j`` does not
     depend on ``a_j`` (a weak or noisy honest row is not a permuted one). Summed over rows: its largest entry ``c != j``
     over its sd (``e``'s direction covariance pooled over the ``members``, plus the templates' noise off their direction,
-    / (n - 1)); None where that noise exceeds the rows'. Columns beyond ``PERMUTED_COLUMNS``: a sample from ``rng``."""
+    / (n - 1)); None where that noise exceeds ``TEMPLATE_NOISE`` of the rows'. Columns beyond ``PERMUTED_COLUMNS``: a sample from ``rng``."""
     k, n = stack.shape[0], int(members.sum())
     x, t = stack.reshape(k, rows, -1), templates.reshape(k, rows, -1)
-    if x.shape[2] > PERMUTED_COLUMNS:  # the same coordinates for everyone: the statistic's cost is bounded
-        cols = np.sort((rng or np.random.default_rng()).choice(x.shape[2], PERMUTED_COLUMNS, replace=False))
+    if x.shape[2] > const.PERMUTED_COLUMNS:  # the same coordinates for everyone: the statistic's cost is bounded
+        cols = np.sort((rng or np.random.default_rng()).choice(x.shape[2], const.PERMUTED_COLUMNS, replace=False))
         x, t = x[:, :, cols], t[:, :, cols]
     tn = np.maximum(np.linalg.norm(t, axis=2), _TINY)
     th = t / tn[:, :, None]
@@ -334,7 +334,7 @@ def permuted_rows(stack: FloatArray, templates: FloatArray, rows: int, members: 
     xh = x[half[0]] / np.maximum(np.linalg.norm(x[half[0]], axis=2, keepdims=True), _TINY)
     omega = np.mean((xh.reshape(-1, x.shape[2]) @ e[half[1]].reshape(-1, x.shape[2]).T).reshape(-1, rows) ** 2, axis=0) / max(n - 1, 1)
     w = (np.linalg.norm(x, axis=2) / en)[:, :, None] ** 2 * omega[None, None, :] / tn[:, None, :] ** 2
-    if float(np.median(np.median(w[members], axis=0) / np.maximum(np.diag(v), _TINY)[None, :])) > 1.0:
+    if float(np.median(np.median(w[members], axis=0) / np.maximum(np.diag(v), _TINY)[None, :])) > const.TEMPLATE_NOISE:
         return None
     b, ch = x @ th.transpose(0, 2, 1) / en[:, :, None], th @ th.transpose(0, 2, 1)
     chv = ch @ np.linalg.pinv(v, rcond=1e-6, hermitian=True)
