@@ -319,7 +319,7 @@ def permuted_rows(stack: FloatArray, templates: FloatArray, rows: int, members: 
     if x.shape[2] > const.PERMUTED_COLUMNS:  # the same coordinates for everyone: the statistic's cost is bounded
         cols = np.sort((rng or np.random.default_rng()).choice(x.shape[2], const.PERMUTED_COLUMNS, replace=False))
         x, t = x[:, :, cols], t[:, :, cols]
-    tn = np.maximum(np.linalg.norm(t, axis=2), _TINY)
+    tn, xn = np.maximum(np.linalg.norm(t, axis=2), _TINY), np.linalg.norm(x, axis=2)  # row lengths, once
     th = t / tn[:, :, None]
     e = x - np.einsum("kjp,kjp->kj", x, th)[:, :, None] * th
     en = np.maximum(np.linalg.norm(e, axis=2), _TINY)
@@ -331,9 +331,9 @@ def permuted_rows(stack: FloatArray, templates: FloatArray, rows: int, members: 
         s = s0 + (centre.T @ u + u.T @ centre - (centre.T * np.einsum("jp,jp->j", u, centre)) @ centre) / rows
     v = centre @ s @ centre.T  # singular if rows sum to zero (softmax): a pseudo-inverse below
     half = np.flatnonzero(members)[: 2 * min(16, n // 2)].reshape(2, -1)  # template noise off its direction
-    xh = x[half[0]] / np.maximum(np.linalg.norm(x[half[0]], axis=2, keepdims=True), _TINY)
+    xh = x[half[0]] / np.maximum(xn[half[0]], _TINY)[:, :, None]
     omega = np.mean((xh.reshape(-1, x.shape[2]) @ e[half[1]].reshape(-1, x.shape[2]).T).reshape(-1, rows) ** 2, axis=0) / max(n - 1, 1)
-    w = (np.linalg.norm(x, axis=2) / en)[:, :, None] ** 2 * omega[None, None, :] / tn[:, None, :] ** 2
+    w = (xn / en)[:, :, None] ** 2 * omega[None, None, :] / tn[:, None, :] ** 2
     if float(np.median(np.median(w[members], axis=0) / np.maximum(np.diag(v), _TINY)[None, :])) > const.TEMPLATE_NOISE:
         return None
     b, ch = x @ th.transpose(0, 2, 1) / en[:, :, None], th @ th.transpose(0, 2, 1)
