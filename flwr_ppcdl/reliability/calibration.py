@@ -70,9 +70,22 @@ def standardise(values: FloatArray, members: NDArray[np.bool_], floor: float = 0
     return z, float(scale) / used, 0.0 if q is not None and q[3] - q[0] <= const.LIGHT_SPREAD * (q[2] - q[1]) else 1.0
 
 
-def llr(z: FloatArray, two_sided: bool) -> FloatArray:
-    """Log-likelihood ratio of a shifted normal against the honest standard normal."""
-    zz = np.asarray(z, dtype=np.float64) if two_sided else np.maximum(np.asarray(z, dtype=np.float64), 0.0)
+def degrees(kind: Kind) -> float:
+    """Student-t degrees of freedom of a kind's heavy tail: ``HETEROGENEITY_TAIL`` beside a law, ``COLLAPSE_TAIL`` for the
+    two-sided ``collapse`` without one (heterogeneity along the consensus, measured), else ``STATISTIC_TAIL``."""
+    if kind[0] in ("known", "scaled"):
+        return const.HETEROGENEITY_TAIL
+    return const.COLLAPSE_TAIL if kind[0] == "estimated" and kind[1] else const.STATISTIC_TAIL
+
+
+def llr(z: FloatArray, kind: Kind) -> FloatArray:
+    """Log-likelihood ratio of a flat alternative against the honest null (up to a constant): ``z^2 / 2`` for a normal
+    null (a shifted normal against it); for a null estimated with a Student-t tail the t's own ``(nu + 1) / 2 log(1 + z^2
+    / nu)``: an honest value far out is what that tail gives, so one such value does not outweigh the rest."""
+    zz = np.asarray(z, dtype=np.float64) if kind[1] else np.maximum(np.asarray(z, dtype=np.float64), 0.0)
+    if kind[0] == "estimated" and kind[3] > 0:
+        nu = degrees(kind)
+        return np.asarray(0.5 * (nu + 1.0) * np.log1p(zz * zz / nu), dtype=np.float64)
     return 0.5 * zz * zz
 
 
@@ -113,10 +126,10 @@ def evidence_threshold(k: int, alpha: float, kinds: tuple[Kind, ...]) -> float:
     for kind in kinds:
         if kind[2] <= 0 and kind[0] != "mirror":
             continue
-        nu = const.HETEROGENEITY_TAIL if kind[0] in ("known", "scaled") else const.STATISTIC_TAIL
+        nu = degrees(kind)
         t = rng.standard_t(nu, (sims, kk)) * math.sqrt(1 - 2 / nu) if kind[3] > 0 else 0.0
         draws = math.sqrt(1.0 - kind[3]) * rng.standard_normal((sims, kk)) + math.sqrt(kind[3]) * t  # unit variance
-        total += llr(_standardised(draws, kind), kind[1])
+        total += llr(_standardised(draws, kind), kind)
     return float(np.quantile(total.reshape(-1), 1.0 - alpha))
 
 

@@ -175,7 +175,7 @@ def _calibrated(
             if gamma > 0:
                 _accumulate(fit, str(b), [prior[j] for j in pos], gamma)  # blocks come in a fixed order
             for name, z in fit.z.items():
-                total[pos] += llr(z, fit.kinds[name][1])
+                total[pos] += llr(z, fit.kinds[name])
                 for j in pos:
                     kinds[j].append(fit.kinds[name])
             clip[pos] *= fit.clip

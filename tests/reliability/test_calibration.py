@@ -21,6 +21,7 @@ from flwr_ppcdl.reliability import (
     estimate_reliability,
 )
 from flwr_ppcdl.reliability.calibration import (
+    degrees,
     energy_threshold,
     evidence_threshold,
     known_to_normal,
@@ -29,7 +30,7 @@ from flwr_ppcdl.reliability.calibration import (
     normal_quantile,
     standardise,
 )
-from flwr_ppcdl.reliability.constants import HETEROGENEITY_TAIL, STATISTIC_TAIL
+from flwr_ppcdl.reliability.constants import HETEROGENEITY_TAIL
 
 from .synthetic import honest_round
 
@@ -44,9 +45,9 @@ KINDS = {
 
 
 def _honest(rng: np.random.Generator, kind: tuple, shape: tuple[int, int]) -> np.ndarray:
-    """Unit-variance honest draws: normal, with the kind's share of Student-t heterogeneity (4 degrees of
-    freedom beside a known law, ``STATISTIC_TAIL`` for a null estimated from the participants)."""
-    nu = HETEROGENEITY_TAIL if kind[0] in ("known", "scaled") else STATISTIC_TAIL
+    """Unit-variance honest draws: normal, with the kind's share of Student-t heterogeneity (``degrees``: the
+    heterogeneity's tail beside a law, the measured collapse tail, ``STATISTIC_TAIL`` otherwise)."""
+    nu = degrees(kind)
     t = rng.standard_t(nu, shape) * math.sqrt(1 - 2 / nu)
     return math.sqrt(1 - kind[3]) * rng.standard_normal(shape) + math.sqrt(kind[3]) * t
 
@@ -70,7 +71,7 @@ def test_the_evidence_threshold_holds_the_false_alarm_rate_on_fresh_draws(k: int
                 loc, scale = median_mad(along)
                 found.append(np.where(along < -0.5 * loc[:, None], -along, 0.0) / scale[:, None])
             draws = np.maximum(*found)
-        total += llr(draws, kind[1])
+        total += llr(draws, kind)
     assert float(np.mean(total > threshold)) == pytest.approx(alpha, abs=0.005)
 
 
