@@ -372,9 +372,6 @@ def row_swap(stack: FloatArray, variance: FloatArray, rows: int, members: BoolAr
 
 def _spread_to_duplicates(out: BlockFit, voice: NDArray[np.intp]) -> BlockFit:
     """A participant whose upload repeats another's gets that voice's statistics."""
-    if np.array_equal(voice, np.arange(voice.size)):
-        return out
-    for name in out.z:
-        out.z[name] = out.z[name][voice]
+    out.z = {name: z[voice] for name, z in out.z.items()}
     out.energy, out.clip, out.incompatible = out.energy[voice], out.clip[voice], out.incompatible[voice]
     return out

@@ -104,18 +104,10 @@ class ReliabilityOptions:
                 raise ValueError(f"{name}={value!r} is not used by method={self.method!r} (only by {list(methods)}); "
                                  "remove it")
         _number("false_alarm_rate", self.false_alarm_rate, low=0.0, low_open=True, high=0.49)
-        if self.memory_rate is not None:
-            _number("memory_rate", self.memory_rate, low=0.0, high=0.999)
-        if self.sharpness is not None:
-            _number("sharpness", self.sharpness, low=0.0, low_open=True)
-        if self.tolerance is not None:
-            _number("tolerance", self.tolerance, low=0.0)
-        if self.count_cap is not None:
-            _number("count_cap", self.count_cap, low=1.0)
-        if self.max_num_examples is not None:
-            _number("max_num_examples", self.max_num_examples, low=0.0, low_open=True)
-        if self.max_share is not None:
-            _number("max_share", self.max_share, low=0.0, low_open=True, high=1.0)
+        for name, low, low_open, high in (("memory_rate", 0.0, False, 0.999), ("sharpness", 0.0, True, None), ("tolerance", 0.0, False, None),
+                                          ("count_cap", 1.0, False, None), ("max_num_examples", 0.0, True, None), ("max_share", 0.0, True, 1.0)):
+            if getattr(self, name) is not None:  # None: off, or the method's default
+                _number(name, getattr(self, name), low=low, low_open=low_open, high=high)
         _number("max_abs", self.max_abs, low=0.0, low_open=True)
         for name, low in (("max_coordinates", 1), ("seed", 0)):
             value = getattr(self, name)
@@ -136,16 +128,12 @@ class ReliabilityOptions:
         if not overrides:
             return self
         known = {f.name for f in fields(self)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
+        if unknown := sorted(set(overrides) - known):
             raise TypeError(f"unknown reliability option(s) {unknown}; known: {sorted(known)}")
         current = {f.name: getattr(self, f.name) for f in fields(self)}
         method = overrides.get("method", self.method)
         if method != self.method:
-            defaults = {f.name: f.default for f in fields(self)}
-            for name, methods in _ONLY_FOR.items():
-                if method not in methods and name not in overrides:
-                    current[name] = defaults[name]
+            current.update({f.name: f.default for f in fields(self) if method not in _ONLY_FOR.get(f.name, (method,)) and f.name not in overrides})
         current.update(overrides)
         return dataclasses.replace(self, **{k: v for k, v in current.items() if k in known})
 
