@@ -37,8 +37,10 @@ from flwr_ppcdl.reliability import ReliabilityOptions
 from flwr_ppcdl.reliability import calibration as cal
 from flwr_ppcdl.reliability import constants as const
 
-RULES = (("normal", 10.0, 10.0), ("student", 10.0, 10.0), ("student", 6.0, 10.0), ("student", 4.0, 10.0), ("student", 6.0, 6.0))
-"""(log-likelihood ratio of estimated nulls, collapse's degrees of freedom, the other estimated nulls')."""
+RULES = (("normal", 10.0, 10.0), ("student", 10.0, 10.0), ("student", 6.0, 10.0), ("student", 4.0, 10.0), ("student", 6.0, 6.0),
+         ("student+mirror", 6.0, 10.0))
+"""(log-likelihood ratio of estimated nulls -- ``student+mirror``: the reversal's too --, collapse's degrees of freedom,
+the other estimated nulls')."""
 
 
 def dump(folder: Path, seeds: list[int]) -> None:
@@ -80,7 +82,7 @@ def dump(folder: Path, seeds: list[int]) -> None:
 
 def _llr(z: np.ndarray, kind: tuple[Any, ...], rule: tuple[str, float, float]) -> np.ndarray:
     zz = z if kind[1] else np.maximum(z, 0.0)
-    if rule[0] == "student" and kind[0] == "estimated" and kind[3] > 0:
+    if rule[0].startswith("student") and kind[3] > 0 and (kind[0] == "estimated" or (kind[0] == "mirror" and rule[0].endswith("mirror"))):
         nu = _degrees(kind, rule)
         return 0.5 * (nu + 1.0) * np.log1p(zz * zz / nu)
     return 0.5 * zz * zz
