@@ -12,7 +12,10 @@ shared cores; resumable) and of its goals summary:
         --out benchmarks/results/reliability_plain.csv > benchmarks/results/reliability_plain_summary.txt
 
 ``--quick`` runs one seed of the K = 10 scenarios; ``--groups`` picks scenario groups (``small``,
-``collusion``, ``scale``).
+``collusion``, ``scale``). ``--again`` measures the chosen rules once more where rows exist: ``ours`` samples
+the coordinates it scores from OS entropy, so its K = 10 cells move from run to run by more than a goal's
+margin; the summary averages every row of a cell (the committed ``small`` rows of ``ours``: five runs per
+seed, ``--groups small --rules ours --again`` four times after the first).
 
 What runs. Fashion-MNIST (offline, ``flwr_ppcdl.data``) and a small MLP (784-64-10); every client trains
 one local epoch of SGD (lr 0.05, momentum 0.9, batch 32) on its own partition and replies through a
@@ -41,6 +44,7 @@ import logging
 import math
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -307,10 +311,11 @@ def main() -> None:
     parser.add_argument("--rules", nargs="+", help="measure only these contenders")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--summary", action="store_true")
+    parser.add_argument("--again", action="store_true", help="measure once more where rows exist (the summary averages them)")
     args = parser.parse_args()
     if not args.summary:
         key = ("group", "scenario", "partitioning", "clients", "bad", "seed", "rule")
-        done = {tuple(r[k] for k in key) for r in read_rows(args.out)}
+        done = set() if args.again else {tuple(r[k] for k in key) for r in read_rows(args.out)}
         for cell in cells(args.groups, args.seeds, args.quick):
             rules = SCALE_RULES if cell["group"] == "scale" else RULES
             rows, t_cell = [], time.perf_counter()
@@ -343,6 +348,9 @@ def summary(path: Path) -> None:
 def _table(rows: list[dict[str, str]], role: str) -> None:
     seeds = sorted({int(r["seed"]) for r in rows})
     print(f"\n## {role} seeds {seeds} (code {', '.join(sorted({r['code_version'] for r in rows}))}; {rows[0]['packages']})")
+    runs = Counter((r["group"], r["scenario"], r["partitioning"], r["clients"], r["bad"], r["seed"]) for r in rows if r["rule"] == "ours")
+    if runs:
+        print(f"runs of ours per cell and seed: {min(runs.values())}-{max(runs.values())} (every figure of a cell is the mean of its rows)")
     groups: dict[tuple[str, ...], dict[str, list[dict[str, str]]]] = {}
     for r in rows:
         groups.setdefault((r["group"], r["scenario"], r["partitioning"], r["clients"], r["bad"]), {}).setdefault(r["rule"], []).append(r)
