@@ -382,7 +382,8 @@ def _table(rows: list[dict[str, str]], role: str) -> None:
             goals.append(("AUROC >= .95 where harmful", v("ours", "auroc") >= 0.95))
         for name, ok in goals:
             tally.setdefault(name, []).append(ok)
-        undecided = sum(int(float(r["undecidable_rounds"])) for r in by.get("ours", []) if r["undecidable_rounds"] not in ("", "nan"))
+        counted = [r for r in by.get("ours", []) if r["undecidable_rounds"] not in ("", "nan")]  # over the seeds, per run
+        undecided = round(sum(float(r["undecidable_rounds"]) for r in counted) * len({r["seed"] for r in counted}) / max(len(counted), 1))
         print(f"{group:9} {scenario:14} {part[:5]:5} {k:>4} {nbad:>4} | {fa:>6.3f} {orc:>6.3f} {best:>6.3f} {v('legacy'):>6.3f} "
               f"{ours:>6.3f} | {v('ours', 'auroc'):>5.2f} {v('ours', 'bad_mass'):>5.2f} {v('ours', 'honest_kept'):>5.2f} "
               f"{v('ours', 'false_alarms'):>5.3f} {v('ours', 'minority_share'):>5.2f} {v('ours', 'colluder_share'):>5.2f} "
