@@ -84,7 +84,8 @@ def llr(z: FloatArray, kind: Kind) -> FloatArray:
     / nu)``: an honest value far out is what that tail gives, so one such value does not outweigh the rest."""
     zz = np.asarray(z, dtype=np.float64) if kind[1] else np.maximum(np.asarray(z, dtype=np.float64), 0.0)
     if kind[0] == "estimated" and kind[3] > 0:
-        return np.asarray(0.5 * (degrees(kind) + 1.0) * np.log1p(zz * zz / degrees(kind)), dtype=np.float64)
+        nu = degrees(kind)
+        return np.asarray(0.5 * (nu + 1.0) * np.log1p(zz * zz / nu), dtype=np.float64)
     return 0.5 * zz * zz
 
 

@@ -133,7 +133,7 @@ class ReliabilityOptions:
         current = {f.name: getattr(self, f.name) for f in fields(self)}
         method = overrides.get("method", self.method)
         if method != self.method:
-            current.update({f.name: f.default for f in fields(self) if method not in _ONLY_FOR.get(f.name, (method,)) and f.name not in overrides})
+            current.update({name: self.__dataclass_fields__[name].default for name, methods in _ONLY_FOR.items() if method not in methods and name not in overrides})
         current.update(overrides)
         return dataclasses.replace(self, **{k: v for k, v in current.items() if k in known})
 
