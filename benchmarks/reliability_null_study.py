@@ -95,18 +95,13 @@ def _degrees(kind: tuple[Any, ...], rule: tuple[str, float, float]) -> float:
 
 
 def _threshold(k: int, alpha: float, kinds: tuple[tuple[Any, ...], ...], rule: tuple[str, float, float]) -> float:
-    """``calibration.evidence_threshold`` under ``rule`` (the same draws and standardisation)."""
-    kk, sims = cal._sizes(k, alpha)
-    rng = np.random.default_rng([kk, len(kinds), 20_250_425])
-    total = np.zeros((sims, kk))
-    for kind in kinds:
-        if kind[2] <= 0 and kind[0] != "mirror":
-            continue
-        nu = _degrees(kind, rule)
-        t = rng.standard_t(nu, (sims, kk)) * math.sqrt(1 - 2 / nu) if kind[3] > 0 else 0.0
-        draws = math.sqrt(1.0 - kind[3]) * rng.standard_normal((sims, kk)) + math.sqrt(kind[3]) * t
-        total += _llr(cal._standardised(draws, kind), kind, rule)
-    return float(np.quantile(total.reshape(-1), 1.0 - alpha))
+    """The library's own simulation (``calibration.evidence_threshold``, uncached) with ``rule``'s ratio and tails."""
+    saved = cal.llr, cal.degrees
+    cal.llr, cal.degrees = (lambda z, kind: _llr(z, kind, rule)), (lambda kind: _degrees(kind, rule))  # type: ignore[assignment]
+    try:
+        return float(cal.evidence_threshold.__wrapped__(k, alpha, kinds))
+    finally:
+        cal.llr, cal.degrees = saved
 
 
 def summary(folder: Path) -> None:
