@@ -201,9 +201,7 @@ class ReliabilityAggregator:
         }
         w = np.array(list(report.weights.values()))
         if w.size:
-            metrics[f"{p}min"] = float(w.min())
-            metrics[f"{p}median"] = float(np.median(w))
-            metrics[f"{p}max"] = float(w.max())
+            metrics.update({f"{p}min": float(w.min()), f"{p}median": float(np.median(w)), f"{p}max": float(w.max())})
         return metrics
 
 

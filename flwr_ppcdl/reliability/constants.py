@@ -57,3 +57,7 @@ median / MAD) have quantiles .90 / .95 / .98 / .99 of 2.11 / 2.74 / 3.86 / 4.59;
 LIGHT_SPREAD = 3.7
 """With at least ``MAX_CALIBRATED_K`` voices an estimated null is normal where their ``(q99 - q01) / (q75 - q25)`` is at
 most this (normal 3.45, t(10) 3.95): K = 1,000 plain clients, nobody corrupted, flagged .012 instead of .0047 (tuning seed 0)."""
+RIVAL = 0.25
+"""Half the voices incompatible are a rival camp (an undecidable round) where their median energy to the other incompatible
+voices' centre is below this share of their energy to the consensus: a tighter half then takes the consensus only within
+sqrt(1 / RIVAL - 1) = 1.7 median honest distances (computed); uploads that agree on nothing sit near 1/2 (computed)."""

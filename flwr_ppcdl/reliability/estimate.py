@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from flwr_ppcdl.reliability.calibration import Kind, evidence_threshold, llr, standardise
-from flwr_ppcdl.reliability.constants import SHARPNESS
+from flwr_ppcdl.reliability.constants import RIVAL, SHARPNESS
 from flwr_ppcdl.reliability.counts import plausible_counts
 from flwr_ppcdl.reliability.model import BlockFit, fit_block
 from flwr_ppcdl.reliability.options import ReliabilityOptions
@@ -168,7 +168,7 @@ def _calibrated(
                 blocks.append((layers, np.asarray(have, dtype=np.intp), False, scored if isinstance(scored, bool) else scored[j]))
         voice = _voices(blocks, k)
         total, kinds = np.zeros(k), [list[Kind]() for _ in range(k)]
-        clip, incompatible, energy, members = np.ones(k), np.zeros(k, dtype=bool), np.full(k, np.nan), np.full(k, k)
+        clip, incompatible, energy, members, rival = np.ones(k), np.zeros(k, dtype=bool), np.full(k, np.nan), np.full(k, k), np.full(k, np.inf)
         for b, (layers, pos, is_delta, is_evidence) in enumerate(blocks):
             local = _local_voices(voice, pos)
             fit: BlockFit = fit_block(layers, local, opts.false_alarm_rate, deltas=is_delta, evidence=is_evidence, rng=rng)
@@ -180,6 +180,7 @@ def _calibrated(
                     kinds[j].append(fit.kinds[name])
             clip[pos] *= fit.clip
             incompatible[pos] |= fit.incompatible
+            rival[pos] = np.fmin(rival[pos], fit.rival)
             # calibrated at the number of compatible voices: the nulls are fitted to them
             members[pos] = np.minimum(members[pos], max(3, int(np.count_nonzero((local == np.arange(pos.size)) & ~fit.incompatible))))
             energy[pos] = np.fmax(energy[pos], fit.energy)
@@ -209,10 +210,11 @@ def _calibrated(
     by_upload = dict(zip(idx.tolist(), prior, strict=True))  # once, not per upload
     result.statistics = [by_upload.get(i, {}) for i in range(n_up)]
     n_voices = int(np.count_nonzero(voice == np.arange(k)))
-    bad = int(np.count_nonzero(incompatible & (voice == np.arange(k))))
-    if n_voices >= 3 and 2 * bad >= n_voices:
+    lone = incompatible & (voice == np.arange(k))
+    bad = int(np.count_nonzero(lone))
+    if n_voices >= 3 and 2 * bad >= n_voices and float(np.median(rival[lone])) < RIVAL:
         result.undecidable = (f"{bad} of {n_voices} independent uploads are incompatible with the honest model "
-                              "fitted to their majority: no decidable honest majority")
+                              "fitted to their majority and agree with one another: no decidable honest majority")
     return result
 
 

@@ -46,6 +46,7 @@ class BlockFit:
     energy: FloatArray = field(default_factory=lambda: np.zeros(0))  # standardised energy z (free alternative)
     clip: FloatArray = field(default_factory=lambda: np.ones(0))  # bounded-influence factor in (0, 1]
     incompatible: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # beyond the round-level threshold
+    rival: FloatArray = field(default_factory=lambda: np.zeros(0))  # energy to the other incompatible voices' centre / to theta
     consistent: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # the voices C
 
 
@@ -56,7 +57,7 @@ def fit_block(layers: list[Layer], voice: NDArray[np.intp], alpha: float, *, del
     k = voice.size
     is_voice = voice == np.arange(k)
     n = int(is_voice.sum())
-    out = BlockFit(energy=np.zeros(k), clip=np.ones(k), incompatible=np.zeros(k, dtype=bool), consistent=is_voice.copy())
+    out = BlockFit(energy=np.zeros(k), clip=np.ones(k), incompatible=np.zeros(k, dtype=bool), consistent=is_voice.copy(), rival=np.full(k, np.inf))
     if n < 3 or not layers:
         return out
     known = any(lay.noise is not None for lay in layers)
@@ -82,6 +83,9 @@ def fit_block(layers: list[Layer], voice: NDArray[np.intp], alpha: float, *, del
     # one round-level threshold (an honest participant passes it with probability alpha): incompatible, bounded
     far = energy_threshold(n, alpha / n, False)
     out.incompatible = is_voice & (out.energy > far)
+    if int(out.incompatible.sum()) >= 2:  # do the incompatible agree with one another (a rival camp), or on nothing?
+        other = _centre(layers, out.incompatible, tau2)
+        out.rival = np.where(out.incompatible, _energy(layers, other, tau2, _loo_residuals(layers, other, tau2, out.incompatible))[0] / energy, np.inf)
     if any(lay.bounded for lay in layers):
         out.clip = np.minimum(1.0, np.exp(-0.5 * np.maximum(out.energy - far, 0.0) * scale))
     if evidence:
@@ -373,5 +377,5 @@ def row_swap(stack: FloatArray, variance: FloatArray, rows: int, members: BoolAr
 def _spread_to_duplicates(out: BlockFit, voice: NDArray[np.intp]) -> BlockFit:
     """A participant whose upload repeats another's gets that voice's statistics."""
     out.z = {name: z[voice] for name, z in out.z.items()}
-    out.energy, out.clip, out.incompatible = out.energy[voice], out.clip[voice], out.incompatible[voice]
+    out.energy, out.clip, out.incompatible, out.rival = out.energy[voice], out.clip[voice], out.incompatible[voice], out.rival[voice]
     return out

@@ -113,12 +113,11 @@ class ReliabilityOptions:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low):
                 raise ValueError(f"{name}={value!r} must be an integer >= {low} or None")
-        if not isinstance(self.use_deltas, (bool, np.bool_)):
-            raise TypeError(f"use_deltas={self.use_deltas!r} must be True or False")
+        for name, kind, what in (("use_deltas", (bool, np.bool_), "True or False"), ("metrics_prefix", str, "a string")):
+            if not isinstance(getattr(self, name), kind):
+                raise TypeError(f"{name}={getattr(self, name)!r} must be {what}")
         if self.server_loss_fn is not None and not callable(self.server_loss_fn):
             raise ValueError(f"server_loss_fn={self.server_loss_fn!r} is not callable")
-        if not isinstance(self.metrics_prefix, str):
-            raise TypeError(f"metrics_prefix={self.metrics_prefix!r} must be a string")
 
     def with_overrides(self, **overrides: Any) -> ReliabilityOptions:
         """A copy with ``overrides`` applied (validated); unknown names raise ``TypeError``.

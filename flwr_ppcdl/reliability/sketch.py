@@ -18,13 +18,7 @@ from typing import Any, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from flwr_ppcdl.reliability.constants import (
-    HEAD_COST,
-    HEAD_ROWS,
-    MIN_COORDINATES,
-    SAMPLE_BLOCK,
-    SCORED_ENTRIES,
-)
+from flwr_ppcdl.reliability import constants as const
 
 FloatArray = NDArray[np.float64]
 
@@ -63,7 +57,7 @@ class Layer:
 def sample_blocks(size: int, m: int, rng: np.random.Generator) -> NDArray[np.intp]:
     """About ``m`` coordinates of ``range(size)`` as random circular blocks of contiguous coordinates: starts
     uniform (with replacement), blocks wrapping around (equal inclusion probabilities, contiguous reads)."""
-    blen = min(SAMPLE_BLOCK, size)
+    blen = min(const.SAMPLE_BLOCK, size)
     starts = np.sort(rng.integers(0, size, size=max(1, -(-m // blen))))
     return ((starts[:, None] + np.arange(blen)) % size).reshape(-1)
 
@@ -78,14 +72,14 @@ def sample_layers(arrays: Sequence[Sequence[Any]], idx: Sequence[int] | NDArray[
     elsewhere. ``bounded`` (one flag or one per array): whether an array's energy bounds influence."""
     k = len(idx)
     if max_coordinates is not None:
-        max_coordinates = min(max_coordinates, max(MIN_COORDINATES, SCORED_ENTRIES // max(k, 1)))
+        max_coordinates = min(max_coordinates, max(const.MIN_COORDINATES, const.SCORED_ENTRIES // max(k, 1)))
     shapes = [tuple(np.shape(a)) for a in arrays[idx[0]]]
     sizes = [int(np.prod(sh)) if sh else 1 for sh in shapes]
     total = sum(sizes)
     layers: list[Layer] = []
     for pos, (shape, size) in enumerate(zip(shapes, sizes, strict=True)):
-        head = len(shape) == 2 and HEAD_ROWS[0] <= shape[0] <= HEAD_ROWS[1]
-        in_full = head and (noise_variance is not None or k * size <= SCORED_ENTRIES or size * shape[0] <= HEAD_COST * total)
+        head = len(shape) == 2 and const.HEAD_ROWS[0] <= shape[0] <= const.HEAD_ROWS[1]
+        in_full = head and (noise_variance is not None or k * size <= const.SCORED_ENTRIES or size * shape[0] <= const.HEAD_COST * total)
         take: NDArray[np.intp] | None = None
         if max_coordinates is not None and total > max_coordinates and size > 0 and not in_full:
             m = max(1, int(round(max_coordinates * size / total)))

@@ -47,12 +47,9 @@ def validate_updates(updates: Sequence[Sequence[Any]], num_examples: Sequence[An
         if signatures[k] != reference:
             reasons[k] = f"shapes {signatures[k]} differ from expected {reference}"
             continue
-        for layer, a in enumerate(upd):
-            problem = _value_problem(np.asarray(a), max_abs)
-            if problem is not None:
-                reasons[k] = f"{problem} in array {layer}"
-                break
-        if k in reasons:
+        problems = ((layer, p) for layer, a in enumerate(upd) if (p := _value_problem(np.asarray(a), max_abs)) is not None)
+        if (found := next(problems, None)) is not None:  # the first array that cannot be aggregated
+            reasons[k] = f"{found[1]} in array {found[0]}"
             continue
         try:
             n = float(num_examples[k])

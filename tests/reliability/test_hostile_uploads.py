@@ -16,6 +16,7 @@ from flwr_ppcdl.reliability import (
     Upload,
     estimate_reliability,
 )
+from flwr_ppcdl.reliability.constants import RIVAL
 
 from .synthetic import flat, honest_mean_and_spread, honest_round, unflat
 
@@ -191,13 +192,36 @@ def test_half_coherent_colluders_make_the_round_undecidable_and_the_aggregate_a_
     assert np.all(got >= np.minimum(honest, colluders) - 1e-12) and np.all(got <= np.maximum(honest, colluders) + 1e-12)
 
 
-def test_half_random_uploads_are_found() -> None:
+def test_half_random_uploads_are_found_and_the_honest_half_decides_the_round() -> None:
     """Ten of twenty uploads random at the model's own scale: every honest participant outweighs every
-    random one (AUROC 1), and the round, without a decidable majority, aggregates by the median."""
+    random one (AUROC 1). The random uploads agree on nothing, so they are no rival camp: the round is
+    decided, and its aggregate is the honest half's (within one honest spread of their mean)."""
     theta, ups, counts = honest_round(5, k=20)
     rng = np.random.default_rng(5)
     for i in range(10):
         ups[i] = [rng.normal(size=t.shape) * float(np.std(t)) for t in theta]
-    _, report = aggregate_default(theta, ups, counts)
+    out, report = aggregate_default(theta, ups, counts)
     weights = np.array([report.weights[100 + i] / report.fedavg_share[100 + i] for i in range(20)])
     assert weights[10:].min() > weights[:10].max()
+    assert report.undecidable is None and report.aggregate == "weighted"
+    check_within_honest_spread(out.arrays, ups[10:])
+
+
+def test_a_tight_half_either_makes_the_round_undecidable_or_moves_the_aggregate_within_its_bound() -> None:
+    """Fifty of a hundred colluders, each a tenth of an honest spread around a common point: tighter than
+    the honest, they are the least-trimmed majority. The honest half, a rival camp, makes the round
+    undecidable (the median) unless it is too close to tell from the colluders' spread; then the colluders'
+    model decides, and it lies within ``sqrt(1 / RIVAL - 1)`` median honest distances of the honest mean
+    (``docs/reliability.md`` section 4). Three spreads away is always a rival camp."""
+    bound = np.sqrt(1.0 / RIVAL - 1.0)
+    for spreads in (0.5, 1.0, 1.5, 2.0, 3.0):
+        theta, ups, counts = honest_round(6, k=100)
+        mean, _ = honest_mean_and_spread(ups[50:])
+        median_distance = float(np.median([np.linalg.norm(flat(u) - mean) for u in ups[50:]]))
+        point = flat(far_point(6, ups[50:], spreads))
+        for i in range(50):
+            ups[i] = unflat(point + 0.1 * (flat(ups[50 + i]) - mean))
+        out, report = aggregate_default(theta, ups, counts)
+        distance = float(np.linalg.norm(flat(out.arrays) - mean))
+        assert report.aggregate == "median" or distance <= bound * median_distance, (spreads, distance / median_distance)
+        assert spreads < 3.0 or report.undecidable is not None
