@@ -5,8 +5,8 @@ each array of a release's known-law :class:`ScoredView`) fitted by :func:`~.mode
 structured alternatives' log-likelihood ratios (one-sided ones summed across rounds) are summed over
 statistics and blocks, compared with the threshold simulated for this K (:mod:`.calibration`) and carried
 as suspicion (:mod:`.memory`). Weight = claimed count x P(honest) x the energy's bounded-influence factor,
-a doubted count pulled to the median claim; at least half of the voices incompatible: *undecidable* (the
-aggregator takes the coordinate-wise median). ``"server_data"``: ``exp(-sharpness * max(L_k / min_j L_j -
+a doubted count pulled to the median claim; at least half of the voices incompatible and a rival camp
+(``constants.RIVAL``): *undecidable* (the aggregator takes the coordinate-wise median). ``"server_data"``: ``exp(-sharpness * max(L_k / min_j L_j -
 tolerance, 0))`` from server-side losses. ``"fedavg"`` / ``"uniform"``: baselines.
 
 Privacy: post-processing of released uploads (and of records the server owns); no budget is spent.
