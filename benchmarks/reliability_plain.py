@@ -337,9 +337,9 @@ def main() -> None:
 
 
 def summary(path: Path) -> None:
-    """Goals per scenario, reporting seeds then tuning seeds, with one PASS/FAIL line per goal."""
+    """Goals per scenario, reporting seeds, then fresh seeds, then tuning seeds, with one PASS/FAIL line per goal."""
     rows = read_rows(path)
-    for role in ("report", "tune"):
+    for role in ("report", "fresh", "tune"):
         chosen = [r for r in rows if r["seed_role"] == role]
         if chosen:
             _table(chosen, role)
