@@ -225,3 +225,23 @@ def test_a_tight_half_either_makes_the_round_undecidable_or_moves_the_aggregate_
         distance = float(np.linalg.norm(flat(out.arrays) - mean))
         assert report.aggregate == "median" or distance <= bound * median_distance, (spreads, distance / median_distance)
         assert spreads < 3.0 or report.undecidable is not None
+
+
+@pytest.mark.parametrize("tight,junk", [(40, 10), (25, 25)])
+def test_colluders_with_junk_at_half_cannot_pass_as_the_honest_camp(tight: int, junk: int) -> None:
+    """Half of a hundred are attackers: a tight camp three spreads away plus random uploads that drag any mean of
+    the incompatible voices. The honest half keeps the round: the attackers together stay within their FedAvg
+    share and the aggregate within one honest spread of the honest mean."""
+    theta, ups, counts = honest_round(6, k=100)
+    honest = ups[50:]
+    mean, _ = honest_mean_and_spread(honest)
+    point = flat(far_point(6, honest))
+    rng = np.random.default_rng(6)
+    for i in range(tight):
+        ups[i] = unflat(point + 0.1 * (flat(honest[i]) - mean))
+    for i in range(tight, 50):
+        ups[i] = [rng.normal(size=t.shape) * float(np.std(t)) for t in theta]
+    out, report = aggregate_default(theta, ups, counts)
+    attackers = [100 + i for i in range(50)]
+    assert sum(report.weights[n] for n in attackers) <= sum(report.fedavg_share[n] for n in attackers)
+    check_within_honest_spread(out.arrays, honest)
