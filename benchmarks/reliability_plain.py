@@ -8,6 +8,8 @@ shared cores; resumable) and of its goals summary:
         --out benchmarks/results/reliability_plain.csv
     PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_plain --seeds 3 --groups scale \
         --out benchmarks/results/reliability_plain.csv
+    PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_plain --seeds 6 7 8 --groups small \
+        --out benchmarks/results/reliability_plain.csv  # the fresh seeds (never tuned or reported on before stop 35)
     PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_plain --summary \
         --out benchmarks/results/reliability_plain.csv > benchmarks/results/reliability_plain_summary.txt
 
