@@ -46,9 +46,18 @@ def provenance() -> dict[str, str]:
 
 
 def append_rows(path: Path, fields: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:
-    """Append ``rows`` to the CSV at ``path`` (header first when the file is new): resumable benchmarks."""
+    """Append ``rows`` to the CSV at ``path`` (header first when the file is new; a file with fewer columns is
+    rewritten with the new ones empty): resumable benchmarks."""
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.exists()
+    old = read_rows(path)
+    if old and list(old[0]) != list(fields):  # a file written before a column was added: rewrite it, new columns empty
+        if missing := set(old[0]) - set(fields):
+            raise ValueError(f"{path} has columns {sorted(missing)} that {list(fields)} lacks")
+        with path.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(fields), restval="")
+            writer.writeheader()
+            writer.writerows(old)
     with path.open("a", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(fields))
         if new:

@@ -78,8 +78,9 @@ from flwr_ppcdl.strategies import ReliabilityWeightedFedAvg  # noqa: E402
 
 FIELDS = ("group", "scenario", "partitioning", "clients", "bad", "seed", "seed_role", "rounds", "rule", "accuracy",
           "auroc", "bad_mass", "honest_kept", "min_honest", "false_alarms", "minority_share", "undecidable_rounds",
-          "colluder_share", "distance", "seconds", "code_version", "packages")
-RULES = ("fedavg", "oracle", "fedmedian", "fedtrimmedavg", "multikrum", "bulyan", "legacy", "ours")
+          "colluder_share", "distance", "seconds", "code_version", "packages", "overruled_bad", "overruled_honest")
+RULES = ("fedavg", "oracle", "fedmedian", "fedtrimmedavg", "multikrum", "bulyan", "legacy", "ours", "ours-server")
+SERVER_RECORDS = 300
 FLOWER = ("fedmedian", "fedtrimmedavg", "multikrum", "bulyan")
 TEST = 2000
 
@@ -128,6 +129,27 @@ def clients(scenario: str, partitioning: str, k: int, per_client: int, bad: list
     if scenario == "mode2":  # the test set holds both modes in the clients' proportion
         xt[: int(len(bad) / k * TEST)] = 1.0 - xt[: int(len(bad) / k * TEST)]
     return out, (torch.as_tensor(xt), torch.as_tensor(yt[t], dtype=torch.long))
+
+
+def server_loss(scenario: str, k: int, per_client: int, nbad: int, seed: int):
+    """``ours-server``'s loss: cross-entropy on SERVER_RECORDS training images no client holds (the pool is the
+    first ``k * per_client`` of the clients' permutation), both modes in the clients' proportion for mode2."""
+    x, y = images("train")
+    rng = np.random.default_rng(seed)
+    held = rng.permutation(len(y))[k * per_client:]
+    pick = np.random.default_rng(seed + 5_000).choice(held, SERVER_RECORDS, replace=False)
+    xs, ys = torch.as_tensor(x[pick].copy()), torch.as_tensor(y[pick], dtype=torch.long)
+    if scenario == "mode2":
+        xs[: int(nbad / k * SERVER_RECORDS)] = 1.0 - xs[: int(nbad / k * SERVER_RECORDS)]
+    net = Net()
+    keys = list(net.state_dict())
+
+    def loss(arrays: list[np.ndarray]) -> float:
+        net.load_state_dict({key: torch.as_tensor(np.asarray(a)) for key, a in zip(keys, arrays, strict=True)})
+        with torch.no_grad():
+            return float(nn.functional.cross_entropy(net(xs), ys))
+
+    return loss
 
 
 def client_app(data: list[tuple[torch.Tensor, torch.Tensor]], scenario: str, bad: set[int], seed: int):
@@ -204,7 +226,7 @@ class BenchmarkGrid(InProcessGrid):
                 r.content["arrays"] = ArrayRecord(dict(arrays))
 
 
-def strategy_for(rule: str, k: int, f: int) -> Any:
+def strategy_for(rule: str, k: int, f: int, loss: Any = None) -> Any:
     common = {"fraction_train": 1.0, "fraction_evaluate": 0.0, "min_available_nodes": k, "min_train_nodes": k}
     if rule in ("fedavg", "oracle"):
         return FedAvg(**common)
@@ -218,6 +240,8 @@ def strategy_for(rule: str, k: int, f: int) -> Any:
         return Bulyan(num_malicious_nodes=f, **common) if k >= 4 * f + 3 else None
     if rule == "legacy":
         return TruthDiscoveryFedAvg(**common)
+    if rule == "ours-server":  # the same estimator, its flags put to the server's records
+        return ReliabilityWeightedFedAvg(method="server_data", server_loss_fn=loss, **common)
     if rule.startswith("ours:"):  # a variant of the defaults (benchmarks/reliability_tuning.py)
         return ReliabilityWeightedFedAvg(**common, **variant_options(rule))
     return ReliabilityWeightedFedAvg(**common)  # the one-line swap: library defaults
@@ -241,7 +265,8 @@ def run(cell: dict[str, Any], rule: str) -> dict[str, Any] | None:
     data, (xt, yt) = clients(scenario, cell["partitioning"], k, cell["per_client"], bad, seed)
     harmful = nbad if scenario != "mode2" else 0  # an honest second mode is nobody's to exclude
     use = [c for c in range(k) if not (rule == "oracle" and c in bad and harmful)]
-    strategy = strategy_for(rule, len(use), harmful if c_in(use, bad) else 0)
+    loss = server_loss(scenario, k, cell["per_client"], nbad, seed) if rule == "ours-server" else None
+    strategy = strategy_for(rule, len(use), harmful if c_in(use, bad) else 0, loss)
     if strategy is None:
         return None
     colluders = set(bad) if scenario == "collude" else set()
@@ -262,6 +287,11 @@ def run(cell: dict[str, Any], rule: str) -> dict[str, Any] | None:
         out.update(weight_statistics([r.weights for r in history], [r.fedavg_share for r in history], flags,
                                      [r.evidence for r in history], minority))
         out["undecidable_rounds"] = sum(r.undecidable is not None for r in history)
+        if rule == "ours-server":  # flags the server's records overruled: of the unreliable (or the mode), and honest ones
+            group = minority or {n for n in flags if flags[n]}
+            flagged = sum(len(group & (set(r.down_weighted) | set(r.overruled))) for r in history)
+            out["overruled_bad"] = sum(len(group & set(r.overruled)) for r in history) / flagged if flagged else math.nan
+            out["overruled_honest"] = sum(len(set(r.overruled) - group) for r in history)
         if colluders:
             out["colluder_share"] = max(sum(r.weights[n] for n in r.weights if flags[n])
                                         / max(sum(r.fedavg_share[n] for n in r.weights if flags[n]), 1e-300) for r in history)
@@ -345,14 +375,18 @@ def summary(path: Path) -> None:
         chosen = [r for r in rows if r["seed_role"] == role]
         if chosen:
             _table(chosen, role)
+        if any(r["rule"] == "ours-server" for r in chosen):  # the goals again, for ours-server in the `ours` columns
+            _table([r for r in chosen if r["rule"] != "ours"], role, me="ours-server")
 
 
-def _table(rows: list[dict[str, str]], role: str) -> None:
-    seeds = sorted({int(r["seed"]) for r in rows})
-    print(f"\n## {role} seeds {seeds} (code {', '.join(sorted({r['code_version'] for r in rows}))}; {rows[0]['packages']})")
-    runs = Counter((r["group"], r["scenario"], r["partitioning"], r["clients"], r["bad"], r["seed"]) for r in rows if r["rule"] == "ours")
+def _table(rows: list[dict[str, str]], role: str, me: str = "ours") -> None:
+    seeds = sorted({int(r["seed"]) for r in rows if r["rule"] == me})
+    rows = [r for r in rows if int(r["seed"]) in seeds]
+    print(f"\n## {role} seeds {seeds}, {me} (code {', '.join(sorted({r['code_version'] for r in rows if r['rule'] == me}))}; "
+          f"{rows[0]['packages']})")
+    runs = Counter((r["group"], r["scenario"], r["partitioning"], r["clients"], r["bad"], r["seed"]) for r in rows if r["rule"] == me)
     if runs:
-        print(f"runs of ours per cell and seed: {min(runs.values())}-{max(runs.values())} (every figure of a cell is the mean of its rows)")
+        print(f"runs of {me} per cell and seed: {min(runs.values())}-{max(runs.values())} (every figure of a cell is the mean of its rows)")
     groups: dict[tuple[str, ...], dict[str, list[dict[str, str]]]] = {}
     for r in rows:
         groups.setdefault((r["group"], r["scenario"], r["partitioning"], r["clients"], r["bad"]), {}).setdefault(r["rule"], []).append(r)
@@ -365,31 +399,33 @@ def _table(rows: list[dict[str, str]], role: str) -> None:
         def v(rule: str, col: str = "accuracy", by: dict[str, list[dict[str, str]]] = by) -> float:
             return mean([float(r[col]) for r in by.get(rule, []) if r[col] not in ("", "nan")])
 
-        fa, orc, ours = v("fedavg"), v("oracle"), v("ours")
+        fa, orc, ours = v("fedavg"), v("oracle"), v(me)
         flower = [v(f) for f in FLOWER if by.get(f)]
         best = max([x for x in flower if math.isfinite(x)] or [math.nan])
         goals: list[tuple[str, bool]] = []
         if scenario == "none":
-            goals.append(("honest kept >= .95 where nobody is unreliable", v("ours", "honest_kept") >= 0.95))
+            goals.append(("honest kept >= .95 where nobody is unreliable", v(me, "honest_kept") >= 0.95))
         elif scenario == "mode2":
-            goals.append(("second data mode keeps >= 0.5x its share", v("ours", "minority_share") >= 0.5))
+            goals.append(("second data mode keeps >= 0.5x its share", v(me, "minority_share") >= 0.5))
         elif scenario == "random-uploads":
-            goals.append(("50 % random uploads found (AUROC >= .95)", v("ours", "auroc") >= 0.95))
+            goals.append(("50 % random uploads found (AUROC >= .95)", v(me, "auroc") >= 0.95))
         elif scenario == "collude":
-            goals.append(("colluders within their FedAvg share", v("ours", "colluder_share") <= 1.0))
+            goals.append(("colluders within their FedAvg share", v(me, "colluder_share") <= 1.0))
             if int(nbad) * 2 < int(k):
-                goals.append(("aggregate within 1 honest spread", v("ours", "distance") <= 1.0))
+                goals.append(("aggregate within 1 honest spread", v(me, "distance") <= 1.0))
         elif orc - fa >= 0.02:
             goals.append(("recovers >= 90 % or >= best Flower rule", (ours - fa) / (orc - fa) >= 0.9 or ours >= best - 0.005))
-            goals.append(("AUROC >= .95 where harmful", v("ours", "auroc") >= 0.95))
+            goals.append(("AUROC >= .95 where harmful", v(me, "auroc") >= 0.95))
         for name, ok in goals:
             tally.setdefault(name, []).append(ok)
-        counted = [r for r in by.get("ours", []) if r["undecidable_rounds"] not in ("", "nan")]  # over the seeds, per run
+        counted = [r for r in by.get(me, []) if r["undecidable_rounds"] not in ("", "nan")]  # over the seeds, per run
         undecided = round(sum(float(r["undecidable_rounds"]) for r in counted) * len({r["seed"] for r in counted}) / max(len(counted), 1))
         print(f"{group:9} {scenario:14} {part[:5]:5} {k:>4} {nbad:>4} | {fa:>6.3f} {orc:>6.3f} {best:>6.3f} {v('legacy'):>6.3f} "
-              f"{ours:>6.3f} | {v('ours', 'auroc'):>5.2f} {v('ours', 'bad_mass'):>5.2f} {v('ours', 'honest_kept'):>5.2f} "
-              f"{v('ours', 'false_alarms'):>5.3f} {v('ours', 'minority_share'):>5.2f} {v('ours', 'colluder_share'):>5.2f} "
-              f"{v('ours', 'distance'):>5.2f} {undecided:>3} | " + " ".join(n.split(" ")[0] if ok else "FAIL:" + n.split(" ")[0]
+              f"{ours:>6.3f} | {v(me, 'auroc'):>5.2f} {v(me, 'bad_mass'):>5.2f} {v(me, 'honest_kept'):>5.2f} "
+              f"{v(me, 'false_alarms'):>5.3f} {v(me, 'minority_share'):>5.2f} {v(me, 'colluder_share'):>5.2f} "
+              f"{v(me, 'distance'):>5.2f} {undecided:>3} | "
+              + (f"overruled {v(me, 'overruled_bad'):.2f} / honest {v(me, 'overruled_honest'):.1f} | " if me == "ours-server" else "")
+              + " ".join(n.split(" ")[0] if ok else "FAIL:" + n.split(" ")[0]
                                                                             for n, ok in goals))
     print()
     for name, oks in tally.items():

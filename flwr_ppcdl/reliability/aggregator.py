@@ -14,13 +14,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from flwr_ppcdl.reliability.arrays import coordinate_median, weighted_sum
-from flwr_ppcdl.reliability.estimate import ReliabilityResult, ScoredView, estimate_reliability
+from flwr_ppcdl.reliability.estimate import (
+    ReliabilityResult,
+    ScoredView,
+    _cap_shares,
+    estimate_reliability,
+)
 from flwr_ppcdl.reliability.memory import EvidenceMemory
 from flwr_ppcdl.reliability.options import ReliabilityOptions
 
@@ -41,8 +47,8 @@ class Upload:
 @dataclass
 class RoundReport:
     """What the reliability weighting decided in one round (node ids as ints): ``weights`` (the
-    estimator's, summing to 1; in an undecidable round its judgement only, the aggregate being the
-    median), ``reliability`` (the factor beyond the claimed count), ``fedavg_share`` (after the count cap),
+    estimator's, summing to 1, after ``overruled``: flags the server's records overruled, ``"server_data"``;
+    in an undecidable round its judgement only, the aggregate being the median), ``reliability`` (the factor beyond the claimed count), ``fedavg_share`` (after the count cap),
     ``excluded`` (node -> why), ``down_weighted`` (below half their FedAvg share), ``model_updated``,
     ``failures`` (legacy API), ``evidence`` (accumulated log-odds of being corrupted: > 0 flagged),
     ``undecidable`` (why no honest majority was decidable) and ``aggregate`` (``"weighted"``, ``"median"``
@@ -56,6 +62,7 @@ class RoundReport:
     down_weighted: list[int] = field(default_factory=list)
     model_updated: bool = False
     failures: int = 0
+    overruled: list[int] = field(default_factory=list)
     evidence: dict[int, float] = field(default_factory=dict)
     undecidable: str | None = None
     aggregate: str = "none"
@@ -81,10 +88,11 @@ class ReliabilityAggregator:
             raise ValueError("method='server_data' needs server_loss_fn (got None)")
         self.options = options
         self.memory: EvidenceMemory | None = (
-            EvidenceMemory() if options.method == "calibrated" and options.memory_rate else None)
+            EvidenceMemory() if options.method in ("calibrated", "server_data") and options.memory_rate else None)
         self.global_arrays: list[NDArray[Any]] | None = None
         self.history: list[RoundReport] = []
         self.labels: dict[int, str] = {}  # node id -> how logs name it (e.g. "p3"); display only
+        self.server_helped: dict[int, bool] = {}  # node id -> the server's last verdict on its flag
 
     def remember_global(self, arrays: list[NDArray[Any]]) -> None:
         """Keep a copy of the arrays sent to clients this round."""
@@ -105,7 +113,6 @@ class ReliabilityAggregator:
             updates, counts, opts,
             prior_evidence=None if self.memory is None else self.memory.prior(node_ids),
             prior_statistics=None if self.memory is None else self.memory.prior_statistics(node_ids),
-            server_losses=self._server_losses(uploads, excluded) if opts.method == "server_data" else None,
             reference=reference if opts.use_deltas and updates is not None else None,
             expected_shapes=None if reference is None or updates is None else [tuple(a.shape) for a in reference],
             views=[None if pos in excluded else up.view for pos, up in enumerate(uploads)],
@@ -144,21 +151,51 @@ class ReliabilityAggregator:
             w = np.zeros(len(uploads))
             w[included] = weights[included] / weights[included].sum()
             arrays, report.aggregate = weighted_sum(updates, w), "weighted"
+            if self.options.method == "server_data":
+                arrays, included = self._put_flags_to_server(server_round, uploads, arrays, w, valid, result, report)
         report.model_updated = arrays is not None
         return RoundOutcome(arrays, self.metrics(report, len(included)), included)
 
-    def _server_losses(self, uploads: Sequence[Upload], excluded: dict[int, str]) -> NDArray[np.float64]:
-        losses = np.full(len(uploads), np.inf)
-        loss_fn = self.options.server_loss_fn
+    def _put_flags_to_server(self, server_round: int, uploads: Sequence[Upload], arrays: list[NDArray[Any]],
+                             w: NDArray[np.float64], valid: list[int], result: ReliabilityResult,
+                             report: RoundReport) -> tuple[list[NDArray[Any]], list[int]]:
+        """``method="server_data"`` (docs/reliability.md §4): a participant below half its FedAvg share gets that
+        share back where adding its upload at that share to the aggregate lowers the loss on the server's records
+        more than adding a trusted participant's once more does, beyond chance (median - z(1 - false_alarm_rate)
+        robust sds of those gains, and at most 0), in this round and the last round it was flagged."""
+        loss_fn, share = self.options.server_loss_fn, result.sample_weights
         assert loss_fn is not None
-        for pos, up in enumerate(uploads):
-            if pos in excluded or up.arrays is None:
-                continue
+
+        def loss(candidate: list[NDArray[Any]]) -> float:
             try:
-                losses[pos] = float(loss_fn(list(up.arrays)))
-            except Exception as exc:  # noqa: BLE001 - a bad upload must not crash the run
-                excluded[pos] = f"server loss failed ({type(exc).__name__}: {exc})"
-        return losses
+                return float(loss_fn(candidate))
+            except Exception as exc:  # noqa: BLE001 - a bad loss function or upload must not crash the run
+                LOGGER.warning("reliability round %d: server loss failed (%s: %s)", server_round, type(exc).__name__, exc)
+                return np.inf
+        flagged = [p for p in valid if w[p] < 0.5 * share[p]]
+        base = loss(arrays) if flagged else np.nan
+        if not np.isfinite(base):
+            return arrays, [p for p in valid if w[p] > 0]
+
+        def added(p: int, extra: float) -> float:  # the change of the server's loss when upload p gets `extra` more weight
+            return loss([(a + extra * np.asarray(u)) / (1 + extra) for a, u in zip(arrays, uploads[p].arrays or [], strict=False)]) - base
+        trusted = np.array([added(p, share[p]) for p in valid if p not in flagged] or [0.0])  # each once more
+        centre, z = float(np.median(trusted)), NormalDist().inv_cdf(1 - self.options.false_alarm_rate)
+        bar = min(0.0, centre - z * 1.4826 * float(np.median(np.abs(trusted - centre))))
+        helps = {uploads[p].node_id: added(p, share[p] - w[p]) <= bar for p in flagged}
+        back = [p for p in flagged if helps.get(uploads[p].node_id) and self.server_helped.get(uploads[p].node_id)]
+        self.server_helped.update(helps)
+        if back:  # their factor beyond the claimed count becomes 1; the others keep theirs
+            factor = result.reliability.copy()
+            factor[back] = 1.0
+            w = _cap_shares(np.where(factor > 0, share * factor, 0.0), self.options.max_share)
+            arrays = weighted_sum([list(up.arrays or []) for up in uploads], w)
+            report.weights.update({uploads[p].node_id: float(w[p]) for p in valid})
+            report.overruled = [uploads[p].node_id for p in back]
+            report.down_weighted = [n for n in report.down_weighted if n not in report.overruled]
+            LOGGER.info("reliability round %d: the server's records overrule the flags on %s (their FedAvg share back)",
+                        server_round, [self._label(n) for n in report.overruled])
+        return arrays, [p for p in valid if w[p] > 0]
 
     def _report(self, server_round: int, node_ids: list[int], result: ReliabilityResult,
                 excluded: dict[int, str]) -> RoundReport:

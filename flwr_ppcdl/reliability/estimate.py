@@ -6,8 +6,8 @@ structured alternatives' log-likelihood ratios (one-sided ones summed across rou
 statistics and blocks, compared with the threshold simulated for this K (:mod:`.calibration`) and carried
 as suspicion (:mod:`.memory`). Weight = claimed count x P(honest) x the energy's bounded-influence factor,
 a doubted count pulled to the median claim; at least half of the voices incompatible and a rival camp
-(``constants.RIVAL``): *undecidable* (the aggregator takes the coordinate-wise median). ``"server_data"``: ``exp(-sharpness * max(L_k / min_j L_j -
-tolerance, 0))`` from server-side losses. ``"fedavg"`` / ``"uniform"``: baselines.
+(``constants.RIVAL``): *undecidable* (the aggregator takes the coordinate-wise median). ``"server_data"``: the
+same weights here; the aggregator puts each flag to the server's records. ``"fedavg"`` / ``"uniform"``: baselines.
 
 Privacy: post-processing of released uploads (and of records the server owns); no budget is spent.
 """
@@ -75,7 +75,6 @@ def estimate_reliability(
     *,
     prior_evidence: Sequence[float] | NDArray[Any] | None = None,
     prior_statistics: Sequence[Mapping[str, tuple[float, float]] | None] | None = None,
-    server_losses: Sequence[float] | NDArray[Any] | None = None,
     expected_shapes: Sequence[tuple[int, ...]] | None = None,
     reference: Sequence[Any] | None = None,
     noise_variance: Sequence[Sequence[Any]] | None = None,
@@ -90,7 +89,7 @@ def estimate_reliability(
     ``options`` and keyword ``overrides``: :class:`ReliabilityOptions`; ``prior_evidence``: the log-odds
     each node carries and ``prior_statistics`` its running sums (:class:`~.memory.EvidenceMemory`; NaN / None
     for a new node);
-    ``server_losses``: for server data; ``expected_shapes``: see :func:`validate_updates`; ``reference``:
+    ``expected_shapes``: see :func:`validate_updates`; ``reference``:
     the global model, whose deltas are then scored (no ``K x P`` copy); ``noise_variance``: the known
     noise variance of ``updates`` (broadcastable) or None; ``views``: per upload a :class:`ScoredView` or
     None; ``bounded_influence``: whether the energy of ``updates`` bounds influence.
@@ -102,12 +101,6 @@ def estimate_reliability(
     else:
         excluded = validate_updates([[] for _ in range(n_up)], num_examples, max_abs=opts.max_abs)
     claimed = np.array([0.0 if k in excluded else float(num_examples[k]) for k in range(n_up)])
-    losses = _per_upload("server_losses", server_losses, n_up, np.nan)
-    if opts.method == "server_data":
-        if server_losses is None:
-            raise ValueError("method='server_data' needs server_losses (one loss per upload)")
-        excluded.update({k: f"server loss {losses[k]!r} is not finite" for k in range(n_up)
-                         if k not in excluded and not np.isfinite(losses[k])})
     valid = np.array([k not in excluded for k in range(n_up)], dtype=bool)
     counts, too_many, capped = plausible_counts(claimed, valid, max_num_examples=opts.max_num_examples,
                                                 count_cap=opts.count_cap)
@@ -119,21 +112,14 @@ def estimate_reliability(
     idx = np.flatnonzero(valid)
     if idx.size == 0:
         return result
-    factor = np.ones(idx.size)
     if opts.method == "uniform":
         counts = valid.astype(np.float64)
         result.sample_weights = _normalised(counts, valid)
-    elif opts.method == "server_data":
-        factor = _server_data(losses[idx], result.distances, idx, *opts.server_data_rule)
-    elif opts.method == "calibrated":
+    elif opts.method in ("calibrated", "server_data"):
         return _calibrated(result, updates, views, idx, counts, opts, (prior_evidence, prior_statistics), reference,
                            noise_variance, bounded_influence)
-    result.reliability[idx] = factor
-    w = np.zeros(n_up)
-    w[idx] = counts[idx] * factor
-    if w.sum() <= 0:
-        w[idx] = counts[idx]
-    result.weights = _cap_shares(w, opts.max_share)
+    result.reliability[idx] = 1.0
+    result.weights = _cap_shares(np.where(valid, counts, 0.0), opts.max_share)
     return result
 
 
@@ -252,21 +238,6 @@ def _per_upload(name: str, values: Sequence[Any] | NDArray[Any] | None, n_up: in
     if out.shape != (n_up,):
         raise ValueError(f"{name} has shape {out.shape}, expected ({n_up},)")
     return out
-
-
-def _server_data(losses: FloatArray, distances: FloatArray, idx: NDArray[np.intp], sharpness: float,
-                 tolerance: float) -> FloatArray:
-    """Reliability from server-side losses: ratio to the best loss (positive losses), else the excess
-    over the best loss relative to the median excess."""
-    best = float(np.min(losses))
-    if best > 0:
-        ratio = losses / best
-    else:
-        excess = losses - best
-        scale = float(np.median(excess))
-        ratio = excess / scale if scale > 0 else np.zeros_like(excess)
-    distances[idx] = ratio
-    return np.asarray(np.exp(-sharpness * np.maximum(ratio - tolerance, 0.0)), dtype=np.float64)
 
 
 def _normalised(values: FloatArray, valid: NDArray[np.bool_]) -> FloatArray:

@@ -20,8 +20,8 @@ METHODS: tuple[str, ...] = ("calibrated", "server_data", "fedavg", "uniform")
 ServerLossFn = Callable[[list[NDArray[Any]]], float]
 
 _ONLY_FOR: dict[str, tuple[str, ...]] = {
-    **dict.fromkeys(("false_alarm_rate", "memory_rate", "max_coordinates", "seed"), ("calibrated",)),
-    **dict.fromkeys(("sharpness", "tolerance", "server_loss_fn"), ("server_data",)),
+    **dict.fromkeys(("false_alarm_rate", "memory_rate", "max_coordinates", "seed"), ("calibrated", "server_data")),
+    "server_loss_fn": ("server_data",),
 }
 """Options that only some methods read: setting one for another method is refused."""
 
@@ -35,7 +35,9 @@ class ReliabilityOptions:
     method : {"calibrated", "server_data", "fedavg", "uniform"}
         ``"calibrated"`` (default; ``docs/reliability.md``): FedAvg's weight times the posterior
         probability that the participant is honest under one statistical model, calibrated at the
-        round's number of participants. ``"server_data"``: losses on server-held records.
+        round's number of participants. ``"server_data"``: the same estimator, each of its flags put to
+        records the server holds (``server_loss_fn``): a flagged participant gets its FedAvg share back
+        where adding its upload to the aggregate does not raise the server's loss (docs/reliability.md §4).
         ``"fedavg"`` (claimed counts) and ``"uniform"`` (equal weights) are baselines.
     false_alarm_rate : float in (0, 0.5), default 0.02
         Calibrated: the probability that an honest participant's evidence of one round passes the
@@ -52,15 +54,10 @@ class ReliabilityOptions:
     seed : int or None, default None
         Calibrated: randomness of the coordinate sample (None: fresh OS entropy, unpredictable to
         uploaders).
-    sharpness : float or None, default None (2.0)
-        Server data: decay rate of ``exp(-sharpness * max(L / L_min - tolerance, 0))``.
-    tolerance : float or None, default None (1.2)
-        Server data: losses up to ``tolerance`` times the best upload's loss carry no penalty (a
-        random- or flipped-label model's server loss is only 1.2-2x the best honest one's, while 1.1
-        cut honest non-IID minorities to about half their share).
     server_loss_fn : callable, optional
-        Server data: ``f(parameters: list[ndarray]) -> float`` on server-held data (lower is
-        better). The arrays may be read-only zero-copy views of the reply.
+        Server data: ``f(parameters: list[ndarray]) -> float``, the loss of a model (arrays in the
+        uploads' order) on server-held records (lower is better), called once per round and once per
+        flagged participant.
     count_cap : float or None, default 1000.0
         Claimed counts above ``count_cap`` times the median claim are capped (with a warning); wide
         enough never to touch honest unequal counts such as ``[10, 10, 80]``. None disables it.
@@ -84,8 +81,6 @@ class ReliabilityOptions:
     memory_rate: float | None = 0.5
     max_coordinates: int | None = 20_000
     seed: int | None = None
-    sharpness: float | None = None
-    tolerance: float | None = None
     server_loss_fn: ServerLossFn | None = None
     count_cap: float | None = 1000.0
     max_num_examples: float | None = None
@@ -104,7 +99,7 @@ class ReliabilityOptions:
                 raise ValueError(f"{name}={value!r} is not used by method={self.method!r} (only by {list(methods)}); "
                                  "remove it")
         _number("false_alarm_rate", self.false_alarm_rate, low=0.0, low_open=True, high=0.49)
-        for name, low, low_open, high in (("memory_rate", 0.0, False, 0.999), ("sharpness", 0.0, True, None), ("tolerance", 0.0, False, None),
+        for name, low, low_open, high in (("memory_rate", 0.0, False, 0.999),
                                           ("count_cap", 1.0, False, None), ("max_num_examples", 0.0, True, None), ("max_share", 0.0, True, 1.0)):
             if getattr(self, name) is not None:  # None: off, or the method's default
                 _number(name, getattr(self, name), low=low, low_open=low_open, high=high)
@@ -142,12 +137,6 @@ class ReliabilityOptions:
         if options is not None and not isinstance(options, ReliabilityOptions):
             raise TypeError(f"options must be a ReliabilityOptions or None; got {type(options).__name__}")
         return (options if options is not None else cls()).with_overrides(**overrides)
-
-    @property
-    def server_data_rule(self) -> tuple[float, float]:
-        """``(sharpness, tolerance)`` of the server-data rule, defaults filled in."""
-        return (self.sharpness if self.sharpness is not None else 2.0,
-                self.tolerance if self.tolerance is not None else 1.2)
 
     def summary(self) -> dict[str, Any]:
         """The options as a plain dict (the loss function by name), for logs and result files."""

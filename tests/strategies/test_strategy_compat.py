@@ -65,5 +65,5 @@ def test_constructor_passes_fedavg_arguments_and_validates() -> None:
     assert s.fraction_fit == 0.5 and s.min_fit_clients == 3 and s.options.false_alarm_rate == 0.01
     with pytest.raises(ValueError, match="bogus"):
         ReliabilityWeightedFedAvg(method="bogus")
-    with pytest.raises(ValueError, match="sharpness=4.0 is not used by method='calibrated'"):
-        ReliabilityWeightedFedAvg(sharpness=4.0)  # an option the method ignores is refused
+    with pytest.raises(ValueError, match="server_loss_fn=.* is not used by method='calibrated'"):
+        ReliabilityWeightedFedAvg(server_loss_fn=len)  # an option the method ignores is refused
