@@ -10,6 +10,9 @@ shared cores; resumable) and of its goals summary:
         --out benchmarks/results/reliability_plain.csv
     PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_plain --seeds 6 7 8 --groups small \
         --out benchmarks/results/reliability_plain.csv  # the fresh seeds (never tuned or reported on before stop 35)
+    PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_plain --seeds 3 4 5 6 7 8 --groups small \
+        --rules ours-server --out benchmarks/results/reliability_plain.csv  # then --again four times; and
+    #   --seeds 3 4 5 --groups collusion --rules ours-server (stop 36: the server's records, ``ours-server``)
     PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_plain --summary \
         --out benchmarks/results/reliability_plain.csv > benchmarks/results/reliability_plain_summary.txt
 
@@ -23,7 +26,8 @@ What runs. Fashion-MNIST (offline, ``flwr_ppcdl.data``) and a small MLP (784-64-
 one local epoch of SGD (lr 0.05, momentum 0.9, batch 32) on its own partition and replies through a
 Message-API ClientApp over :class:`~flwr_ppcdl.app.grid.InProcessGrid`; every contender is a real
 strategy (``benchmarks.reliability_common``): ``ours`` is ``ReliabilityWeightedFedAvg()`` with the library
-defaults (the one-line swap), beside Flower's FedAvg, FedMedian, FedTrimmedAvg, MultiKrum and Bulyan
+defaults (the one-line swap), ``ours-server`` the same estimator with ``method="server_data"`` on
+SERVER_RECORDS training images no client holds (both modes in the clients' proportion for mode2), beside Flower's FedAvg, FedMedian, FedTrimmedAvg, MultiKrum and Bulyan
 (told the true count), the legacy rule and the oracle (FedAvg over the honest clients only). Groups:
 
 * ``small`` -- K = 10 clients x 600 images, 10 rounds; IID and Dirichlet(0.3); nobody unreliable, 30 %
@@ -383,7 +387,7 @@ def _table(rows: list[dict[str, str]], role: str, me: str = "ours") -> None:
     seeds = sorted({int(r["seed"]) for r in rows if r["rule"] == me})
     rows = [r for r in rows if int(r["seed"]) in seeds]
     print(f"\n## {role} seeds {seeds}, {me} (code {', '.join(sorted({r['code_version'] for r in rows if r['rule'] == me}))}; "
-          f"{rows[0]['packages']})")
+          f"the other contenders {', '.join(sorted({r['code_version'] for r in rows if r['rule'] != me}))}; {rows[0]['packages']})")
     runs = Counter((r["group"], r["scenario"], r["partitioning"], r["clients"], r["bad"], r["seed"]) for r in rows if r["rule"] == me)
     if runs:
         print(f"runs of {me} per cell and seed: {min(runs.values())}-{max(runs.values())} (every figure of a cell is the mean of its rows)")
@@ -395,6 +399,8 @@ def _table(rows: list[dict[str, str]], role: str, me: str = "ours") -> None:
     tally: dict[str, list[bool]] = {}
     for key, by in sorted(groups.items()):
         group, scenario, part, k, nbad = key
+        if me not in by:  # a cell this contender was not run on
+            continue
 
         def v(rule: str, col: str = "accuracy", by: dict[str, list[dict[str, str]]] = by) -> float:
             return mean([float(r[col]) for r in by.get(rule, []) if r[col] not in ("", "nan")])

@@ -101,6 +101,9 @@ class SummedStatisticsFedAvg(ReliabilityWeightedFedAvg):
         resolved = ReliabilityOptions.resolve(options, **overrides)
         if not reliability:
             resolved = resolved.with_overrides(method="fedavg")
+        if resolved.method == "server_data":  # its step weighs averaged parameters, which this strategy never forms
+            raise ValueError("SummedStatisticsFedAvg sums releases; method='server_data' puts flags to a loss of averaged "
+                             "parameters: use ReliabilityWeightedFedAvg(method='server_data') with protocol 'parameters'")
         super().__init__(*args, options=resolved, expected_release=expected_release, **kwargs)
         self.reliability = reliability
         self.head_keys = head_keys

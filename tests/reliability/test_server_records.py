@@ -88,3 +88,11 @@ def test_server_data_needs_a_loss_function_and_refuses_it_elsewhere() -> None:
         ReliabilityAggregator(ReliabilityOptions(method="server_data"))
     with pytest.raises(ValueError, match="server_loss_fn=.* is not used by method='calibrated'"):
         ReliabilityOptions(server_loss_fn=len)
+
+
+def test_the_statistics_strategy_refuses_server_data_instead_of_skipping_its_step() -> None:
+    """SummedStatisticsFedAvg sums releases and never forms the averaged parameters the step scores."""
+    from flwr_ppcdl.strategies.summed import SummedStatisticsFedAvg
+
+    with pytest.raises(ValueError, match="method='server_data'"):
+        SummedStatisticsFedAvg(method="server_data", server_loss_fn=len)
