@@ -37,6 +37,7 @@ class RunResult:
     reference_note: str = "not computed (the ServerApp never reads participants' records; see flwr_ppcdl.app.oracle)"
     not_private: list[str] = field(default_factory=list)  # why this run is NOT private (settings.privacy_warnings)
     undecidable: list[dict[str, Any]] = field(default_factory=list)  # rounds the uploads could not decide
+    overruled: list[dict[str, Any]] = field(default_factory=list)  # flags the server's records overruled (server-data)
     privacy_spent: dict[str, Any] = field(default_factory=dict)  # the largest (epsilon, delta) spent, with its meaning
     fedavg_final_metrics: dict[str, float] = field(default_factory=dict)  # FedAvg of the final round's replies
     versions: dict[str, str] = field(default_factory=dict)  # code_version(): git commit and package versions

@@ -210,6 +210,7 @@ def _run(grid: Grid, settings: RunSettings, strategy: Strategy | None, timeout: 
     undecidable = [
         {"round": report.round, "reason": report.undecidable} for report in history if getattr(report, "undecidable", None)
     ]
+    overruled = [{"round": report.round, "node_id": str(node)} for report in history for node in getattr(report, "overruled", [])]
     if undecidable:
         LOG.warning("[ppcdl] reliability could not decide in %d round(s): %s", len(undecidable), undecidable[-1]["reason"])
     run = RunResult(
@@ -225,6 +226,7 @@ def _run(grid: Grid, settings: RunSettings, strategy: Strategy | None, timeout: 
         rounds_without_update=stalled,
         not_private=privacy_warnings(settings),
         undecidable=undecidable,
+        overruled=overruled,
         privacy_spent=privacy_spent(participants, settings),
         fedavg_final_metrics=dict(rounds[-1]["fedavg_metrics"]) if rounds else {},
         versions=code_version(),

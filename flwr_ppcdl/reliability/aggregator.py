@@ -47,8 +47,9 @@ class Upload:
 @dataclass
 class RoundReport:
     """What the reliability weighting decided in one round (node ids as ints): ``weights`` (the
-    estimator's, summing to 1, after ``overruled``: flags the server's records overruled, ``"server_data"``;
-    in an undecidable round its judgement only, the aggregate being the median), ``reliability`` (the factor beyond the claimed count), ``fedavg_share`` (after the count cap),
+    estimator's, summing to 1, after the server's records overruled the flags in ``overruled``, method
+    ``"server_data"``; in an undecidable round its judgement only, the aggregate being the median),
+    ``reliability`` (the factor beyond the claimed count), ``fedavg_share`` (after the count cap),
     ``excluded`` (node -> why), ``down_weighted`` (below half their FedAvg share), ``model_updated``,
     ``failures`` (legacy API), ``evidence`` (accumulated log-odds of being corrupted: > 0 flagged),
     ``undecidable`` (why no honest majority was decidable) and ``aggregate`` (``"weighted"``, ``"median"``

@@ -37,7 +37,8 @@ class ReliabilityOptions:
         probability that the participant is honest under one statistical model, calibrated at the
         round's number of participants. ``"server_data"``: the same estimator, each of its flags put to
         records the server holds (``server_loss_fn``): a flagged participant gets its FedAvg share back
-        where adding its upload to the aggregate does not raise the server's loss (docs/reliability.md §4).
+        where adding its upload to the aggregate lowers the server's loss more than adding a trusted one's
+        does, beyond chance, in two consecutive verdicts (docs/reliability.md §4).
         ``"fedavg"`` (claimed counts) and ``"uniform"`` (equal weights) are baselines.
     false_alarm_rate : float in (0, 0.5), default 0.02
         Calibrated: the probability that an honest participant's evidence of one round passes the

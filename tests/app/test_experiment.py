@@ -88,6 +88,8 @@ def test_server_data_reliability_runs_end_to_end(tmp_path: Path) -> None:
     })
     assert result["failures"] == 0
     assert abs(sum(result["rounds"][-1]["weights"].values()) - 1.0) < 1e-9
+    unreliable = {str(p["node_id"]) for p in result["participants"] if p["unreliable"]}
+    assert not {o["node_id"] for o in result["overruled"]} & unreliable  # result.json names what the server overruled
 
 
 @pytest.mark.parametrize("protocol", ["parameters", "statistics"])
