@@ -336,7 +336,7 @@ def cells(groups: list[str], seeds: list[int], quick: bool) -> list[dict[str, An
     return out
 
 
-SCALE_RULES = ("fedavg", "oracle", "fedmedian", "ours")
+SCALE_RULES = ("fedavg", "oracle", "fedmedian", "ours", "ours-server")
 
 
 def main() -> None:
