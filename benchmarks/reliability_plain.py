@@ -132,15 +132,19 @@ def clients(scenario: str, partitioning: str, k: int, per_client: int, bad: list
     xt = xt[t].copy()
     if scenario == "mode2":  # the test set holds both modes in the clients' proportion
         xt[: int(len(bad) / k * TEST)] = 1.0 - xt[: int(len(bad) / k * TEST)]
-    return out, (torch.as_tensor(xt), torch.as_tensor(yt[t], dtype=torch.long))
+    return out, (torch.as_tensor(xt), torch.as_tensor(yt[t], dtype=torch.long)), t
 
 
-def server_loss(scenario: str, k: int, per_client: int, nbad: int, seed: int):
+def server_loss(scenario: str, k: int, per_client: int, nbad: int, seed: int, tested: np.ndarray):
     """``ours-server``'s loss: cross-entropy on SERVER_RECORDS training images no client holds (the pool is the
-    first ``k * per_client`` of the clients' permutation), both modes in the clients' proportion for mode2."""
+    first ``k * per_client`` of the clients' permutation), or where the clients hold every training image
+    (K = 1,000) test images outside the evaluated ones (``tested``); both modes in the clients' proportion
+    for mode2."""
     x, y = images("train")
-    rng = np.random.default_rng(seed)
-    held = rng.permutation(len(y))[k * per_client:]
+    held = np.random.default_rng(seed).permutation(len(y))[k * per_client:]
+    if held.size < SERVER_RECORDS:
+        x, y = images("test")
+        held = np.setdiff1d(np.arange(len(y)), tested)
     pick = np.random.default_rng(seed + 5_000).choice(held, SERVER_RECORDS, replace=False)
     xs, ys = torch.as_tensor(x[pick].copy()), torch.as_tensor(y[pick], dtype=torch.long)
     if scenario == "mode2":
@@ -266,10 +270,10 @@ def variant_options(rule: str) -> dict[str, int | float | None]:
 def run(cell: dict[str, Any], rule: str) -> dict[str, Any] | None:
     k, nbad, seed, scenario = cell["clients"], cell["bad"], cell["seed"], cell["scenario"]
     bad = list(range(k - nbad, k))
-    data, (xt, yt) = clients(scenario, cell["partitioning"], k, cell["per_client"], bad, seed)
+    data, (xt, yt), tested = clients(scenario, cell["partitioning"], k, cell["per_client"], bad, seed)
     harmful = nbad if scenario != "mode2" else 0  # an honest second mode is nobody's to exclude
     use = [c for c in range(k) if not (rule == "oracle" and c in bad and harmful)]
-    loss = server_loss(scenario, k, cell["per_client"], nbad, seed) if rule == "ours-server" else None
+    loss = server_loss(scenario, k, cell["per_client"], nbad, seed, tested) if rule == "ours-server" else None
     strategy = strategy_for(rule, len(use), harmful if c_in(use, bad) else 0, loss)
     if strategy is None:
         return None
