@@ -405,6 +405,8 @@ def _table(rows: list[dict[str, str]], role: str, me: str = "ours") -> None:
         group, scenario, part, k, nbad = key
         if me not in by:  # a cell this contender was not run on
             continue
+        mine = {r["seed"] for r in by[me]}  # every contender on the seeds this one was run on
+        by = {rule: [r for r in got if r["seed"] in mine] for rule, got in by.items()}
 
         def v(rule: str, col: str = "accuracy", by: dict[str, list[dict[str, str]]] = by) -> float:
             return mean([float(r[col]) for r in by.get(rule, []) if r[col] not in ("", "nan")])
