@@ -27,8 +27,9 @@ one local epoch of SGD (lr 0.05, momentum 0.9, batch 32) on its own partition an
 Message-API ClientApp over :class:`~flwr_ppcdl.app.grid.InProcessGrid`; every contender is a real
 strategy (``benchmarks.reliability_common``): ``ours`` is ``ReliabilityWeightedFedAvg()`` with the library
 defaults (the one-line swap), ``ours-server`` the same estimator with ``method="server_data"`` on
-SERVER_RECORDS training images no client holds (both modes in the clients' proportion for mode2), beside Flower's FedAvg, FedMedian, FedTrimmedAvg, MultiKrum and Bulyan
-(told the true count), the legacy rule and the oracle (FedAvg over the honest clients only). Groups:
+SERVER_RECORDS images no client holds (:func:`server_loss`), beside Flower's FedAvg, FedMedian,
+FedTrimmedAvg, MultiKrum and Bulyan (told the true count), the legacy rule and the oracle (FedAvg over the
+honest clients only). Groups:
 
 * ``small`` -- K = 10 clients x 600 images, 10 rounds; IID and Dirichlet(0.3); nobody unreliable, 30 %
   flipped labels (y -> y + 1), 30 % random labels, 30 % sign-flipped updates scaled by 3
