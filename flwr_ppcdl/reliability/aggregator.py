@@ -14,13 +14,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from flwr_ppcdl.reliability.arrays import coordinate_median, weighted_sum
+from flwr_ppcdl.reliability.calibration import MAD_NORMAL, normal_quantile
 from flwr_ppcdl.reliability.estimate import (
     ReliabilityResult,
     ScoredView,
@@ -181,8 +181,8 @@ class ReliabilityAggregator:
         def added(p: int, extra: float) -> float:  # the change of the server's loss when upload p gets `extra` more weight
             return loss([(a + extra * np.asarray(u)) / (1 + extra) for a, u in zip(arrays, uploads[p].arrays or [], strict=False)]) - base
         trusted = np.array([added(p, share[p]) for p in valid if p not in flagged] or [0.0])  # each once more
-        centre, z = float(np.median(trusted)), NormalDist().inv_cdf(1 - self.options.false_alarm_rate)
-        bar = min(0.0, centre - z * 1.4826 * float(np.median(np.abs(trusted - centre))))
+        centre, z = float(np.median(trusted)), normal_quantile(1 - self.options.false_alarm_rate)
+        bar = min(0.0, centre - z * float(np.median(np.abs(trusted - centre))) / MAD_NORMAL)
         helps = {uploads[p].node_id: added(p, share[p] - w[p]) <= bar for p in flagged}
         back = [p for p in flagged if helps.get(uploads[p].node_id) and self.server_helped.get(uploads[p].node_id)]
         self.server_helped.update(helps)
