@@ -84,7 +84,8 @@ from flwr_ppcdl.strategies import ReliabilityWeightedFedAvg  # noqa: E402
 FIELDS = ("group", "scenario", "partitioning", "clients", "bad", "seed", "seed_role", "rounds", "rule", "accuracy",
           "auroc", "bad_mass", "honest_kept", "min_honest", "false_alarms", "minority_share", "undecidable_rounds",
           "colluder_share", "distance", "seconds", "code_version", "packages", "overruled_bad", "overruled_honest")
-RULES = ("fedavg", "oracle", "fedmedian", "fedtrimmedavg", "multikrum", "bulyan", "legacy", "ours", "ours-server")
+RULES = ("fedavg", "oracle", "fedmedian", "fedtrimmedavg", "multikrum", "bulyan", "legacy", "ours", "ours-server",
+         "ours-server-majority")
 SERVER_RECORDS = 300
 FLOWER = ("fedmedian", "fedtrimmedavg", "multikrum", "bulyan")
 TEST = 2000
@@ -136,11 +137,12 @@ def clients(scenario: str, partitioning: str, k: int, per_client: int, bad: list
     return out, (torch.as_tensor(xt), torch.as_tensor(yt[t], dtype=torch.long)), t
 
 
-def server_loss(scenario: str, k: int, per_client: int, nbad: int, seed: int, tested: np.ndarray):
+def server_loss(scenario: str, k: int, per_client: int, nbad: int, seed: int, tested: np.ndarray,
+                both_modes: bool = True):
     """``ours-server``'s loss: cross-entropy on SERVER_RECORDS training images no client holds (the pool is the
     first ``k * per_client`` of the clients' permutation), or where the clients hold every training image
     (K = 1,000) test images outside the evaluated ones (``tested``); both modes in the clients' proportion
-    for mode2."""
+    for mode2 (``ours-server-majority``, ``both_modes=False``: the majority's kind only)."""
     x, y = images("train")
     held = np.random.default_rng(seed).permutation(len(y))[k * per_client:]
     if held.size < SERVER_RECORDS:
@@ -148,7 +150,7 @@ def server_loss(scenario: str, k: int, per_client: int, nbad: int, seed: int, te
         held = np.setdiff1d(np.arange(len(y)), tested)
     pick = np.random.default_rng(seed + 5_000).choice(held, SERVER_RECORDS, replace=False)
     xs, ys = torch.as_tensor(x[pick].copy()), torch.as_tensor(y[pick], dtype=torch.long)
-    if scenario == "mode2":
+    if scenario == "mode2" and both_modes:
         xs[: int(nbad / k * SERVER_RECORDS)] = 1.0 - xs[: int(nbad / k * SERVER_RECORDS)]
     net = Net()
     keys = list(net.state_dict())
@@ -249,7 +251,7 @@ def strategy_for(rule: str, k: int, f: int, loss: Any = None) -> Any:
         return Bulyan(num_malicious_nodes=f, **common) if k >= 4 * f + 3 else None
     if rule == "legacy":
         return TruthDiscoveryFedAvg(**common)
-    if rule == "ours-server":  # the same estimator, its flags put to the server's records
+    if rule.startswith("ours-server"):  # the same estimator, its flags put to the server's records
         return ReliabilityWeightedFedAvg(method="server_data", server_loss_fn=loss, **common)
     if rule.startswith("ours:"):  # a variant of the defaults (benchmarks/reliability_tuning.py)
         return ReliabilityWeightedFedAvg(**common, **variant_options(rule))
@@ -274,7 +276,8 @@ def run(cell: dict[str, Any], rule: str) -> dict[str, Any] | None:
     data, (xt, yt), tested = clients(scenario, cell["partitioning"], k, cell["per_client"], bad, seed)
     harmful = nbad if scenario != "mode2" else 0  # an honest second mode is nobody's to exclude
     use = [c for c in range(k) if not (rule == "oracle" and c in bad and harmful)]
-    loss = server_loss(scenario, k, cell["per_client"], nbad, seed, tested) if rule == "ours-server" else None
+    loss = (server_loss(scenario, k, cell["per_client"], nbad, seed, tested, both_modes=rule == "ours-server")
+            if rule.startswith("ours-server") else None)
     strategy = strategy_for(rule, len(use), harmful if c_in(use, bad) else 0, loss)
     if strategy is None:
         return None
@@ -296,7 +299,7 @@ def run(cell: dict[str, Any], rule: str) -> dict[str, Any] | None:
         out.update(weight_statistics([r.weights for r in history], [r.fedavg_share for r in history], flags,
                                      [r.evidence for r in history], minority))
         out["undecidable_rounds"] = sum(r.undecidable is not None for r in history)
-        if rule == "ours-server":  # flags the server's records overruled: of the unreliable (or the mode), and honest ones
+        if rule.startswith("ours-server"):  # flags the server's records overruled: of the unreliable (or the mode), and honest ones
             group = minority or {n for n in flags if flags[n]}
             flagged = sum(len(group & (set(r.down_weighted) | set(r.overruled))) for r in history)
             out["overruled_bad"] = sum(len(group & set(r.overruled)) for r in history) / flagged if flagged else math.nan
@@ -359,6 +362,7 @@ def main() -> None:
         done = set() if args.again else {tuple(r[k] for k in key) for r in read_rows(args.out)}
         for cell in cells(args.groups, args.seeds, args.quick):
             rules = SCALE_RULES if cell["group"] == "scale" else RULES
+            rules = [r for r in rules if r != "ours-server-majority" or cell["scenario"] == "mode2"]  # mode2's control
             rows, t_cell = [], time.perf_counter()
             for rule in rules:
                 if (args.rules and rule not in args.rules) or tuple(str(cell[k]) for k in key[:-1]) + (rule,) in done:
@@ -450,6 +454,10 @@ def _table(rows: list[dict[str, str]], role: str, me: str = "ours") -> None:
     if dist:
         print("aggregate distance from the honest mean (honest spreads, worst round, colluding minorities): "
               + ", ".join(f"{rule} {mean(d):.2f}" for rule, d in sorted(dist.items()) if d))
+    control = [float(r["minority_share"]) for r in rows if r["rule"] == "ours-server-majority" and r["minority_share"] not in ("", "nan")]
+    if control and me == "ours-server":
+        print(f"second data mode with records of the majority's kind only (ours-server-majority, {len(control)} runs): "
+              f"{mean(control):.2f}x its share")
     scale = [float(r["false_alarms"]) for r in rows if r["group"] == "scale" and r["rule"] == "ours" and r["false_alarms"] not in ("", "nan")]
     if scale:
         m = mean(scale)
