@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from flwr_ppcdl.reliability.arrays import coordinate_median, weighted_sum
-from flwr_ppcdl.reliability.calibration import MAD_NORMAL, normal_quantile
+from flwr_ppcdl.reliability.calibration import median_mad, normal_quantile
 from flwr_ppcdl.reliability.estimate import (
     ReliabilityResult,
     ScoredView,
@@ -153,13 +153,13 @@ class ReliabilityAggregator:
             w[included] = weights[included] / weights[included].sum()
             arrays, report.aggregate = weighted_sum(updates, w), "weighted"
             if self.options.method == "server_data":
-                arrays, included = self._put_flags_to_server(server_round, uploads, arrays, w, valid, result, report)
+                arrays, included = self._put_flags_to_server(server_round, uploads, updates, arrays, w, valid, result, report)
         report.model_updated = arrays is not None
         return RoundOutcome(arrays, self.metrics(report, len(included)), included)
 
-    def _put_flags_to_server(self, server_round: int, uploads: Sequence[Upload], arrays: list[NDArray[Any]],
-                             w: NDArray[np.float64], valid: list[int], result: ReliabilityResult,
-                             report: RoundReport) -> tuple[list[NDArray[Any]], list[int]]:
+    def _put_flags_to_server(self, server_round: int, uploads: Sequence[Upload], updates: list[list[Any]],
+                             arrays: list[NDArray[Any]], w: NDArray[np.float64], valid: list[int],
+                             result: ReliabilityResult, report: RoundReport) -> tuple[list[NDArray[Any]], list[int]]:
         """``method="server_data"`` (docs/reliability.md §4): a participant below half its FedAvg share gets that
         share back where adding its upload at that share to the aggregate lowers the loss on the server's records
         more than adding a trusted participant's once more does, beyond chance (median - z(1 - false_alarm_rate)
@@ -173,24 +173,25 @@ class ReliabilityAggregator:
             except Exception as exc:  # noqa: BLE001 - a bad loss function or upload must not crash the run
                 LOGGER.warning("reliability round %d: server loss failed (%s: %s)", server_round, type(exc).__name__, exc)
                 return np.inf
-        flagged = [p for p in valid if w[p] < 0.5 * share[p]]
+        down = set(report.down_weighted)  # below half their FedAvg share
+        flagged = [p for p in valid if uploads[p].node_id in down]
         base = loss(arrays) if flagged else np.nan
         if not np.isfinite(base):
             return arrays, [p for p in valid if w[p] > 0]
 
         def added(p: int, extra: float) -> float:  # the change of the server's loss when upload p gets `extra` more weight
-            return loss([(a + extra * np.asarray(u)) / (1 + extra) for a, u in zip(arrays, uploads[p].arrays or [], strict=False)]) - base
+            return loss([(a + extra * np.asarray(u)) / (1 + extra) for a, u in zip(arrays, updates[p], strict=False)]) - base
         trusted = np.array([added(p, share[p]) for p in valid if p not in flagged] or [0.0])  # each once more
-        centre, z = float(np.median(trusted)), normal_quantile(1 - self.options.false_alarm_rate)
-        bar = min(0.0, centre - z * float(np.median(np.abs(trusted - centre))) / MAD_NORMAL)
+        centre, scale = median_mad(trusted)
+        bar = min(0.0, float(centre - normal_quantile(1 - self.options.false_alarm_rate) * scale))
         helps = {uploads[p].node_id: added(p, share[p] - w[p]) <= bar for p in flagged}
-        back = [p for p in flagged if helps.get(uploads[p].node_id) and self.server_helped.get(uploads[p].node_id)]
+        back = [p for p in flagged if helps[uploads[p].node_id] and self.server_helped.get(uploads[p].node_id)]
         self.server_helped.update(helps)
         if back:  # their factor beyond the claimed count becomes 1; the others keep theirs
             factor = result.reliability.copy()
             factor[back] = 1.0
             w = _cap_shares(np.where(factor > 0, share * factor, 0.0), self.options.max_share)
-            arrays = weighted_sum([list(up.arrays or []) for up in uploads], w)
+            arrays = weighted_sum(updates, w)
             report.weights.update({uploads[p].node_id: float(w[p]) for p in valid})
             report.overruled = [uploads[p].node_id for p in back]
             report.down_weighted = [n for n in report.down_weighted if n not in report.overruled]

@@ -57,8 +57,8 @@ class ReliabilityOptions:
         uploaders).
     server_loss_fn : callable, optional
         Server data: ``f(parameters: list[ndarray]) -> float``, the loss of a model (arrays in the
-        uploads' order) on server-held records (lower is better), called once per round and once per
-        flagged participant.
+        uploads' order) on server-held records (lower is better); in a round with a flag, called for
+        the aggregate and once per valid upload, none otherwise.
     count_cap : float or None, default 1000.0
         Claimed counts above ``count_cap`` times the median claim are capped (with a warning); wide
         enough never to touch honest unequal counts such as ``[10, 10, 80]``. None disables it.
