@@ -441,7 +441,7 @@ def _table(rows: list[dict[str, str]], role: str, me: str = "ours") -> None:
               f"{ours:>6.3f} | {v(me, 'auroc'):>5.2f} {v(me, 'bad_mass'):>5.2f} {v(me, 'honest_kept'):>5.2f} "
               f"{v(me, 'false_alarms'):>5.3f} {v(me, 'minority_share'):>5.2f} {v(me, 'colluder_share'):>5.2f} "
               f"{v(me, 'distance'):>5.2f} {undecided:>3} | "
-              + (f"overruled {v(me, 'overruled_bad'):.2f} / honest {v(me, 'overruled_honest'):.1f} | " if me == "ours-server" else "")
+              + (f"overruled {v(me, 'overruled_bad'):.3f} / honest {v(me, 'overruled_honest'):.1f} | " if me == "ours-server" else "")
               + " ".join(n.split(" ")[0] if ok else "FAIL:" + n.split(" ")[0]
                                                                             for n, ok in goals))
     print()
