@@ -10,7 +10,8 @@ oracle (Flower's FedAvg over the reliable participants only). Nothing is re-impl
 Seeds 0-2 tune (every constant in ``flwr_ppcdl/reliability/constants.py`` was chosen on them; seeds 10-15
 joined them at stop 32 as more replicates for paired variants, ``benchmarks/reliability_tuning.py``), seeds
 3-5 report, seeds 6-8 are fresh (a check after a reporting run had informed a choice; one later choice, the
-Gram rule of stop 31, was made after a variant had been run on them: ``docs/reliability.md`` section 8);
+Gram rule of stop 31, was made after a variant had been run on them: ``docs/reliability.md`` section 8), seeds
+16-45 are the study seeds (``STUDY_SEEDS``);
 every row names its seed's role, the code version (git commit) and the package versions.
 """
 
@@ -31,11 +32,14 @@ TUNE_SEEDS = (0, 1, 2, 10, 11, 12, 13, 14, 15)
 """Seeds 10-15 joined the tuning seeds at stop 32 (``benchmarks/reliability_tuning.py``): more replicates for paired variants."""
 REPORT_SEEDS = (3, 4, 5)
 FRESH_SEEDS = (6, 7, 8)
+STUDY_SEEDS = tuple(range(16, 46))
+"""Never run before stop 37: a wide sample of partitions for the figures that move most from seed to seed with
+10 participants (false alarms where nobody is unreliable, flipped labels under skew), one run per seed."""
 PACKAGES = ("flwr", "torch", "numpy")
 
 
 def seed_role(seed: int) -> str:
-    roles = {"tune": TUNE_SEEDS, "report": REPORT_SEEDS, "fresh": FRESH_SEEDS}
+    roles = {"tune": TUNE_SEEDS, "report": REPORT_SEEDS, "fresh": FRESH_SEEDS, "study": STUDY_SEEDS}
     return next((role for role, seeds in roles.items() if seed in seeds), "other")
 
 

@@ -352,6 +352,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/flwr_ppcdl_calib/reliability_plain.csv"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--groups", nargs="+", default=["small", "collusion", "scale"])
+    parser.add_argument("--scenarios", nargs="+", help="run only these scenarios (e.g. none flipped)")
     parser.add_argument("--rules", nargs="+", help="measure only these contenders")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--summary", action="store_true")
@@ -361,6 +362,8 @@ def main() -> None:
         key = ("group", "scenario", "partitioning", "clients", "bad", "seed", "rule")
         done = set() if args.again else {tuple(r[k] for k in key) for r in read_rows(args.out)}
         for cell in cells(args.groups, args.seeds, args.quick):
+            if args.scenarios and cell["scenario"] not in args.scenarios:
+                continue
             rules = SCALE_RULES if cell["group"] == "scale" else RULES
             rules = [r for r in rules if r != "ours-server-majority" or cell["scenario"] == "mode2"]  # mode2's control
             rows, t_cell = [], time.perf_counter()
@@ -382,9 +385,9 @@ def main() -> None:
 
 
 def summary(path: Path) -> None:
-    """Goals per scenario, reporting seeds, then fresh seeds, then tuning seeds, with one PASS/FAIL line per goal."""
+    """Goals per scenario, reporting seeds, then fresh, study and tuning seeds, with one PASS/FAIL line per goal."""
     rows = read_rows(path)
-    for role in ("report", "fresh", "tune"):
+    for role in ("report", "fresh", "study", "tune"):
         chosen = [r for r in rows if r["seed_role"] == role]
         if chosen:
             _table(chosen, role)
@@ -406,6 +409,8 @@ def _table(rows: list[dict[str, str]], role: str, me: str = "ours") -> None:
     print(f"{'group':9} {'scenario':14} {'split':5} {'K':>4} {'bad':>4} | {'FedAvg':>6} {'oracle':>6} {'bestFl':>6} {'legacy':>6} "
           f"{'ours':>6} | {'AUROC':>5} {'mass':>5} {'kept':>5} {'FA':>5} {'minor':>5} {'coll':>5} {'dist':>5} {'und':>3} | goals")
     tally: dict[str, list[bool]] = {}
+    alarms: list[str] = []
+    stated = ReliabilityOptions().false_alarm_rate
     for key, by in sorted(groups.items()):
         group, scenario, part, k, nbad = key
         if me not in by:  # a cell this contender was not run on
@@ -422,6 +427,9 @@ def _table(rows: list[dict[str, str]], role: str, me: str = "ours") -> None:
         goals: list[tuple[str, bool]] = []
         if scenario == "none":
             goals.append(("honest kept >= .95 where nobody is unreliable", v(me, "honest_kept") >= 0.95))
+            rate, low, high = false_alarm_rate(by[me])
+            goals.append(("false-alarm rate within 2x of the stated", stated / 2 <= rate <= 2 * stated))
+            alarms.append(f"{part[:5]} K={k} {rate:.3f} [{low:.3f}, {high:.3f}]")
         elif scenario == "mode2":
             goals.append(("second data mode keeps >= 0.5x its share", v(me, "minority_share") >= 0.5))
         elif scenario == "random-uploads":
@@ -446,7 +454,7 @@ def _table(rows: list[dict[str, str]], role: str, me: str = "ours") -> None:
                                                                             for n, ok in goals))
     print()
     for name, oks in tally.items():
-        print(goal_line(name, sum(oks), len(oks)))
+        print(goal_line(name, sum(oks), len(oks), f"(stated {stated}; {', '.join(alarms)})" if name.startswith("false") else ""))
     dist = {r["rule"]: [] for r in rows if r["scenario"] == "collude"}
     for r in rows:
         if r["scenario"] == "collude" and r["distance"] not in ("", "nan") and int(r["bad"]) * 2 < int(r["clients"]):
@@ -458,12 +466,23 @@ def _table(rows: list[dict[str, str]], role: str, me: str = "ours") -> None:
     if control and me == "ours-server":
         print(f"second data mode with records of the majority's kind only (ours-server-majority, {len(control)} runs): "
               f"{mean(control):.2f}x its share")
-    scale = [float(r["false_alarms"]) for r in rows if r["group"] == "scale" and r["rule"] == "ours" and r["false_alarms"] not in ("", "nan")]
-    if scale:
-        m = mean(scale)
-        stated = ReliabilityOptions().false_alarm_rate
-        print(f"false-alarm rate at K = 1,000 (honest participant-rounds flagged): {m:.4f} against the stated {stated} "
-              f"({'PASS' if stated / 2 <= m <= 2 * stated else 'FAIL'} within a factor 2)")
+
+
+def false_alarm_rate(rows: list[dict[str, str]]) -> tuple[float, float, float]:
+    """Honest participant-rounds flagged where nobody is unreliable: the mean over seeds of each seed's mean over
+    its runs, and a 95 % interval resampling the seeds (the partition is what moves the rate most; with fewer than
+    five seeds the interval is their range)."""
+    by_seed: dict[str, list[float]] = {}
+    for r in rows:
+        if r["false_alarms"] not in ("", "nan"):
+            by_seed.setdefault(r["seed"], []).append(float(r["false_alarms"]))
+    per_seed = np.array([np.mean(v) for v in by_seed.values()])
+    if per_seed.size == 0:
+        return math.nan, math.nan, math.nan
+    if per_seed.size < 5:
+        return float(per_seed.mean()), float(per_seed.min()), float(per_seed.max())
+    means = np.random.default_rng(0).choice(per_seed, (10_000, per_seed.size)).mean(axis=1)
+    return float(per_seed.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
 if __name__ == "__main__":
