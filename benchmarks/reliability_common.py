@@ -32,6 +32,9 @@ TUNE_SEEDS = (0, 1, 2, 10, 11, 12, 13, 14, 15)
 """Seeds 10-15 joined the tuning seeds at stop 32 (``benchmarks/reliability_tuning.py``): more replicates for paired variants."""
 REPORT_SEEDS = (3, 4, 5)
 FRESH_SEEDS = (6, 7, 8)
+DIAGNOSIS_SEEDS = tuple(range(46, 76))
+"""Looked at in stop 37 (flipped labels under skew, one run per seed, and recorded statistics): tuning seeds from
+then on, never reported."""
 STUDY_SEEDS = tuple(range(16, 46))
 """Never run before stop 37: a wide sample of partitions for the figures that move most from seed to seed with
 10 participants (false alarms where nobody is unreliable, flipped labels under skew), one run per seed."""
@@ -39,7 +42,7 @@ PACKAGES = ("flwr", "torch", "numpy")
 
 
 def seed_role(seed: int) -> str:
-    roles = {"tune": TUNE_SEEDS, "report": REPORT_SEEDS, "fresh": FRESH_SEEDS, "study": STUDY_SEEDS}
+    roles = {"tune": TUNE_SEEDS + DIAGNOSIS_SEEDS, "report": REPORT_SEEDS, "fresh": FRESH_SEEDS, "study": STUDY_SEEDS}
     return next((role for role, seeds in roles.items() if seed in seeds), "other")
 
 
@@ -111,6 +114,23 @@ def weight_statistics(history: list[dict[int, float]], shares: list[dict[int, fl
         out["minority_share"] = float(np.mean([sum(w[n] for n in w if n in minority) / max(sum(s[n] for n in w if n in minority), 1e-300)
                                                for w, s in rounds]))
     return out
+
+
+def false_alarm_rate(rows: Iterable[dict[str, str]]) -> tuple[float, float, float]:
+    """The measured false-alarm rate of ``rows`` (their ``false_alarms``: honest participant-rounds flagged): the mean
+    over seeds of each seed's mean over its rows, and a 95 % interval resampling the seeds (the partition is what moves
+    the rate most; with fewer than five seeds the interval is their range)."""
+    by_seed: dict[str, list[float]] = {}
+    for r in rows:
+        if r["false_alarms"] not in ("", "nan"):
+            by_seed.setdefault(r["seed"], []).append(float(r["false_alarms"]))
+    per_seed = np.array([np.mean(v) for v in by_seed.values()])
+    if per_seed.size == 0:
+        return math.nan, math.nan, math.nan
+    if per_seed.size < 5:
+        return float(per_seed.mean()), float(per_seed.min()), float(per_seed.max())
+    means = np.random.default_rng(0).choice(per_seed, (10_000, per_seed.size)).mean(axis=1)
+    return float(per_seed.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
 def mean(values: Iterable[float]) -> float:

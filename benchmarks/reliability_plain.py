@@ -69,6 +69,7 @@ from flwr.serverapp.strategy import Bulyan, FedAvg, FedMedian, FedTrimmedAvg, Mu
 from benchmarks.contenders.truth_discovery import TruthDiscoveryFedAvg  # noqa: E402
 from benchmarks.reliability_common import (  # noqa: E402
     append_rows,
+    false_alarm_rate,
     goal_line,
     mean,
     provenance,
@@ -466,23 +467,6 @@ def _table(rows: list[dict[str, str]], role: str, me: str = "ours") -> None:
     if control and me == "ours-server":
         print(f"second data mode with records of the majority's kind only (ours-server-majority, {len(control)} runs): "
               f"{mean(control):.2f}x its share")
-
-
-def false_alarm_rate(rows: list[dict[str, str]]) -> tuple[float, float, float]:
-    """Honest participant-rounds flagged where nobody is unreliable: the mean over seeds of each seed's mean over
-    its runs, and a 95 % interval resampling the seeds (the partition is what moves the rate most; with fewer than
-    five seeds the interval is their range)."""
-    by_seed: dict[str, list[float]] = {}
-    for r in rows:
-        if r["false_alarms"] not in ("", "nan"):
-            by_seed.setdefault(r["seed"], []).append(float(r["false_alarms"]))
-    per_seed = np.array([np.mean(v) for v in by_seed.values()])
-    if per_seed.size == 0:
-        return math.nan, math.nan, math.nan
-    if per_seed.size < 5:
-        return float(per_seed.mean()), float(per_seed.min()), float(per_seed.max())
-    means = np.random.default_rng(0).choice(per_seed, (10_000, per_seed.size)).mean(axis=1)
-    return float(per_seed.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
 if __name__ == "__main__":

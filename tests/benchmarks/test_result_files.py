@@ -1,4 +1,5 @@
-"""Resumable result files: a CSV written before a column was added keeps every row when rows are appended."""
+"""Result files and what the summaries compute from them: a CSV written before a column was added keeps every row
+when rows are appended; the false-alarm rate weighs seeds, not rows; the seed roles do not overlap."""
 
 from __future__ import annotations
 
@@ -6,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.reliability_common import append_rows, read_rows
+from benchmarks.reliability_common import (
+    DIAGNOSIS_SEEDS,
+    REPORT_SEEDS,
+    STUDY_SEEDS,
+    TUNE_SEEDS,
+    append_rows,
+    false_alarm_rate,
+    read_rows,
+    seed_role,
+)
 
 
 def test_appending_with_a_new_column_keeps_the_old_rows_and_leaves_their_new_column_empty(tmp_path: Path) -> None:
@@ -18,3 +28,19 @@ def test_appending_with_a_new_column_keeps_the_old_rows_and_leaves_their_new_col
     with pytest.raises(ValueError, match="accuracy"):  # dropping a column would lose data: refused
         append_rows(path, ["rule", "overruled_bad"], [{"rule": "x", "overruled_bad": 1}])
     assert len(read_rows(path)) == 2
+
+
+def test_the_false_alarm_rate_weighs_every_seed_once_and_its_interval_resamples_seeds() -> None:
+    # seed 1 ran five times, seed 2 once: the rate is the mean of the two seeds' means, not of the six rows
+    rows = [{"seed": "1", "false_alarms": "0.0"}] * 5 + [{"seed": "2", "false_alarms": "0.1"}, {"seed": "3", "false_alarms": "nan"}]
+    rate, low, high = false_alarm_rate(rows)
+    assert rate == pytest.approx(0.05) and (low, high) == (0.0, 0.1)  # fewer than five seeds: their range
+    many = [{"seed": str(s), "false_alarms": str(0.01 * (s % 5))} for s in range(40)]
+    rate, low, high = false_alarm_rate(many)
+    assert rate == pytest.approx(0.02) and 0.0 < low < rate < high < 0.04
+    assert all(v != v for v in false_alarm_rate([]))  # no rows: NaN, not an error
+
+
+def test_the_seed_roles_keep_the_study_and_diagnosis_seeds_apart() -> None:
+    assert {seed_role(s) for s in STUDY_SEEDS} == {"study"} and {seed_role(s) for s in DIAGNOSIS_SEEDS} == {"tune"}
+    assert not set(STUDY_SEEDS) & set(TUNE_SEEDS + DIAGNOSIS_SEEDS + REPORT_SEEDS)
