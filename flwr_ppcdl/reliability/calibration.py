@@ -80,17 +80,13 @@ def degrees(kind: Kind) -> float:
 
 def llr(z: FloatArray, kind: Kind) -> FloatArray:
     """Log-likelihood ratio of a flat alternative against the honest null (up to a constant): ``z^2 / 2`` for a normal
-    null (a shifted normal against it); for a null with a Student-t tail the t's own ``(nu + 1) / 2 log(1 + z^2 / nu)``:
-    an honest value far out is what that tail gives, so one such value does not outweigh the rest. A known law widened
-    by heterogeneity (``"scaled"``) weighs the two by its tail share (the null's normal and Student-t parts)."""
+    null (a shifted normal against it); for a null estimated with a Student-t tail the t's own ``(nu + 1) / 2 log(1 + z^2
+    / nu)``: an honest value far out is what that tail gives, so one such value does not outweigh the rest."""
     zz = np.asarray(z, dtype=np.float64) if kind[1] else np.maximum(np.asarray(z, dtype=np.float64), 0.0)
-    normal = 0.5 * zz * zz
-    if kind[3] > 0 and kind[0] in ("estimated", "scaled"):
+    if kind[0] == "estimated" and kind[3] > 0:
         nu = degrees(kind)
-        heavy = 0.5 * (nu + 1.0) * np.log1p(zz * zz / nu)
-        share = 1.0 if kind[0] == "estimated" else kind[3]
-        return np.asarray((1.0 - share) * normal + share * heavy, dtype=np.float64)
-    return normal
+        return np.asarray(0.5 * (nu + 1.0) * np.log1p(zz * zz / nu), dtype=np.float64)
+    return 0.5 * zz * zz
 
 
 def _standardised(draws: FloatArray, kind: Kind) -> FloatArray:
