@@ -11,13 +11,19 @@ reads the records and prints:
    ratio (the normal's ``z^2 / 2``, or the Student-t's ``(nu + 1) / 2 log(1 + z^2 / nu)`` for estimated nulls)
    and the degrees of freedom of ``collapse`` and of the other estimated nulls -- as: honest participants
    flagged in one round, honest ones below 0.8 of their weight with memory (the posterior alone), and the
-   unreliable participants' posterior mass over their share.
+   unreliable participants' posterior mass over their share;
+3. (recordings with energies, stop 37) the library's rule with one more piece of evidence, replayed the same
+   way: the ``reversal`` summed across rounds like ``gap`` (``estimate._accumulate``), or the energy (the free
+   alternative) as a one-sided estimated statistic, one round or summed.
 
 A replay holds each run's trajectory fixed (the statistics the recording code saw): it ranks rules; the
 benchmarks measure the chosen one. Commands (the committed table is ``results/reliability_null_study.txt``):
 
     PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_null_study --dump /tmp/flwr_ppcdl_calib/null_study
     PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_null_study --summary --dump /tmp/flwr_ppcdl_calib/null_study
+
+The extensions' table (``results/reliability_null_study_extensions.txt``, stop 37) was recorded at 5ba62bb into a
+fresh ``--dump`` folder the same way.
 """
 
 from __future__ import annotations
@@ -58,7 +64,8 @@ def dump(folder: Path, seeds: list[int]) -> None:
     def recording_round(*args: Any, **kwargs: Any) -> Any:
         fits.clear()
         out = calibrated(*args, **kwargs)  # the running sums are in the fits now (what the evidence sums)
-        rounds.append([{"z": {n: z.tolist() for n, z in f.z.items()}, "kinds": f.kinds} for f in fits])
+        rounds.append([{"z": {n: z.tolist() for n, z in f.z.items()}, "kinds": f.kinds, "energy": f.energy.tolist(),
+                        "consistent": f.consistent.tolist()} for f in fits])
         return out
 
     estimate.fit_block, estimate._calibrated = recording_fit, recording_round  # type: ignore[assignment]
@@ -121,35 +128,57 @@ def summary(folder: Path) -> None:
     cells = sorted({(r["cell"]["scenario"], r["cell"]["partitioning"]) for r in runs})
     print("\n## replayed decisions: honest flagged in one round / honest below 0.8 with memory / unreliable mass over share")
     print(f"{'rule (ratio, collapse nu, other nu)':36} " + " ".join(f"{s[:8] + ' ' + p[:3]:>16}" for s, p in cells))
-    alpha, rate, cache = ReliabilityOptions().false_alarm_rate, ReliabilityOptions().memory_rate or 0.0, {}
+    cache: dict[Any, float] = {}
     for rule in RULES:
-        line = []
-        for cell in cells:
-            flagged, low, mass = [], [], []
-            for run in (r for r in runs if (r["cell"]["scenario"], r["cell"]["partitioning"]) == cell):
-                memory: dict[int, float] = {}
-                for rd in run["rounds"]:
-                    k = len(rd["nodes"])
-                    total, kinds = np.zeros(k), []
-                    for block in rd["blocks"]:
-                        for name, z in block["z"].items():
-                            kind = tuple(block["kinds"][name])
-                            total += _llr(np.asarray(z, dtype=np.float64), kind, rule)
-                            kinds.append(kind)
-                    key = (k, tuple(sorted(kinds)), rule)
-                    if key not in cache:
-                        cache[key] = _threshold(k, alpha, key[1], rule) if kinds else math.inf
-                    log_odds = total - cache[key] + rate * np.maximum([memory.get(n, 0.0) for n in rd["nodes"]], 0.0)
-                    memory.update(zip(rd["nodes"], log_odds.tolist(), strict=True))
-                    weight = 1.0 / (1.0 + np.exp(np.clip(const.SHARPNESS * log_odds, -700, 700)))
-                    bad = np.isin(rd["nodes"], run["bad"])
-                    flagged += list((total - cache[key] > 0)[~bad])
-                    low += list((weight < 0.8)[~bad])
-                    if bad.any():
-                        mass.append(weight[bad].sum() / weight.sum() / bad.mean())
-            line.append(f"{np.mean(flagged):.3f}/{np.mean(low):.3f}/{np.mean(mass) if mass else math.nan:.2f}")
-        print(f"{f'{rule[0]}, {rule[1]:g}, {rule[2]:g}':36} " + " ".join(f"{v:>16}" for v in line))
+        print(f"{f'{rule[0]}, {rule[1]:g}, {rule[2]:g}':36} " + " ".join(f"{_replay(runs, cell, rule, None, cache):>16}" for cell in cells))
+    recorded = [r for r in runs if all("energy" in b for rd in r["rounds"] for b in rd["blocks"])]
+    if recorded:
+        print(f"\n## the library's rule (student, 6, 10) with one more piece of evidence ({len(recorded)} runs with energies)")
+        for extra in EXTENSIONS:
+            print(f"{extra:36} " + " ".join(f"{_replay(recorded, cell, RULES[2], extra, cache):>16}" for cell in cells))
 
+
+EXTENSIONS = ("none", "reversal summed", "energy", "energy summed")
+
+
+def _replay(runs: list[dict[str, Any]], cell: tuple[str, str], rule: tuple[str, float, float], extra: str | None,
+            cache: dict[Any, float]) -> str:
+    """One cell's runs replayed under ``rule`` (and an ``EXTENSIONS`` entry): the three figures of the table."""
+    alpha, rate = ReliabilityOptions().false_alarm_rate, ReliabilityOptions().memory_rate or 0.0
+    flagged, low, mass = [], [], []
+    for run in (r for r in runs if (r["cell"]["scenario"], r["cell"]["partitioning"]) == cell):
+        memory: dict[int, float] = {}
+        sums: dict[tuple[int, int], tuple[float, float]] = {}  # (block, node) -> (A, W), as estimate._accumulate
+        for rd in run["rounds"]:
+            k = len(rd["nodes"])
+            total, kinds = np.zeros(k), []
+            for b, block in enumerate(rd["blocks"]):
+                stats = {name: (np.asarray(z, dtype=np.float64), tuple(block["kinds"][name])) for name, z in block["z"].items()}
+                if extra in ("energy", "energy summed"):
+                    stats["energy"] = (np.asarray(block["energy"], dtype=np.float64), ("estimated", False, 1.0, 1.0))
+                for name, (z, kind) in stats.items():
+                    if (extra == "reversal summed" and name == "reversal") or (extra == "energy summed" and name == "energy"):
+                        old = np.array([sums.get((b, n), (0.0, 0.0)) for n in rd["nodes"]])
+                        acc, squares = z + rate * old[:, 0], 1.0 + rate * rate * old[:, 1]
+                        sums.update({(b, n): (float(a), float(w)) for n, a, w in zip(rd["nodes"], acc, squares, strict=True)})
+                        z = acc / np.sqrt(squares)
+                    if extra and name in ("energy", "reversal") and (name == "energy" or extra == "reversal summed"):
+                        z, shrink, tail = cal.standardise(z, np.asarray(block["consistent"], dtype=bool), 1.0)
+                        kind = ("estimated", False, round(shrink, 1), tail)
+                    total += _llr(z, kind, rule)
+                    kinds.append(kind)
+            key = (k, tuple(sorted(kinds)), rule)
+            if key not in cache:
+                cache[key] = _threshold(k, alpha, key[1], rule) if kinds else math.inf
+            log_odds = total - cache[key] + rate * np.maximum([memory.get(n, 0.0) for n in rd["nodes"]], 0.0)
+            memory.update(zip(rd["nodes"], log_odds.tolist(), strict=True))
+            weight = 1.0 / (1.0 + np.exp(np.clip(const.SHARPNESS * log_odds, -700, 700)))
+            bad = np.isin(rd["nodes"], run["bad"])
+            flagged += list((total - cache[key] > 0)[~bad])
+            low += list((weight < 0.8)[~bad])
+            if bad.any():
+                mass.append(weight[bad].sum() / weight.sum() / bad.mean())
+    return f"{np.mean(flagged):.3f}/{np.mean(low):.3f}/{np.mean(mass) if mass else math.nan:.2f}"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
