@@ -280,8 +280,8 @@ def _summary_table(rows: list[dict[str, str]], prev: list[dict[str, str]], role:
     for r in rows:
         groups.setdefault(_cell(r), {}).setdefault(r["rule"], []).append(r)
     before: dict[tuple[str, ...], list[dict[str, str]]] = {}
-    for r in prev:
-        if r["rule"] == "calibrated":
+    for r in prev:  # the previous estimator on the same seeds only
+        if r["rule"] == "calibrated" and int(r["seed"]) in seeds:
             before.setdefault(_cell(r), []).append(r)
     print(f"{'protocol':10} {'data':8} {'kind':8} {'split':5} {'eps':>4} {'bad':>4} | {'FedAvg':>6} {'oracle':>6} {'bestFl':>6} "
           f"{'legacy':>6} {'prev':>6} {'ours':>6} {'p-only':>6} | {'AUROC':>5} {'mass':>5} {'kept':>5} {'FA':>5} {'und':>3} | goals")
