@@ -206,17 +206,16 @@ def _calibrated(
 
 def _accumulate(fit: BlockFit, block: str, carried: list[dict[str, tuple[float, float]]], gamma: float) -> None:
     """Evidence that adds up across rounds (``docs/reliability.md`` section 3): a one-sided statistic with an
-    estimated null (``gap``) or the reversal becomes ``A / sqrt(W)`` (``A_t = z_t + gamma A_{t-1}``, ``W_t = 1 +
-    gamma^2 W_{t-1}``, kept per participant in ``carried``), standardised again by the consistent voices' median and
-    MAD (at least 1): an estimated null."""
+    estimated null (``gap``) becomes ``A / sqrt(W)`` (``A_t = z_t + gamma A_{t-1}``, ``W_t = 1 + gamma^2 W_{t-1}``,
+    kept per participant in ``carried``), standardised again by the consistent voices' median and MAD (at least 1)."""
     for name, kind in list(fit.kinds.items()):
-        if (kind[0] == "estimated" and not kind[1]) or kind[0] == "mirror":
+        if kind[0] == "estimated" and not kind[1]:
             old = np.array([c.get(f"{block}:{name}", (0.0, 0.0)) for c in carried], dtype=np.float64).reshape(-1, 2)
             total, squares = fit.z[name] + gamma * old[:, 0], 1.0 + gamma * gamma * old[:, 1]
             for c, a, w in zip(carried, total, squares, strict=True):
                 c[f"{block}:{name}"] = (float(a), float(w))
             fit.z[name], shrink, tail = standardise(total / np.sqrt(squares), fit.consistent, 1.0)
-            fit.kinds[name] = ("estimated", False, round(shrink, 1), tail)
+            fit.kinds[name] = (kind[0], kind[1], round(shrink, 1), tail)
 
 
 def _voices(blocks: list[tuple[list[Any], NDArray[np.intp], bool, bool]], k: int) -> NDArray[np.intp]:
