@@ -9,6 +9,8 @@ without ``--quick``, takes about 1.5 hours) and of its goals summary:
         --out benchmarks/results/reliability_calibrated.csv
     PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_calibrated --quick --seeds 6 7 8 \
         --out benchmarks/results/reliability_calibrated.csv
+    PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_calibrated --quick --seeds $(seq 16 45) \
+        --rules ours fedavg oracle --out benchmarks/results/reliability_calibrated.csv  # the study seeds (stop 37)
     PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_calibrated --summary \
         --out benchmarks/results/reliability_calibrated.csv > benchmarks/results/reliability_calibrated_summary.txt
 
@@ -17,7 +19,9 @@ measured by its own benchmark at 49c50b0 (``git worktree add <dir> 49c50b0``, th
 --rules calibrated`` there).
 
 ``--quick`` measures a handful of cells (epsilon = 1; 0 and 30 % unreliable); ``--only census2000`` one
-data set; ``--rules ours`` one contender.
+data set; ``--rules ours`` one contender; ``--fractions 0`` the cells with that unreliable fraction. The census
+tuning rows of stop 37 (``reliability_calibrated_census_tuning*.csv``): ``--quick --only census2000 --seeds $(seq
+46 75) --rules ours fedavg oracle`` at 5ba62bb, and ``--rules ours`` at 0382ca0 (reverted).
 
 What runs. The App's own participants (``flwr_ppcdl.app.experiment``: partitions, corruptions, frozen
 bodies, ``trainer_config``; the Fashion-MNIST body pinned to ``pool4``, see ``FASHION_BODY``) as :class:`~flwr_ppcdl.clients.trainer.FunctionalMechanismTrainer` objects,

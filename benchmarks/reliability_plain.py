@@ -13,6 +13,8 @@ shared cores; resumable) and of its goals summary:
     PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_plain --seeds 3 4 5 6 7 8 --groups small \
         --rules ours-server --out benchmarks/results/reliability_plain.csv  # then --again four times; and
     #   --seeds 3 4 5 --groups collusion --rules ours-server (stop 36: the server's records, ``ours-server``)
+    PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_plain --seeds $(seq 16 45) --groups small \
+        --scenarios none flipped --out benchmarks/results/reliability_plain.csv  # the study seeds (stop 37), every contender
     PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_plain --summary \
         --out benchmarks/results/reliability_plain.csv > benchmarks/results/reliability_plain_summary.txt
 

@@ -7,6 +7,10 @@ The committed study (``benchmarks/results/reliability_tuning.csv``) and its tabl
     PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_tuning --summary \\
         --out benchmarks/results/reliability_tuning.csv > benchmarks/results/reliability_tuning_summary.txt
 
+Later studies write their own CSV the same way, e.g. ``reliability_tuning_reversal.csv`` (stop 37: ``--variants
+memory_rate=0.5,seed=7`` run at 50324c9, in a worktree, and at e0e9da3 -- the reversal summed across rounds,
+reverted -- into one file).
+
 Each variant is ``ReliabilityWeightedFedAvg(memory_rate=0.8, ...)`` (rule ``ours:memory_rate=0.8``) at
 a code version (the table names it ``ours:memory_rate=0.8@<commit>``: a change to the estimator is
 compared by running the same options at its commit and at the one before), run
