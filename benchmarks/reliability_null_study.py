@@ -22,7 +22,7 @@ benchmarks measure the chosen one. Commands (the committed table is ``results/re
     PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_null_study --dump /tmp/flwr_ppcdl_calib/null_study
     PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_null_study --summary --dump /tmp/flwr_ppcdl_calib/null_study
 
-The extensions' table (``results/reliability_null_study_extensions.txt``, stop 37) was recorded at 5ba62bb into a
+The extensions' table (``results/reliability_null_study_extensions.txt``, stop 37) was recorded at 6cd81e0 into a
 fresh ``--dump`` folder the same way.
 """
 
