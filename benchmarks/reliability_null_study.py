@@ -157,12 +157,13 @@ def _replay(runs: list[dict[str, Any]], cell: tuple[str, str], rule: tuple[str, 
                 if extra in ("energy", "energy summed"):
                     stats["energy"] = (np.asarray(block["energy"], dtype=np.float64), ("estimated", False, 1.0, 1.0))
                 for name, (z, kind) in stats.items():
-                    if (extra == "reversal summed" and name == "reversal") or (extra == "energy summed" and name == "energy"):
+                    summed = extra == f"{name} summed"  # "reversal summed" or "energy summed"
+                    if summed:
                         old = np.array([sums.get((b, n), (0.0, 0.0)) for n in rd["nodes"]])
                         acc, squares = z + rate * old[:, 0], 1.0 + rate * rate * old[:, 1]
                         sums.update({(b, n): (float(a), float(w)) for n, a, w in zip(rd["nodes"], acc, squares, strict=True)})
                         z = acc / np.sqrt(squares)
-                    if extra and name in ("energy", "reversal") and (name == "energy" or extra == "reversal summed"):
+                    if summed or name == "energy":  # standardised again by the consistent voices: an estimated null
                         z, shrink, tail = cal.standardise(z, np.asarray(block["consistent"], dtype=bool), 1.0)
                         kind = ("estimated", False, round(shrink, 1), tail)
                     total += _llr(z, kind, rule)
