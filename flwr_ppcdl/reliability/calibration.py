@@ -51,6 +51,11 @@ def median_mad(values: FloatArray, members: NDArray[np.bool_] | None = None) -> 
     return loc, scale
 
 
+def squared_scale(values: FloatArray) -> FloatArray:
+    """A ``"scaled"`` null's squared scale from values of location 0 (last axis): their median square over a normal's."""
+    return np.asarray(np.median(np.square(values), axis=-1) / MEDIAN_CHI2_1, dtype=np.float64)
+
+
 def beyond_mirror(values: FloatArray, members: NDArray[np.bool_] | None = None, floor: float = 1e-12) -> tuple[FloatArray, FloatArray]:
     """The reversal's ``z`` along the last axis (minus the value over the MAD beyond halfway to the median's
     mirror, else 0) and the median / MAD: one formula for the estimator and its simulation."""
@@ -96,7 +101,7 @@ def _standardised(draws: FloatArray, kind: Kind) -> FloatArray:
     if kind[0] == "mirror":  # the larger of two honest reversals at median / MAD = kind[2] (independent: conservative)
         return np.maximum(*(beyond_mirror(d / median_mad(d)[1][:, None] + kind[2])[0] for d in (draws, draws[::-1])))
     if kind[0] == "scaled":
-        return kind[2] * draws / np.sqrt(np.median(draws * draws, axis=1) / MEDIAN_CHI2_1)[:, None]
+        return kind[2] * draws / np.sqrt(squared_scale(draws))[:, None]
     loc, scale = median_mad(draws)
     return kind[2] * (draws - loc[:, None]) / np.maximum(scale, 1e-12)[:, None]
 
@@ -164,11 +169,10 @@ def energy_threshold(k: int, alpha: float, lower_half: bool) -> float:
 
 @cache
 def chance_spread(k: int, alpha: float) -> float:
-    """The ``1 - alpha`` quantile of the squared scale a ``"scaled"`` null finds in K values of its law alone
-    (their median square over a standard normal's): a larger one is heterogeneity beyond the law."""
+    """The ``1 - alpha`` quantile of the squared scale K values of a ``"scaled"`` null's law alone give: beyond it, heterogeneity."""
     kk, sims = _sizes(max(k, 3), alpha)
     draws = np.random.default_rng([kk, 20_250_427]).standard_normal((sims, kk))
-    return float(np.quantile(np.median(draws * draws, axis=1) / MEDIAN_CHI2_1, 1.0 - alpha))
+    return float(np.quantile(squared_scale(draws), 1.0 - alpha))
 
 
 def known_to_normal(values: FloatArray, comparisons: int) -> FloatArray:

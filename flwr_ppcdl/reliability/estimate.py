@@ -137,6 +137,9 @@ def _calibrated(
     gamma = opts.memory_rate or 0.0
     if prior_statistics is not None and len(prior_statistics) != n_up:
         raise ValueError(f"prior_statistics has {len(prior_statistics)} entries, expected {n_up}")
+    carried = np.zeros(n_up) if prior_evidence is None else np.asarray(prior_evidence, dtype=np.float64).reshape(-1)
+    if carried.shape != (n_up,):
+        raise ValueError(f"prior_evidence has shape {carried.shape}, expected ({n_up},)")
     prior = [dict((prior_statistics or [None] * n_up)[i] or {}) for i in idx]  # (A, W) per block and statistic
     with single_thread_blas():
         if updates is not None and k >= 3:
@@ -172,8 +175,7 @@ def _calibrated(
             energy[pos] = np.fmax(energy[pos], fit.energy)
     threshold = np.array([evidence_threshold(int(n), opts.false_alarm_rate, tuple(sorted(kk))) if kk else np.inf for n, kk in zip(members, kinds, strict=True)])
     this_round = np.where(np.isfinite(threshold), total - threshold, -np.inf)
-    carried = np.nan_to_num(_per_upload("prior_evidence", prior_evidence, n_up, np.nan)[idx], nan=0.0)
-    log_odds = this_round + gamma * np.maximum(carried, 0.0)
+    log_odds = this_round + gamma * np.maximum(np.nan_to_num(carried[idx], nan=0.0), 0.0)
     honest = 1.0 / (1.0 + np.exp(np.clip(SHARPNESS * log_odds, -700.0, 700.0)))
     # a doubted count is pulled towards the median claim: all the way when flagged, by the square of the
     # bounded-influence factor when far (a count keeps its premium only with an upload that earns it)
@@ -228,16 +230,6 @@ def _local_voices(voice: NDArray[np.intp], pos: NDArray[np.intp]) -> NDArray[np.
     """``voice`` restricted to the block's participants ``pos``, as positions into ``pos``."""
     where = {int(p): j for j, p in enumerate(pos)}
     return np.array([where.get(int(voice[p]), j) for j, p in enumerate(pos)], dtype=np.intp)
-
-
-def _per_upload(name: str, values: Sequence[Any] | NDArray[Any] | None, n_up: int, default: float) -> FloatArray:
-    """One float per upload (``default`` when ``values`` is None); shape checked, naming ``name``."""
-    if values is None:
-        return np.full(n_up, default, dtype=np.float64)
-    out = np.asarray(values, dtype=np.float64).reshape(-1)
-    if out.shape != (n_up,):
-        raise ValueError(f"{name} has shape {out.shape}, expected ({n_up},)")
-    return out
 
 
 def _normalised(values: FloatArray, valid: NDArray[np.bool_]) -> FloatArray:

@@ -23,12 +23,12 @@ from numpy.typing import NDArray
 
 from flwr_ppcdl.reliability import constants as const
 from flwr_ppcdl.reliability.calibration import (
-    MEDIAN_CHI2_1,
     Kind,
     beyond_mirror,
     chance_spread,
     energy_threshold,
     known_to_normal,
+    squared_scale,
     standardise,
 )
 from flwr_ppcdl.reliability.sketch import Layer
@@ -241,7 +241,7 @@ def _projections(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray,
     if np.any(aa > _TINY):
         if known:
             z = -proj / np.sqrt(np.maximum(aa, _TINY))
-            scale2 = max(float(np.median(z[members] ** 2)) / MEDIAN_CHI2_1, _TINY)
+            scale2 = max(float(squared_scale(z[members])), _TINY)
             law = sum(np.sum(a * a * w * w * (_variance(lay, 0.0) + cvar), axis=1) for a, lay, w, (_, cvar) in zip(along, layers, weight, loo, strict=True))
             tail = round(min(max(1.0 - float(np.median(law[members] / aa[members])) / scale2, 0.0), 1.0), 1)
             tail = tail if scale2 > chance_spread(int(members.sum()), alpha) else 0.0  # beyond its law's chance
