@@ -1,0 +1,136 @@
+"""Census releases scored in seconds: what target skew and random targets do to the known-law model (issue #25).
+
+The statistics protocol scores each participant's one shared release; its weights depend on the releases
+alone. This script builds the census2000 participants of :mod:`benchmarks.reliability_calibrated` (the same
+``participants``, partitions, corruptions and releases) once, caches the releases, and scores them with the
+library's :func:`~flwr_ppcdl.reliability.estimate_reliability` exactly as :class:`SummedStatisticsFedAvg`
+scores a round (the views of :func:`~flwr_ppcdl.strategies.releases.release_view`; one round, no memory).
+Scoring 30 seeds x 16 cells takes seconds, so a change to the known-law model can be judged on many
+partitions before the 30-round benchmark runs.
+
+Per cell (split, epsilon, unreliable fraction) it prints honest participants flagged and kept (>= 0.8x their
+FedAvg share), the unreliable participants' AUROC and mass, and what the target-moment view's ``collapse``
+null was fitted to: the mean size of its reference set (the consistent voices), the share of seeds whose
+null has no heterogeneity beyond the law (tail 0), and the flagged honest participants' side (towards zero /
+beyond). ``--scale pairs`` swaps the null's squared scale (:func:`~flwr_ppcdl.reliability.calibration.squared_scale`,
+the median square over a normal's, in the estimator and in its simulated thresholds alike) for the median squared
+difference of two values over a normal's: a screening of another estimator, not library code. Commands (the
+committed table is ``results/reliability_census_releases.txt``, tuning seeds 46-75; both scales):
+
+    PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_census_releases --seeds $(seq 46 75) \
+        > benchmarks/results/reliability_census_releases.txt
+    PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_census_releases --seeds $(seq 46 75) --scale pairs \
+        >> benchmarks/results/reliability_census_releases.txt
+
+Privacy: the releases are the participants' differentially private ones (``insecure-noise-seed`` as in the
+benchmark: reproducible, not private); scoring them is post-processing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import flwr_ppcdl.reliability.calibration as calibration
+import flwr_ppcdl.reliability.estimate as estimate
+import flwr_ppcdl.reliability.model as model
+from benchmarks.reliability_common import DIAGNOSIS_SEEDS, TUNE_SEEDS, auroc, provenance, seed_role
+from flwr_ppcdl.reliability import estimate_reliability
+from flwr_ppcdl.strategies.releases import release_view
+
+CELLS = [(part, eps, frac) for part in ("iid", "dirichlet") for eps in (1.0, 10.0) for frac in (0.0, 0.1, 0.3, 0.4)]
+
+
+def releases(seeds: list[int], cache: Path) -> dict[tuple[int, str, float, float], tuple[list[Any], np.ndarray]]:
+    """Every cell's releases and who is unreliable (the benchmark's participants), cached by seed."""
+    # imports torch and the App: only when releases are built
+    from benchmarks.reliability_calibrated import participants
+
+    have: dict[tuple[int, str, float, float], tuple[list[Any], np.ndarray]] = pickle.loads(cache.read_bytes()) if cache.exists() else {}
+    for seed in seeds:
+        for part, eps, frac in CELLS:
+            if (seed, part, eps, frac) in have:
+                continue
+            cfg = {"dataset": "census2000", "unreliable-kind": "random-targets", "unreliable-fraction": frac,
+                   "partitioning": part, "epsilon": eps, "seed": seed, "num-rounds": 30, "insecure-noise-seed": 1000 + seed}
+            _, trainers, bad = participants(cfg)
+            have[(seed, part, eps, frac)] = ([t.release for t in trainers], np.asarray(bad, dtype=bool))
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_bytes(pickle.dumps(have))
+    return have
+
+
+def score(rels: list[Any], bad: np.ndarray) -> dict[str, Any]:
+    """One round of the statistics protocol's scoring; the target-moment view's collapse null as fitted."""
+    fits: list[Any] = []
+    fit_block = estimate.fit_block
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        fits.append(fit_block(*args, **kwargs))
+        return fits[-1]
+
+    estimate.fit_block = recording  # type: ignore[assignment]
+    try:
+        counts = np.array([r.num_examples for r in rels], dtype=np.float64)
+        result = estimate_reliability(None, counts, views=[release_view(r) for r in rels], memory_rate=None)
+    finally:
+        estimate.fit_block = fit_block  # type: ignore[assignment]
+    flagged = result.round_evidence > 0
+    weight, share = result.weights / result.weights.sum(), counts / counts.sum()
+    moments = fits[0]  # the first view block: the target moments b / n
+    side = moments.z.get("collapse", np.zeros(len(rels)))
+    return {"flagged": float(flagged[~bad].mean()), "kept": float(np.mean(weight[~bad] >= 0.8 * share[~bad])),
+            "auroc": auroc(weight, bad) if bad.any() else math.nan,
+            "mass": float(weight[bad].sum() / share[bad].sum()) if bad.any() else math.nan,
+            "reference": int(moments.consistent.sum()), "no_tail": moments.kinds.get("collapse", ("", True, 1.0, 1.0))[3] == 0.0,
+            "towards": int(np.sum(flagged & ~bad & (side > 0))), "beyond": int(np.sum(flagged & ~bad & (side < 0)))}
+
+
+def pair_scale(values: np.ndarray) -> np.ndarray:
+    """The median squared difference of two of ``values`` (last axis) over a standard normal's (2 x the median chi^2_1):
+    four values at the centre pull it less than they pull the median square."""
+    i, j = np.triu_indices(values.shape[-1], 1)
+    return np.asarray(np.median((values[..., i] - values[..., j]) ** 2, axis=-1) / (2.0 * calibration.MEDIAN_CHI2_1))
+
+
+def use_scale(name: str) -> None:
+    """Swap the ``"scaled"`` null's squared scale in the estimator and in its simulations (cached thresholds cleared)."""
+    if name == "pairs":
+        calibration.squared_scale = model.squared_scale = pair_scale  # type: ignore[assignment]
+        calibration.evidence_threshold.cache_clear()
+        calibration.chance_spread.cache_clear()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(DIAGNOSIS_SEEDS))
+    parser.add_argument("--scale", choices=("median", "pairs"), default="median", help="the scaled null's squared scale")
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/flwr_ppcdl_calib/census_releases.pkl"))
+    args = parser.parse_args()
+    if refused := [s for s in args.seeds if s not in TUNE_SEEDS + DIAGNOSIS_SEEDS]:
+        raise SystemExit(f"seeds {refused} are not tuning seeds: this is a study tool, the benchmarks report")
+    have = releases(args.seeds, args.cache)
+    use_scale(args.scale)
+    info = provenance()
+    print(f"# census2000 releases, statistics-protocol scoring (one round, no memory), scale {args.scale}; seeds {args.seeds} "
+          f"({', '.join(sorted({seed_role(s) for s in args.seeds}))}); code {info['code_version']}; {info['packages']}")
+    print(f"{'split':9} {'eps':>4} {'bad':>4} | {'honest flagged':>14} {'kept':>5} | {'AUROC':>5} {'mass':>5} | "
+          f"{'reference':>9} {'tail 0':>6} | flagged honest: towards zero / beyond")
+    for part, eps, frac in CELLS:
+        rows = [score(*have[(s, part, eps, frac)]) for s in args.seeds]
+
+        def m(key: str, rows: list[dict[str, Any]] = rows) -> float:
+            values = [r[key] for r in rows if not (isinstance(r[key], float) and math.isnan(r[key]))]
+            return float(np.mean(values)) if values else math.nan
+
+        print(f"{part:9} {eps:>4g} {frac:>4.0%} | {m('flagged'):>14.3f} {m('kept'):>5.2f} | {m('auroc'):>5.2f} {m('mass'):>5.2f} | "
+              f"{m('reference'):>9.1f} {m('no_tail'):>6.2f} | {sum(r['towards'] for r in rows)} / {sum(r['beyond'] for r in rows)}")
+
+
+if __name__ == "__main__":
+    main()
