@@ -1,0 +1,60 @@
+"""The census-release screening tool: both squared scales read a normal's scale, the pair scale is pulled less by
+values at the centre, and swapping the scale reaches the estimator and its simulated thresholds together."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import flwr_ppcdl.reliability.calibration as calibration
+import flwr_ppcdl.reliability.model as model
+from benchmarks import reliability_census_releases as census
+from flwr_ppcdl.reliability import ScoredView, estimate_reliability
+
+
+def test_both_squared_scales_read_the_scale_of_normal_values() -> None:
+    values = 3.0 * np.random.default_rng(5).standard_normal((40, 801))
+    assert np.mean(calibration.squared_scale(values)) == pytest.approx(9.0, rel=0.05)
+    assert np.mean(census.pair_scale(values)) == pytest.approx(9.0, rel=0.05)
+
+
+def test_values_at_the_centre_pull_the_pair_scale_less_than_the_median_square() -> None:
+    """Four of ten values at 0 (random targets at the consensus) beside six honest ones of scale 1: the median square
+    falls to a sixth of the honest scale, the median squared difference to a half."""
+    rng = np.random.default_rng(11)
+    values = np.concatenate([np.zeros((4000, 4)), rng.standard_normal((4000, 6))], axis=1)
+    median_square, pairs = np.median(calibration.squared_scale(values)), np.median(census.pair_scale(values))
+    assert median_square < 0.2 and pairs > 0.4
+
+
+def test_swapping_the_scale_reaches_the_estimator_and_its_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After ``use_scale("pairs")`` the known-law collapse of a round and the threshold it is compared with both use the
+    pair scale (the cached thresholds are recomputed): a round scored before and after differs, and restoring the
+    library's scale restores the round."""
+    rng = np.random.default_rng(3)
+    theta = rng.normal(size=4)
+    views = [ScoredView([(1.0 + 0.3 * rng.standard_t(4)) * theta + 0.01 * rng.normal(size=4)], [np.full(4, 1e-4)], False)
+             for _ in range(10)]
+
+    def score() -> np.ndarray:
+        return estimate_reliability(None, np.full(10, 100.0), views=views, memory_rate=None).round_evidence
+
+    before = score()
+    monkeypatch.setattr(calibration, "squared_scale", calibration.squared_scale)
+    monkeypatch.setattr(model, "squared_scale", model.squared_scale)
+    calls: list[int] = []
+    pair_scale = census.pair_scale
+
+    def counted(values: np.ndarray) -> np.ndarray:
+        calls.append(values.ndim)
+        return pair_scale(values)
+
+    monkeypatch.setattr(census, "pair_scale", counted)
+    census.use_scale("pairs")
+    after = score()
+    assert 1 in calls and 2 in calls  # the estimator's one round (1-D) and the simulation's draws (2-D)
+    assert not np.allclose(before, after)
+    monkeypatch.undo()
+    calibration.evidence_threshold.cache_clear()
+    calibration.chance_spread.cache_clear()
+    assert np.allclose(score(), before)
