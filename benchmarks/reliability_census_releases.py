@@ -11,8 +11,8 @@ partitions before the 30-round benchmark runs.
 Per cell (split, epsilon, unreliable fraction) it prints honest participants flagged and kept (>= 0.8x their
 FedAvg share), the unreliable participants' AUROC and mass, and what the target-moment view's ``collapse``
 null was fitted to: the mean size of its reference set (the consistent voices), the share of seeds whose
-null has no heterogeneity beyond the law (tail 0), and the flagged honest participants' side (towards zero /
-beyond). ``--scale pairs`` swaps the null's squared scale (:func:`~flwr_ppcdl.reliability.calibration.squared_scale`,
+null has no heterogeneity beyond the law (tail 0), where the unreliable and the honest sit on it (the median
+|z| of each, averaged over seeds), and the flagged honest participants' side (towards zero / beyond). ``--scale pairs`` swaps the null's squared scale (:func:`~flwr_ppcdl.reliability.calibration.squared_scale`,
 the median square over a normal's, in the estimator and in its simulated thresholds alike) for the median squared
 difference of two values over a normal's: a screening of another estimator, not library code. Commands (the
 committed table is ``results/reliability_census_releases.txt``, tuning seeds 46-75; both scales):
@@ -88,7 +88,8 @@ def score(rels: list[Any], bad: np.ndarray) -> dict[str, Any]:
             "auroc": auroc(weight, bad) if bad.any() else math.nan,
             "mass": float(weight[bad].sum() / share[bad].sum()) if bad.any() else math.nan,
             "reference": int(moments.consistent.sum()), "no_tail": moments.kinds.get("collapse", ("", True, 1.0, 1.0))[3] == 0.0,
-            "towards": int(np.sum(flagged & ~bad & (side > 0))), "beyond": int(np.sum(flagged & ~bad & (side < 0)))}
+            "towards": int(np.sum(flagged & ~bad & (side > 0))), "beyond": int(np.sum(flagged & ~bad & (side < 0))),
+            "z_bad": float(np.median(np.abs(side[bad]))) if bad.any() else math.nan, "z_honest": float(np.median(np.abs(side[~bad])))}
 
 
 def pair_scale(values: np.ndarray) -> np.ndarray:
@@ -120,7 +121,7 @@ def main() -> None:
     print(f"# census2000 releases, statistics-protocol scoring (one round, no memory), scale {args.scale}; seeds {args.seeds} "
           f"({', '.join(sorted({seed_role(s) for s in args.seeds}))}); code {info['code_version']}; {info['packages']}")
     print(f"{'split':9} {'eps':>4} {'bad':>4} | {'honest flagged':>14} {'kept':>5} | {'AUROC':>5} {'mass':>5} | "
-          f"{'reference':>9} {'tail 0':>6} | flagged honest: towards zero / beyond")
+          f"{'reference':>9} {'tail 0':>6} | median |z| unreliable / honest | flagged honest: towards zero / beyond")
     for part, eps, frac in CELLS:
         rows = [score(*have[(s, part, eps, frac)]) for s in args.seeds]
 
@@ -129,7 +130,8 @@ def main() -> None:
             return float(np.mean(values)) if values else math.nan
 
         print(f"{part:9} {eps:>4g} {frac:>4.0%} | {m('flagged'):>14.3f} {m('kept'):>5.2f} | {m('auroc'):>5.2f} {m('mass'):>5.2f} | "
-              f"{m('reference'):>9.1f} {m('no_tail'):>6.2f} | {sum(r['towards'] for r in rows)} / {sum(r['beyond'] for r in rows)}")
+              f"{m('reference'):>9.1f} {m('no_tail'):>6.2f} | {m('z_bad'):>13.2f} / {m('z_honest'):<14.2f} | "
+              f"{sum(r['towards'] for r in rows)} / {sum(r['beyond'] for r in rows)}")
 
 
 if __name__ == "__main__":
