@@ -12,15 +12,18 @@ Per cell (split, epsilon, unreliable fraction) it prints honest participants fla
 FedAvg share), the unreliable participants' AUROC and mass, and what the target-moment view's ``collapse``
 null was fitted to: the mean size of its reference set (the consistent voices), the share of seeds whose
 null has no heterogeneity beyond the law (tail 0), where the unreliable and the honest sit on it (the median
-|z| of each, averaged over seeds), and the flagged honest participants' side (towards zero / beyond). ``--scale pairs`` swaps the null's squared scale (:func:`~flwr_ppcdl.reliability.calibration.squared_scale`,
-the median square over a normal's, in the estimator and in its simulated thresholds alike) for the median squared
-difference of two values over a normal's: a screening of another estimator, not library code. Commands (the
-committed table is ``results/reliability_census_releases.txt``, tuning seeds 46-75; both scales):
+|z| of each, averaged over seeds), and the flagged honest participants' side (towards zero / beyond).
+``--scale pairs`` swaps the null's squared scale (:func:`~flwr_ppcdl.reliability.calibration.squared_scale`, the
+median square over a normal's, in the estimator and in its simulated thresholds alike) for the median squared
+difference of two values over a normal's: a screening of another estimator, not library code. ``--out`` writes
+(``--append``: appends) the table once it is computed (a shell redirect would truncate the committed file first,
+and the code version would read ``+dirty``). Commands (the committed table is
+``results/reliability_census_releases.txt``, tuning seeds 46-75; both scales):
 
     PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_census_releases --seeds $(seq 46 75) \
-        > benchmarks/results/reliability_census_releases.txt
+        --out benchmarks/results/reliability_census_releases.txt
     PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_census_releases --seeds $(seq 46 75) --scale pairs \
-        >> benchmarks/results/reliability_census_releases.txt
+        --out benchmarks/results/reliability_census_releases.txt --append
 
 Privacy: the releases are the participants' differentially private ones (``insecure-noise-seed`` as in the
 benchmark: reproducible, not private); scoring them is post-processing.
@@ -111,6 +114,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(DIAGNOSIS_SEEDS))
     parser.add_argument("--scale", choices=("median", "pairs"), default="median", help="the scaled null's squared scale")
+    parser.add_argument("--out", type=Path, help="write the table here (default: print it)")
+    parser.add_argument("--append", action="store_true", help="with --out: append, after a blank line")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/flwr_ppcdl_calib/census_releases.pkl"))
     args = parser.parse_args()
     if refused := [s for s in args.seeds if s not in TUNE_SEEDS + DIAGNOSIS_SEEDS]:
@@ -118,10 +123,10 @@ def main() -> None:
     have = releases(args.seeds, args.cache)
     use_scale(args.scale)
     info = provenance()
-    print(f"# census2000 releases, statistics-protocol scoring (one round, no memory), scale {args.scale}; seeds {args.seeds} "
-          f"({', '.join(sorted({seed_role(s) for s in args.seeds}))}); code {info['code_version']}; {info['packages']}")
-    print(f"{'split':9} {'eps':>4} {'bad':>4} | {'honest flagged':>14} {'kept':>5} | {'AUROC':>5} {'mass':>5} | "
-          f"{'reference':>9} {'tail 0':>6} | median |z| unreliable / honest | flagged honest: towards zero / beyond")
+    lines = [f"# census2000 releases, statistics-protocol scoring (one round, no memory), scale {args.scale}; seeds {args.seeds} "
+             f"({', '.join(sorted({seed_role(s) for s in args.seeds}))}); code {info['code_version']}; {info['packages']}",
+             f"{'split':9} {'eps':>4} {'bad':>4} | {'honest flagged':>14} {'kept':>5} | {'AUROC':>5} {'mass':>5} | "
+             f"{'reference':>9} {'tail 0':>6} | median |z| unreliable / honest | flagged honest: towards zero / beyond"]
     for part, eps, frac in CELLS:
         rows = [score(*have[(s, part, eps, frac)]) for s in args.seeds]
 
@@ -129,9 +134,16 @@ def main() -> None:
             values = [r[key] for r in rows if not (isinstance(r[key], float) and math.isnan(r[key]))]
             return float(np.mean(values)) if values else math.nan
 
-        print(f"{part:9} {eps:>4g} {frac:>4.0%} | {m('flagged'):>14.3f} {m('kept'):>5.2f} | {m('auroc'):>5.2f} {m('mass'):>5.2f} | "
-              f"{m('reference'):>9.1f} {m('no_tail'):>6.2f} | {m('z_bad'):>13.2f} / {m('z_honest'):<14.2f} | "
-              f"{sum(r['towards'] for r in rows)} / {sum(r['beyond'] for r in rows)}")
+        lines.append(f"{part:9} {eps:>4g} {frac:>4.0%} | {m('flagged'):>14.3f} {m('kept'):>5.2f} | {m('auroc'):>5.2f} "
+                     f"{m('mass'):>5.2f} | {m('reference'):>9.1f} {m('no_tail'):>6.2f} | {m('z_bad'):>13.2f} / {m('z_honest'):<14.2f} | "
+                     f"{sum(r['towards'] for r in rows)} / {sum(r['beyond'] for r in rows)}")
+    text = "\n".join(lines) + "\n"
+    if args.out is None:
+        print(text, end="")
+    elif args.append and args.out.exists():
+        args.out.write_text(args.out.read_text() + "\n" + text)
+    else:
+        args.out.write_text(text)
 
 
 if __name__ == "__main__":
