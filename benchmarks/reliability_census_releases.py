@@ -13,17 +13,15 @@ FedAvg share), the unreliable participants' AUROC and mass, and what the target-
 null was fitted to: the mean size of its reference set (the consistent voices), the share of seeds whose
 null has no heterogeneity beyond the law (tail 0), where the unreliable and the honest sit on it (the median
 |z| of each, averaged over seeds), and the flagged honest participants' side (towards zero / beyond).
-``--scale pairs`` swaps the null's squared scale (:func:`~flwr_ppcdl.reliability.calibration.squared_scale`, the
-median square over a normal's, in the estimator and in its simulated thresholds alike) for the median squared
-difference of two values over a normal's: a screening of another estimator, not library code. ``--out`` writes
-(``--append``: appends) the table once it is computed (a shell redirect would truncate the committed file first,
-and the code version would read ``+dirty``). Commands (the committed table is
-``results/reliability_census_releases.txt``, tuning seeds 46-75; both scales):
+``--scales median pairs`` adds a table where the pair scale swaps the null's squared scale
+(:func:`~flwr_ppcdl.reliability.calibration.squared_scale`, the median square over a normal's, in the estimator and
+in its simulated thresholds alike) for the median squared difference of two values over a normal's: a screening of
+another estimator, not library code. ``--out`` writes the tables once they are computed (a shell redirect would
+truncate the committed file first, and the code version would read ``+dirty``).
+Command (the committed tables, ``results/reliability_census_releases.txt``, tuning seeds 46-75):
 
     PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_census_releases --seeds $(seq 46 75) \
-        --out benchmarks/results/reliability_census_releases.txt
-    PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_census_releases --seeds $(seq 46 75) --scale pairs \
-        --out benchmarks/results/reliability_census_releases.txt --append
+        --scales median pairs --out benchmarks/results/reliability_census_releases.txt
 
 Privacy: the releases are the participants' differentially private ones (``insecure-noise-seed`` as in the
 benchmark: reproducible, not private); scoring them is post-processing.
@@ -102,46 +100,49 @@ def pair_scale(values: np.ndarray) -> np.ndarray:
     return np.asarray(np.median((values[..., i] - values[..., j]) ** 2, axis=-1) / (2.0 * calibration.MEDIAN_CHI2_1))
 
 
+LIBRARY_SCALE = calibration.squared_scale
+
+
 def use_scale(name: str) -> None:
-    """Swap the ``"scaled"`` null's squared scale in the estimator and in its simulations (cached thresholds cleared)."""
-    if name == "pairs":
-        calibration.squared_scale = model.squared_scale = pair_scale  # type: ignore[assignment]
-        calibration.evidence_threshold.cache_clear()
-        calibration.chance_spread.cache_clear()
+    """The ``"scaled"`` null's squared scale in the estimator and in its simulations: the library's (``"median"``) or
+    the pair scale; the cached thresholds are cleared."""
+    calibration.squared_scale = model.squared_scale = pair_scale if name == "pairs" else LIBRARY_SCALE  # type: ignore[assignment]
+    calibration.evidence_threshold.cache_clear()
+    calibration.chance_spread.cache_clear()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(DIAGNOSIS_SEEDS))
-    parser.add_argument("--scale", choices=("median", "pairs"), default="median", help="the scaled null's squared scale")
-    parser.add_argument("--out", type=Path, help="write the table here (default: print it)")
-    parser.add_argument("--append", action="store_true", help="with --out: append, after a blank line")
+    parser.add_argument("--scales", nargs="+", choices=("median", "pairs"), default=["median"], help="one table per scale")
+    parser.add_argument("--out", type=Path, help="write the tables here (default: print them)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/flwr_ppcdl_calib/census_releases.pkl"))
     args = parser.parse_args()
     if refused := [s for s in args.seeds if s not in TUNE_SEEDS + DIAGNOSIS_SEEDS]:
         raise SystemExit(f"seeds {refused} are not tuning seeds: this is a study tool, the benchmarks report")
     have = releases(args.seeds, args.cache)
-    use_scale(args.scale)
     info = provenance()
-    lines = [f"# census2000 releases, statistics-protocol scoring (one round, no memory), scale {args.scale}; seeds {args.seeds} "
-             f"({', '.join(sorted({seed_role(s) for s in args.seeds}))}); code {info['code_version']}; {info['packages']}",
-             f"{'split':9} {'eps':>4} {'bad':>4} | {'honest flagged':>14} {'kept':>5} | {'AUROC':>5} {'mass':>5} | "
-             f"{'reference':>9} {'tail 0':>6} | median |z| unreliable / honest | flagged honest: towards zero / beyond"]
-    for part, eps, frac in CELLS:
-        rows = [score(*have[(s, part, eps, frac)]) for s in args.seeds]
+    lines: list[str] = []
+    for scale in args.scales:
+        use_scale(scale)
+        lines += [""] if lines else []
+        lines += [f"# census2000 releases, statistics-protocol scoring (one round, no memory), scale {scale}; seeds {args.seeds} "
+                 f"({', '.join(sorted({seed_role(s) for s in args.seeds}))}); code {info['code_version']}; {info['packages']}",
+                 f"{'split':9} {'eps':>4} {'bad':>4} | {'honest flagged':>14} {'kept':>5} | {'AUROC':>5} {'mass':>5} | "
+                 f"{'reference':>9} {'tail 0':>6} | median |z| unreliable / honest | flagged honest: towards zero / beyond"]
+        for part, eps, frac in CELLS:
+            rows = [score(*have[(s, part, eps, frac)]) for s in args.seeds]
 
-        def m(key: str, rows: list[dict[str, Any]] = rows) -> float:
-            values = [r[key] for r in rows if not (isinstance(r[key], float) and math.isnan(r[key]))]
-            return float(np.mean(values)) if values else math.nan
+            def m(key: str, rows: list[dict[str, Any]] = rows) -> float:
+                values = [r[key] for r in rows if not (isinstance(r[key], float) and math.isnan(r[key]))]
+                return float(np.mean(values)) if values else math.nan
 
-        lines.append(f"{part:9} {eps:>4g} {frac:>4.0%} | {m('flagged'):>14.3f} {m('kept'):>5.2f} | {m('auroc'):>5.2f} "
-                     f"{m('mass'):>5.2f} | {m('reference'):>9.1f} {m('no_tail'):>6.2f} | {m('z_bad'):>13.2f} / {m('z_honest'):<14.2f} | "
-                     f"{sum(r['towards'] for r in rows)} / {sum(r['beyond'] for r in rows)}")
+            lines.append(f"{part:9} {eps:>4g} {frac:>4.0%} | {m('flagged'):>14.3f} {m('kept'):>5.2f} | {m('auroc'):>5.2f} "
+                         f"{m('mass'):>5.2f} | {m('reference'):>9.1f} {m('no_tail'):>6.2f} | {m('z_bad'):>13.2f} / {m('z_honest'):<14.2f} | "
+                         f"{sum(r['towards'] for r in rows)} / {sum(r['beyond'] for r in rows)}")
     text = "\n".join(lines) + "\n"
     if args.out is None:
         print(text, end="")
-    elif args.append and args.out.exists():
-        args.out.write_text(args.out.read_text() + "\n" + text)
     else:
         args.out.write_text(text)
 
