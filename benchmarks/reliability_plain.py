@@ -15,6 +15,9 @@ shared cores; resumable) and of its goals summary:
     #   --seeds 3 4 5 --groups collusion --rules ours-server (stop 36: the server's records, ``ours-server``)
     PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_plain --seeds $(seq 16 45) --groups small \
         --scenarios none flipped --out benchmarks/results/reliability_plain.csv  # the study seeds (stop 37), every contender
+    PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_plain --seeds $(seq 16 45) --groups small \
+        --scenarios mode2 random-uploads --out benchmarks/results/reliability_plain.csv  # stop 38, 40 minutes; and
+    #   --seeds $(seq 16 25) --groups collusion (stop 38, 6 minutes a seed)
     PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_plain --summary \
         --out benchmarks/results/reliability_plain.csv > benchmarks/results/reliability_plain_summary.txt
 
