@@ -14,7 +14,8 @@ without ``--quick``, takes about 1.5 hours) and of its goals summary:
     #   --protocol parameters --rules fedmedian fedtrimmedavg multikrum legacy (Bulyan left out: 30-50 s a cell)
     PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_calibrated --seeds 3 4 5 --rules ours fedavg oracle \
         --out benchmarks/results/reliability_calibrated.csv  # the whole grid beside the previous estimator's (stop 38, 11 min)
-    #   then --protocol parameters --rules fedmedian fedtrimmedavg multikrum legacy (stop 38, 25 min; no Bulyan)
+    #   then --protocol parameters --rules fedmedian fedtrimmedavg multikrum legacy (stop 38, 25 min; no Bulyan), and
+    #   --only census2000 --seeds $(seq 16 45) --rules ours fedavg oracle (stop 38: the census grid on the study seeds, 25 min)
     PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_calibrated --summary \
         --out benchmarks/results/reliability_calibrated.csv > benchmarks/results/reliability_calibrated_summary.txt
 

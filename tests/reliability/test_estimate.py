@@ -169,6 +169,10 @@ def test_memory_carries_suspicion_not_credit() -> None:
     credit = estimate_reliability(ups, counts, seed=0, memory_rate=0.5, prior_evidence=np.full(10, -40.0)).evidence
     np.testing.assert_allclose(suspect, alone + 2.0)
     np.testing.assert_allclose(credit, alone)
+    new_nodes = estimate_reliability(ups, counts, seed=0, memory_rate=0.5, prior_evidence=np.full(10, np.nan)).evidence
+    np.testing.assert_allclose(new_nodes, alone)  # NaN: a node never seen carries nothing
+    with pytest.raises(ValueError, match=r"prior_evidence has shape \(9,\), expected \(10,\)"):
+        estimate_reliability(ups, counts, memory_rate=0.5, prior_evidence=np.zeros(9))
 
 
 def test_the_aggregator_remembers_a_node_that_keeps_failing() -> None:
