@@ -40,7 +40,13 @@ import numpy as np
 import flwr_ppcdl.reliability.calibration as calibration
 import flwr_ppcdl.reliability.estimate as estimate
 import flwr_ppcdl.reliability.model as model
-from benchmarks.reliability_common import DIAGNOSIS_SEEDS, TUNE_SEEDS, auroc, provenance, seed_role
+from benchmarks.reliability_common import (
+    DIAGNOSIS_SEEDS,
+    TUNE_SEEDS,
+    provenance,
+    seed_role,
+    weight_statistics,
+)
 from flwr_ppcdl.reliability import estimate_reliability
 from flwr_ppcdl.strategies.releases import release_view
 
@@ -82,12 +88,12 @@ def score(rels: list[Any], bad: np.ndarray) -> dict[str, Any]:
     finally:
         estimate.fit_block = fit_block  # type: ignore[assignment]
     flagged = result.round_evidence > 0
-    weight, share = result.weights / result.weights.sum(), counts / counts.sum()
+    # the benchmarks' statistics of one round (positions as node ids): the same definitions as their tables
+    stats = weight_statistics([dict(enumerate(result.weights / result.weights.sum()))], [dict(enumerate(counts / counts.sum()))],
+                              dict(enumerate(bad.tolist())), [dict(enumerate(result.round_evidence))])
     moments = fits[0]  # the first view block: the target moments b / n
     side = moments.z.get("collapse", np.zeros(len(rels)))
-    return {"flagged": float(flagged[~bad].mean()), "kept": float(np.mean(weight[~bad] >= 0.8 * share[~bad])),
-            "auroc": auroc(weight, bad) if bad.any() else math.nan,
-            "mass": float(weight[bad].sum() / share[bad].sum()) if bad.any() else math.nan,
+    return {"flagged": stats["false_alarms"], "kept": stats["honest_kept"], "auroc": stats["auroc"], "mass": stats["bad_mass"],
             "reference": int(moments.consistent.sum()), "no_tail": moments.kinds.get("collapse", ("", True, 1.0, 1.0))[3] == 0.0,
             "towards": int(np.sum(flagged & ~bad & (side > 0))), "beyond": int(np.sum(flagged & ~bad & (side < 0))),
             "z_bad": float(np.median(np.abs(side[bad]))) if bad.any() else math.nan, "z_honest": float(np.median(np.abs(side[~bad])))}

@@ -181,6 +181,7 @@ def _replay(runs: list[dict[str, Any]], cell: tuple[str, str], rule: tuple[str, 
                 mass.append(weight[bad].sum() / weight.sum() / bad.mean())
     return f"{np.mean(flagged):.3f}/{np.mean(low):.3f}/{np.mean(mass) if mass else math.nan:.2f}"
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dump", type=Path, default=Path("/tmp/flwr_ppcdl_calib/null_study"))
