@@ -13,15 +13,18 @@ FedAvg share), the unreliable participants' AUROC and mass, and what the target-
 null was fitted to: the mean size of its reference set (the consistent voices), the share of seeds whose
 null has no heterogeneity beyond the law (tail 0), where the unreliable and the honest sit on it (the median
 |z| of each, averaged over seeds), and the flagged honest participants' side (towards zero / beyond).
-``--scales median pairs`` adds a table where the pair scale swaps the null's squared scale
+``--scales`` adds one table per scale, swapping the null's squared scale
 (:func:`~flwr_ppcdl.reliability.calibration.squared_scale`, the median square over a normal's, in the estimator and
-in its simulated thresholds alike) for the median squared difference of two values over a normal's: a screening of
-another estimator, not library code. ``--out`` writes the tables once they are computed (a shell redirect would
-truncate the committed file first, and the code version would read ``+dirty``).
+in its simulated thresholds alike): ``pairs``, the median squared difference of two values over a normal's; ``q75``,
+the upper quartile of the squares over a normal's; ``oracle``, a ceiling and no estimator: the scaled nulls fitted to
+the consistent voices that are honest (the benchmark knows who), the library's scale and thresholds otherwise.
+``--tails`` does the same for the heterogeneity's Student-t degrees of freedom (``HETEROGENEITY_TAIL``). These are
+screenings, not library code. ``--out`` writes the tables once they are computed (a shell redirect would truncate
+the committed file first, and the code version would read ``+dirty``).
 Command (the committed tables, ``results/reliability_census_releases.txt``, tuning seeds 46-75):
 
     PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_census_releases --seeds $(seq 46 75) \
-        --scales median pairs --out benchmarks/results/reliability_census_releases.txt
+        --scales median pairs q75 oracle --tails 4 3 --out benchmarks/results/reliability_census_releases.txt
 
 Privacy: the releases are the participants' differentially private ones (``insecure-noise-seed`` as in the
 benchmark: reproducible, not private); scoring them is post-processing.
@@ -38,6 +41,7 @@ from typing import Any
 import numpy as np
 
 import flwr_ppcdl.reliability.calibration as calibration
+import flwr_ppcdl.reliability.constants as constants
 import flwr_ppcdl.reliability.estimate as estimate
 import flwr_ppcdl.reliability.model as model
 from benchmarks.reliability_common import (
@@ -76,6 +80,7 @@ def score(rels: list[Any], bad: np.ndarray) -> dict[str, Any]:
     """One round of the statistics protocol's scoring; the target-moment view's collapse null as fitted."""
     fits: list[Any] = []
     fit_block = estimate.fit_block
+    HONEST[:] = [~bad]  # every participant holds a release: a view block's positions are the participants
 
     def recording(*args: Any, **kwargs: Any) -> Any:
         fits.append(fit_block(*args, **kwargs))
@@ -106,21 +111,41 @@ def pair_scale(values: np.ndarray) -> np.ndarray:
     return np.asarray(np.median((values[..., i] - values[..., j]) ** 2, axis=-1) / (2.0 * calibration.MEDIAN_CHI2_1))
 
 
-LIBRARY_SCALE = calibration.squared_scale
+def upper_quartile_scale(values: np.ndarray) -> np.ndarray:
+    """The upper quartile of the squares of ``values`` (last axis) over a standard normal's (chi^2_1's, 1.3233): four
+    values at the centre among ten pull it less than the median square, far values more."""
+    return np.asarray(np.quantile(np.square(values), 0.75, axis=-1) / UPPER_QUARTILE_CHI2_1)
 
 
-def use_scale(name: str) -> None:
-    """The ``"scaled"`` null's squared scale in the estimator and in its simulations: the library's (``"median"``) or
-    the pair scale; the cached thresholds are cleared."""
-    calibration.squared_scale = model.squared_scale = pair_scale if name == "pairs" else LIBRARY_SCALE  # type: ignore[assignment]
-    calibration.evidence_threshold.cache_clear()
-    calibration.chance_spread.cache_clear()
+UPPER_QUARTILE_CHI2_1 = 1.3233036969314664
+LIBRARY_SCALE, LIBRARY_TAIL, LIBRARY_PROJECTIONS = calibration.squared_scale, constants.HETEROGENEITY_TAIL, model._projections
+HONEST: list[np.ndarray] = []  # the round being scored: who is honest (the oracle's knowledge)
+
+
+def honest_projections(out: Any, layers: Any, loo: Any, centre: Any, tau2: Any, members: np.ndarray, *args: Any) -> None:
+    """``model._projections`` with its null fitted to the honest consistent voices only (the ``oracle`` ceiling)."""
+    LIBRARY_PROJECTIONS(out, layers, loo, centre, tau2, members & HONEST[-1], *args)
+
+
+def use_scale(name: str, tail: float = LIBRARY_TAIL) -> None:
+    """The ``"scaled"`` null's squared scale in the estimator and in its simulations (``"median"``: the library's;
+    ``"pairs"``, ``"q75"``; ``"oracle"``: the library's, fitted to honest voices) and the heterogeneity's tail; the
+    cached thresholds are cleared."""
+    scale = {"pairs": pair_scale, "q75": upper_quartile_scale}.get(name, LIBRARY_SCALE)
+    calibration.squared_scale = model.squared_scale = scale  # type: ignore[assignment]
+    model._projections = honest_projections if name == "oracle" else LIBRARY_PROJECTIONS  # type: ignore[assignment]
+    constants.HETEROGENEITY_TAIL = tail
+    for cached in (calibration.evidence_threshold, calibration.chance_spread, calibration.energy_threshold):
+        cached.cache_clear()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(DIAGNOSIS_SEEDS))
-    parser.add_argument("--scales", nargs="+", choices=("median", "pairs"), default=["median"], help="one table per scale")
+    parser.add_argument("--scales", nargs="+", choices=("median", "pairs", "q75", "oracle"), default=["median"],
+                        help="one table per scale (module docstring)")
+    parser.add_argument("--tails", type=float, nargs="+", default=[LIBRARY_TAIL],
+                        help="one table per heterogeneity tail (Student-t degrees of freedom) with the library's scale")
     parser.add_argument("--out", type=Path, help="write the tables here (default: print them)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/flwr_ppcdl_calib/census_releases.pkl"))
     args = parser.parse_args()
@@ -129,10 +154,11 @@ def main() -> None:
     have = releases(args.seeds, args.cache)
     info = provenance()
     lines: list[str] = []
-    for scale in args.scales:
-        use_scale(scale)
+    screens = [(scale, LIBRARY_TAIL) for scale in args.scales] + [("median", t) for t in args.tails if t != LIBRARY_TAIL]
+    for scale, tail in screens:
+        use_scale(scale, tail)
         lines += [""] if lines else []
-        lines += [f"# census2000 releases, statistics-protocol scoring (one round, no memory), scale {scale}; seeds {args.seeds} "
+        lines += [f"# census2000 releases, statistics-protocol scoring (one round, no memory), scale {scale}, tail t({tail:g}); seeds {args.seeds} "
                  f"({', '.join(sorted({seed_role(s) for s in args.seeds}))}); code {info['code_version']}; {info['packages']}",
                  f"{'split':9} {'eps':>4} {'bad':>4} | {'honest flagged':>14} {'kept':>5} | {'AUROC':>5} {'mass':>5} | "
                  f"{'reference':>9} {'tail 0':>6} | median |z| unreliable / honest | flagged honest: towards zero / beyond"]
@@ -146,6 +172,7 @@ def main() -> None:
             lines.append(f"{part:9} {eps:>4g} {frac:>4.0%} | {m('flagged'):>14.3f} {m('kept'):>5.2f} | {m('auroc'):>5.2f} "
                          f"{m('mass'):>5.2f} | {m('reference'):>9.1f} {m('no_tail'):>6.2f} | {m('z_bad'):>13.2f} / {m('z_honest'):<14.2f} | "
                          f"{sum(r['towards'] for r in rows)} / {sum(r['beyond'] for r in rows)}")
+    use_scale("median")
     text = "\n".join(lines) + "\n"
     if args.out is None:
         print(text, end="")

@@ -21,6 +21,10 @@ shared cores; resumable) and of its goals summary:
     PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_plain --summary \
         --out benchmarks/results/reliability_plain.csv > benchmarks/results/reliability_plain_summary.txt
 
+The summary ends each seed role with the harmful Dirichlet cells split by the unreliable clients' share of the data
+(their FedAvg weight; 0.3 if the partition were even): on the study seeds flipped labels cost ``ours`` most where
+three clients hold more than that (stop 39).
+
 ``--quick`` runs one seed of the K = 10 scenarios; ``--groups`` picks scenario groups (``small``,
 ``collusion``, ``scale``). ``--again`` measures the chosen rules once more where rows exist: ``ours`` samples
 the coordinates it scores from OS entropy, so its K = 10 cells move from run to run by more than a goal's
@@ -399,6 +403,40 @@ def summary(path: Path) -> None:
             _table(chosen, role)
         if any(r["rule"] == "ours-server" for r in chosen):  # the goals again, for ours-server in the `ours` columns
             _table([r for r in chosen if r["rule"] != "ours"], role, me="ours-server")
+        if chosen:
+            _by_share(chosen)
+
+
+def unreliable_share(scenario: str, seed: int, k: int = 10, nbad: int = 3, per_client: int = 600) -> float:
+    """The unreliable clients' share of the data (their FedAvg weight) in a Dirichlet cell of the ``small`` group."""
+    data, _, _ = clients(scenario, "dirichlet", k, per_client, list(range(k - nbad, k)), seed)
+    sizes = np.array([len(y) for _, y in data], dtype=np.float64)
+    return float(sizes[k - nbad:].sum() / sizes.sum())
+
+
+SHARE_SPLIT = 0.3
+"""The unreliable clients' data share at which the Dirichlet cells are split (their count share is 0.3)."""
+
+
+def _by_share(rows: list[dict[str, str]]) -> None:
+    """The harmful Dirichlet cells of the ``small`` group split by the unreliable clients' share of the data: where three
+    clients of ten hold more than 30 % of it, FedAvg's weights hand them that much unless they are found."""
+    chosen = [r for r in rows if r["group"] == "small" and r["partitioning"] == "dirichlet" and r["scenario"] not in ("none", "mode2")]
+    if not chosen:
+        return
+    print("\nDirichlet cells by the unreliable clients' share of the data (mean accuracy over the seeds of each row):")
+    contenders = [c for c in ("fedavg", "oracle", *FLOWER, "legacy", "ours", "ours-server")
+                  if any(r["rule"] == c and r["accuracy"] not in ("", "nan") for r in chosen)]
+    for scenario in sorted({r["scenario"] for r in chosen}):
+        shares = {seed: unreliable_share(scenario, seed) for seed in sorted({int(r["seed"]) for r in chosen if r["scenario"] == scenario})}
+        for low in (True, False):
+            seeds = {s for s, share in shares.items() if (share < SHARE_SPLIT) == low}
+            if not seeds:
+                continue
+            got = {c: mean([float(r["accuracy"]) for r in chosen if r["scenario"] == scenario and r["rule"] == c
+                            and int(r["seed"]) in seeds and r["accuracy"] not in ("", "nan")]) for c in contenders}
+            label = f"share {'<' if low else '>='} {SHARE_SPLIT:g}"
+            print(f"  {scenario:14} {label:11} {len(seeds):>3} seeds | " + "  ".join(f"{c} {got[c]:.3f}" for c in contenders))
 
 
 def _table(rows: list[dict[str, str]], role: str, me: str = "ours") -> None:

@@ -1,5 +1,6 @@
-"""The census-release screening tool: both squared scales read a normal's scale, the pair scale is pulled less by
-values at the centre, and swapping the scale reaches the estimator and its simulated thresholds together."""
+"""The census-release screening tool: every squared scale reads a normal's scale, the pair scale is pulled less by
+values at the centre, swapping the scale reaches the estimator and its simulated thresholds together, and the oracle
+ceiling fits the collapse null to the honest voices only."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 import flwr_ppcdl.reliability.calibration as calibration
+import flwr_ppcdl.reliability.constants as constants
 import flwr_ppcdl.reliability.model as model
 from benchmarks import reliability_census_releases as census
 from flwr_ppcdl.reliability import ScoredView, estimate_reliability
@@ -16,6 +18,7 @@ def test_both_squared_scales_read_the_scale_of_normal_values() -> None:
     values = 3.0 * np.random.default_rng(5).standard_normal((40, 801))
     assert np.mean(calibration.squared_scale(values)) == pytest.approx(9.0, rel=0.05)
     assert np.mean(census.pair_scale(values)) == pytest.approx(9.0, rel=0.05)
+    assert np.mean(census.upper_quartile_scale(values)) == pytest.approx(9.0, rel=0.05)
 
 
 def test_values_at_the_centre_pull_the_pair_scale_less_than_the_median_square() -> None:
@@ -58,3 +61,29 @@ def test_swapping_the_scale_reaches_the_estimator_and_its_thresholds(monkeypatch
     calibration.evidence_threshold.cache_clear()
     calibration.chance_spread.cache_clear()
     assert np.allclose(score(), before)
+
+
+def test_the_oracle_fits_the_collapse_null_to_the_honest_voices_and_the_library_is_restored() -> None:
+    """Four of ten releases at the consensus shrink the median-square null and the six honest ones, spread along it,
+    look far; fitted to the honest six (``oracle``) the largest honest evidence falls. ``--tails`` reaches the constant,
+    and ``use_scale("median")`` restores the library's scale, projections and tail."""
+    def score(views: list[ScoredView]) -> np.ndarray:
+        return estimate_reliability(None, np.full(10, 100.0), views=views, memory_rate=None).round_evidence
+
+    rounds = []
+    for seed in range(8, 13):
+        rng = np.random.default_rng(seed)
+        theta = rng.normal(size=4)
+        honest = [(1.0 + 0.3 * rng.standard_normal()) * theta for _ in range(6)]
+        rounds.append([ScoredView([u + 0.01 * rng.normal(size=4)], [np.full(4, 1e-4)], False) for u in honest + [theta] * 4])
+    before = [score(views) for views in rounds]
+    try:
+        census.HONEST[:] = [np.arange(10) < 6]
+        census.use_scale("oracle")
+        assert all(score(views)[:6].max() < b[:6].max() for views, b in zip(rounds, before, strict=True))
+        census.use_scale("median", 3.0)
+        assert constants.HETEROGENEITY_TAIL == 3.0
+    finally:
+        census.use_scale("median")
+    assert constants.HETEROGENEITY_TAIL == census.LIBRARY_TAIL and model._projections is census.LIBRARY_PROJECTIONS
+    assert all(np.allclose(score(views), b) for views, b in zip(rounds, before, strict=True))

@@ -44,3 +44,21 @@ def test_the_table_pairs_variants_by_seed(tmp_path: Path, capsys: pytest.Capture
     se = float(np.std(diff, ddof=1) / math.sqrt(3))
     line = next(x for x in out.split("accuracy")[1].splitlines() if x.startswith("none"))
     assert f"{np.mean(base):.3f} (n=3)" in line and f"{np.mean(other):.3f} ({np.mean(diff):+.3f}+-{se:.3f})" in line
+
+
+def test_the_dirichlet_cells_split_by_the_unreliable_share_of_the_data(monkeypatch: pytest.MonkeyPatch,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """The plain summary's breakdown: each seed lands on its side of ``SHARE_SPLIT`` by the unreliable clients' data
+    share, each row is the mean over its seeds, and the cells without corruption, or IID, are left out."""
+    shares = {16: 0.2, 17: 0.25, 18: 0.45}
+    monkeypatch.setattr(reliability_plain, "unreliable_share", lambda scenario, seed: shares[seed])
+    accuracy = {("ours", 16): 0.70, ("ours", 17): 0.74, ("ours", 18): 0.40, ("fedavg", 16): 0.6, ("fedavg", 17): 0.6, ("fedavg", 18): 0.3}
+    rows = [{"group": "small", "scenario": "flipped", "partitioning": "dirichlet", "seed": str(seed), "rule": rule, "accuracy": str(acc)}
+            for (rule, seed), acc in accuracy.items()]
+    rows += [{"group": "small", "scenario": s, "partitioning": p, "seed": "16", "rule": "ours", "accuracy": "0.1"}
+             for s, p in (("none", "dirichlet"), ("flipped", "iid"))]
+    reliability_plain._by_share(rows)
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.strip().startswith(("flipped", "none"))]
+    assert len(lines) == 2
+    assert "share < 0.3" in lines[0] and "2 seeds" in lines[0] and "fedavg 0.600" in lines[0] and "ours 0.720" in lines[0]
+    assert "share >= 0.3" in lines[1] and "1 seeds" in lines[1] and "ours 0.400" in lines[1]
