@@ -282,8 +282,7 @@ def _heads(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, Float
         if deltas:  # the update's rows against the global head's rows, the class templates; and the consensus update's
             following = permuted_rows(lay.stack, lay.stack - res, lay.rows, members, rng)
             permuted = permuted if following is None else following + (0.0 if permuted is None else permuted)
-            templates = lay.reference.reshape(lay.rows, -1) - lay.reference.reshape(lay.rows, -1).mean(axis=0)
-            per_row, weight = _row_gap(lay.stack, np.broadcast_to(templates.reshape(-1), res.shape), lay.rows)
+            per_row, weight = _row_gap(lay.stack, np.broadcast_to(_delta_templates(lay, c, res, members), res.shape), lay.rows)
         else:  # a permuted row j deviates from the consensus towards another row's consensus
             per_row, weight = _row_gap(res, np.broadcast_to(c + lay.reference, res.shape), lay.rows)
         gap_num = (per_row * weight).sum(axis=1) + (0.0 if gap_num is None else gap_num)
@@ -296,6 +295,12 @@ def _heads(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, Float
     if gap_num is not None and gap_den is not None and np.any(gap_den > 0):
         out.z["gap"], _, tail = standardise(gap_num / np.maximum(gap_den, _TINY), members)
         out.kinds["gap"] = ("estimated", False, 1.0, tail)
+
+
+def _delta_templates(lay: Layer, centre: FloatArray, residuals: FloatArray, members: BoolArray) -> FloatArray:
+    """The class templates for a head's update rows (``gap``): the global head's rows centred across classes (a softmax
+    ignores a common shift). ``benchmarks/reliability_templates.py`` swaps in the choices screened at stop 39."""
+    return np.asarray((lay.reference.reshape(lay.rows, -1) - lay.reference.reshape(lay.rows, -1).mean(axis=0)).reshape(-1))
 
 
 def _row_gap(rows_of: FloatArray, reference: FloatArray, rows: int) -> tuple[FloatArray, FloatArray]:

@@ -1,0 +1,156 @@
+"""Which class templates a head's update rows are read against: a screening on the tuning seeds (issue #25, stop 39).
+
+The ``gap`` statistic reads a plain client's head update, row by row, against class templates
+(:func:`flwr_ppcdl.reliability.model._delta_templates`): the library takes the global head's rows. Where flipped
+clients hold much of the data, the global head learns their labels and the honest rows look permuted
+(``docs/reliability.md`` section 9). This script swaps the templates for other choices, runs the plain benchmark's
+``ours`` (``benchmarks.reliability_plain``, the same clients and grid) with each, and pairs them per seed:
+
+* ``global`` -- the library's: the global head's rows;
+* ``majority`` -- the majority's model head: the global head plus the least-trimmed majority's mean update;
+* ``leave-one-out`` -- the same without the participant's own update (each participant its own templates);
+* ``consistent`` -- the global head plus the mean update of the consistent voices.
+
+Each template is centred across classes. A choice is screened, not library code. Tuning seeds only; ``--runs``
+runs per cell and seed (``ours`` samples coordinates from OS entropy, so a single run moves a cell by several
+points). Commands (the committed rows and table, 39 tuning seeds, two runs, about 25 minutes on two cores):
+
+    PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_templates --seeds 0 1 2 10 11 12 13 14 15 $(seq 46 75) \\
+        --runs 2 --out benchmarks/results/reliability_templates.csv
+    PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_templates --summary \\
+        --out benchmarks/results/reliability_templates.csv > benchmarks/results/reliability_templates_summary.txt
+
+Privacy: plain clients, no privacy noise; the statistic reads uploads only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import flwr_ppcdl.reliability.model as model
+from benchmarks import reliability_plain as plain
+from benchmarks.reliability_common import (
+    DIAGNOSIS_SEEDS,
+    TUNE_SEEDS,
+    append_rows,
+    mean,
+    provenance,
+    read_rows,
+    seed_role,
+)
+
+LIBRARY = model._delta_templates
+
+
+def _centred(head: np.ndarray, rows: int) -> np.ndarray:
+    """Rows minus their mean row, flattened per participant (``head``: (rows x p,) or (K, rows x p))."""
+    shaped = head.reshape(*head.shape[:-1], rows, -1)
+    return (shaped - shaped.mean(axis=-2, keepdims=True)).reshape(head.shape)
+
+
+def _majority(lay: Any, centre: np.ndarray, residuals: np.ndarray, members: np.ndarray) -> np.ndarray:
+    return _centred(lay.reference + centre, lay.rows)
+
+
+def _leave_one_out(lay: Any, centre: np.ndarray, residuals: np.ndarray, members: np.ndarray) -> np.ndarray:
+    return _centred(lay.reference[None, :] + lay.stack - residuals, lay.rows)  # stack - residual: the others' centre
+
+
+def _consistent(lay: Any, centre: np.ndarray, residuals: np.ndarray, members: np.ndarray) -> np.ndarray:
+    return _centred(lay.reference + lay.stack[members].mean(axis=0), lay.rows)
+
+
+VARIANTS: dict[str, Callable[..., np.ndarray]] = {"global": LIBRARY, "majority": _majority, "leave-one-out": _leave_one_out,
+                                                  "consistent": _consistent}
+COLUMNS = ("accuracy", "false_alarms", "honest_kept", "auroc")
+
+
+def use(name: str) -> None:
+    """The templates ``gap`` reads head updates against, until the next call (``"global"``: the library's)."""
+    model._delta_templates = VARIANTS[name]  # type: ignore[assignment]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(TUNE_SEEDS + DIAGNOSIS_SEEDS))
+    parser.add_argument("--scenarios", nargs="+", default=["none", "flipped"])
+    parser.add_argument("--runs", type=int, default=1, help="runs per cell, seed and variant")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/flwr_ppcdl_calib/reliability_templates.csv"))
+    parser.add_argument("--summary", action="store_true")
+    args = parser.parse_args()
+    if not args.summary:
+        if refused := [s for s in args.seeds if seed_role(s) != "tune"]:
+            raise SystemExit(f"seeds {refused} are not tuning seeds: templates are screened on tuning seeds only")
+        version = provenance()
+        counts: dict[tuple[str, ...], int] = {}  # runs already measured at this code version
+        for r in read_rows(args.out):
+            if r["code_version"] == version["code_version"]:
+                key = (r["scenario"], r["partitioning"], r["seed"], r["rule"])
+                counts[key] = counts.get(key, 0) + 1
+        try:
+            for cell in (c for c in plain.cells(["small"], args.seeds, True) if c["scenario"] in args.scenarios):
+                for name in args.variants:
+                    rule = f"ours:templates={name}"
+                    key = (cell["scenario"], cell["partitioning"], str(cell["seed"]), rule)
+                    for _ in range(args.runs - counts.get(key, 0)):
+                        use(name)
+                        t0 = time.perf_counter()
+                        got = plain.run(cell, "ours") or {}
+                        row = {**{f: math.nan for f in plain.FIELDS}, **{k: cell[k] for k in ("group", "scenario", "partitioning",
+                               "clients", "bad", "seed", "rounds")}, "seed_role": seed_role(cell["seed"]), "rule": rule, **version,
+                               **got, "seconds": time.perf_counter() - t0}
+                        append_rows(args.out, plain.FIELDS, [row])
+                        print(f"{cell['scenario']:8} {cell['partitioning'][:5]} s{cell['seed']} {name}: {got.get('accuracy', math.nan):.3f}",
+                              flush=True)
+        finally:
+            use("global")
+    summary(args.out)
+
+
+def summary(path: Path) -> None:
+    """Per cell and variant: the mean over seeds of each seed's mean over runs; against ``global``, the paired difference
+    and its standard error (the seeds are the replicates)."""
+    rows = [r for r in read_rows(path) if r["rule"].startswith("ours:templates=")]
+    if not rows:
+        print(f"no template rows in {path}")
+        return
+    names = [n for n in VARIANTS if any(r["rule"] == f"ours:templates={n}" for r in rows)]
+    seeds = sorted({int(r["seed"]) for r in rows})
+    runs = sorted({sum(1 for r in rows if (r["scenario"], r["partitioning"], r["seed"], r["rule"]) == key)
+                   for key in {(r["scenario"], r["partitioning"], r["seed"], r["rule"]) for r in rows}})
+    print(f"## tuning seeds {seeds}, runs per cell and seed {runs[0]}-{runs[-1]} (code {', '.join(sorted({r['code_version'] for r in rows}))}; "
+          f"{rows[0]['packages']})")
+    print("per variant: mean over seeds (paired difference from `global` +- standard error)")
+    for col in COLUMNS:
+        print(f"\n{col}")
+        print(f"{'scenario':9} {'split':9} | " + " | ".join(f"{n:>24}" for n in names))
+        for cell in sorted({(r["scenario"], r["partitioning"]) for r in rows}):
+            per_seed = {n: {} for n in names}
+            for n in names:
+                for seed in seeds:
+                    got = [float(r[col]) for r in rows if (r["scenario"], r["partitioning"]) == cell and r["rule"] == f"ours:templates={n}"
+                           and int(r["seed"]) == seed and r[col] not in ("", "nan")]
+                    if got:
+                        per_seed[n][seed] = mean(got)
+            if not per_seed[names[0]]:
+                continue
+            parts = []
+            for n in names:
+                paired = [v - per_seed[names[0]][s] for s, v in per_seed[n].items() if s in per_seed[names[0]]]
+                m = mean(list(per_seed[n].values()))
+                extra = (f"({np.mean(paired):+.3f}+-{np.std(paired, ddof=1) / math.sqrt(len(paired)):.3f})"
+                         if n != names[0] and len(paired) >= 2 else f"(n={len(per_seed[n])})")
+                parts.append(f"{m:>7.3f} {extra:>16}")
+            print(f"{cell[0]:9} {cell[1]:9} | " + " | ".join(parts))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""The template screening of stop 39: each choice gives templates the ``gap`` can read, the majority's model head finds
+flipped labels where the global head learnt them, and the library's choice is restored after a screening."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import flwr_ppcdl.reliability.model as model
+from benchmarks import reliability_templates as templates
+from flwr_ppcdl.reliability import estimate_reliability
+from tests.reliability.test_plain_heads import CLASSES, FEATURES, RECORDS, K, _train
+
+
+def _taught_by_the_flipped(seed: int, share: float = 0.7, bad: tuple[int, ...] = (7, 8, 9)):
+    """One round of ten Dirichlet(0.3)-skewed softmax participants, three with labels y -> y + 1, from a global model
+    trained on pooled data of which ``share`` carried flipped labels (the flipped held most of it in earlier rounds)."""
+    rng = np.random.default_rng(seed)
+    means = 1.5 * rng.standard_normal((CLASSES, FEATURES))
+
+    def sample(labels: np.ndarray) -> np.ndarray:
+        return means[labels] + rng.standard_normal((len(labels), FEATURES))
+
+    pooled = rng.integers(0, CLASSES, 2000)
+    shown = np.where(rng.random(2000) < share, (pooled + 1) % CLASSES, pooled)
+    w, b = _train(np.zeros((CLASSES, FEATURES)), np.zeros(CLASSES), sample(pooled), shown, steps=3)
+    uploads = []
+    for k in range(K):
+        labels = rng.choice(CLASSES, size=RECORDS, p=rng.dirichlet(np.full(CLASSES, 0.3)))
+        x = sample(labels)
+        uploads.append(list(_train(w, b, x, (labels + 1) % CLASSES if k in bad else labels)))
+    return uploads, [w, b]
+
+
+def _found(variant: str) -> int:
+    templates.use(variant)
+    found = 0
+    for seed in range(10):
+        uploads, reference = _taught_by_the_flipped(seed)
+        found += int(np.sum(estimate_reliability(uploads, [RECORDS] * K, reference=reference, seed=seed).evidence[7:] > 0))
+    return found
+
+
+def test_the_majority_head_finds_flipped_labels_the_global_head_learnt_and_the_library_is_restored() -> None:
+    try:
+        library, majority = _found("global"), _found("majority")
+    finally:
+        templates.use("global")
+    assert model._delta_templates is templates.LIBRARY
+    assert majority >= 27 and library <= 20, (library, majority)  # of 30 flipped participant-rounds
+
+
+@pytest.mark.parametrize("variant", list(templates.VARIANTS))
+def test_every_template_is_centred_across_classes_and_fits_the_stack(variant: str) -> None:
+    rng = np.random.default_rng(2)
+    rows, p, k = 4, 6, 5
+    lay = model.Layer(rng.normal(size=(k, rows * p)), rng.normal(size=rows * p), None, rows)
+    members = np.array([True, True, True, False, False])
+    centre = lay.stack[members].mean(axis=0)
+    residuals = lay.stack - centre
+    got = np.broadcast_to(templates.VARIANTS[variant](lay, centre, residuals, members), lay.stack.shape)
+    np.testing.assert_allclose(got.reshape(k, rows, p).sum(axis=1), 0.0, atol=1e-12)
