@@ -16,15 +16,17 @@ null has no heterogeneity beyond the law (tail 0), where the unreliable and the 
 ``--scales`` adds one table per scale, swapping the null's squared scale
 (:func:`~flwr_ppcdl.reliability.calibration.squared_scale`, the median square over a normal's, in the estimator and
 in its simulated thresholds alike): ``pairs``, the median squared difference of two values over a normal's; ``q75``,
-the upper quartile of the squares over a normal's; ``oracle``, a ceiling and no estimator: the scaled nulls fitted to
-the consistent voices that are honest (the benchmark knows who), the library's scale and thresholds otherwise.
-``--tails`` does the same for the heterogeneity's Student-t degrees of freedom (``HETEROGENEITY_TAIL``). These are
-screenings, not library code. ``--out`` writes the tables once they are computed (a shell redirect would truncate
+the upper quartile of the squares over a normal's; ``mixture``, the larger-weight component of two zero-mean normals
+fitted by EM (the honest are the majority, whether the corrupted sit inside or outside them); ``oracle``, a ceiling
+and no estimator: the scaled nulls fitted to the consistent voices that are honest (the benchmark knows who), the
+library's scale and thresholds otherwise. ``--tails`` does the same for the heterogeneity's Student-t degrees of
+freedom (``HETEROGENEITY_TAIL``), and ``--gram-evidence off`` adds a table where the Gram moments bound influence but
+are no evidence (as in classification). These are screenings, not library code. ``--out`` writes the tables once they are computed (a shell redirect would truncate
 the committed file first, and the code version would read ``+dirty``).
 Command (the committed tables, ``results/reliability_census_releases.txt``, tuning seeds 46-75):
 
     PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_census_releases --seeds $(seq 46 75) \
-        --scales median pairs q75 oracle --tails 4 3 --out benchmarks/results/reliability_census_releases.txt
+        --scales median pairs q75 mixture oracle --tails 4 3 --gram-evidence on off --out benchmarks/results/reliability_census_releases.txt
 
 Privacy: the releases are the participants' differentially private ones (``insecure-noise-seed`` as in the
 benchmark: reproducible, not private); scoring them is post-processing.
@@ -89,7 +91,10 @@ def score(rels: list[Any], bad: np.ndarray) -> dict[str, Any]:
     estimate.fit_block = recording  # type: ignore[assignment]
     try:
         counts = np.array([r.num_examples for r in rels], dtype=np.float64)
-        result = estimate_reliability(None, counts, views=[release_view(r) for r in rels], memory_rate=None)
+        views = [release_view(r) for r in rels]
+        for v in views:
+            v.evidence = (True, GRAM_EVIDENCE[-1])  # regression: the target moments, then the Gram moments
+        result = estimate_reliability(None, counts, views=views, memory_rate=None)
     finally:
         estimate.fit_block = fit_block  # type: ignore[assignment]
     flagged = result.round_evidence > 0
@@ -118,6 +123,24 @@ def upper_quartile_scale(values: np.ndarray) -> np.ndarray:
 
 
 UPPER_QUARTILE_CHI2_1 = 1.3233036969314664
+GRAM_EVIDENCE = [True]  # whether the Gram moments are evidence (the library's views: yes, in regression)
+
+
+def mixture_scale(values: np.ndarray, steps: int = 60) -> np.ndarray:
+    """The variance of the larger-weight component of two zero-mean normals fitted to ``values`` (last axis) by EM, from
+    the lower and upper deciles of the squares: values at the centre and far values alike form the other component."""
+    x = np.square(np.asarray(values, dtype=np.float64))
+    floor = 1e-3 * np.maximum(np.median(x, axis=-1), 1e-300)
+    low, high = np.maximum(np.quantile(x, 0.25, axis=-1), floor), np.maximum(np.quantile(x, 0.9, axis=-1), 2.0 * floor)
+    weight = np.full(low.shape, 0.5)
+    for _ in range(steps):
+        a = weight[..., None] * np.exp(-0.5 * x / low[..., None]) / np.sqrt(low[..., None])
+        b = (1.0 - weight[..., None]) * np.exp(-0.5 * x / high[..., None]) / np.sqrt(high[..., None])
+        r = a / np.maximum(a + b, 1e-300)
+        weight = np.clip(r.mean(axis=-1), 1e-3, 1.0 - 1e-3)
+        low = np.maximum((r * x).sum(axis=-1) / np.maximum(r.sum(axis=-1), 1e-300), floor)
+        high = np.maximum(((1.0 - r) * x).sum(axis=-1) / np.maximum((1.0 - r).sum(axis=-1), 1e-300), floor)
+    return np.asarray(np.where(weight >= 0.5, low, high))
 LIBRARY_SCALE, LIBRARY_TAIL, LIBRARY_PROJECTIONS = calibration.squared_scale, constants.HETEROGENEITY_TAIL, model._projections
 HONEST: list[np.ndarray] = []  # the round being scored: who is honest (the oracle's knowledge)
 
@@ -131,7 +154,7 @@ def use_scale(name: str, tail: float = LIBRARY_TAIL) -> None:
     """The ``"scaled"`` null's squared scale in the estimator and in its simulations (``"median"``: the library's;
     ``"pairs"``, ``"q75"``; ``"oracle"``: the library's, fitted to honest voices) and the heterogeneity's tail; the
     cached thresholds are cleared."""
-    scale = {"pairs": pair_scale, "q75": upper_quartile_scale}.get(name, LIBRARY_SCALE)
+    scale = {"pairs": pair_scale, "q75": upper_quartile_scale, "mixture": mixture_scale}.get(name, LIBRARY_SCALE)
     calibration.squared_scale = model.squared_scale = scale  # type: ignore[assignment]
     model._projections = honest_projections if name == "oracle" else LIBRARY_PROJECTIONS  # type: ignore[assignment]
     constants.HETEROGENEITY_TAIL = tail
@@ -142,8 +165,10 @@ def use_scale(name: str, tail: float = LIBRARY_TAIL) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(DIAGNOSIS_SEEDS))
-    parser.add_argument("--scales", nargs="+", choices=("median", "pairs", "q75", "oracle"), default=["median"],
+    parser.add_argument("--scales", nargs="+", choices=("median", "pairs", "q75", "mixture", "oracle"), default=["median"],
                         help="one table per scale (module docstring)")
+    parser.add_argument("--gram-evidence", nargs="+", choices=("on", "off"), default=["on"],
+                        help="one table per choice with the library's scale (off: the Gram moments are no evidence)")
     parser.add_argument("--tails", type=float, nargs="+", default=[LIBRARY_TAIL],
                         help="one table per heterogeneity tail (Student-t degrees of freedom) with the library's scale")
     parser.add_argument("--out", type=Path, help="write the tables here (default: print them)")
@@ -154,11 +179,14 @@ def main() -> None:
     have = releases(args.seeds, args.cache)
     info = provenance()
     lines: list[str] = []
-    screens = [(scale, LIBRARY_TAIL) for scale in args.scales] + [("median", t) for t in args.tails if t != LIBRARY_TAIL]
-    for scale, tail in screens:
+    screens = ([(scale, LIBRARY_TAIL, True) for scale in args.scales] + [("median", t, True) for t in args.tails if t != LIBRARY_TAIL]
+               + [("median", LIBRARY_TAIL, False)] * ("off" in args.gram_evidence))
+    for scale, tail, gram in screens:
         use_scale(scale, tail)
+        GRAM_EVIDENCE[:] = [gram]
         lines += [""] if lines else []
-        lines += [f"# census2000 releases, statistics-protocol scoring (one round, no memory), scale {scale}, tail t({tail:g}); seeds {args.seeds} "
+        lines += [f"# census2000 releases, statistics-protocol scoring (one round, no memory), scale {scale}, tail t({tail:g})"
+                 f"{'' if gram else ', Gram moments no evidence'}; seeds {args.seeds} "
                  f"({', '.join(sorted({seed_role(s) for s in args.seeds}))}); code {info['code_version']}; {info['packages']}",
                  f"{'split':9} {'eps':>4} {'bad':>4} | {'honest flagged':>14} {'kept':>5} | {'AUROC':>5} {'mass':>5} | "
                  f"{'reference':>9} {'tail 0':>6} | median |z| unreliable / honest | flagged honest: towards zero / beyond"]
@@ -173,6 +201,7 @@ def main() -> None:
                          f"{m('mass'):>5.2f} | {m('reference'):>9.1f} {m('no_tail'):>6.2f} | {m('z_bad'):>13.2f} / {m('z_honest'):<14.2f} | "
                          f"{sum(r['towards'] for r in rows)} / {sum(r['beyond'] for r in rows)}")
     use_scale("median")
+    GRAM_EVIDENCE[:] = [True]
     text = "\n".join(lines) + "\n"
     if args.out is None:
         print(text, end="")

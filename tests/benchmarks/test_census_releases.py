@@ -19,15 +19,17 @@ def test_both_squared_scales_read_the_scale_of_normal_values() -> None:
     assert np.mean(calibration.squared_scale(values)) == pytest.approx(9.0, rel=0.05)
     assert np.mean(census.pair_scale(values)) == pytest.approx(9.0, rel=0.05)
     assert np.mean(census.upper_quartile_scale(values)) == pytest.approx(9.0, rel=0.05)
+    assert np.mean(census.mixture_scale(values)) == pytest.approx(9.0, rel=0.1)
 
 
 def test_values_at_the_centre_pull_the_pair_scale_less_than_the_median_square() -> None:
     """Four of ten values at 0 (random targets at the consensus) beside six honest ones of scale 1: the median square
-    falls to a sixth of the honest scale, the median squared difference to a half."""
+    falls to a sixth of the honest scale, the median squared difference to a half; the mixture keeps most of it."""
     rng = np.random.default_rng(11)
     values = np.concatenate([np.zeros((4000, 4)), rng.standard_normal((4000, 6))], axis=1)
     median_square, pairs = np.median(calibration.squared_scale(values)), np.median(census.pair_scale(values))
     assert median_square < 0.2 and pairs > 0.4
+    assert np.median(census.mixture_scale(values)) > 0.6  # the six honest are the larger component
 
 
 def test_swapping_the_scale_reaches_the_estimator_and_its_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,3 +89,24 @@ def test_the_oracle_fits_the_collapse_null_to_the_honest_voices_and_the_library_
         census.use_scale("median")
     assert constants.HETEROGENEITY_TAIL == census.LIBRARY_TAIL and model._projections is census.LIBRARY_PROJECTIONS
     assert all(np.allclose(score(views), b) for views, b in zip(rounds, before, strict=True))
+
+
+def test_without_gram_evidence_a_census_round_scores_the_target_moments_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--gram-evidence off``: the views the tool scores carry the Gram moments as no evidence, and the flag is the
+    tool's alone (the library's views are unchanged)."""
+    seen: list[object] = []
+
+    def recording(*args: object, **kwargs: object) -> object:
+        seen.append(kwargs["views"])
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(census, "estimate_reliability", recording)
+    release = type("R", (), {"num_examples": 100})()
+    monkeypatch.setattr(census, "release_view", lambda r: ScoredView([np.zeros(2), np.zeros(3)], [np.ones(2), np.ones(3)],
+                                                                      evidence=(True, True)))
+    for flag in (True, False):
+        census.GRAM_EVIDENCE[:] = [flag]
+        with pytest.raises(RuntimeError):
+            census.score([release] * 3, np.zeros(3, dtype=bool))
+    census.GRAM_EVIDENCE[:] = [True]
+    assert [v[0].evidence for v in seen] == [(True, True), (True, False)]  # type: ignore[index, attr-defined]
