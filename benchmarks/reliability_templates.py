@@ -17,6 +17,8 @@ points). Commands (the committed rows and table, 39 tuning seeds, two runs, abou
 
     PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_templates --seeds 0 1 2 10 11 12 13 14 15 $(seq 46 75) \\
         --runs 2 --out benchmarks/results/reliability_templates.csv
+    PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_templates --seeds 0 1 2 10 11 12 13 14 15 $(seq 46 75) \
+        --runs 2 --scenarios random-labels sign-flip --variants global leave-one-out --out ...  # then appended
     PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_templates --summary \\
         --out benchmarks/results/reliability_templates.csv > benchmarks/results/reliability_templates_summary.txt
 
@@ -131,7 +133,7 @@ def summary(path: Path) -> None:
     print("per variant: mean over seeds (paired difference from `global` +- standard error)")
     for col in COLUMNS:
         print(f"\n{col}")
-        print(f"{'scenario':9} {'split':9} | " + " | ".join(f"{n:>24}" for n in names))
+        print(f"{'scenario':14} {'split':9} | " + " | ".join(f"{n:>24}" for n in names))
         for cell in sorted({(r["scenario"], r["partitioning"]) for r in rows}):
             per_seed = {n: {} for n in names}
             for n in names:
@@ -149,7 +151,7 @@ def summary(path: Path) -> None:
                 extra = (f"({np.mean(paired):+.3f}+-{np.std(paired, ddof=1) / math.sqrt(len(paired)):.3f})"
                          if n != names[0] and len(paired) >= 2 else f"(n={len(per_seed[n])})")
                 parts.append(f"{m:>7.3f} {extra:>16}")
-            print(f"{cell[0]:9} {cell[1]:9} | " + " | ".join(parts))
+            print(f"{cell[0]:14} {cell[1]:9} | " + " | ".join(parts))
 
 
 if __name__ == "__main__":
