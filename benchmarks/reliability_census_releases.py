@@ -21,8 +21,9 @@ fitted by EM (the honest are the majority, whether the corrupted sit inside or o
 and no estimator: the scaled nulls fitted to the consistent voices that are honest (the benchmark knows who), the
 library's scale and thresholds otherwise. ``--tails`` does the same for the heterogeneity's Student-t degrees of
 freedom (``HETEROGENEITY_TAIL``), and ``--gram-evidence off`` adds a table where the Gram moments bound influence but
-are no evidence (as in classification). These are screenings, not library code. ``--out`` writes the tables once they are computed (a shell redirect would truncate
-the committed file first, and the code version would read ``+dirty``).
+are no evidence (as in classification). These are screenings, not library code. ``--out`` writes the tables once
+they are computed (a shell redirect would truncate the committed file first, and the code version would read
+``+dirty``).
 Command (the committed tables, ``results/reliability_census_releases.txt``, tuning seeds 46-75):
 
     PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_census_releases --seeds $(seq 46 75) \
@@ -78,8 +79,9 @@ def releases(seeds: list[int], cache: Path) -> dict[tuple[int, str, float, float
     return have
 
 
-def score(rels: list[Any], bad: np.ndarray) -> dict[str, Any]:
-    """One round of the statistics protocol's scoring; the target-moment view's collapse null as fitted."""
+def score(rels: list[Any], bad: np.ndarray, gram_evidence: bool = True) -> dict[str, Any]:
+    """One round of the statistics protocol's scoring; the target-moment view's collapse null as fitted.
+    ``gram_evidence=False``: the Gram moments bound influence but are no evidence."""
     fits: list[Any] = []
     fit_block = estimate.fit_block
     HONEST[:] = [~bad]  # every participant holds a release: a view block's positions are the participants
@@ -92,8 +94,8 @@ def score(rels: list[Any], bad: np.ndarray) -> dict[str, Any]:
     try:
         counts = np.array([r.num_examples for r in rels], dtype=np.float64)
         views = [release_view(r) for r in rels]
-        for v in views:
-            v.evidence = (True, GRAM_EVIDENCE[-1])  # regression: the target moments, then the Gram moments
+        for v in views if not gram_evidence else ():
+            v.evidence = (True, False)  # regression: the target moments, then the Gram moments
         result = estimate_reliability(None, counts, views=views, memory_rate=None)
     finally:
         estimate.fit_block = fit_block  # type: ignore[assignment]
@@ -116,19 +118,20 @@ def pair_scale(values: np.ndarray) -> np.ndarray:
     return np.asarray(np.median((values[..., i] - values[..., j]) ** 2, axis=-1) / (2.0 * calibration.MEDIAN_CHI2_1))
 
 
+UPPER_QUARTILE_CHI2_1 = 1.3233036969314664
+"""The upper quartile of chi^2_1 (a standard normal's squares)."""
+
+
 def upper_quartile_scale(values: np.ndarray) -> np.ndarray:
-    """The upper quartile of the squares of ``values`` (last axis) over a standard normal's (chi^2_1's, 1.3233): four
-    values at the centre among ten pull it less than the median square, far values more."""
+    """The upper quartile of the squares of ``values`` (last axis) over a standard normal's: four values at the centre
+    among ten pull it less than the median square, far values more."""
     return np.asarray(np.quantile(np.square(values), 0.75, axis=-1) / UPPER_QUARTILE_CHI2_1)
 
 
-UPPER_QUARTILE_CHI2_1 = 1.3233036969314664
-GRAM_EVIDENCE = [True]  # whether the Gram moments are evidence (the library's views: yes, in regression)
-
-
 def mixture_scale(values: np.ndarray, steps: int = 60) -> np.ndarray:
-    """The variance of the larger-weight component of two zero-mean normals fitted to ``values`` (last axis) by EM, from
-    the lower and upper deciles of the squares: values at the centre and far values alike form the other component."""
+    """The variance of the larger-weight component of two zero-mean normals fitted to ``values`` (last axis) by EM,
+    started from the lower quartile and the upper decile of the squares: values at the centre and far values alike
+    form the other component."""
     x = np.square(np.asarray(values, dtype=np.float64))
     floor = 1e-3 * np.maximum(np.median(x, axis=-1), 1e-300)
     low, high = np.maximum(np.quantile(x, 0.25, axis=-1), floor), np.maximum(np.quantile(x, 0.9, axis=-1), 2.0 * floor)
@@ -141,6 +144,8 @@ def mixture_scale(values: np.ndarray, steps: int = 60) -> np.ndarray:
         low = np.maximum((r * x).sum(axis=-1) / np.maximum(r.sum(axis=-1), 1e-300), floor)
         high = np.maximum(((1.0 - r) * x).sum(axis=-1) / np.maximum((1.0 - r).sum(axis=-1), 1e-300), floor)
     return np.asarray(np.where(weight >= 0.5, low, high))
+
+
 LIBRARY_SCALE, LIBRARY_TAIL, LIBRARY_PROJECTIONS = calibration.squared_scale, constants.HETEROGENEITY_TAIL, model._projections
 HONEST: list[np.ndarray] = []  # the round being scored: who is honest (the oracle's knowledge)
 
@@ -152,7 +157,7 @@ def honest_projections(out: Any, layers: Any, loo: Any, centre: Any, tau2: Any, 
 
 def use_scale(name: str, tail: float = LIBRARY_TAIL) -> None:
     """The ``"scaled"`` null's squared scale in the estimator and in its simulations (``"median"``: the library's;
-    ``"pairs"``, ``"q75"``; ``"oracle"``: the library's, fitted to honest voices) and the heterogeneity's tail; the
+    ``"pairs"``, ``"q75"``, ``"mixture"``; ``"oracle"``: the library's, fitted to honest voices) and the heterogeneity's tail; the
     cached thresholds are cleared."""
     scale = {"pairs": pair_scale, "q75": upper_quartile_scale, "mixture": mixture_scale}.get(name, LIBRARY_SCALE)
     calibration.squared_scale = model.squared_scale = scale  # type: ignore[assignment]
@@ -183,7 +188,6 @@ def main() -> None:
                + [("median", LIBRARY_TAIL, False)] * ("off" in args.gram_evidence))
     for scale, tail, gram in screens:
         use_scale(scale, tail)
-        GRAM_EVIDENCE[:] = [gram]
         lines += [""] if lines else []
         lines += [f"# census2000 releases, statistics-protocol scoring (one round, no memory), scale {scale}, tail t({tail:g})"
                  f"{'' if gram else ', Gram moments no evidence'}; seeds {args.seeds} "
@@ -191,7 +195,7 @@ def main() -> None:
                  f"{'split':9} {'eps':>4} {'bad':>4} | {'honest flagged':>14} {'kept':>5} | {'AUROC':>5} {'mass':>5} | "
                  f"{'reference':>9} {'tail 0':>6} | median |z| unreliable / honest | flagged honest: towards zero / beyond"]
         for part, eps, frac in CELLS:
-            rows = [score(*have[(s, part, eps, frac)]) for s in args.seeds]
+            rows = [score(*have[(s, part, eps, frac)], gram_evidence=gram) for s in args.seeds]
 
             def m(key: str, rows: list[dict[str, Any]] = rows) -> float:
                 values = [r[key] for r in rows if not (isinstance(r[key], float) and math.isnan(r[key]))]
@@ -201,7 +205,6 @@ def main() -> None:
                          f"{m('mass'):>5.2f} | {m('reference'):>9.1f} {m('no_tail'):>6.2f} | {m('z_bad'):>13.2f} / {m('z_honest'):<14.2f} | "
                          f"{sum(r['towards'] for r in rows)} / {sum(r['beyond'] for r in rows)}")
     use_scale("median")
-    GRAM_EVIDENCE[:] = [True]
     text = "\n".join(lines) + "\n"
     if args.out is None:
         print(text, end="")

@@ -326,6 +326,16 @@ def run(cell: dict[str, Any], rule: str) -> dict[str, Any] | None:
     return out
 
 
+def measured(cell: dict[str, Any], rule: str, label: str | None = None) -> dict[str, Any]:
+    """One timed run of ``rule`` on ``cell`` as a row of ``FIELDS`` (``label``: its rule name, default ``rule``), with
+    the code and package versions."""
+    t0 = time.perf_counter()
+    got = run(cell, rule)
+    return {**{f: math.nan for f in FIELDS}, **{k: cell[k] for k in ("group", "scenario", "partitioning", "clients", "bad", "seed")},
+            "rounds": cell["rounds"], "seed_role": seed_role(cell["seed"]), "rule": label or rule, **provenance(), **(got or {}),
+            "seconds": time.perf_counter() - t0}
+
+
 def c_in(use: list[int], bad: list[int]) -> bool:
     return any(c in bad for c in use)
 
@@ -380,12 +390,7 @@ def main() -> None:
             for rule in rules:
                 if (args.rules and rule not in args.rules) or tuple(str(cell[k]) for k in key[:-1]) + (rule,) in done:
                     continue
-                t0 = time.perf_counter()
-                got = run(cell, rule)
-                row = {**{f: math.nan for f in FIELDS}, **{k: cell[k] for k in key[:-1]}, "rounds": cell["rounds"],
-                       "seed_role": seed_role(cell["seed"]), "rule": rule, **provenance(), **(got or {}),
-                       "seconds": time.perf_counter() - t0}
-                rows.append(row)
+                rows.append(measured(cell, rule))
             if rows:
                 append_rows(args.out, FIELDS, rows)
                 print(f"{cell['group']:9} {cell['scenario']:14} {cell['partitioning'][:3]} K={cell['clients']} bad={cell['bad']} "
@@ -407,9 +412,10 @@ def summary(path: Path) -> None:
             _by_share(chosen)
 
 
-def unreliable_share(scenario: str, seed: int, k: int = 10, nbad: int = 3, per_client: int = 600) -> float:
-    """The unreliable clients' share of the data (their FedAvg weight) in a Dirichlet cell of the ``small`` group."""
-    data, _, _ = clients(scenario, "dirichlet", k, per_client, list(range(k - nbad, k)), seed)
+def unreliable_share(seed: int, k: int = 10, nbad: int = 3, per_client: int = 600) -> float:
+    """The unreliable clients' share of the data (their FedAvg weight) in a Dirichlet cell of the ``small`` group: the
+    partition is the seed's, whatever the scenario."""
+    data, _, _ = clients("none", "dirichlet", k, per_client, list(range(k - nbad, k)), seed)
     sizes = np.array([len(y) for _, y in data], dtype=np.float64)
     return float(sizes[k - nbad:].sum() / sizes.sum())
 
@@ -427,10 +433,10 @@ def _by_share(rows: list[dict[str, str]]) -> None:
     print("\nDirichlet cells by the unreliable clients' share of the data (mean accuracy over the seeds of each row):")
     contenders = [c for c in ("fedavg", "oracle", *FLOWER, "legacy", "ours", "ours-server")
                   if any(r["rule"] == c and r["accuracy"] not in ("", "nan") for r in chosen)]
+    shares = {seed: unreliable_share(seed) for seed in sorted({int(r["seed"]) for r in chosen})}
     for scenario in sorted({r["scenario"] for r in chosen}):
-        shares = {seed: unreliable_share(scenario, seed) for seed in sorted({int(r["seed"]) for r in chosen if r["scenario"] == scenario})}
         for low in (True, False):
-            seeds = {s for s, share in shares.items() if (share < SHARE_SPLIT) == low}
+            seeds = {s for s in {int(r["seed"]) for r in chosen if r["scenario"] == scenario} if (shares[s] < SHARE_SPLIT) == low}
             if not seeds:
                 continue
             got = {c: mean([float(r["accuracy"]) for r in chosen if r["scenario"] == scenario and r["rule"] == c

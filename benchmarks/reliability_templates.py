@@ -17,7 +17,7 @@ points). Commands (the committed rows and table, 39 tuning seeds, two runs, abou
 
     PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_templates --seeds 0 1 2 10 11 12 13 14 15 $(seq 46 75) \\
         --runs 2 --out benchmarks/results/reliability_templates.csv
-    PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_templates --seeds 0 1 2 10 11 12 13 14 15 $(seq 46 75) \
+    PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_templates --seeds 0 1 2 10 11 12 13 14 15 $(seq 46 75) \\
         --runs 2 --scenarios random-labels sign-flip --variants global leave-one-out --out ...  # then appended
     PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_templates --summary \\
         --out benchmarks/results/reliability_templates.csv > benchmarks/results/reliability_templates_summary.txt
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -104,14 +103,9 @@ def main() -> None:
                     key = (cell["scenario"], cell["partitioning"], str(cell["seed"]), rule)
                     for _ in range(args.runs - counts.get(key, 0)):
                         use(name)
-                        t0 = time.perf_counter()
-                        got = plain.run(cell, "ours") or {}
-                        row = {**{f: math.nan for f in plain.FIELDS}, **{k: cell[k] for k in ("group", "scenario", "partitioning",
-                               "clients", "bad", "seed", "rounds")}, "seed_role": seed_role(cell["seed"]), "rule": rule, **version,
-                               **got, "seconds": time.perf_counter() - t0}
+                        row = plain.measured(cell, "ours", label=rule)
                         append_rows(args.out, plain.FIELDS, [row])
-                        print(f"{cell['scenario']:8} {cell['partitioning'][:5]} s{cell['seed']} {name}: {got.get('accuracy', math.nan):.3f}",
-                              flush=True)
+                        print(f"{cell['scenario']:8} {cell['partitioning'][:5]} s{cell['seed']} {name}: {row['accuracy']:.3f}", flush=True)
         finally:
             use("global")
     summary(args.out)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -58,13 +57,9 @@ def main() -> None:
             for rule in rules:
                 if tuple(str(cell[k]) for k in key[:-1]) + (rule,) in done:
                     continue
-                t0 = time.perf_counter()
-                got = plain.run(cell, rule) or {}
-                row = {**{f: math.nan for f in plain.FIELDS}, **{k: cell[k] for k in ("group", *key[:-1])},
-                       "rounds": cell["rounds"], "seed_role": seed_role(cell["seed"]), "rule": rule, **provenance(), **got,
-                       "seconds": time.perf_counter() - t0}
+                row = plain.measured(cell, rule)
                 append_rows(args.out, plain.FIELDS, [row])
-                print(f"{cell['scenario']:14} {cell['partitioning'][:3]} s{cell['seed']} {rule}: accuracy {got.get('accuracy', math.nan):.3f} "
+                print(f"{cell['scenario']:14} {cell['partitioning'][:3]} s{cell['seed']} {rule}: accuracy {row['accuracy']:.3f} "
                       f"({row['seconds']:.0f}s)", flush=True)
     summary(args.out)
 

@@ -105,8 +105,6 @@ def test_without_gram_evidence_a_census_round_scores_the_target_moments_only(mon
     monkeypatch.setattr(census, "release_view", lambda r: ScoredView([np.zeros(2), np.zeros(3)], [np.ones(2), np.ones(3)],
                                                                       evidence=(True, True)))
     for flag in (True, False):
-        census.GRAM_EVIDENCE[:] = [flag]
         with pytest.raises(RuntimeError):
-            census.score([release] * 3, np.zeros(3, dtype=bool))
-    census.GRAM_EVIDENCE[:] = [True]
+            census.score([release] * 3, np.zeros(3, dtype=bool), gram_evidence=flag)
     assert [v[0].evidence for v in seen] == [(True, True), (True, False)]  # type: ignore[index, attr-defined]

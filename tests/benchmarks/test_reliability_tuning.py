@@ -51,7 +51,7 @@ def test_the_dirichlet_cells_split_by_the_unreliable_share_of_the_data(monkeypat
     """The plain summary's breakdown: each seed lands on its side of ``SHARE_SPLIT`` by the unreliable clients' data
     share, each row is the mean over its seeds, and the cells without corruption, or IID, are left out."""
     shares = {16: 0.2, 17: 0.25, 18: 0.45}
-    monkeypatch.setattr(reliability_plain, "unreliable_share", lambda scenario, seed: shares[seed])
+    monkeypatch.setattr(reliability_plain, "unreliable_share", lambda seed: shares[seed])
     accuracy = {("ours", 16): 0.70, ("ours", 17): 0.74, ("ours", 18): 0.40, ("fedavg", 16): 0.6, ("fedavg", 17): 0.6, ("fedavg", 18): 0.3}
     rows = [{"group": "small", "scenario": "flipped", "partitioning": "dirichlet", "seed": str(seed), "rule": rule, "accuracy": str(acc)}
             for (rule, seed), acc in accuracy.items()]
