@@ -1,24 +1,27 @@
-"""Which class templates a head's update rows are read against: a screening on the tuning seeds (issue #25, stop 39).
+"""Which class templates a head's update rows are read against: a screening on the tuning seeds (issue #25, stops 39-40).
 
 The ``gap`` statistic reads a plain client's head update, row by row, against class templates
-(:func:`flwr_ppcdl.reliability.model._delta_templates`): the library takes the global head's rows. Where flipped
-clients hold much of the data, the global head learns their labels and the honest rows look permuted
+(:func:`flwr_ppcdl.reliability.model._delta_templates`). Until stop 40 the library took the global head's rows; where
+flipped clients hold much of the data, the global head learns their labels and the honest rows look permuted
 (``docs/reliability.md`` section 9). This script swaps the templates for other choices, runs the plain benchmark's
-``ours`` (``benchmarks.reliability_plain``, the same clients and grid) with each, and pairs them per seed:
+``ours`` (``benchmarks.reliability_plain``, the same clients and grid) with each, and pairs them per seed against
+``global``:
 
-* ``global`` -- the library's: the global head's rows;
-* ``majority`` -- the majority's model head: the global head plus the least-trimmed majority's mean update;
+* ``global`` -- the global head's rows (the library's until stop 40);
+* ``majority`` -- the majority's model head: the global head plus the least-trimmed majority's mean update (the
+  library's since stop 40, after this screening);
 * ``leave-one-out`` -- the same without the participant's own update (each participant its own templates);
 * ``consistent`` -- the global head plus the mean update of the consistent voices.
 
 Each template is centred across classes. A choice is screened, not library code. Tuning seeds only; ``--runs``
 runs per cell and seed (``ours`` samples coordinates from OS entropy, so a single run moves a cell by several
-points). Commands (the committed rows and table, 39 tuning seeds, two runs, about 25 minutes on two cores):
+points). Commands (the committed rows and table, 39 tuning seeds, two runs, about 25 minutes on two cores; the
+``majority`` rows of the second command were measured at stop 40, before the library took that choice):
 
     PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_templates --seeds 0 1 2 10 11 12 13 14 15 $(seq 46 75) \\
         --runs 2 --out benchmarks/results/reliability_templates.csv
     PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_templates --seeds 0 1 2 10 11 12 13 14 15 $(seq 46 75) \\
-        --runs 2 --scenarios random-labels sign-flip --variants global leave-one-out --out ...  # then appended
+        --runs 2 --scenarios random-labels sign-flip --variants global leave-one-out majority --out ...  # then appended
     PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_templates --summary \\
         --out benchmarks/results/reliability_templates.csv > benchmarks/results/reliability_templates_summary.txt
 
@@ -56,8 +59,8 @@ def _centred(head: np.ndarray, rows: int) -> np.ndarray:
     return (shaped - shaped.mean(axis=-2, keepdims=True)).reshape(head.shape)
 
 
-def _majority(lay: Any, centre: np.ndarray, residuals: np.ndarray, members: np.ndarray) -> np.ndarray:
-    return _centred(lay.reference + centre, lay.rows)
+def _global(lay: Any, centre: np.ndarray, residuals: np.ndarray, members: np.ndarray) -> np.ndarray:
+    return _centred(lay.reference, lay.rows)
 
 
 def _leave_one_out(lay: Any, centre: np.ndarray, residuals: np.ndarray, members: np.ndarray) -> np.ndarray:
@@ -68,13 +71,13 @@ def _consistent(lay: Any, centre: np.ndarray, residuals: np.ndarray, members: np
     return _centred(lay.reference + lay.stack[members].mean(axis=0), lay.rows)
 
 
-VARIANTS: dict[str, Callable[..., np.ndarray]] = {"global": LIBRARY, "majority": _majority, "leave-one-out": _leave_one_out,
+VARIANTS: dict[str, Callable[..., np.ndarray]] = {"global": _global, "majority": LIBRARY, "leave-one-out": _leave_one_out,
                                                   "consistent": _consistent}
 COLUMNS = ("accuracy", "false_alarms", "honest_kept", "auroc")
 
 
 def use(name: str) -> None:
-    """The templates ``gap`` reads head updates against, until the next call (``"global"``: the library's)."""
+    """The templates ``gap`` reads head updates against, until the next call (``"majority"``: the library's)."""
     model._delta_templates = VARIANTS[name]  # type: ignore[assignment]
 
 
@@ -107,7 +110,7 @@ def main() -> None:
                         append_rows(args.out, plain.FIELDS, [row])
                         print(f"{cell['scenario']:8} {cell['partitioning'][:5]} s{cell['seed']} {name}: {row['accuracy']:.3f}", flush=True)
         finally:
-            use("global")
+            use("majority")
     summary(args.out)
 
 

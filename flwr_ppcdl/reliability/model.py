@@ -298,9 +298,9 @@ def _heads(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, Float
 
 
 def _delta_templates(lay: Layer, centre: FloatArray, residuals: FloatArray, members: BoolArray) -> FloatArray:
-    """The class templates for a head's update rows (``gap``): the global head's rows centred across classes (a softmax
-    ignores a common shift). ``benchmarks/reliability_templates.py`` swaps in the choices screened at stop 39."""
-    return np.asarray((lay.reference.reshape(lay.rows, -1) - lay.reference.reshape(lay.rows, -1).mean(axis=0)).reshape(-1))
+    """The class templates of a head's update rows (``gap``): the majority's model head (global head + ``centre``), rows
+    centred (a softmax ignores a common shift); ``benchmarks/reliability_templates.py`` swaps in the screened choices."""
+    return np.asarray(((head := (lay.reference + centre).reshape(lay.rows, -1)) - head.mean(axis=0)).reshape(-1))
 
 
 def _row_gap(rows_of: FloatArray, reference: FloatArray, rows: int) -> tuple[FloatArray, FloatArray]:

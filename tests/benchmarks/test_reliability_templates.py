@@ -1,5 +1,6 @@
-"""The template screening of stop 39: each choice gives templates the ``gap`` can read, the majority's model head finds
-flipped labels where the global head learnt them, and the library's choice is restored after a screening."""
+"""The template screening of stops 39-40: each choice gives templates the ``gap`` can read, the majority's model head
+(the library's choice since stop 40) finds flipped labels where the global head learnt them, and the library's choice is
+restored after a screening."""
 
 from __future__ import annotations
 
@@ -41,13 +42,14 @@ def _found(variant: str) -> int:
     return found
 
 
-def test_the_majority_head_finds_flipped_labels_the_global_head_learnt_and_the_library_is_restored() -> None:
+def test_the_library_majority_head_finds_flipped_labels_the_global_head_learnt_and_is_restored() -> None:
     try:
-        library, majority = _found("global"), _found("majority")
+        global_head = _found("global")
     finally:
-        templates.use("global")
+        templates.use("majority")
     assert model._delta_templates is templates.LIBRARY
-    assert majority >= 27 and library <= 20, (library, majority)  # of 30 flipped participant-rounds
+    library = _found("majority")  # the library's choice since stop 40
+    assert library >= 27 and global_head <= 20, (global_head, library)  # of 30 flipped participant-rounds
 
 
 @pytest.mark.parametrize("variant", list(templates.VARIANTS))
