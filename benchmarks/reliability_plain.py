@@ -448,6 +448,9 @@ def _by_share(rows: list[dict[str, str]]) -> None:
 def _table(rows: list[dict[str, str]], role: str, me: str = "ours") -> None:
     seeds = sorted({int(r["seed"]) for r in rows if r["rule"] == me})
     rows = [r for r in rows if int(r["seed"]) in seeds]
+    if not rows:  # this contender was not run on these seeds (e.g. its rows deleted to be measured again)
+        print(f"\n## {role} seeds: no rows of {me}")
+        return
     print(f"\n## {role} seeds {seeds}, {me} (code {', '.join(sorted({r['code_version'] for r in rows if r['rule'] == me}))}; "
           f"the other contenders {', '.join(sorted({r['code_version'] for r in rows if r['rule'] != me}))}; {rows[0]['packages']})")
     runs = Counter((r["group"], r["scenario"], r["partitioning"], r["clients"], r["bad"], r["seed"]) for r in rows if r["rule"] == me)

@@ -62,3 +62,16 @@ def test_the_dirichlet_cells_split_by_the_unreliable_share_of_the_data(monkeypat
     assert len(lines) == 2
     assert "share < 0.3" in lines[0] and "2 seeds" in lines[0] and "fedavg 0.600" in lines[0] and "ours 0.720" in lines[0]
     assert "share >= 0.3" in lines[1] and "1 seeds" in lines[1] and "ours 0.400" in lines[1]
+
+
+def test_the_plain_summary_names_a_role_whose_contender_rows_are_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Rows of ``ours`` deleted to be measured again (or not measured yet) on one seed role: the summary says so for
+    that role and still prints the others' tables, instead of failing after the run."""
+    cell = {"group": "small", "scenario": "none", "partitioning": "iid", "clients": 10, "bad": 0, "rounds": 10, "accuracy": 0.8,
+            "code_version": "abc1234", "packages": "x"}
+    rows = [{**cell, "seed": 3, "seed_role": "report", "rule": rule} for rule in ("ours", "fedavg")]
+    rows.append({**cell, "seed": 16, "seed_role": "study", "rule": "fedavg"})
+    append_rows(tmp_path / "p.csv", reliability_plain.FIELDS, [{**{f: math.nan for f in reliability_plain.FIELDS}, **r} for r in rows])
+    reliability_plain.summary(tmp_path / "p.csv")
+    out = capsys.readouterr().out
+    assert "## report seeds [3], ours" in out and "## study seeds: no rows of ours" in out
