@@ -11,7 +11,9 @@ flipped clients hold much of the data, the global head learns their labels and t
 * ``majority`` -- the majority's model head: the global head plus the least-trimmed majority's mean update (the
   library's since stop 40, after this screening);
 * ``leave-one-out`` -- the same without the participant's own update (each participant its own templates);
-* ``consistent`` -- the global head plus the mean update of the consistent voices.
+* ``consistent`` -- the global head plus the mean update of the consistent voices;
+* ``drift`` -- the majority's model head tracked across rounds (stop 40): the global head plus the discounted sum of
+  what the majority's updates would have moved it by and the aggregate did not (``_drift``), plus this round's.
 
 Each template is centred across classes. A choice is screened, not library code. Tuning seeds only; ``--runs``
 runs per cell and seed (``ours`` samples coordinates from OS entropy, so a single run moves a cell by several
@@ -49,6 +51,7 @@ from benchmarks.reliability_common import (
     read_rows,
     seed_role,
 )
+from flwr_ppcdl.reliability import ReliabilityOptions
 
 LIBRARY = model._delta_templates
 
@@ -71,14 +74,34 @@ def _consistent(lay: Any, centre: np.ndarray, residuals: np.ndarray, members: np
     return _centred(lay.reference + lay.stack[members].mean(axis=0), lay.rows)
 
 
+DRIFT = ReliabilityOptions().memory_rate
+"""How much of the last rounds' gap between the majority's updates and the aggregate's the ``drift`` templates keep (the
+library's memory rate: the discount of suspicion across rounds)."""
+_TRACK: dict[tuple[int, ...], list[np.ndarray]] = {}  # per head shape: the last global head, D, the last majority update
+
+
+def _drift(lay: Any, centre: np.ndarray, residuals: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """The majority's model head tracked across rounds: the global head plus ``D`` plus this round's majority update,
+    ``D_t = DRIFT D_{t-1} + m_{t-1} - (g_t - g_{t-1})`` (``m`` the least-trimmed majority's update, ``g`` the global head):
+    what the count-blind majority would have moved the head by and the aggregate did not, discounted."""
+    head = np.asarray(lay.reference, dtype=np.float64)
+    state = _TRACK.setdefault(tuple(head.shape), [head.copy(), np.zeros_like(head), np.zeros_like(head)])
+    if not np.array_equal(state[0], head):  # a new round
+        state[1] = DRIFT * state[1] + state[2] - (head - state[0])
+        state[0] = head.copy()
+    state[2] = np.asarray(centre, dtype=np.float64).copy()
+    return _centred(head + state[1] + state[2], lay.rows)
+
+
 VARIANTS: dict[str, Callable[..., np.ndarray]] = {"global": _global, "majority": LIBRARY, "leave-one-out": _leave_one_out,
-                                                  "consistent": _consistent}
+                                                  "consistent": _consistent, "drift": _drift}
 COLUMNS = ("accuracy", "false_alarms", "honest_kept", "auroc")
 
 
 def use(name: str) -> None:
     """The templates ``gap`` reads head updates against, until the next call (``"majority"``: the library's)."""
     model._delta_templates = VARIANTS[name]  # type: ignore[assignment]
+    _TRACK.clear()  # a run starts from its own initial head
 
 
 def main() -> None:
