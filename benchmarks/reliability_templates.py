@@ -24,6 +24,8 @@ points). Commands (the committed rows and table, 39 tuning seeds, two runs, abou
         --runs 2 --out benchmarks/results/reliability_templates.csv
     PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_templates --seeds 0 1 2 10 11 12 13 14 15 $(seq 46 75) \\
         --runs 2 --scenarios random-labels sign-flip --variants global leave-one-out majority --out ...  # then appended
+    PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_templates --seeds 0 1 2 10 11 12 13 14 15 $(seq 46 75) \\
+        --runs 2 --scenarios flipped none random-labels sign-flip --variants drift --out ...  # stop 40, then appended
     PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_templates --summary \\
         --out benchmarks/results/reliability_templates.csv > benchmarks/results/reliability_templates_summary.txt
 
