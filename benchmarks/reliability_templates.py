@@ -13,7 +13,8 @@ flipped clients hold much of the data, the global head learns their labels and t
 * ``leave-one-out`` -- the same without the participant's own update (each participant its own templates);
 * ``consistent`` -- the global head plus the mean update of the consistent voices;
 * ``drift`` -- the majority's model head tracked across rounds (stop 40): the global head plus the discounted sum of
-  what the majority's updates would have moved it by and the aggregate did not (``_drift``), plus this round's.
+  what the majority's updates would have moved it by and the aggregate did not (``_drift_at``), plus this round's;
+  discounted at the library's memory rate, or at each of ``--drift-rates`` (variants ``drift@<rate>``).
 
 Each template is centred across classes. A choice is screened, not library code. Tuning seeds only; ``--runs``
 runs per cell and seed (``ours`` samples coordinates from OS entropy, so a single run moves a cell by several
@@ -82,21 +83,34 @@ library's memory rate: the discount of suspicion across rounds)."""
 _TRACK: dict[tuple[int, ...], list[np.ndarray]] = {}  # per head shape: the last global head, D, the last majority update
 
 
-def _drift(lay: Any, centre: np.ndarray, residuals: np.ndarray, members: np.ndarray) -> np.ndarray:
+def _drift_at(rate: float) -> Callable[..., np.ndarray]:
     """The majority's model head tracked across rounds: the global head plus ``D`` plus this round's majority update,
-    ``D_t = DRIFT D_{t-1} + m_{t-1} - (g_t - g_{t-1})`` (``m`` the least-trimmed majority's update, ``g`` the global head):
+    ``D_t = rate D_{t-1} + m_{t-1} - (g_t - g_{t-1})`` (``m`` the least-trimmed majority's update, ``g`` the global head):
     what the count-blind majority would have moved the head by and the aggregate did not, discounted."""
-    head = np.asarray(lay.reference, dtype=np.float64)
-    state = _TRACK.setdefault(tuple(head.shape), [head.copy(), np.zeros_like(head), np.zeros_like(head)])
-    if not np.array_equal(state[0], head):  # a new round
-        state[1] = DRIFT * state[1] + state[2] - (head - state[0])
-        state[0] = head.copy()
-    state[2] = np.asarray(centre, dtype=np.float64).copy()
-    return _centred(head + state[1] + state[2], lay.rows)
+
+    def drift(lay: Any, centre: np.ndarray, residuals: np.ndarray, members: np.ndarray) -> np.ndarray:
+        head = np.asarray(lay.reference, dtype=np.float64)
+        state = _TRACK.setdefault(tuple(head.shape), [head.copy(), np.zeros_like(head), np.zeros_like(head)])
+        if not np.array_equal(state[0], head):  # a new round
+            state[1] = rate * state[1] + state[2] - (head - state[0])
+            state[0] = head.copy()
+        state[2] = np.asarray(centre, dtype=np.float64).copy()
+        return _centred(head + state[1] + state[2], lay.rows)
+
+    return drift
 
 
 VARIANTS: dict[str, Callable[..., np.ndarray]] = {"global": _global, "majority": LIBRARY, "leave-one-out": _leave_one_out,
-                                                  "consistent": _consistent, "drift": _drift}
+                                                  "consistent": _consistent, "drift": _drift_at(DRIFT)}
+
+
+def drift_variant(rate: float) -> str:
+    """Register ``drift`` at another discount (``--drift-rates``) and return its name, ``drift@<rate>``."""
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"a drift rate is in [0, 1], got {rate!r}")
+    name = f"drift@{rate:g}"
+    VARIANTS.setdefault(name, _drift_at(rate))
+    return name
 COLUMNS = ("accuracy", "false_alarms", "honest_kept", "auroc")
 
 
@@ -113,8 +127,11 @@ def main() -> None:
     parser.add_argument("--scenarios", nargs="+", default=["none", "flipped"])
     parser.add_argument("--runs", type=int, default=1, help="runs per cell, seed and variant")
     parser.add_argument("--out", type=Path, default=Path("/tmp/flwr_ppcdl_calib/reliability_templates.csv"))
+    parser.add_argument("--drift-rates", type=float, nargs="+", default=[],
+                        help="also run drift at these discounts (variants drift@<rate>; drift itself uses the memory rate)")
     parser.add_argument("--summary", action="store_true")
     args = parser.parse_args()
+    args.variants += [drift_variant(rate) for rate in args.drift_rates]
     if not args.summary:
         if refused := [s for s in args.seeds if seed_role(s) != "tune"]:
             raise SystemExit(f"seeds {refused} are not tuning seeds: templates are screened on tuning seeds only")
@@ -146,6 +163,8 @@ def summary(path: Path) -> None:
     if not rows:
         print(f"no template rows in {path}")
         return
+    for rule in sorted({r["rule"] for r in rows if r["rule"].startswith("ours:templates=drift@")}):
+        drift_variant(float(rule.split("@", 1)[1]))
     names = [n for n in VARIANTS if any(r["rule"] == f"ours:templates={n}" for r in rows)]
     seeds = sorted({int(r["seed"]) for r in rows})
     runs = sorted({sum(1 for r in rows if (r["scenario"], r["partitioning"], r["seed"], r["rule"]) == key)

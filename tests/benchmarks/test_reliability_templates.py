@@ -64,9 +64,13 @@ def test_every_template_is_centred_across_classes_and_fits_the_stack(variant: st
     np.testing.assert_allclose(got.reshape(k, rows, p).sum(axis=1), 0.0, atol=1e-12)
 
 
-def test_drift_templates_follow_their_recursion_and_restart_with_each_run() -> None:
+@pytest.mark.parametrize("rate", [None, 0.25])
+def test_drift_templates_follow_their_recursion_and_restart_with_each_run(rate: float | None) -> None:
     """``D_t = rate D_{t-1} + m_{t-1} - (g_t - g_{t-1})`` from ``D_1 = 0``; the template is the centred ``g_t + D_t + m_t``,
-    and :func:`use` starts the next run from its own head."""
+    and :func:`use` starts the next run from its own head. ``drift`` discounts at the memory rate, ``drift@0.25`` at
+    0.25."""
+    name = "drift" if rate is None else templates.drift_variant(rate)
+    rate = templates.DRIFT if rate is None else rate
     rng = np.random.default_rng(5)
     rows, p = 3, 4
     heads, updates = rng.normal(size=(3, rows * p)), rng.normal(size=(3, rows * p))
@@ -74,12 +78,17 @@ def test_drift_templates_follow_their_recursion_and_restart_with_each_run() -> N
     members = np.ones(4, dtype=bool)
     try:
         for _ in range(2):  # two runs: the second must not inherit the first one's state
-            templates.use("drift")
-            got = [templates.VARIANTS["drift"](model.Layer(stack, g, None, rows), m, stack - m, members) for g, m in zip(heads, updates, strict=True)]
+            templates.use(name)
+            got = [templates.VARIANTS[name](model.Layer(stack, g, None, rows), m, stack - m, members) for g, m in zip(heads, updates, strict=True)]
             d2 = updates[0] - (heads[1] - heads[0])
-            d3 = templates.DRIFT * d2 + updates[1] - (heads[2] - heads[1])
+            d3 = rate * d2 + updates[1] - (heads[2] - heads[1])
             for template, want in zip(got, (heads[0] + updates[0], heads[1] + d2 + updates[1], heads[2] + d3 + updates[2]), strict=True):
                 np.testing.assert_allclose(template, templates._centred(want, rows), atol=1e-12)
     finally:
         templates.use("majority")
     assert model._delta_templates is templates.LIBRARY
+
+
+def test_a_drift_rate_outside_zero_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="got 1.5"):
+        templates.drift_variant(1.5)
