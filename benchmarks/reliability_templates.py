@@ -27,6 +27,8 @@ points). Commands (the committed rows and table, 39 tuning seeds, two runs, abou
         --runs 2 --scenarios random-labels sign-flip --variants global leave-one-out majority --out ...  # then appended
     PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_templates --seeds 0 1 2 10 11 12 13 14 15 $(seq 46 75) \\
         --runs 2 --scenarios flipped none random-labels sign-flip --variants drift --out ...  # stop 40, then appended
+    PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_templates --seeds 0 1 2 10 11 12 13 14 15 $(seq 46 75) \\
+        --runs 2 --scenarios flipped random-labels --variants --drift-rates 0.25 --out ...  # and 0.8; then appended
     PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_templates --summary \\
         --out benchmarks/results/reliability_templates.csv > benchmarks/results/reliability_templates_summary.txt
 
@@ -122,7 +124,8 @@ def use(name: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="*", choices=tuple(VARIANTS), default=list(VARIANTS),
+                        help="the variants to run (none: only those of --drift-rates)")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(TUNE_SEEDS + DIAGNOSIS_SEEDS))
     parser.add_argument("--scenarios", nargs="+", default=["none", "flipped"])
     parser.add_argument("--runs", type=int, default=1, help="runs per cell, seed and variant")
