@@ -113,6 +113,8 @@ def drift_variant(rate: float) -> str:
     name = f"drift@{rate:g}"
     VARIANTS.setdefault(name, _drift_at(rate))
     return name
+
+
 COLUMNS = ("accuracy", "false_alarms", "honest_kept", "auroc")
 
 

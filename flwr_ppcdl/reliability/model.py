@@ -279,7 +279,7 @@ def _heads(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray, Float
             swap = found if swap is None else np.maximum(swap, found)
             comparisons += lay.rows * (lay.rows - 1)
             continue
-        if deltas:  # the update's rows against the global head's rows, the class templates; and the consensus update's
+        if deltas:  # the update's rows against the majority's model head, the class templates; and the consensus update's
             following = permuted_rows(lay.stack, lay.stack - res, lay.rows, members, rng)
             permuted = permuted if following is None else following + (0.0 if permuted is None else permuted)
             per_row, weight = _row_gap(lay.stack, np.broadcast_to(_delta_templates(lay, c, res, members), res.shape), lay.rows)

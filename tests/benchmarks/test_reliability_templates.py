@@ -65,10 +65,11 @@ def test_every_template_is_centred_across_classes_and_fits_the_stack(variant: st
 
 
 @pytest.mark.parametrize("rate", [None, 0.25])
-def test_drift_templates_follow_their_recursion_and_restart_with_each_run(rate: float | None) -> None:
+def test_drift_templates_follow_their_recursion_and_restart_with_each_run(rate: float | None, monkeypatch: pytest.MonkeyPatch) -> None:
     """``D_t = rate D_{t-1} + m_{t-1} - (g_t - g_{t-1})`` from ``D_1 = 0``; the template is the centred ``g_t + D_t + m_t``,
     and :func:`use` starts the next run from its own head. ``drift`` discounts at the memory rate, ``drift@0.25`` at
     0.25."""
+    monkeypatch.setattr(templates, "VARIANTS", dict(templates.VARIANTS))  # a registered rate stays in this test
     name = "drift" if rate is None else templates.drift_variant(rate)
     rate = templates.DRIFT if rate is None else rate
     rng = np.random.default_rng(5)
@@ -92,3 +93,4 @@ def test_drift_templates_follow_their_recursion_and_restart_with_each_run(rate: 
 def test_a_drift_rate_outside_zero_one_is_refused() -> None:
     with pytest.raises(ValueError, match="got 1.5"):
         templates.drift_variant(1.5)
+    assert "drift@1.5" not in templates.VARIANTS
