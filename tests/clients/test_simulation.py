@@ -118,7 +118,10 @@ def test_message_api_client_app_with_a_message_api_strategy() -> None:
 
     @server.main()
     def main(grid: Grid, context: Context) -> None:
-        strategy = RecordingFedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=NUM_CLIENTS)
+        # min_train_nodes too: Flower sizes the sample from the nodes connected *before* it waits for
+        # min_available_nodes, so a round that starts while a SuperNode registers samples fewer (CI saw 2 of 3).
+        strategy = RecordingFedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=NUM_CLIENTS,
+                                   min_train_nodes=NUM_CLIENTS)
 
         def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
             return MetricRecord({"accuracy": _evaluate(arrays.to_torch_state_dict())})
