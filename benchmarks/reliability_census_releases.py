@@ -19,7 +19,8 @@ in its simulated thresholds alike): ``pairs``, the median squared difference of 
 the upper quartile of the squares over a normal's; ``mixture``, the larger-weight component of two zero-mean normals
 fitted by EM (the honest are the majority, whether the corrupted sit inside or outside them); ``oracle``, a ceiling
 and no estimator: the scaled nulls fitted to the consistent voices that are honest (the benchmark knows who), the
-library's scale and thresholds otherwise. ``--tails`` does the same for the heterogeneity's Student-t degrees of
+library's scale and thresholds otherwise; ``honest-majority``, a ceiling too: every view block's least-trimmed majority
+searched among the honest voices only (the library's scale); ``honest-all``: both ceilings at once. ``--tails`` does the same for the heterogeneity's Student-t degrees of
 freedom (``HETEROGENEITY_TAIL``), and ``--gram-evidence off`` adds a table where the Gram moments bound influence but
 are no evidence (as in classification). These are screenings, not library code. ``--out`` writes the tables once
 they are computed (a shell redirect would truncate the committed file first, and the code version would read
@@ -28,6 +29,8 @@ Command (the committed tables, ``results/reliability_census_releases.txt``, tuni
 
     PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_census_releases --seeds $(seq 46 75) \
         --scales median pairs q75 mixture oracle --tails 4 3 --gram-evidence on off --out benchmarks/results/reliability_census_releases.txt
+    PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_census_releases --seeds $(seq 46 75) \
+        --scales median honest-majority honest-all --out benchmarks/results/reliability_census_releases_majority.txt  # stop 41
 
 Privacy: the releases are the participants' differentially private ones (``insecure-noise-seed`` as in the
 benchmark: reproducible, not private); scoring them is post-processing.
@@ -147,6 +150,7 @@ def mixture_scale(values: np.ndarray, steps: int = 60) -> np.ndarray:
 
 
 LIBRARY_SCALE, LIBRARY_TAIL, LIBRARY_PROJECTIONS = calibration.squared_scale, constants.HETEROGENEITY_TAIL, model._projections
+LIBRARY_MAJORITY = model._least_trimmed
 HONEST: list[np.ndarray] = []  # the round being scored: who is honest (the oracle's knowledge)
 
 
@@ -155,13 +159,21 @@ def honest_projections(out: Any, layers: Any, loo: Any, centre: Any, tau2: Any, 
     LIBRARY_PROJECTIONS(out, layers, loo, centre, tau2, members & HONEST[-1], *args)
 
 
+def honest_majority(layers: Any, is_voice: np.ndarray) -> np.ndarray:
+    """``model._least_trimmed`` searched among the honest voices only (at least three; the ``honest-*`` ceilings)."""
+    honest = is_voice & HONEST[-1] if HONEST and HONEST[-1].size == is_voice.size else is_voice
+    return np.asarray(LIBRARY_MAJORITY(layers, honest if int(honest.sum()) >= 3 else is_voice))
+
+
 def use_scale(name: str, tail: float = LIBRARY_TAIL) -> None:
     """The ``"scaled"`` null's squared scale in the estimator and in its simulations (``"median"``: the library's;
-    ``"pairs"``, ``"q75"``, ``"mixture"``; ``"oracle"``: the library's, fitted to honest voices) and the heterogeneity's tail; the
-    cached thresholds are cleared."""
+    ``"pairs"``, ``"q75"``, ``"mixture"``; ``"oracle"``: the library's, fitted to honest voices; ``"honest-majority"``: the
+    library's scale, the majority searched among the honest voices; ``"honest-all"``: both), the heterogeneity's tail;
+    the cached thresholds are cleared."""
     scale = {"pairs": pair_scale, "q75": upper_quartile_scale, "mixture": mixture_scale}.get(name, LIBRARY_SCALE)
     calibration.squared_scale = model.squared_scale = scale  # type: ignore[assignment]
-    model._projections = honest_projections if name == "oracle" else LIBRARY_PROJECTIONS  # type: ignore[assignment]
+    model._projections = honest_projections if name in ("oracle", "honest-all") else LIBRARY_PROJECTIONS  # type: ignore[assignment]
+    model._least_trimmed = honest_majority if name.startswith("honest-") else LIBRARY_MAJORITY  # type: ignore[assignment]
     constants.HETEROGENEITY_TAIL = tail
     for cached in (calibration.evidence_threshold, calibration.chance_spread, calibration.energy_threshold):
         cached.cache_clear()
@@ -170,7 +182,7 @@ def use_scale(name: str, tail: float = LIBRARY_TAIL) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(DIAGNOSIS_SEEDS))
-    parser.add_argument("--scales", nargs="+", choices=("median", "pairs", "q75", "mixture", "oracle"), default=["median"],
+    parser.add_argument("--scales", nargs="+", choices=("median", "pairs", "q75", "mixture", "oracle", "honest-majority", "honest-all"), default=["median"],
                         help="one table per scale (module docstring)")
     parser.add_argument("--gram-evidence", nargs="+", choices=("on", "off"), default=["on"],
                         help="one table per choice with the library's scale (off: the Gram moments are no evidence)")

@@ -108,3 +108,25 @@ def test_without_gram_evidence_a_census_round_scores_the_target_moments_only(mon
         with pytest.raises(RuntimeError):
             census.score([release] * 3, np.zeros(3, dtype=bool), gram_evidence=flag)
     assert [v[0].evidence for v in seen] == [(True, True), (True, False)]  # type: ignore[index, attr-defined]
+
+
+def test_the_honest_majority_ceiling_searches_the_honest_voices_and_the_library_is_restored() -> None:
+    """Four tight releases and six spread ones: the least-trimmed majority takes the tight four; under ``honest-majority``
+    (and ``honest-all``) it is searched among the six honest voices only, and ``use_scale("median")`` restores the
+    library's search."""
+    from flwr_ppcdl.reliability.sketch import Layer
+
+    rng = np.random.default_rng(4)
+    stack = np.concatenate([rng.normal(size=(6, 4)) * 3.0, 0.01 * rng.normal(size=(4, 4))])
+    layers = [Layer(stack, np.zeros(4), np.full((10, 4), 1e-4), 0, False)]
+    voices, honest = np.ones(10, dtype=bool), np.arange(10) < 6
+    assert model._least_trimmed(layers, voices)[6:].all()  # the library's majority holds the tight four
+    try:
+        census.HONEST[:] = [honest]
+        for name in ("honest-majority", "honest-all"):
+            census.use_scale(name)
+            assert not model._least_trimmed(layers, voices)[6:].any()
+        assert model._projections is census.honest_projections  # honest-all: the oracle's null too
+    finally:
+        census.use_scale("median")
+    assert model._least_trimmed is census.LIBRARY_MAJORITY and model._least_trimmed(layers, voices)[6:].all()
