@@ -4,10 +4,10 @@ Honest ``u_k = theta + h_k + n_k``: consensus, heterogeneity of variance ``tau_l
 noise of known variance ``v_k`` where the server holds the release (``docs/reliability.md`` section 2).
 :func:`fit_block`: identical uploads speak once (:func:`~.sketch.voices`); ``theta`` is the least-trimmed-
 squares centre of the ``floor(n/2) + 1`` closest voices (a majority of participants, not of data) and
-``tau^2`` solves a robust Paule-Mandel equation; the *consistent* voices pass the calibrated energy test
-and give the heterogeneity and the nulls; on leave-one-out residuals: ``energy`` (the free alternative:
-beyond the round-level threshold a voice is *incompatible* and its influence bounded; ``rival``: how near the
-incompatible voices are to one another's centre), ``collapse``
+``tau^2`` solves a robust Paule-Mandel equation (over every voice under a known law, else the majority); the
+*consistent* voices pass the calibrated energy test and give the heterogeneity and the nulls; on leave-one-out
+residuals: ``energy`` (the free alternative: beyond the round-level threshold a voice is *incompatible* and its
+influence bounded; ``rival``: how near the incompatible voices are to one another's centre), ``collapse``
 (scaled towards zero or beyond), ``reversal`` (deltas only), ``gap`` and ``swap`` (head rows permuted,
 without and with a known law) as evidence.
 
@@ -64,7 +64,7 @@ def fit_block(layers: list[Layer], voice: NDArray[np.intp], alpha: float, *, del
     known = any(lay.noise is not None for lay in layers)
     majority = _least_trimmed(layers, is_voice)
     centre = _centre(layers, majority)
-    tau2 = _heterogeneity(layers, centre, majority)
+    tau2 = _heterogeneity(layers, centre, is_voice if known else majority)  # a law: every voice (section 2)
     energy, _ = _energy(layers, centre, tau2, _loo_residuals(layers, centre, tau2, majority))
     log_energy = np.log(energy)
     closest = np.sort(log_energy[is_voice])[: (n + 1) // 2]

@@ -79,6 +79,24 @@ def test_the_heterogeneity_is_what_the_known_noise_does_not_explain() -> None:
         assert found == pytest.approx(tau2, abs=0.05)
 
 
+def test_a_tight_minority_at_the_consensus_does_not_narrow_the_metric_of_the_honest_under_known_laws() -> None:
+    """Releases with known laws that differ by participant (counts 30 to 3,000) and heterogeneity beyond them, four of ten
+    tight at the consensus (random targets under target skew sit there): the first-pass heterogeneity, in whose metric
+    the energy test picks the consistent voices, is fitted to every voice. Fitted to the least-trimmed majority -- the four
+    and the two honest nearest them -- it was too small, the honest with small laws looked far, and .90 of the honest
+    were consistent (.97 now, over 300 rounds)."""
+    consistent, honest = 0, 0
+    for seed in range(300):
+        rng = np.random.default_rng(seed)
+        theta, n = rng.normal(size=4), np.exp(rng.uniform(np.log(30.0), np.log(3000.0), 10))
+        law = 100.0 / n**2
+        uploads = [theta + (0.3 * rng.standard_normal(4) if k < 6 else 0.0) + np.sqrt(law[k]) * rng.standard_normal(4)
+                   for k in range(10)]
+        fit = M.fit_block(_layers(np.array(uploads), law[:, None] * np.ones((10, 4))), np.arange(10), 0.02, deltas=False)
+        consistent, honest = consistent + int(fit.consistent[:6].sum()), honest + 6
+    assert consistent / honest >= 0.95
+
+
 def test_leave_one_out_residuals_match_brute_force() -> None:
     rng = np.random.default_rng(4)
     stack, noise = rng.normal(size=(7, 30)), rng.uniform(0.5, 2.0, size=(7, 30))
