@@ -26,7 +26,12 @@ measured by its own benchmark at 49c50b0 (``git worktree add <dir> 49c50b0``, th
 ``--quick`` measures a handful of cells (epsilon = 1; 0 and 30 % unreliable); ``--only census2000`` one
 data set; ``--rules ours`` one contender; ``--fractions 0`` the cells with that unreliable fraction. The census
 tuning rows of stop 37 (``reliability_calibrated_census_tuning*.csv``): ``--quick --only census2000 --seeds $(seq
-46 75) --rules ours fedavg oracle`` at 5ba62bb, and ``--rules ours`` at 0382ca0 (reverted).
+46 75) --rules ours fedavg oracle`` at 5ba62bb, and ``--rules ours`` at 0382ca0 (reverted). Stop 41 screened the
+first-pass heterogeneity over every voice (``reliability_calibrated_tuning_tau*.csv``: ``--only census2000 --seeds
+$(seq 46 60) --rules ours`` and ``--only fashion-mnist --seeds 0 1 2 --rules ours``, at 5a6472b and, in a worktree of
+branch ``tau-all``, at f0e1ca3), then measured every ``ours`` row again at 3f2b007: the rows deleted from a copy,
+``--seeds 3 4 5``, ``--quick --seeds 6 7 8``, ``--quick --only fashion-mnist --seeds $(seq 16 45)`` and ``--only
+census2000 --seeds $(seq 16 45)``, each with ``--rules ours`` into a file of its own, then appended.
 
 What runs. The App's own participants (``flwr_ppcdl.app.experiment``: partitions, corruptions, frozen
 bodies, ``trainer_config``; the Fashion-MNIST body pinned to ``pool4``, see ``FASHION_BODY``) as :class:`~flwr_ppcdl.clients.trainer.FunctionalMechanismTrainer` objects,
