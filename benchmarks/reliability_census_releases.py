@@ -19,10 +19,11 @@ in its simulated thresholds alike): ``pairs``, the median squared difference of 
 the upper quartile of the squares over a normal's; ``mixture``, the larger-weight component of two zero-mean normals
 fitted by EM (the honest are the majority, whether the corrupted sit inside or outside them); ``oracle``, a ceiling
 and no estimator: the scaled nulls fitted to the consistent voices that are honest (the benchmark knows who), the
-library's scale and thresholds otherwise; ``honest-majority``, a ceiling too: every view block's least-trimmed majority
-searched among the honest voices only (the library's scale); ``honest-all``: both ceilings at once. ``--tails`` does the same for the heterogeneity's Student-t degrees of
-freedom (``HETEROGENEITY_TAIL``), and ``--gram-evidence off`` adds a table where the Gram moments bound influence but
-are no evidence (as in classification). These are screenings, not library code. ``--out`` writes the tables once
+library's scale and thresholds otherwise; ``honest-majority``, a ceiling too: every view block's least-trimmed
+majority searched among the honest voices only (the library's scale); ``honest-all``: both ceilings at once.
+``--tails`` does the same for the heterogeneity's Student-t degrees of freedom (``HETEROGENEITY_TAIL``), and
+``--gram-evidence off`` adds a table where the Gram moments bound influence but are no evidence (as in
+classification). These are screenings, not library code. ``--out`` writes the tables once
 they are computed (a shell redirect would truncate the committed file first, and the code version would read
 ``+dirty``).
 Command (the committed tables, ``results/reliability_census_releases.txt``, tuning seeds 46-75):
