@@ -64,7 +64,7 @@ def fit_block(layers: list[Layer], voice: NDArray[np.intp], alpha: float, *, del
     known = any(lay.noise is not None for lay in layers)
     majority = _least_trimmed(layers, is_voice)
     centre = _centre(layers, majority)
-    tau2 = _heterogeneity(layers, centre, is_voice)  # every voice (screen)
+    tau2 = _heterogeneity(layers, centre, is_voice if known else majority)  # a law: every voice (section 2)
     energy, _ = _energy(layers, centre, tau2, _loo_residuals(layers, centre, tau2, majority))
     log_energy = np.log(energy)
     closest = np.sort(log_energy[is_voice])[: (n + 1) // 2]
