@@ -114,11 +114,9 @@ def test_the_honest_majority_ceiling_searches_the_honest_voices_and_the_library_
     """Four tight releases and six spread ones: the least-trimmed majority takes the tight four; under ``honest-majority``
     (and ``honest-all``) it is searched among the six honest voices only, and ``use_scale("median")`` restores the
     library's search."""
-    from flwr_ppcdl.reliability.sketch import Layer
-
     rng = np.random.default_rng(4)
     stack = np.concatenate([rng.normal(size=(6, 4)) * 3.0, 0.01 * rng.normal(size=(4, 4))])
-    layers = [Layer(stack, np.zeros(4), np.full((10, 4), 1e-4), 0, False)]
+    layers = [model.Layer(stack, np.zeros(4), np.full((10, 4), 1e-4), 0, False)]
     voices, honest = np.ones(10, dtype=bool), np.arange(10) < 6
     assert model._least_trimmed(layers, voices)[6:].all()  # the library's majority holds the tight four
     try:
