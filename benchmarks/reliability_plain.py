@@ -18,6 +18,8 @@ shared cores; resumable) and of its goals summary:
     PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_plain --seeds $(seq 16 45) --groups small \
         --scenarios mode2 random-uploads --out benchmarks/results/reliability_plain.csv  # stop 38, 40 minutes; and
     #   --seeds $(seq 16 25) --groups collusion (stop 38, 6 minutes a seed)
+    PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_plain --seeds $(seq 16 45) --groups small \
+        --rules ours --again --out benchmarks/results/reliability_plain.csv  # stop 42, twice: three runs a study seed
     PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_plain --summary \
         --out benchmarks/results/reliability_plain.csv > benchmarks/results/reliability_plain_summary.txt
 

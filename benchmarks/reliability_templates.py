@@ -14,7 +14,9 @@ flipped clients hold much of the data, the global head learns their labels and t
 * ``consistent`` -- the global head plus the mean update of the consistent voices;
 * ``drift`` -- the majority's model head tracked across rounds (stop 40): the global head plus the discounted sum of
   what the majority's updates would have moved it by and the aggregate did not (``_drift_at``), plus this round's;
-  discounted at the library's memory rate, or at each of ``--drift-rates`` (variants ``drift@<rate>``).
+  discounted at the library's memory rate, or at each of ``--drift-rates`` (variants ``drift@<rate>``);
+* ``oracle`` -- a ceiling, no estimator: ``drift`` with the honest participants' mean update in place of the majority's
+  (stop 42): how far better templates alone could take ``gap``.
 
 Each template is centred across classes. A choice is screened, not library code. Tuning seeds only; ``--runs``
 runs per cell and seed (``ours`` samples coordinates from OS entropy, so a single run moves a cell by several
@@ -29,6 +31,8 @@ points). Commands (the committed rows and table, 39 tuning seeds, two runs, abou
         --runs 2 --scenarios flipped none random-labels sign-flip --variants drift --out ...  # stop 40, then appended
     PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_templates --seeds 0 1 2 10 11 12 13 14 15 $(seq 46 75) \\
         --runs 2 --scenarios flipped random-labels --variants --drift-rates 0.25 --out ...  # and 0.8; then appended
+    PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_templates --seeds 0 1 2 10 11 12 13 14 15 $(seq 46 75) \\
+        --runs 2 --scenarios flipped random-labels --variants oracle --out ...  # stop 42, then appended
     PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_templates --summary \\
         --out benchmarks/results/reliability_templates.csv > benchmarks/results/reliability_templates_summary.txt
 
@@ -57,8 +61,10 @@ from benchmarks.reliability_common import (
     seed_role,
 )
 from flwr_ppcdl.reliability import ReliabilityOptions
+from flwr_ppcdl.reliability.aggregator import ReliabilityAggregator
 
 LIBRARY = model._delta_templates
+LIBRARY_WEIGH = ReliabilityAggregator.weigh
 
 
 def _centred(head: np.ndarray, rows: int) -> np.ndarray:
@@ -102,8 +108,32 @@ def _drift_at(rate: float) -> Callable[..., np.ndarray]:
     return drift
 
 
+_ROUND: dict[str, Any] = {"nodes": None, "honest_below": None}  # the round being scored: its node ids, who is honest
+
+
+def _recording(weigh: Callable[..., Any]) -> Callable[..., Any]:
+    """``ReliabilityAggregator.weigh`` noting the round's node ids, in upload order (the ``oracle`` ceiling's knowledge)."""
+
+    def weigh_noting(self: Any, server_round: int, uploads: Any, *args: Any, **kwargs: Any) -> Any:
+        _ROUND["nodes"] = np.array([u.node_id for u in uploads])
+        return weigh(self, server_round, uploads, *args, **kwargs)
+
+    return weigh_noting
+
+
+def _oracle(lay: Any, centre: np.ndarray, residuals: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """A ceiling, no estimator: ``drift`` with the honest participants' mean update in place of the majority's (the
+    benchmark knows who is honest: the last ``bad`` partitions are not); the majority's where the block's positions
+    are not the round's uploads."""
+    nodes, below = _ROUND["nodes"], _ROUND["honest_below"]
+    if nodes is not None and below is not None and nodes.size == lay.stack.shape[0] and np.any(nodes < below):
+        centre = lay.stack[nodes < below].mean(axis=0)
+    return _ORACLE_DRIFT(lay, centre, residuals, members)
+
+
+_ORACLE_DRIFT = _drift_at(DRIFT)
 VARIANTS: dict[str, Callable[..., np.ndarray]] = {"global": _global, "majority": LIBRARY, "leave-one-out": _leave_one_out,
-                                                  "consistent": _consistent, "drift": _drift_at(DRIFT)}
+                                                  "consistent": _consistent, "drift": _drift_at(DRIFT), "oracle": _oracle}
 
 
 def drift_variant(rate: float) -> str:
@@ -121,7 +151,9 @@ COLUMNS = ("accuracy", "false_alarms", "honest_kept", "auroc")
 def use(name: str) -> None:
     """The templates ``gap`` reads head updates against, until the next call (``"majority"``: the library's)."""
     model._delta_templates = VARIANTS[name]  # type: ignore[assignment]
+    ReliabilityAggregator.weigh = _recording(LIBRARY_WEIGH) if name == "oracle" else LIBRARY_WEIGH  # type: ignore[method-assign]
     _TRACK.clear()  # a run starts from its own initial head
+    _ROUND["nodes"] = None
 
 
 def main() -> None:
@@ -153,6 +185,7 @@ def main() -> None:
                     key = (cell["scenario"], cell["partitioning"], str(cell["seed"]), rule)
                     for _ in range(args.runs - counts.get(key, 0)):
                         use(name)
+                        _ROUND["honest_below"] = 1001 + cell["clients"] - cell["bad"]  # node ids 1001 + partition
                         row = plain.measured(cell, "ours", label=rule)
                         append_rows(args.out, plain.FIELDS, [row])
                         print(f"{cell['scenario']:8} {cell['partitioning'][:5]} s{cell['seed']} {name}: {row['accuracy']:.3f}", flush=True)

@@ -94,3 +94,29 @@ def test_a_drift_rate_outside_zero_one_is_refused() -> None:
     with pytest.raises(ValueError, match="got 1.5"):
         templates.drift_variant(1.5)
     assert "drift@1.5" not in templates.VARIANTS
+
+
+def test_the_oracle_ceiling_reads_the_honest_mean_update_and_the_library_is_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``oracle`` template of a run's first round is the centred global head plus the honest participants' mean
+    update (node ids below ``honest_below``), whatever the majority's; with positions that are not the round's uploads it
+    is the majority's ``drift``; :func:`use` puts the library's aggregator back."""
+    from flwr_ppcdl.reliability.aggregator import ReliabilityAggregator
+
+    rng = np.random.default_rng(7)
+    rows, p = 3, 4
+    stack, head, majority = rng.normal(size=(5, rows * p)), rng.normal(size=rows * p), rng.normal(size=rows * p)
+    members = np.ones(5, dtype=bool)
+    monkeypatch.setitem(templates._ROUND, "honest_below", 1004)
+    try:
+        templates.use("oracle")
+        assert ReliabilityAggregator.weigh is not templates.LIBRARY_WEIGH  # it notes the round's node ids
+        monkeypatch.setitem(templates._ROUND, "nodes", np.array([1001, 1004, 1002, 1005, 1003]))
+        got = templates.VARIANTS["oracle"](model.Layer(stack, head, None, rows), majority, stack - majority, members)
+        np.testing.assert_allclose(got, templates._centred(head + stack[[0, 2, 4]].mean(axis=0), rows), atol=1e-12)
+        templates.use("oracle")  # a new run; a block of other positions than the round's uploads
+        monkeypatch.setitem(templates._ROUND, "nodes", np.array([1001, 1002]))
+        got = templates.VARIANTS["oracle"](model.Layer(stack, head, None, rows), majority, stack - majority, members)
+        np.testing.assert_allclose(got, templates._centred(head + majority, rows), atol=1e-12)
+    finally:
+        templates.use("majority")
+    assert ReliabilityAggregator.weigh is templates.LIBRARY_WEIGH and model._delta_templates is templates.LIBRARY
