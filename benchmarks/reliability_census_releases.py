@@ -12,7 +12,8 @@ Per cell (split, epsilon, unreliable fraction) it prints honest participants fla
 FedAvg share), the unreliable participants' AUROC and mass, and what the target-moment view's ``collapse``
 null was fitted to: the mean size of its reference set (the consistent voices), the share of seeds whose
 null has no heterogeneity beyond the law (tail 0), where the unreliable and the honest sit on it (the median
-|z| of each, averaged over seeds), and the flagged honest participants' side (towards zero / beyond).
+|z| of each, averaged over seeds), the flagged honest participants' side (towards zero / beyond) and their size
+(below or at least the honest participants' median count: under skew the partitions' sizes differ; stop 42).
 ``--scales`` adds one table per scale, swapping the null's squared scale
 (:func:`~flwr_ppcdl.reliability.calibration.squared_scale`, the median square over a normal's, in the estimator and
 in its simulated thresholds alike): ``pairs``, the median squared difference of two values over a normal's; ``q75``,
@@ -32,6 +33,8 @@ Command (the committed tables, ``results/reliability_census_releases.txt``, tuni
         --scales median pairs q75 mixture oracle --tails 4 3 --gram-evidence on off --out benchmarks/results/reliability_census_releases.txt
     PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_census_releases --seeds $(seq 46 75) \
         --scales median honest-majority honest-all --out benchmarks/results/reliability_census_releases_majority.txt  # stop 41
+    PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_census_releases --seeds $(seq 46 75) \
+        --scales median --gram-evidence on off --out benchmarks/results/reliability_census_releases_size.txt  # stop 42
 
 Privacy: the releases are the participants' differentially private ones (``insecure-noise-seed`` as in the
 benchmark: reproducible, not private); scoring them is post-processing.
@@ -112,7 +115,9 @@ def score(rels: list[Any], bad: np.ndarray, gram_evidence: bool = True) -> dict[
     return {"flagged": stats["false_alarms"], "kept": stats["honest_kept"], "auroc": stats["auroc"], "mass": stats["bad_mass"],
             "reference": int(moments.consistent.sum()), "no_tail": moments.kinds.get("collapse", ("", True, 1.0, 1.0))[3] == 0.0,
             "towards": int(np.sum(flagged & ~bad & (side > 0))), "beyond": int(np.sum(flagged & ~bad & (side < 0))),
-            "z_bad": float(np.median(np.abs(side[bad]))) if bad.any() else math.nan, "z_honest": float(np.median(np.abs(side[~bad])))}
+            "z_bad": float(np.median(np.abs(side[bad]))) if bad.any() else math.nan, "z_honest": float(np.median(np.abs(side[~bad]))),
+            "smaller": int(np.sum(flagged & ~bad & (counts < np.median(counts[~bad])))),  # by the honest's median count
+            "larger": int(np.sum(flagged & ~bad & (counts >= np.median(counts[~bad]))))}
 
 
 def pair_scale(values: np.ndarray) -> np.ndarray:
@@ -206,7 +211,8 @@ def main() -> None:
                  f"{'' if gram else ', Gram moments no evidence'}; seeds {args.seeds} "
                  f"({', '.join(sorted({seed_role(s) for s in args.seeds}))}); code {info['code_version']}; {info['packages']}",
                  f"{'split':9} {'eps':>4} {'bad':>4} | {'honest flagged':>14} {'kept':>5} | {'AUROC':>5} {'mass':>5} | "
-                 f"{'reference':>9} {'tail 0':>6} | median |z| unreliable / honest | flagged honest: towards zero / beyond"]
+                 f"{'reference':>9} {'tail 0':>6} | median |z| unreliable / honest | flagged honest: towards zero / beyond "
+                 "| smaller / larger half of the honest's counts"]
         for part, eps, frac in CELLS:
             rows = [score(*have[(s, part, eps, frac)], gram_evidence=gram) for s in args.seeds]
 
@@ -216,7 +222,8 @@ def main() -> None:
 
             lines.append(f"{part:9} {eps:>4g} {frac:>4.0%} | {m('flagged'):>14.3f} {m('kept'):>5.2f} | {m('auroc'):>5.2f} "
                          f"{m('mass'):>5.2f} | {m('reference'):>9.1f} {m('no_tail'):>6.2f} | {m('z_bad'):>13.2f} / {m('z_honest'):<14.2f} | "
-                         f"{sum(r['towards'] for r in rows)} / {sum(r['beyond'] for r in rows)}")
+                         f"{sum(r['towards'] for r in rows)} / {sum(r['beyond'] for r in rows)} | "
+                         f"{sum(r['smaller'] for r in rows)} / {sum(r['larger'] for r in rows)}")
     use_scale("median")
     text = "\n".join(lines) + "\n"
     if args.out is None:

@@ -128,3 +128,19 @@ def test_the_honest_majority_ceiling_searches_the_honest_voices_and_the_library_
     finally:
         census.use_scale("median")
     assert model._least_trimmed is census.LIBRARY_MAJORITY and model._least_trimmed(layers, voices)[6:].all()
+
+
+def test_flagged_honest_participants_are_split_by_their_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ten honest releases, five of 100 records and five of 1,000; two small ones far beyond the others along the
+    consensus are flagged, and the tool counts every flagged honest participant once, in the half its claimed count
+    falls in (below the honest's median count, or at least it)."""
+    rng = np.random.default_rng(4)
+    theta = np.array([1.0, 2.0, -1.0, 0.5])
+    far = {0: 8.0, 1: 8.0}
+    views = {k: ScoredView([theta * (1.0 + far.get(k, 0.0)) + 0.01 * rng.standard_normal(4), np.eye(2)[np.triu_indices(2)]],
+                           [np.full(4, 1e-4), np.full(3, 1e-4)], evidence=(True, True)) for k in range(10)}
+    releases = [type("R", (), {"num_examples": 100 if k < 5 else 1000, "k": k})() for k in range(10)]
+    monkeypatch.setattr(census, "release_view", lambda r: views[r.k])
+    got = census.score(releases, np.zeros(10, dtype=bool))
+    assert got["smaller"] + got["larger"] == round(got["flagged"] * 10)
+    assert got["smaller"] >= 2 and got["larger"] == 0, got
