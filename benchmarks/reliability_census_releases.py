@@ -12,7 +12,8 @@ Per cell (split, epsilon, unreliable fraction) it prints honest participants fla
 FedAvg share), the unreliable participants' AUROC and mass, and what the target-moment view's ``collapse``
 null was fitted to: the mean size of its reference set (the consistent voices), the share of seeds whose
 null has no heterogeneity beyond the law (tail 0), where the unreliable and the honest sit on it (the median
-|z| of each, averaged over seeds), and the flagged honest participants' side (towards zero / beyond).
+|z| of each, averaged over seeds), the flagged honest participants' side (towards zero / beyond) and their size
+(below or at least the honest participants' median count: under skew the partitions' sizes differ; stop 42).
 ``--scales`` adds one table per scale, swapping the null's squared scale
 (:func:`~flwr_ppcdl.reliability.calibration.squared_scale`, the median square over a normal's, in the estimator and
 in its simulated thresholds alike): ``pairs``, the median squared difference of two values over a normal's; ``q75``,
@@ -20,7 +21,9 @@ the upper quartile of the squares over a normal's; ``mixture``, the larger-weigh
 fitted by EM (the honest are the majority, whether the corrupted sit inside or outside them); ``oracle``, a ceiling
 and no estimator: the scaled nulls fitted to the consistent voices that are honest (the benchmark knows who), the
 library's scale and thresholds otherwise; ``honest-majority``, a ceiling too: every view block's least-trimmed
-majority searched among the honest voices only (the library's scale); ``honest-all``: both ceilings at once.
+majority searched among the honest voices only (the library's scale); ``honest-all``: both ceilings at once;
+``sampling``, an estimator (stop 42): the known-law heterogeneity ``tau^2 + c m / n_k``, a sampling part in the
+participant's count beside one ``tau^2`` per array, fitted on the halves of the counts.
 ``--tails`` does the same for the heterogeneity's Student-t degrees of freedom (``HETEROGENEITY_TAIL``), and
 ``--gram-evidence off`` adds a table where the Gram moments bound influence but are no evidence (as in
 classification). These are screenings, not library code. ``--out`` writes the tables once
@@ -32,6 +35,8 @@ Command (the committed tables, ``results/reliability_census_releases.txt``, tuni
         --scales median pairs q75 mixture oracle --tails 4 3 --gram-evidence on off --out benchmarks/results/reliability_census_releases.txt
     PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_census_releases --seeds $(seq 46 75) \
         --scales median honest-majority honest-all --out benchmarks/results/reliability_census_releases_majority.txt  # stop 41
+    PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_census_releases --seeds $(seq 46 75) \
+        --scales median sampling --gram-evidence on off --out benchmarks/results/reliability_census_releases_size.txt  # stop 42
 
 Privacy: the releases are the participants' differentially private ones (``insecure-noise-seed`` as in the
 benchmark: reproducible, not private); scoring them is post-processing.
@@ -89,6 +94,7 @@ def score(rels: list[Any], bad: np.ndarray, gram_evidence: bool = True) -> dict[
     fits: list[Any] = []
     fit_block = estimate.fit_block
     HONEST[:] = [~bad]  # every participant holds a release: a view block's positions are the participants
+    COUNTS[:] = [np.array([r.num_examples for r in rels], dtype=np.float64)]
 
     def recording(*args: Any, **kwargs: Any) -> Any:
         fits.append(fit_block(*args, **kwargs))
@@ -112,7 +118,9 @@ def score(rels: list[Any], bad: np.ndarray, gram_evidence: bool = True) -> dict[
     return {"flagged": stats["false_alarms"], "kept": stats["honest_kept"], "auroc": stats["auroc"], "mass": stats["bad_mass"],
             "reference": int(moments.consistent.sum()), "no_tail": moments.kinds.get("collapse", ("", True, 1.0, 1.0))[3] == 0.0,
             "towards": int(np.sum(flagged & ~bad & (side > 0))), "beyond": int(np.sum(flagged & ~bad & (side < 0))),
-            "z_bad": float(np.median(np.abs(side[bad]))) if bad.any() else math.nan, "z_honest": float(np.median(np.abs(side[~bad])))}
+            "z_bad": float(np.median(np.abs(side[bad]))) if bad.any() else math.nan, "z_honest": float(np.median(np.abs(side[~bad]))),
+            "smaller": int(np.sum(flagged & ~bad & (counts < np.median(counts[~bad])))),  # by the honest's median count
+            "larger": int(np.sum(flagged & ~bad & (counts >= np.median(counts[~bad]))))}
 
 
 def pair_scale(values: np.ndarray) -> np.ndarray:
@@ -152,7 +160,55 @@ def mixture_scale(values: np.ndarray, steps: int = 60) -> np.ndarray:
 
 LIBRARY_SCALE, LIBRARY_TAIL, LIBRARY_PROJECTIONS = calibration.squared_scale, constants.HETEROGENEITY_TAIL, model._projections
 LIBRARY_MAJORITY = model._least_trimmed
+LIBRARY_HETEROGENEITY = model._heterogeneity
 HONEST: list[np.ndarray] = []  # the round being scored: who is honest (the oracle's knowledge)
+COUNTS: list[np.ndarray] = []  # and its participants' claimed counts
+
+
+def sampling_heterogeneity(layers: Any, centre: Any, members: np.ndarray) -> list[Any]:
+    """``model._heterogeneity`` with a sampling part (the ``sampling`` screen, stop 42): under a known law participant k's
+    heterogeneity is ``tau^2 + c m / n_k`` (``m`` the median count: a mean over ``n_k`` records spreads as ``1 / n_k``),
+    ``tau^2`` making the median standardised energy of the members at or above the members' median count 1 and ``c``
+    that of those below it (nested bisections, both monotone); the library's ``tau^2`` where the counts are not the
+    block's, a half has fewer than two members (equal counts) or the small half needs no sampling part."""
+    base = LIBRARY_HETEROGENEITY(layers, centre, members)
+    n = COUNTS[-1] if COUNTS else None
+    if n is None or n.size != layers[0].stack.shape[0]:
+        return base
+    small = members & (n < np.median(n[members]))
+    large = members & ~small
+    if small.sum() < 2 or large.sum() < 2:
+        return base
+    rel = np.median(n) / n
+    out: list[Any] = []
+    for lay, c, b in zip(layers, centre, base, strict=True):
+        if lay.noise is None:
+            out.append(b)
+            continue
+        r2, v = (lay.stack - c) ** 2, np.maximum(lay.noise, 1e-300)
+
+        def excess(mask: np.ndarray, t: float, s: float, r2: np.ndarray = r2, v: np.ndarray = v) -> float:
+            return float(np.median(np.mean(r2[mask] / (t + s * rel[mask, None] + v[mask]), axis=1))) - 1.0
+
+        def root(f: Any, start: float) -> float:  # the zero of a decreasing f on [0, inf), 0 if f(0) <= 0
+            if f(0.0) <= 0:
+                return 0.0
+            lo, hi = 0.0, start
+            while f(hi) > 0:
+                hi *= 4.0
+            for _ in range(40):
+                mid = 0.5 * (lo + hi)
+                lo, hi = (mid, hi) if f(mid) > 0 else (lo, mid)
+            return 0.5 * (lo + hi)
+
+        start = float(np.max(r2[members].mean(axis=1))) + 1e-300
+
+        def tau2(s: float, excess: Any = excess, start: float = start) -> float:
+            return root(lambda t: excess(large, t, s), start)
+
+        s = root(lambda s: excess(small, tau2(s), s), start)
+        out.append((tau2(s) + s * rel)[:, None] if s > 0 else b)
+    return out
 
 
 def honest_projections(out: Any, layers: Any, loo: Any, centre: Any, tau2: Any, members: np.ndarray, *args: Any) -> None:
@@ -169,12 +225,14 @@ def honest_majority(layers: Any, is_voice: np.ndarray) -> np.ndarray:
 def use_scale(name: str, tail: float = LIBRARY_TAIL) -> None:
     """The ``"scaled"`` null's squared scale in the estimator and in its simulations (``"median"``: the library's;
     ``"pairs"``, ``"q75"``, ``"mixture"``; ``"oracle"``: the library's, fitted to honest voices; ``"honest-majority"``: the
-    library's scale, the majority searched among the honest voices; ``"honest-all"``: both), the heterogeneity's tail;
+    library's scale, the majority searched among the honest voices; ``"honest-all"``: both; ``"sampling"``: the library's
+    scale, the known-law heterogeneity with a sampling part, :func:`sampling_heterogeneity`), the heterogeneity's tail;
     the cached thresholds are cleared."""
     scale = {"pairs": pair_scale, "q75": upper_quartile_scale, "mixture": mixture_scale}.get(name, LIBRARY_SCALE)
     calibration.squared_scale = model.squared_scale = scale  # type: ignore[assignment]
     model._projections = honest_projections if name in ("oracle", "honest-all") else LIBRARY_PROJECTIONS  # type: ignore[assignment]
     model._least_trimmed = honest_majority if name.startswith("honest-") else LIBRARY_MAJORITY  # type: ignore[assignment]
+    model._heterogeneity = sampling_heterogeneity if name == "sampling" else LIBRARY_HETEROGENEITY  # type: ignore[assignment]
     constants.HETEROGENEITY_TAIL = tail
     for cached in (calibration.evidence_threshold, calibration.chance_spread, calibration.energy_threshold):
         cached.cache_clear()
@@ -183,7 +241,7 @@ def use_scale(name: str, tail: float = LIBRARY_TAIL) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(DIAGNOSIS_SEEDS))
-    parser.add_argument("--scales", nargs="+", choices=("median", "pairs", "q75", "mixture", "oracle", "honest-majority", "honest-all"), default=["median"],
+    parser.add_argument("--scales", nargs="+", choices=("median", "pairs", "q75", "mixture", "oracle", "honest-majority", "honest-all", "sampling"), default=["median"],
                         help="one table per scale (module docstring)")
     parser.add_argument("--gram-evidence", nargs="+", choices=("on", "off"), default=["on"],
                         help="one table per choice with the library's scale (off: the Gram moments are no evidence)")
@@ -206,7 +264,8 @@ def main() -> None:
                  f"{'' if gram else ', Gram moments no evidence'}; seeds {args.seeds} "
                  f"({', '.join(sorted({seed_role(s) for s in args.seeds}))}); code {info['code_version']}; {info['packages']}",
                  f"{'split':9} {'eps':>4} {'bad':>4} | {'honest flagged':>14} {'kept':>5} | {'AUROC':>5} {'mass':>5} | "
-                 f"{'reference':>9} {'tail 0':>6} | median |z| unreliable / honest | flagged honest: towards zero / beyond"]
+                 f"{'reference':>9} {'tail 0':>6} | median |z| unreliable / honest | flagged honest: towards zero / beyond "
+                 "| smaller / larger half of the honest's counts"]
         for part, eps, frac in CELLS:
             rows = [score(*have[(s, part, eps, frac)], gram_evidence=gram) for s in args.seeds]
 
@@ -216,7 +275,8 @@ def main() -> None:
 
             lines.append(f"{part:9} {eps:>4g} {frac:>4.0%} | {m('flagged'):>14.3f} {m('kept'):>5.2f} | {m('auroc'):>5.2f} "
                          f"{m('mass'):>5.2f} | {m('reference'):>9.1f} {m('no_tail'):>6.2f} | {m('z_bad'):>13.2f} / {m('z_honest'):<14.2f} | "
-                         f"{sum(r['towards'] for r in rows)} / {sum(r['beyond'] for r in rows)}")
+                         f"{sum(r['towards'] for r in rows)} / {sum(r['beyond'] for r in rows)} | "
+                         f"{sum(r['smaller'] for r in rows)} / {sum(r['larger'] for r in rows)}")
     use_scale("median")
     text = "\n".join(lines) + "\n"
     if args.out is None:

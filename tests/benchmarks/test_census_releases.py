@@ -128,3 +128,45 @@ def test_the_honest_majority_ceiling_searches_the_honest_voices_and_the_library_
     finally:
         census.use_scale("median")
     assert model._least_trimmed is census.LIBRARY_MAJORITY and model._least_trimmed(layers, voices)[6:].all()
+
+
+def test_flagged_honest_participants_are_split_by_their_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ten honest releases, five of 100 records and five of 1,000; two small ones far beyond the others along the
+    consensus are flagged, and the tool counts every flagged honest participant once, in the half its claimed count
+    falls in (below the honest's median count, or at least it)."""
+    rng = np.random.default_rng(4)
+    theta = np.array([1.0, 2.0, -1.0, 0.5])
+    far = {0: 8.0, 1: 8.0}
+    views = {k: ScoredView([theta * (1.0 + far.get(k, 0.0)) + 0.01 * rng.standard_normal(4), np.eye(2)[np.triu_indices(2)]],
+                           [np.full(4, 1e-4), np.full(3, 1e-4)], evidence=(True, True)) for k in range(10)}
+    releases = [type("R", (), {"num_examples": 100 if k < 5 else 1000, "k": k})() for k in range(10)]
+    monkeypatch.setattr(census, "release_view", lambda r: views[r.k])
+    got = census.score(releases, np.zeros(10, dtype=bool))
+    assert got["smaller"] + got["larger"] == round(got["flagged"] * 10)
+    assert got["smaller"] >= 2 and got["larger"] == 0, got
+
+
+def test_the_sampling_screen_fits_a_spread_that_grows_as_one_over_the_count_and_the_library_is_restored() -> None:
+    """Ten known-law views whose honest spread is ``0.1 + 2 m / n_k`` (five of 100 records, five of 1,000; ``m`` the
+    median count) over 400 entries: the screen's heterogeneity is about ten times larger for the small ones and near
+    the truth for both; with equal counts it is the library's; ``use_scale`` swaps it in and back out."""
+    rng = np.random.default_rng(9)
+    n = np.array([100.0] * 5 + [1000.0] * 5)
+    truth = 0.1 + 2.0 * np.median(n) / n
+    noise = np.full((10, 400), 0.05)
+    stack = rng.standard_normal((10, 400)) * np.sqrt(truth[:, None] + noise)
+    lay = model.Layer(stack, np.zeros(400), noise, 0)
+    members = np.ones(10, dtype=bool)
+    try:
+        census.COUNTS[:] = [n]
+        got = np.ravel(census.sampling_heterogeneity([lay], [np.zeros(400)], members)[0])
+        assert got[:5].mean() / got[5:].mean() == pytest.approx(truth[0] / truth[-1], rel=0.25)
+        assert got == pytest.approx(truth, rel=0.25)
+        census.COUNTS[:] = [np.full(10, 500.0)]
+        assert census.sampling_heterogeneity([lay], [np.zeros(400)], members) == model._heterogeneity([lay], [np.zeros(400)], members)
+        census.use_scale("sampling")
+        assert model._heterogeneity is census.sampling_heterogeneity
+    finally:
+        census.use_scale("median")
+        census.COUNTS.clear()
+    assert model._heterogeneity is census.LIBRARY_HETEROGENEITY
