@@ -31,7 +31,10 @@ first-pass heterogeneity over every voice (``reliability_calibrated_tuning_tau*.
 $(seq 46 60) --rules ours`` and ``--only fashion-mnist --seeds 0 1 2 --rules ours``, at 5a6472b and, in a worktree of
 branch ``tau-all``, at f0e1ca3), then measured every ``ours`` row again at 3f2b007: the rows deleted from a copy,
 ``--seeds 3 4 5``, ``--quick --seeds 6 7 8``, ``--quick --only fashion-mnist --seeds $(seq 16 45)`` and ``--only
-census2000 --seeds $(seq 16 45)``, each with ``--rules ours`` into a file of its own, then appended.
+census2000 --seeds $(seq 16 45)``, each with ``--rules ours`` into a file of its own, then appended. Stop 42 screened
+a known law's heterogeneity with a sampling part in the counts (``reliability_calibrated_tuning_sampling.csv``, at
+53b3cb4 on branch ``sampling-het``, reverted: ``--only census2000 --seeds 46 47 48`` and ``--only fashion-mnist --seeds
+0 1 2``, ``--rules ours``; its summary sets them beside the same seeds' rows of ``reliability_calibrated_tuning_tau.csv``).
 
 What runs. The App's own participants (``flwr_ppcdl.app.experiment``: partitions, corruptions, frozen
 bodies, ``trainer_config``; the Fashion-MNIST body pinned to ``pool4``, see ``FASHION_BODY``) as :class:`~flwr_ppcdl.clients.trainer.FunctionalMechanismTrainer` objects,
