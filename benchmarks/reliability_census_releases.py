@@ -37,6 +37,8 @@ Command (the committed tables, ``results/reliability_census_releases.txt``, tuni
         --scales median honest-majority honest-all --out benchmarks/results/reliability_census_releases_majority.txt  # stop 41
     PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_census_releases --seeds $(seq 46 75) \
         --scales median sampling --gram-evidence on off --out benchmarks/results/reliability_census_releases_size.txt  # stop 42
+    # and the same --scales median --gram-evidence on off in a checkout of 53b3cb4 (the library with the sampling part,
+    # reverted), --out benchmarks/results/reliability_census_releases_sampling_library.txt
 
 Privacy: the releases are the participants' differentially private ones (``insecure-noise-seed`` as in the
 benchmark: reproducible, not private); scoring them is post-processing.
