@@ -95,8 +95,8 @@ def score(rels: list[Any], bad: np.ndarray, gram_evidence: bool = True) -> dict[
     ``gram_evidence=False``: the Gram moments bound influence but are no evidence."""
     fits: list[Any] = []
     fit_block = estimate.fit_block
-    HONEST[:] = [~bad]  # every participant holds a release: a view block's positions are the participants
-    COUNTS[:] = [np.array([r.num_examples for r in rels], dtype=np.float64)]
+    counts = np.array([r.num_examples for r in rels], dtype=np.float64)
+    HONEST[:], COUNTS[:] = [~bad], [counts]  # every participant holds a release: a view block's positions are the participants
 
     def recording(*args: Any, **kwargs: Any) -> Any:
         fits.append(fit_block(*args, **kwargs))
@@ -104,7 +104,6 @@ def score(rels: list[Any], bad: np.ndarray, gram_evidence: bool = True) -> dict[
 
     estimate.fit_block = recording  # type: ignore[assignment]
     try:
-        counts = np.array([r.num_examples for r in rels], dtype=np.float64)
         views = [release_view(r) for r in rels]
         for v in views if not gram_evidence else ():
             v.evidence = (True, False)  # regression: the target moments, then the Gram moments
@@ -117,12 +116,12 @@ def score(rels: list[Any], bad: np.ndarray, gram_evidence: bool = True) -> dict[
                               dict(enumerate(bad.tolist())), [dict(enumerate(result.round_evidence))])
     moments = fits[0]  # the first view block: the target moments b / n
     side = moments.z.get("collapse", np.zeros(len(rels)))
+    smaller = counts < np.median(counts[~bad])  # by the honest's median count
     return {"flagged": stats["false_alarms"], "kept": stats["honest_kept"], "auroc": stats["auroc"], "mass": stats["bad_mass"],
             "reference": int(moments.consistent.sum()), "no_tail": moments.kinds.get("collapse", ("", True, 1.0, 1.0))[3] == 0.0,
             "towards": int(np.sum(flagged & ~bad & (side > 0))), "beyond": int(np.sum(flagged & ~bad & (side < 0))),
             "z_bad": float(np.median(np.abs(side[bad]))) if bad.any() else math.nan, "z_honest": float(np.median(np.abs(side[~bad]))),
-            "smaller": int(np.sum(flagged & ~bad & (counts < np.median(counts[~bad])))),  # by the honest's median count
-            "larger": int(np.sum(flagged & ~bad & (counts >= np.median(counts[~bad]))))}
+            "smaller": int(np.sum(flagged & ~bad & smaller)), "larger": int(np.sum(flagged & ~bad & ~smaller))}
 
 
 def pair_scale(values: np.ndarray) -> np.ndarray:
@@ -192,25 +191,27 @@ def sampling_heterogeneity(layers: Any, centre: Any, members: np.ndarray) -> lis
         def excess(mask: np.ndarray, t: float, s: float, r2: np.ndarray = r2, v: np.ndarray = v) -> float:
             return float(np.median(np.mean(r2[mask] / (t + s * rel[mask, None] + v[mask]), axis=1))) - 1.0
 
-        def root(f: Any, start: float) -> float:  # the zero of a decreasing f on [0, inf), 0 if f(0) <= 0
-            if f(0.0) <= 0:
-                return 0.0
-            lo, hi = 0.0, start
-            while f(hi) > 0:
-                hi *= 4.0
-            for _ in range(40):
-                mid = 0.5 * (lo + hi)
-                lo, hi = (mid, hi) if f(mid) > 0 else (lo, mid)
-            return 0.5 * (lo + hi)
-
         start = float(np.max(r2[members].mean(axis=1))) + 1e-300
 
         def tau2(s: float, excess: Any = excess, start: float = start) -> float:
-            return root(lambda t: excess(large, t, s), start)
+            return _root(lambda t: excess(large, t, s), start)
 
-        s = root(lambda s: excess(small, tau2(s), s), start)
+        s = _root(lambda s: excess(small, tau2(s), s), start)
         out.append((tau2(s) + s * rel)[:, None] if s > 0 else b)
     return out
+
+
+def _root(f: Any, start: float) -> float:
+    """The zero of a decreasing ``f`` on ``[0, inf)`` by bisection from ``[0, start]`` (0 where ``f(0) <= 0``)."""
+    if f(0.0) <= 0:
+        return 0.0
+    lo, hi = 0.0, start
+    while f(hi) > 0:
+        hi *= 4.0
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if f(mid) > 0 else (lo, mid)
+    return 0.5 * (lo + hi)
 
 
 def honest_projections(out: Any, layers: Any, loo: Any, centre: Any, tau2: Any, members: np.ndarray, *args: Any) -> None:
