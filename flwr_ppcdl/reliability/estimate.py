@@ -35,10 +35,10 @@ FloatArray = NDArray[np.float64]
 @dataclass
 class ScoredView:
     """A known-law view of a participant's shared release (class means, target moments, Gram moments:
-    :mod:`~flwr_ppcdl.reliability.noise_law`), scored beside its parameters; post-processing, no privacy cost.
-    ``layers``: the statistics (same shapes for every participant); ``noise_variance``: their known noise variance
-    (broadcastable); ``bounded_influence``: whether each layer's energy bounds influence; ``evidence``: whether its
-    structured statistics are evidence (else only its energy is scored)."""
+    :mod:`~flwr_ppcdl.reliability.noise_law`), scored beside its parameters; post-processing, no privacy
+    cost. ``layers``: the statistics (same shapes for every participant); ``noise_variance``: their known
+    noise variance (broadcastable); ``bounded_influence``: whether each layer's energy bounds influence;
+    ``evidence``: whether its structured statistics are evidence (else only its energy is scored)."""
 
     layers: list[NDArray[Any]]
     noise_variance: list[NDArray[Any]]
@@ -48,13 +48,13 @@ class ScoredView:
 
 @dataclass
 class ReliabilityResult:
-    """Outcome of :func:`estimate_reliability`, one entry per upload: ``weights`` (>= 0, sum 1; all 0 only if nothing
-    was valid), ``reliability`` (the factor beyond the claimed count: posterior probability of being honest x
-    bounded-influence factor; 0 if excluded), ``sample_weights`` (FedAvg's share), ``distances`` (the standardised
-    energy; server data: the loss ratio), ``excluded`` / ``capped`` (index -> reason), ``evidence`` (accumulated
-    log-odds of being corrupted: > 0 is flagged; NaN for other methods; the memory keeps it), ``round_evidence``
-    (this round's calibrated log-likelihood ratio alone), ``statistics`` (running sums the memory keeps) and
-    ``undecidable`` (why no honest majority was decidable)."""
+    """Outcome of :func:`estimate_reliability`, one entry per upload: ``weights`` (>= 0, sum 1; all 0 only
+    if nothing was valid), ``reliability`` (the factor beyond the claimed count: posterior probability of
+    being honest x bounded-influence factor; 0 if excluded), ``sample_weights`` (FedAvg's share),
+    ``distances`` (the standardised energy; server data: the loss ratio), ``excluded`` / ``capped`` (index
+    -> reason), ``evidence`` (accumulated log-odds of being corrupted: > 0 is flagged; NaN for other
+    methods; the memory keeps it), ``round_evidence`` (this round's calibrated log-likelihood ratio alone),
+    ``statistics`` (running sums the memory keeps) and ``undecidable`` (why no honest majority was decidable)."""
 
     weights: FloatArray
     reliability: FloatArray
@@ -87,19 +87,23 @@ def estimate_reliability(
     ``updates``: one list of arrays per participant (None when only ``views`` are scored);
     ``num_examples``: claimed counts (untrusted; non-positive or non-finite excludes the upload);
     ``options`` and keyword ``overrides``: :class:`ReliabilityOptions`; ``prior_evidence``: the log-odds
-    each node carries and ``prior_statistics`` its running sums (:class:`~.memory.EvidenceMemory`; NaN / None for a
-    new node); ``expected_shapes``: see :func:`validate_updates`; ``reference``: the global model, whose deltas are
-    then scored (no ``K x P`` copy); ``noise_variance``: the known noise variance of ``updates`` (broadcastable) or
-    None; ``views``: per upload a :class:`ScoredView` or None; ``bounded_influence``: whether the energy of ``updates``
-    bounds influence.
+    each node carries and ``prior_statistics`` its running sums (:class:`~.memory.EvidenceMemory`; NaN / None
+    for a new node);
+    ``expected_shapes``: see :func:`validate_updates`; ``reference``:
+    the global model, whose deltas are then scored (no ``K x P`` copy); ``noise_variance``: the known
+    noise variance of ``updates`` (broadcastable) or None; ``views``: per upload a :class:`ScoredView` or
+    None; ``bounded_influence``: whether the energy of ``updates`` bounds influence.
     """
     opts = ReliabilityOptions.resolve(options, **overrides)
     n_up = len(num_examples)
-    rows, shapes = (updates, expected_shapes) if updates is not None else ([[] for _ in range(n_up)], None)
-    excluded = validate_updates(rows, num_examples, max_abs=opts.max_abs, expected_shapes=shapes)
+    if updates is not None:
+        excluded = validate_updates(updates, num_examples, max_abs=opts.max_abs, expected_shapes=expected_shapes)
+    else:
+        excluded = validate_updates([[] for _ in range(n_up)], num_examples, max_abs=opts.max_abs)
     claimed = np.array([0.0 if k in excluded else float(num_examples[k]) for k in range(n_up)])
     valid = np.array([k not in excluded for k in range(n_up)], dtype=bool)
-    counts, too_many, capped = plausible_counts(claimed, valid, max_num_examples=opts.max_num_examples, count_cap=opts.count_cap)
+    counts, too_many, capped = plausible_counts(claimed, valid, max_num_examples=opts.max_num_examples,
+                                                count_cap=opts.count_cap)
     excluded.update(too_many)
     valid &= counts > 0
     nan = np.full(n_up, np.nan)
@@ -119,8 +123,11 @@ def estimate_reliability(
     return result
 
 
-def _calibrated(result: ReliabilityResult, updates: Sequence[Sequence[Any]] | None, views: Sequence[ScoredView | None] | None, idx: NDArray[np.intp], counts: FloatArray,
-                opts: ReliabilityOptions, priors: tuple[Any, Any], reference: Sequence[Any] | None, noise_variance: Sequence[Sequence[Any]] | None, bounded_influence: bool) -> ReliabilityResult:
+def _calibrated(
+    result: ReliabilityResult, updates: Sequence[Sequence[Any]] | None, views: Sequence[ScoredView | None] | None,
+    idx: NDArray[np.intp], counts: FloatArray, opts: ReliabilityOptions, priors: tuple[Any, Any],
+    reference: Sequence[Any] | None, noise_variance: Sequence[Sequence[Any]] | None, bounded_influence: bool,
+) -> ReliabilityResult:
     """The calibrated weights (module docstring)."""
     n_up, k = len(counts), idx.size
     prior_evidence, prior_statistics = priors
@@ -145,7 +152,8 @@ def _calibrated(result: ReliabilityResult, updates: Sequence[Sequence[Any]] | No
             chosen = [v for v in (views[idx[j]] for j in have) if v is not None]
             flags, scored = chosen[0].bounded_influence, chosen[0].evidence
             for j in range(len(chosen[0].layers)):
-                layers = sample_layers([[v.layers[j]] for v in chosen], np.arange(len(have)), None, None, rng, [[v.noise_variance[j]] for v in chosen], flags if isinstance(flags, bool) else flags[j])
+                layers = sample_layers([[v.layers[j]] for v in chosen], np.arange(len(have)), None, None, rng,
+                                       [[v.noise_variance[j]] for v in chosen], flags if isinstance(flags, bool) else flags[j])
                 blocks.append((layers, np.asarray(have, dtype=np.intp), False, scored if isinstance(scored, bool) else scored[j]))
         voice = _voices(blocks, k)
         total, kinds = np.zeros(k), [list[Kind]() for _ in range(k)]
@@ -169,11 +177,13 @@ def _calibrated(result: ReliabilityResult, updates: Sequence[Sequence[Any]] | No
     this_round = np.where(np.isfinite(threshold), total - threshold, -np.inf)
     log_odds = this_round + gamma * np.maximum(np.nan_to_num(carried[idx], nan=0.0), 0.0)
     honest = 1.0 / (1.0 + np.exp(np.clip(SHARPNESS * log_odds, -700.0, 700.0)))
-    # a doubted count is pulled to the median claim: fully when flagged, by the bounded-influence factor squared when far
+    # a doubted count is pulled towards the median claim: all the way when flagged, by the square of the
+    # bounded-influence factor when far (a count keeps its premium only with an upload that earns it)
     trust = np.where(honest < 0.5, 0.0, clip * clip)
     plain = np.minimum(counts[idx], float(np.median(counts[idx])))
     n_eff = np.exp(trust * np.log(counts[idx]) + (1.0 - trust) * np.log(np.maximum(plain, 1e-300)))
-    # identical uploads are one piece of evidence, weighing together as one of them (colluders cannot multiply a share)
+    # identical uploads are one piece of evidence: together they weigh as one of them (honest uploads
+    # coincide with probability zero; identical colluders cannot multiply their share)
     group = np.bincount(voice, minlength=k).astype(np.float64)[voice]
     factor = honest * clip / group
     w = np.zeros(n_up)
@@ -191,7 +201,8 @@ def _calibrated(result: ReliabilityResult, updates: Sequence[Sequence[Any]] | No
     lone = incompatible & (voice == np.arange(k))
     bad = int(np.count_nonzero(lone))
     if n_voices >= 3 and 2 * bad >= n_voices and float(np.median(rival[lone])) < RIVAL:
-        result.undecidable = f"{bad} of {n_voices} independent uploads are incompatible with the honest model fitted to their majority and agree with one another: no decidable honest majority"
+        result.undecidable = (f"{bad} of {n_voices} independent uploads are incompatible with the honest model "
+                              "fitted to their majority and agree with one another: no decidable honest majority")
     return result
 
 
@@ -223,7 +234,8 @@ def _local_voices(voice: NDArray[np.intp], pos: NDArray[np.intp]) -> NDArray[np.
 
 def _normalised(values: FloatArray, valid: NDArray[np.bool_]) -> FloatArray:
     out = np.where(valid, values, 0.0)
-    return out / out.sum() if out.sum() > 0 else out
+    total = out.sum()
+    return out / total if total > 0 else out
 
 
 def _cap_shares(w: FloatArray, max_share: float | None) -> FloatArray:
@@ -247,7 +259,10 @@ def _cap_shares(w: FloatArray, max_share: float | None) -> FloatArray:
     return w / w.sum()
 
 
-def reliability_weights(updates: Sequence[Sequence[Any]], num_examples: Sequence[Any] | NDArray[Any], options: ReliabilityOptions | None = None, **overrides: Any) -> FloatArray:
+def reliability_weights(
+    updates: Sequence[Sequence[Any]], num_examples: Sequence[Any] | NDArray[Any],
+    options: ReliabilityOptions | None = None, **overrides: Any,
+) -> FloatArray:
     """:func:`estimate_reliability`'s weights: non-negative, summing to 1 (all zero when none is valid)."""
     return estimate_reliability(updates, num_examples, options, **overrides).weights
 

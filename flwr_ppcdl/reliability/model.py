@@ -52,10 +52,12 @@ class BlockFit:
     consistent: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # the voices C
 
 
-def fit_block(layers: list[Layer], voice: NDArray[np.intp], alpha: float, *, deltas: bool, evidence: bool = True, rng: np.random.Generator | None = None, counts: FloatArray | None = None) -> BlockFit:
-    """Fit the honest model to one block and score every participant (module docstring); ``voice[k]``: whose identical
-    upload speaks for k; ``deltas``: the stacks are deltas (adds ``reversal``); ``evidence``: whether the structured
-    statistics are scored (else the energy alone); ``counts``: the claimed counts (for a known law's sampling part)."""
+def fit_block(layers: list[Layer], voice: NDArray[np.intp], alpha: float, *, deltas: bool, evidence: bool = True,
+              rng: np.random.Generator | None = None, counts: FloatArray | None = None) -> BlockFit:
+    """Fit the honest model to one block and score every participant (module docstring); ``voice[k]``:
+    whose identical upload speaks for k; ``deltas``: the stacks are deltas (adds ``reversal``); ``evidence``:
+    whether the structured statistics are scored (else the energy alone); ``counts``: the claimed counts (a
+    known law's heterogeneity has a sampling part in them)."""
     k = voice.size
     is_voice = voice == np.arange(k)
     n = int(is_voice.sum())
@@ -116,10 +118,11 @@ def _centre(layers: list[Layer], members: BoolArray, tau2: list[float] | None = 
 
 
 def _heterogeneity(layers: list[Layer], centre: list[FloatArray], members: BoolArray, counts: FloatArray | None = None) -> list[Any]:
-    """``tau_l^2`` per layer: the value at which the members' median standardised energy is 1 (a robust Paule-Mandel
-    equation; without a noise law their median mean square). Under a law, with ``counts`` whose members split into two
-    halves of at least two, participant k's is ``tau^2 + c m / n_k`` (``m``: the median count; a release's moments are
-    means over its records): ``tau^2`` solves it for the members at or above their median count, ``c`` for those below."""
+    """``tau_l^2`` per layer: the value at which the members' median standardised energy is 1 (a robust
+    Paule-Mandel equation; without a noise law simply their median mean square). Under a law, with ``counts``
+    whose members split into two halves of at least two, participant k's is ``tau^2 + c m / n_k`` (``m`` the median
+    count; a release's moments are means over its records): ``tau^2`` solves the equation for the members at or
+    above the members' median count, ``c`` for those below (section 2)."""
     out: list[Any] = []
     n = np.ones(members.size) if counts is None else np.asarray(counts, dtype=np.float64)
     small = members & (n < np.median(n[members]))
