@@ -160,7 +160,7 @@ def _calibrated(
         clip, incompatible, energy, members, rival = np.ones(k), np.zeros(k, dtype=bool), np.full(k, np.nan), np.full(k, k), np.full(k, np.inf)
         for b, (layers, pos, is_delta, is_evidence) in enumerate(blocks):
             local = _local_voices(voice, pos)
-            fit: BlockFit = fit_block(layers, local, opts.false_alarm_rate, deltas=is_delta, evidence=is_evidence, rng=rng, counts=counts[idx[pos]])
+            fit: BlockFit = fit_block(layers, local, opts.false_alarm_rate, deltas=is_delta, evidence=is_evidence, rng=rng)
             if gamma > 0:
                 _accumulate(fit, str(b), [prior[j] for j in pos], gamma)  # blocks come in a fixed order
             for name, z in fit.z.items():

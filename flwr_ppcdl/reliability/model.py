@@ -17,7 +17,6 @@ Privacy: post-processing of released uploads only; no participant record is read
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -52,12 +51,10 @@ class BlockFit:
     consistent: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # the voices C
 
 
-def fit_block(layers: list[Layer], voice: NDArray[np.intp], alpha: float, *, deltas: bool, evidence: bool = True,
-              rng: np.random.Generator | None = None, counts: FloatArray | None = None) -> BlockFit:
+def fit_block(layers: list[Layer], voice: NDArray[np.intp], alpha: float, *, deltas: bool, evidence: bool = True, rng: np.random.Generator | None = None) -> BlockFit:
     """Fit the honest model to one block and score every participant (module docstring); ``voice[k]``:
     whose identical upload speaks for k; ``deltas``: the stacks are deltas (adds ``reversal``); ``evidence``:
-    whether the structured statistics are scored (else the energy alone); ``counts``: the claimed counts (a
-    known law's heterogeneity has a sampling part in them)."""
+    whether the structured statistics are scored (else the energy alone)."""
     k = voice.size
     is_voice = voice == np.arange(k)
     n = int(is_voice.sum())
@@ -67,7 +64,7 @@ def fit_block(layers: list[Layer], voice: NDArray[np.intp], alpha: float, *, del
     known = any(lay.noise is not None for lay in layers)
     majority = _least_trimmed(layers, is_voice)
     centre = _centre(layers, majority)
-    tau2 = _heterogeneity(layers, centre, is_voice if known else majority, counts)  # a law: every voice (section 2)
+    tau2 = _heterogeneity(layers, centre, is_voice if known else majority)  # a law: every voice (section 2)
     energy, _ = _energy(layers, centre, tau2, _loo_residuals(layers, centre, tau2, majority))
     log_energy = np.log(energy)
     closest = np.sort(log_energy[is_voice])[: (n + 1) // 2]
@@ -76,7 +73,7 @@ def fit_block(layers: list[Layer], voice: NDArray[np.intp], alpha: float, *, del
     if int(consistent.sum()) < 3:
         consistent = majority
     out.consistent = consistent
-    tau2 = _heterogeneity(layers, centre, consistent, counts)
+    tau2 = _heterogeneity(layers, centre, consistent)
     centre = _centre(layers, majority, tau2)
     loo = _loo_residuals(layers, centre, tau2, majority)
     energy, m_eff = _energy(layers, centre, tau2, loo)
@@ -117,46 +114,31 @@ def _centre(layers: list[Layer], members: BoolArray, tau2: list[float] | None = 
     return out
 
 
-def _heterogeneity(layers: list[Layer], centre: list[FloatArray], members: BoolArray, counts: FloatArray | None = None) -> list[Any]:
+def _heterogeneity(layers: list[Layer], centre: list[FloatArray], members: BoolArray) -> list[float]:
     """``tau_l^2`` per layer: the value at which the members' median standardised energy is 1 (a robust
-    Paule-Mandel equation; without a noise law simply their median mean square). Under a law, with ``counts``
-    whose members split into two halves of at least two, participant k's is ``tau^2 + c m / n_k`` (``m`` the median
-    count; a release's moments are means over its records): ``tau^2`` solves the equation for the members at or
-    above the members' median count, ``c`` for those below (section 2)."""
-    out: list[Any] = []
-    n = np.ones(members.size) if counts is None else np.asarray(counts, dtype=np.float64)
-    small = members & (n < np.median(n[members]))
-    split = min(int(small.sum()), int((members & ~small).sum())) >= 2
-    rel = (np.median(n) / np.maximum(n, _TINY))[:, None] * split
+    Paule-Mandel equation; without a noise law simply their median mean square)."""
+    out = []
     for lay, c in zip(layers, centre, strict=True):
-        r2 = (lay.stack - c) ** 2
+        r2 = (lay.stack[members] - c) ** 2
         if lay.noise is None:
-            out.append(max(float(np.median(r2[members].mean(axis=1))), _TINY))
+            out.append(max(float(np.median(r2.mean(axis=1))), _TINY))
             continue
-        v, hi = np.maximum(lay.noise, _TINY), float(np.max(r2[members].mean(axis=1))) + _TINY
+        v = np.maximum(lay.noise[members], _TINY)
 
-        def excess(mask: BoolArray, t: float, s: float = 0.0, r2: FloatArray = r2, v: FloatArray = v) -> float:
-            return float(np.median(np.mean(r2[mask] / (t + s * rel[mask] + v[mask]), axis=1))) - 1.0
+        def excess(t: float, r2: FloatArray = r2, v: FloatArray = v) -> float:
+            return float(np.median(np.mean(r2 / (t + v), axis=1))) - 1.0
 
-        def tau(s: float, excess: Any = excess, hi: float = hi) -> float:  # the upper half's equation at sampling part s
-            return _root(lambda t: excess(members & ~small, t, s), hi)
-
-        s = _root(lambda s: excess(small, tau(s), s), hi) if split else 0.0
-        out.append(tau(s) + s * rel if s > 0 else _root(lambda t: excess(members, t), hi))
+        if excess(0.0) <= 0:
+            out.append(0.0)
+            continue
+        lo, hi = 0.0, float(np.max(r2.mean(axis=1))) + _TINY
+        while excess(hi) > 0:
+            hi *= 4.0
+        for _ in range(50):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if excess(mid) > 0 else (lo, mid)
+        out.append(0.5 * (lo + hi))
     return out
-
-
-def _root(f: Any, hi: float) -> float:
-    """The zero of a decreasing ``f`` on ``[0, inf)`` by bisection (0 where ``f(0) <= 0``)."""
-    if f(0.0) <= 0:
-        return 0.0
-    lo = 0.0
-    while f(hi) > 0:
-        hi *= 4.0
-    for _ in range(50):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if f(mid) > 0 else (lo, mid)
-    return 0.5 * (lo + hi)
 
 
 def _least_trimmed(layers: list[Layer], is_voice: BoolArray) -> BoolArray:
