@@ -35,6 +35,18 @@ census2000 --seeds $(seq 16 45)``, each with ``--rules ours`` into a file of its
 a known law's heterogeneity with a sampling part in the counts (``reliability_calibrated_tuning_sampling.csv``, at
 53b3cb4 on branch ``sampling-het``, reverted: ``--only census2000 --seeds 46 47 48`` and ``--only fashion-mnist --seeds
 0 1 2``, ``--rules ours``; its summary sets them beside the same seeds' rows of ``reliability_calibrated_tuning_tau.csv``).
+Stop 43 measured that candidate on every held-out ``ours`` row (``reliability_calibrated_heldout_sampling.csv``, at
+fe41a87 on branch ``sampling-heldout``, reverted: the four commands of stop 41, each ``--rules ours`` into a file of its
+own, concatenated), and screened a regression release's covariance views on the tuning seeds
+(``reliability_calibrated_tuning_{cov,covmean,covmean_median,covmean_gram}.csv``: ``--only census2000 --seeds $(seq 46
+60) --rules ours`` at c49bad5, c151c1f, a946b1d and 9968b2a, the first two stopped after eight and seven seeds, and
+``--only fashion-mnist --seeds 0 1 2 --rules ours`` at 9968b2a; reverted). Each file's goals, with its ``ours`` rows in
+place of the library's, and its paired changes (``*_summary.txt``):
+
+    PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_calibrated --summary --out benchmarks/results/reliability_calibrated.csv \
+        --candidate benchmarks/results/reliability_calibrated_heldout_sampling.csv > benchmarks/results/reliability_calibrated_heldout_sampling_summary.txt
+    PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_calibrated --summary --out benchmarks/results/reliability_calibrated_tuning_tau.csv \
+        --candidate benchmarks/results/reliability_calibrated_tuning_cov.csv > benchmarks/results/reliability_calibrated_tuning_cov_summary.txt  # and the other three
 
 What runs. The App's own participants (``flwr_ppcdl.app.experiment``: partitions, corruptions, frozen
 bodies, ``trainer_config``; the Fashion-MNIST body pinned to ``pool4``, see ``FASHION_BODY``) as :class:`~flwr_ppcdl.clients.trainer.FunctionalMechanismTrainer` objects,
