@@ -35,6 +35,18 @@ census2000 --seeds $(seq 16 45)``, each with ``--rules ours`` into a file of its
 a known law's heterogeneity with a sampling part in the counts (``reliability_calibrated_tuning_sampling.csv``, at
 53b3cb4 on branch ``sampling-het``, reverted: ``--only census2000 --seeds 46 47 48`` and ``--only fashion-mnist --seeds
 0 1 2``, ``--rules ours``; its summary sets them beside the same seeds' rows of ``reliability_calibrated_tuning_tau.csv``).
+Stop 43 measured that candidate on every held-out ``ours`` row (``reliability_calibrated_heldout_sampling.csv``, at
+fe41a87 on branch ``sampling-heldout``, reverted: the four commands of stop 41, each ``--rules ours`` into a file of its
+own, concatenated), and screened a regression release's covariance views on the tuning seeds
+(``reliability_calibrated_tuning_{cov,covmean,covmean_median,covmean_gram}.csv``: ``--only census2000 --seeds $(seq 46
+60) --rules ours`` at c49bad5, c151c1f, a946b1d and 9968b2a, the first two stopped after eight and seven seeds, and
+``--only fashion-mnist --seeds 0 1 2 --rules ours`` at 9968b2a; reverted). Each file's goals, with its ``ours`` rows in
+place of the library's, and its paired changes (``*_summary.txt``):
+
+    PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_calibrated --summary --out benchmarks/results/reliability_calibrated.csv \
+        --candidate benchmarks/results/reliability_calibrated_heldout_sampling.csv > benchmarks/results/reliability_calibrated_heldout_sampling_summary.txt
+    PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_calibrated --summary --out benchmarks/results/reliability_calibrated_tuning_tau.csv \
+        --candidate benchmarks/results/reliability_calibrated_tuning_cov.csv > benchmarks/results/reliability_calibrated_tuning_cov_summary.txt  # and the other three
 
 What runs. The App's own participants (``flwr_ppcdl.app.experiment``: partitions, corruptions, frozen
 bodies, ``trainer_config``; the Fashion-MNIST body pinned to ``pool4``, see ``FASHION_BODY``) as :class:`~flwr_ppcdl.clients.trainer.FunctionalMechanismTrainer` objects,
@@ -257,6 +269,8 @@ def main() -> None:
     parser.add_argument("--rules", nargs="+", help="measure only these contenders (the others' rows are kept)")
     parser.add_argument("--fractions", type=float, nargs="+", help="measure only cells with these unreliable fractions")
     parser.add_argument("--summary", action="store_true", help="only print the goals from --out")
+    parser.add_argument("--candidate", type=Path, help="with --summary: the goals with this file's ``ours`` rows in place of "
+                        "--out's (a screened candidate), then each cell's paired change on the seeds both measured")
     args = parser.parse_args()
     if not args.summary:
         done = {tuple(r[k] for k in ("dataset", "protocol", "kind", "fraction", "partitioning", "epsilon", "seed", "rule"))
@@ -276,15 +290,45 @@ def main() -> None:
             print(f"{protocol[:5]} {cfg['dataset'][:7]} {cfg['unreliable-kind'][:7]} {cfg['partitioning'][:3]} "
                   f"eps={cfg['epsilon']:g} {cfg['unreliable-fraction']:.0%} s{cfg['seed']}: "
                   + " ".join(f"{r['rule']}={r['value']:.3f}" for r in rows) + f" ({time.perf_counter() - t0:.0f}s)", flush=True)
-    summary(args.out, args.previous)
+    summary(args.out, args.previous, args.candidate)
 
 
-def summary(path: Path, previous: Path) -> None:
+def summary(path: Path, previous: Path, candidate: Path | None = None) -> None:
     """The goals per cell, reporting (3-5), fresh (6-8), study (16-45) and tuning seeds in separate tables, and one
-    PASS/FAIL line per goal (see ``docs/reliability.md``, "Measured")."""
+    PASS/FAIL line per goal (see ``docs/reliability.md``, "Measured"); with a ``candidate``, its ``ours`` rows replace
+    those of ``path`` and the paired changes follow (:func:`paired`)."""
     rows, prev = read_rows(path), read_rows(previous)
+    if candidate is not None:
+        library, rows = rows, [r for r in rows if r["rule"] != "ours"] + read_rows(candidate)
     for role in ("report", "fresh", "study", "tune"):
         _summary_table([r for r in rows if r["seed_role"] == role], [r for r in prev if seed_role(int(r["seed"])) == role], role)
+    if candidate is not None:
+        paired([r for r in library if r["rule"] == "ours"], read_rows(candidate))
+
+
+def paired(base: list[dict[str, str]], cand: list[dict[str, str]]) -> None:
+    """Per seed role and cell, over the seeds both files measured: the mean value before -> after, the mean paired
+    change with its standard error, and the AUROC, honest kept and false-alarm rate before -> after."""
+    def key(r: dict[str, str]) -> tuple[str, ...]:
+        return (r["seed_role"], *_cell(r), r["seed"])
+
+    before = {key(r): r for r in base}
+    cells: dict[tuple[str, ...], list[tuple[dict[str, str], dict[str, str]]]] = {}
+    for r in cand:
+        if key(r) in before:
+            cells.setdefault(key(r)[:-1], []).append((before[key(r)], r))
+    print(f"\n## paired: the candidate ({', '.join(sorted({r['code_version'] for r in cand}))}) against the rows it replaces\n"
+          f"{'role':6} {'protocol':10} {'data':8} {'kind':8} {'split':5} {'eps':>4} {'bad':>4} {'n':>3} | value before -> after (change +- se) | "
+          "AUROC | honest kept | false alarms")
+    for c, pairs in sorted(cells.items()):
+        def m(col: str, i: int, pairs: list[tuple[dict[str, str], dict[str, str]]] = pairs) -> float:
+            return mean([float(p[i][col]) for p in pairs if p[i][col] not in ("", "nan")])
+
+        d = [float(b["value"]) - float(a["value"]) for a, b in pairs]
+        se = spread(d) / math.sqrt(len(d)) if len(d) > 1 else math.nan
+        print(f"{c[0]:6} {c[1]:10} {c[2][:8]:8} {c[3][:8]:8} {c[4][:5]:5} {float(c[5]):>4g} {float(c[6]):>4.0%} {len(pairs):>3} | "
+              f"{m('value', 0):>6.3f} -> {m('value', 1):>6.3f} ({mean(d):+.3f} +- {se:.3f}) | {m('auroc', 0):.2f} -> {m('auroc', 1):.2f} | "
+              f"{m('honest_kept', 0):.2f} -> {m('honest_kept', 1):.2f} | {m('false_alarms', 0):.4f} -> {m('false_alarms', 1):.4f}")
 
 
 def _summary_table(rows: list[dict[str, str]], prev: list[dict[str, str]], role: str) -> None:

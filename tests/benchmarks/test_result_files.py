@@ -44,3 +44,28 @@ def test_the_false_alarm_rate_weighs_every_seed_once_and_its_interval_resamples_
 def test_the_seed_roles_keep_the_study_and_diagnosis_seeds_apart() -> None:
     assert {seed_role(s) for s in STUDY_SEEDS} == {"study"} and {seed_role(s) for s in DIAGNOSIS_SEEDS} == {"tune"}
     assert not set(STUDY_SEEDS) & set(TUNE_SEEDS + DIAGNOSIS_SEEDS + REPORT_SEEDS)
+
+
+def test_a_candidates_goals_use_its_ours_rows_and_its_paired_changes_use_the_seeds_both_measured(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.reliability_calibrated import FIELDS, summary
+
+    def row(rule: str, seed: int, value: float, kept: float, code: str) -> dict[str, object]:
+        return {f: "nan" for f in FIELDS} | {
+            "dataset": "census2000", "protocol": "statistics", "kind": "random-targets", "fraction": 0.0,
+            "partitioning": "dirichlet", "epsilon": 1.0, "seed": seed, "seed_role": seed_role(seed), "rounds": 30,
+            "rule": rule, "metric": "r2", "value": value, "honest_kept": kept, "false_alarms": 1.0 - kept,
+            "undecidable_rounds": 0, "code_version": code, "packages": "p"}
+
+    library, candidate = tmp_path / "library.csv", tmp_path / "candidate.csv"
+    append_rows(library, FIELDS, [row("fedavg", s, 0.08, 1.0, "lib") for s in (3, 4)]
+                + [row("ours", s, 0.08, 1.0, "lib") for s in (3, 4)])
+    append_rows(candidate, FIELDS, [row("ours", 3, 0.07, 0.9, "cand"), row("ours", 4, 0.05, 0.9, "cand"),
+                                    row("ours", 5, 0.0, 0.0, "cand")])  # seed 5: the library has no row to pair with
+    summary(library, tmp_path / "no-previous.csv", candidate)
+    out = capsys.readouterr().out
+    table = next(line for line in out.splitlines() if line.startswith("statistics census20"))
+    assert " 0.040 " in table and table.endswith("HONEST KEPT")  # the candidate's three seeds, kept .6 < .95
+    assert "code cand, lib" in out  # both versions named
+    paired = next(line for line in out.splitlines() if line.startswith("report ") and "->" in line)
+    assert "  2 |  0.080 ->  0.060 (-0.020 +- 0.010)" in paired and "1.00 -> 0.90" in paired
