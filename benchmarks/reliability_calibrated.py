@@ -37,14 +37,14 @@ a known law's heterogeneity with a sampling part in the counts (``reliability_ca
 0 1 2``, ``--rules ours``; its summary sets them beside the same seeds' rows of ``reliability_calibrated_tuning_tau.csv``).
 Stop 43 measured that candidate on every held-out ``ours`` row (``reliability_calibrated_heldout_sampling.csv``, at
 fe41a87 on branch ``sampling-heldout``, reverted: the four commands of stop 41, each ``--rules ours`` into a file of its
-own, concatenated), and screened a regression release's covariance views on the tuning seeds
-(``reliability_calibrated_tuning_{cov,covmean,covmean_median,covmean_gram}.csv``: ``--only census2000 --seeds $(seq 46
-60) --rules ours`` at c49bad5, c151c1f, a946b1d and 9968b2a, the first two stopped after eight and seven seeds, and
-``--only fashion-mnist --seeds 0 1 2 --rules ours`` at 9968b2a; reverted). Each file's goals, with its ``ours`` rows in
+own, concatenated; ``reliability_calibrated_heldout_covmean_tail.csv`` the same at 06bf9a1), and screened a regression release's covariance views on the tuning seeds
+(``reliability_calibrated_tuning_{cov,covmean,covmean_median,covmean_gram,covmean_tail}.csv``: ``--only census2000
+--seeds $(seq 46 60) --rules ours`` at c49bad5, c151c1f, a946b1d, 9968b2a and 06bf9a1, the first two stopped after
+eight and seven seeds, and ``--only fashion-mnist --seeds 0 1 2 --rules ours`` at 9968b2a and 06bf9a1; reverted). Each file's goals, with its ``ours`` rows in
 place of the library's, and its paired changes (``*_summary.txt``):
 
     PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_calibrated --summary --out benchmarks/results/reliability_calibrated.csv \
-        --candidate benchmarks/results/reliability_calibrated_heldout_sampling.csv > benchmarks/results/reliability_calibrated_heldout_sampling_summary.txt
+        --candidate benchmarks/results/reliability_calibrated_heldout_sampling.csv > benchmarks/results/reliability_calibrated_heldout_sampling_summary.txt  # and _covmean_tail
     PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_calibrated --summary --out benchmarks/results/reliability_calibrated_tuning_tau.csv \
         --candidate benchmarks/results/reliability_calibrated_tuning_cov.csv > benchmarks/results/reliability_calibrated_tuning_cov_summary.txt  # and the other three
 

@@ -39,8 +39,8 @@ Command (the committed tables, ``results/reliability_census_releases.txt``, tuni
         --scales median sampling --gram-evidence on off --out benchmarks/results/reliability_census_releases_size.txt  # stop 42
     # and the same --scales median --gram-evidence on off in a checkout of 53b3cb4 (the library with the sampling part,
     # reverted), --out benchmarks/results/reliability_census_releases_sampling_library.txt
-    # stop 43: --seeds $(seq 46 75) alone in checkouts of c49bad5, c151c1f, a946b1d and 9968b2a (a regression release's
-    # covariance views, reverted), the four tables concatenated in benchmarks/results/reliability_census_releases_cov_views.txt
+    # stop 43: --seeds $(seq 46 75) alone in checkouts of c49bad5, c151c1f, a946b1d, 9968b2a and 06bf9a1 (a regression
+    # release's covariance views, reverted), the five tables concatenated in benchmarks/results/reliability_census_releases_cov_views.txt
 
 Privacy: the releases are the participants' differentially private ones (``insecure-noise-seed`` as in the
 benchmark: reproducible, not private); scoring them is post-processing.
