@@ -37,11 +37,12 @@ a known law's heterogeneity with a sampling part in the counts (``reliability_ca
 0 1 2``, ``--rules ours``; its summary sets them beside the same seeds' rows of ``reliability_calibrated_tuning_tau.csv``).
 Stop 43 measured that candidate on every held-out ``ours`` row (``reliability_calibrated_heldout_sampling.csv``, at
 fe41a87 on branch ``sampling-heldout``, reverted: the four commands of stop 41, each ``--rules ours`` into a file of its
-own, concatenated; ``reliability_calibrated_heldout_covmean_tail.csv`` the same at 06bf9a1), and screened a regression release's covariance views on the tuning seeds
+own, concatenated; ``reliability_calibrated_heldout_covmean_tail.csv`` the same at 06bf9a1), and screened a
+regression release's covariance views on the tuning seeds
 (``reliability_calibrated_tuning_{cov,covmean,covmean_median,covmean_gram,covmean_tail}.csv``: ``--only census2000
 --seeds $(seq 46 60) --rules ours`` at c49bad5, c151c1f, a946b1d, 9968b2a and 06bf9a1, the first two stopped after
-eight and seven seeds, and ``--only fashion-mnist --seeds 0 1 2 --rules ours`` at 9968b2a and 06bf9a1; reverted). Each file's goals, with its ``ours`` rows in
-place of the library's, and its paired changes (``*_summary.txt``):
+eight and seven seeds, and ``--only fashion-mnist --seeds 0 1 2 --rules ours`` at 9968b2a and 06bf9a1; reverted).
+Each file's goals, with its ``ours`` rows in place of the library's, and its paired changes (``*_summary.txt``):
 
     PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_calibrated --summary --out benchmarks/results/reliability_calibrated.csv \
         --candidate benchmarks/results/reliability_calibrated_heldout_sampling.csv > benchmarks/results/reliability_calibrated_heldout_sampling_summary.txt  # and _covmean_tail
@@ -298,12 +299,12 @@ def summary(path: Path, previous: Path, candidate: Path | None = None) -> None:
     PASS/FAIL line per goal (see ``docs/reliability.md``, "Measured"); with a ``candidate``, its ``ours`` rows replace
     those of ``path`` and the paired changes follow (:func:`paired`)."""
     rows, prev = read_rows(path), read_rows(previous)
-    if candidate is not None:
-        library, rows = rows, [r for r in rows if r["rule"] != "ours"] + read_rows(candidate)
+    cand = None if candidate is None else read_rows(candidate)
+    shown = rows if cand is None else [r for r in rows if r["rule"] != "ours"] + cand
     for role in ("report", "fresh", "study", "tune"):
-        _summary_table([r for r in rows if r["seed_role"] == role], [r for r in prev if seed_role(int(r["seed"])) == role], role)
-    if candidate is not None:
-        paired([r for r in library if r["rule"] == "ours"], read_rows(candidate))
+        _summary_table([r for r in shown if r["seed_role"] == role], [r for r in prev if seed_role(int(r["seed"])) == role], role)
+    if cand is not None:
+        paired([r for r in rows if r["rule"] == "ours"], cand)
 
 
 def paired(base: list[dict[str, str]], cand: list[dict[str, str]]) -> None:
@@ -315,8 +316,8 @@ def paired(base: list[dict[str, str]], cand: list[dict[str, str]]) -> None:
     before = {key(r): r for r in base}
     cells: dict[tuple[str, ...], list[tuple[dict[str, str], dict[str, str]]]] = {}
     for r in cand:
-        if key(r) in before:
-            cells.setdefault(key(r)[:-1], []).append((before[key(r)], r))
+        if (k := key(r)) in before:
+            cells.setdefault(k[:-1], []).append((before[k], r))
     print(f"\n## paired: the candidate ({', '.join(sorted({r['code_version'] for r in cand}))}) against the rows it replaces\n"
           f"{'role':6} {'protocol':10} {'data':8} {'kind':8} {'split':5} {'eps':>4} {'bad':>4} {'n':>3} | value before -> after (change +- se) | "
           "AUROC | honest kept | false alarms")
