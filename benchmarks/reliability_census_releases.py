@@ -23,7 +23,9 @@ and no estimator: the scaled nulls fitted to the consistent voices that are hone
 library's scale and thresholds otherwise; ``honest-majority``, a ceiling too: every view block's least-trimmed
 majority searched among the honest voices only (the library's scale); ``honest-all``: both ceilings at once;
 ``sampling``, an estimator (stop 42): the known-law heterogeneity ``tau^2 + c m / n_k``, a sampling part in the
-participant's count beside one ``tau^2`` per array, fitted on the halves of the counts.
+participant's count beside one ``tau^2`` per array, fitted on the halves of the counts; ``honest-heterogeneity``, a
+ceiling (stop 44): every heterogeneity ``tau^2`` fitted to the honest ones among the voices the library fits it to, all
+else the library's.
 ``--tails`` does the same for the heterogeneity's Student-t degrees of freedom (``HETEROGENEITY_TAIL``), and
 ``--gram-evidence off`` adds a table where the Gram moments bound influence but are no evidence (as in
 classification). These are screenings, not library code. ``--out`` writes the tables once
@@ -227,17 +229,26 @@ def honest_majority(layers: Any, is_voice: np.ndarray) -> np.ndarray:
     return np.asarray(LIBRARY_MAJORITY(layers, honest if int(honest.sum()) >= 3 else is_voice))
 
 
+def honest_heterogeneity(layers: Any, centre: Any, members: np.ndarray) -> list[Any]:
+    """``model._heterogeneity`` fitted to the honest ones among its members only (at least three; the
+    ``honest-heterogeneity`` ceiling: everything else is the library's)."""
+    honest = members & HONEST[-1] if HONEST and HONEST[-1].size == members.size else members
+    return list(LIBRARY_HETEROGENEITY(layers, centre, honest if int(honest.sum()) >= 3 else members))
+
+
 def use_scale(name: str, tail: float = LIBRARY_TAIL) -> None:
     """The ``"scaled"`` null's squared scale in the estimator and in its simulations (``"median"``: the library's;
     ``"pairs"``, ``"q75"``, ``"mixture"``; ``"oracle"``: the library's, fitted to honest voices; ``"honest-majority"``: the
     library's scale, the majority searched among the honest voices; ``"honest-all"``: both; ``"sampling"``: the library's
-    scale, the known-law heterogeneity with a sampling part, :func:`sampling_heterogeneity`), the heterogeneity's tail;
+    scale, the known-law heterogeneity with a sampling part, :func:`sampling_heterogeneity`; ``"honest-heterogeneity"``:
+    the library's, every heterogeneity fitted to honest voices, :func:`honest_heterogeneity`), the heterogeneity's tail;
     the cached thresholds are cleared."""
     scale = {"pairs": pair_scale, "q75": upper_quartile_scale, "mixture": mixture_scale}.get(name, LIBRARY_SCALE)
     calibration.squared_scale = model.squared_scale = scale  # type: ignore[assignment]
     model._projections = honest_projections if name in ("oracle", "honest-all") else LIBRARY_PROJECTIONS  # type: ignore[assignment]
     model._least_trimmed = honest_majority if name.startswith("honest-") else LIBRARY_MAJORITY  # type: ignore[assignment]
-    model._heterogeneity = sampling_heterogeneity if name == "sampling" else LIBRARY_HETEROGENEITY  # type: ignore[assignment]
+    model._heterogeneity = {"sampling": sampling_heterogeneity, "honest-heterogeneity": honest_heterogeneity}.get(  # type: ignore[assignment]
+        name, LIBRARY_HETEROGENEITY)
     constants.HETEROGENEITY_TAIL = tail
     for cached in (calibration.evidence_threshold, calibration.chance_spread, calibration.energy_threshold):
         cached.cache_clear()
@@ -246,7 +257,8 @@ def use_scale(name: str, tail: float = LIBRARY_TAIL) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(DIAGNOSIS_SEEDS))
-    parser.add_argument("--scales", nargs="+", choices=("median", "pairs", "q75", "mixture", "oracle", "honest-majority", "honest-all", "sampling"), default=["median"],
+    parser.add_argument("--scales", nargs="+", choices=("median", "pairs", "q75", "mixture", "oracle", "honest-majority", "honest-all", "sampling",
+                                                      "honest-heterogeneity"), default=["median"],
                         help="one table per scale (module docstring)")
     parser.add_argument("--gram-evidence", nargs="+", choices=("on", "off"), default=["on"],
                         help="one table per choice with the library's scale (off: the Gram moments are no evidence)")
