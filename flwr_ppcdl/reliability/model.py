@@ -125,8 +125,10 @@ def _heterogeneity(layers: list[Layer], centre: list[FloatArray], members: BoolA
             continue
         v = np.maximum(lay.noise[members], _TINY)
 
-        def excess(t: float, r2: FloatArray = r2, v: FloatArray = v) -> float:
-            return float(np.median(np.mean(r2 / (t + v), axis=1))) - 1.0
+        target = (1.0 - 2.0 / (9.0 * r2.shape[1])) ** 3  # screen: the median of chi^2_m / m (Wilson-Hilferty), not 1
+
+        def excess(t: float, r2: FloatArray = r2, v: FloatArray = v, target: float = target) -> float:
+            return float(np.median(np.mean(r2 / (t + v), axis=1))) - target
 
         if excess(0.0) <= 0:
             out.append(0.0)
