@@ -246,7 +246,7 @@ def _projections(out: BlockFit, layers: list[Layer], loo: list[tuple[FloatArray,
             scale2 = max(float(squared_scale(z[members])), _TINY)
             law = sum(np.sum(a * a * w * w * (_variance(lay, 0.0) + cvar), axis=1) for a, lay, w, (_, cvar) in zip(along, layers, weight, loo, strict=True))
             tail = round(min(max(1.0 - float(np.median(law[members] / aa[members])) / scale2, 0.0), 1.0), 1)
-            # screen: the heavy tail's share is the heterogeneity's share of the spread, whether or not beyond its law's chance
+            tail = tail if scale2 > chance_spread(int(members.sum()), alpha) else 0.0  # beyond its law's chance
             out.z["collapse"], out.kinds["collapse"] = z / np.sqrt(scale2), ("scaled", True, 1.0, tail)
         else:
             cosine = -proj / np.sqrt(np.maximum(rr * aa, _TINY))
