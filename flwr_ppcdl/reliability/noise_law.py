@@ -87,8 +87,5 @@ def gram_moments(gram: FloatArray, num_examples: float, noise_sd: float) -> tupl
     n = float(num_examples)
     if not (np.isfinite(n) and n >= 1):
         raise ValueError(f"num_examples={num_examples!r} must be a finite number >= 1")
-    i, j = np.triu_indices(g.shape[0])
-    # screen: a sampling part, Var(h_i h_j) / n <= min(E h_i^2, E h_j^2) / n (rows within the unit ball; the bias entry exact)
-    d = np.maximum(np.diag(g) / n, 0.0)
-    sampling = np.where((i == j) & (i == g.shape[0] - 1), 0.0, np.minimum(d[i], d[j]) / n)
-    return g[i, j] / n, (_check_sd(noise_sd) / n) ** 2 + sampling
+    upper = g[np.triu_indices(g.shape[0])] / n
+    return upper, np.full(upper.shape, (_check_sd(noise_sd) / n) ** 2)
