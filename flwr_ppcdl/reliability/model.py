@@ -125,10 +125,8 @@ def _heterogeneity(layers: list[Layer], centre: list[FloatArray], members: BoolA
             continue
         v = np.maximum(lay.noise[members], _TINY)
 
-        target = (1.0 - 2.0 / (9.0 * r2.shape[1])) ** 3  # screen: the median of chi^2_m / m (Wilson-Hilferty), not 1
-
-        def excess(t: float, r2: FloatArray = r2, v: FloatArray = v, target: float = target) -> float:
-            return float(np.median(np.mean(r2 / (t + v), axis=1))) - target
+        def excess(t: float, r2: FloatArray = r2, v: FloatArray = v) -> float:
+            return float(np.median(np.mean(r2 / (t + v), axis=1))) - 1.0
 
         if excess(0.0) <= 0:
             out.append(0.0)
