@@ -152,11 +152,8 @@ def _calibrated(
             chosen = [v for v in (views[idx[j]] for j in have) if v is not None]
             flags, scored = chosen[0].bounded_influence, chosen[0].evidence
             for j in range(len(chosen[0].layers)):
-                def block(a: Any) -> list[Any]:  # a view's array, or a list of arrays scored as one block
-                    return a if isinstance(a, list) else [a]
-
-                layers = sample_layers([block(v.layers[j]) for v in chosen], np.arange(len(have)), None, None, rng,
-                                       [block(v.noise_variance[j]) for v in chosen], flags if isinstance(flags, bool) else flags[j])
+                layers = sample_layers([[v.layers[j]] for v in chosen], np.arange(len(have)), None, None, rng,
+                                       [[v.noise_variance[j]] for v in chosen], flags if isinstance(flags, bool) else flags[j])
                 blocks.append((layers, np.asarray(have, dtype=np.intp), False, scored if isinstance(scored, bool) else scored[j]))
         voice = _voices(blocks, k)
         total, kinds = np.zeros(k), [list[Kind]() for _ in range(k)]

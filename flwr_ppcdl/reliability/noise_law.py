@@ -11,8 +11,6 @@ already received; no inverse of the noisy Gram matrix amplifies the noise of any
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from numpy.typing import NDArray
 
@@ -55,7 +53,7 @@ def class_means(cross: FloatArray, gram: FloatArray, num_examples: float, noise_
     return np.asarray(means, dtype=np.float64), np.asarray(privacy + sampling, dtype=np.float64)
 
 
-def target_moments(cross: FloatArray, num_examples: float, noise_sd: float, gram: FloatArray | None = None) -> tuple[Any, Any]:
+def target_moments(cross: FloatArray, num_examples: float, noise_sd: float) -> tuple[FloatArray, FloatArray]:
     """A regression release's target moments ``b / n`` (the feature-target moments; last entry the mean
     target) and their noise variance, exactly ``s^2 / n^2`` per entry (``n`` public): no inverse of the
     noisy Gram matrix amplifies it (a 2,360-record census participant's solution ``G^+ b`` varies by
@@ -69,12 +67,7 @@ def target_moments(cross: FloatArray, num_examples: float, noise_sd: float, gram
     if not (np.isfinite(n) and n >= 1):
         raise ValueError(f"num_examples={num_examples!r} must be a finite number >= 1")
     sd = _check_sd(noise_sd)
-    if gram is None:
-        return b / n, np.full(b.shape, (sd / n) ** 2)
-    # screen: the centred feature-target covariances b_j / n - (G_jD / n)(b_D / n) (first-order noise variance) and the
-    # mean target b_D / n, two layers of one block: each its own heterogeneity
-    ex, ey = np.asarray(gram, dtype=np.float64)[:-1, -1] / n, b[-1] / n
-    return [b[:-1] / n - ex * ey, b[-1:] / n], [(sd / n) ** 2 * (1.0 + ey * ey + ex * ex), np.full(1, (sd / n) ** 2)]
+    return b / n, np.full(b.shape, (sd / n) ** 2)
 
 
 def gram_moments(gram: FloatArray, num_examples: float, noise_sd: float) -> tuple[FloatArray, FloatArray]:

@@ -63,7 +63,7 @@ def release_scoring_view(release: Release) -> tuple[list[np.ndarray], list[np.nd
     if release.task == "classification":
         first, first_var = class_means(np.asarray(release.statistics["cross"], dtype=np.float64), gram, n, sd)
     else:
-        first, first_var = target_moments(np.asarray(release.statistics["cross"], dtype=np.float64), n, sd, gram)
+        first, first_var = target_moments(np.asarray(release.statistics["cross"], dtype=np.float64), n, sd)
     return [first, second], [first_var, second_var]
 
 
