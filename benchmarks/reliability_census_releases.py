@@ -43,6 +43,8 @@ Command (the committed tables, ``results/reliability_census_releases.txt``, tuni
     # reverted), --out benchmarks/results/reliability_census_releases_sampling_library.txt
     # stop 43: --seeds $(seq 46 75) alone in checkouts of c49bad5, c151c1f, a946b1d, 9968b2a and 06bf9a1 (a regression
     # release's covariance views, reverted), the five tables concatenated in benchmarks/results/reliability_census_releases_cov_views.txt
+    # stop 44: --seeds $(seq 46 75) --scales median honest-heterogeneity at a832743 (the library) and in a checkout of 01d99b4
+    # (the covariance views again, reverted), the two outputs concatenated in benchmarks/results/reliability_census_releases_ceiling.txt
 
 Privacy: the releases are the participants' differentially private ones (``insecure-noise-seed`` as in the
 benchmark: reproducible, not private); scoring them is post-processing.
