@@ -25,7 +25,9 @@ shared cores; resumable) and of its goals summary:
 
 The summary ends each seed role with the harmful Dirichlet cells split by the unreliable clients' share of the data
 (their FedAvg weight; 0.3 if the partition were even): on the study seeds flipped labels cost ``ours`` most where
-three clients hold more than that (stop 39).
+three clients hold more than that (stop 39). ``--summary --candidate FILE`` (stop 44) gives the goals with a screened
+candidate's rows in place of the library's wherever it measured a cell, seed and rule, then each cell's paired change
+of ``ours`` on the seeds both measured.
 
 ``--quick`` runs one seed of the K = 10 scenarios; ``--groups`` picks scenario groups (``small``,
 ``collusion``, ``scale``). ``--again`` measures the chosen rules once more where rows exist: ``ours`` samples
@@ -379,6 +381,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--summary", action="store_true")
     parser.add_argument("--again", action="store_true", help="measure once more where rows exist (the summary averages them)")
+    parser.add_argument("--candidate", type=Path, help="with --summary: the goals with this file's rows in place of --out's for "
+                        "every (cell, seed, rule) it measured (a screened candidate), then the paired change of ours per cell")
     args = parser.parse_args()
     if not args.summary:
         key = ("group", "scenario", "partitioning", "clients", "bad", "seed", "rule")
@@ -398,12 +402,21 @@ def main() -> None:
                 print(f"{cell['group']:9} {cell['scenario']:14} {cell['partitioning'][:3]} K={cell['clients']} bad={cell['bad']} "
                       f"s{cell['seed']}: " + " ".join(f"{r['rule']}={r['accuracy']:.3f}" for r in rows)
                       + f" ({time.perf_counter() - t_cell:.0f}s)", flush=True)
-    summary(args.out)
+    summary(args.out, args.candidate)
 
 
-def summary(path: Path) -> None:
-    """Goals per scenario, reporting seeds, then fresh, study and tuning seeds, with one PASS/FAIL line per goal."""
-    rows = read_rows(path)
+CELL = ("group", "scenario", "partitioning", "clients", "bad")
+
+
+def summary(path: Path, candidate: Path | None = None) -> None:
+    """Goals per scenario, reporting seeds, then fresh, study and tuning seeds, with one PASS/FAIL line per goal; with a
+    ``candidate`` its rows replace the library's for every (cell, seed, rule) it measured, and each cell's paired
+    change of ``ours`` (per seed, the mean of its runs) follows."""
+    library = rows = read_rows(path)
+    cand = [] if candidate is None else read_rows(candidate)
+    if cand:
+        replaced = {tuple(r[k] for k in (*CELL, "seed", "rule")) for r in cand}
+        rows = [r for r in rows if tuple(r[k] for k in (*CELL, "seed", "rule")) not in replaced] + cand
     for role in ("report", "fresh", "study", "tune"):
         chosen = [r for r in rows if r["seed_role"] == role]
         if chosen:
@@ -412,6 +425,29 @@ def summary(path: Path) -> None:
             _table([r for r in chosen if r["rule"] != "ours"], role, me="ours-server")
         if chosen:
             _by_share(chosen)
+    if cand:
+        _paired(library, cand)
+
+
+def _paired(library: list[dict[str, str]], cand: list[dict[str, str]]) -> None:
+    """Per seed role and cell, ``ours``: the library's mean over the seeds the candidate measured, the candidate's, and the
+    mean paired change +- its standard error (a seed's figure: the mean of its runs)."""
+    def per_seed(rows: list[dict[str, str]], column: str) -> dict[tuple[str, ...], float]:
+        runs: dict[tuple[str, ...], list[float]] = {}
+        for r in rows:
+            if r["rule"] == "ours" and r[column] not in ("", "nan"):
+                runs.setdefault((r["seed_role"], *(r[k] for k in CELL), r["seed"]), []).append(float(r[column]))
+        return {key: mean(v) for key, v in runs.items()}
+
+    print(f"\n## paired: the candidate ({', '.join(sorted({r['code_version'] for r in cand}))}) against the library's ours rows")
+    for column in ("accuracy", "auroc", "bad_mass", "false_alarms"):
+        old, new = per_seed(library, column), per_seed(cand, column)
+        for cell in sorted({key[:-1] for key in new if key in old}):
+            pairs = [(old[key], new[key]) for key in new if key[:-1] == cell and key in old]
+            diff = [b - a for a, b in pairs]
+            error = float(np.std(diff, ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else math.nan
+            print(f"{column:12} {cell[0]:6} {' '.join(cell[1:]):40} {len(pairs):>3} | {mean(a for a, _ in pairs):6.3f} -> "
+                  f"{mean(b for _, b in pairs):6.3f} ({mean(diff):+.3f} +- {error:.3f})")
 
 
 def unreliable_share(seed: int, k: int = 10, nbad: int = 3, per_client: int = 600) -> float:

@@ -69,3 +69,26 @@ def test_a_candidates_goals_use_its_ours_rows_and_its_paired_changes_use_the_see
     assert "code cand, lib" in out  # both versions named
     paired = next(line for line in out.splitlines() if line.startswith("report ") and "->" in line)
     assert "  2 |  0.080 ->  0.060 (-0.020 +- 0.010)" in paired and "1.00 -> 0.90" in paired
+
+
+def test_a_plain_candidate_replaces_the_rows_it_measured_and_pairs_ours_per_seed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.reliability_plain import FIELDS, summary
+
+    def row(rule: str, seed: int, accuracy: float, code: str) -> dict[str, object]:
+        return {f: "nan" for f in FIELDS} | {
+            "group": "small", "scenario": "flipped", "partitioning": "iid", "clients": 10, "bad": 3, "seed": seed,
+            "seed_role": seed_role(seed), "rounds": 10, "rule": rule, "accuracy": accuracy, "auroc": 1.0, "bad_mass": 0.0,
+            "honest_kept": 1.0, "false_alarms": 0.0, "undecidable_rounds": 0, "code_version": code, "packages": "p"}
+
+    library, candidate = tmp_path / "library.csv", tmp_path / "candidate.csv"
+    append_rows(library, FIELDS, [row(rule, s, acc, "lib") for s in (3, 4) for rule, acc in
+                                  (("fedavg", 0.3), ("oracle", 0.8), ("multikrum", 0.8), ("ours", 0.8))])
+    # seed 3 ran twice (their mean is the seed's figure); seed 5: the library has no row to pair with
+    append_rows(candidate, FIELDS, [row("ours", 3, 0.70, "cand"), row("ours", 3, 0.74, "cand"), row("ours", 4, 0.76, "cand"),
+                                    row("ours", 5, 0.1, "cand")])
+    summary(library, candidate)
+    out = capsys.readouterr().out
+    assert "ours (code cand;" in out  # the goals read the candidate's rows of ours
+    paired = next(line for line in out.splitlines() if line.startswith("accuracy") and "flipped" in line)
+    assert "  2 |  0.800 ->  0.740 (-0.060 +- 0.020)" in paired
