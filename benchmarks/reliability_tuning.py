@@ -11,7 +11,10 @@ Later studies write their own CSV the same way, e.g. ``reliability_tuning_revers
 memory_rate=0.5,seed=7`` run at 50324c9, in a worktree, and at e0e9da3 -- the reversal summed across rounds,
 reverted -- into one file); ``reliability_tuning_tau_plain.csv`` (stop 41: ``--variants memory_rate=0.5 --seeds 0 1 2 10
 11 12 13 14 15 $(seq 46 75)`` at 1916d08 and, in a worktree of branch ``tau-all-plain``, at 1036b77 -- the first-pass
-heterogeneity over every voice for plain blocks too, reverted -- each into a file of its own, then joined).
+heterogeneity over every voice for plain blocks too, reverted -- each into a file of its own, then joined);
+``reliability_tuning_memory_allowance.csv`` (stop 44: ``--variants memory_rate=0.5 --seeds 0 1 2 10 11 12 13 14 15 $(seq
+46 75)`` at 3475169 and, in a worktree of branch ``cusum-memory``, at 319218a -- the memory as a discounted CUSUM, reverted
+-- each into a file of its own, then joined).
 
 Each variant is ``ReliabilityWeightedFedAvg(memory_rate=0.8, ...)`` (rule ``ours:memory_rate=0.8``) at
 a code version (the table names it ``ours:memory_rate=0.8@<commit>``: a change to the estimator is
