@@ -12,10 +12,6 @@ SHARPNESS = 3.0
 tempered so that one log-likelihood unit inside the threshold keeps 95 % of the weight (computed: with
 kappa = 1, 73 %, and about 12 % of honest participants below 0.8x for a sum of two chi-square statistics)."""
 
-MEMORY_ALLOWANCE = 0.3
-"""Carried log-odds gain this share of the threshold before the discount (a CUSUM, ``memory``): evidence near it every round adds
-up. Plain clients, 39 tuning seeds: flipped labels under skew +.030 +- .018 in accuracy; 0.5 raised IID false alarms."""
-
 HEAD_ROWS, HEAD_COST, PERMUTED_COLUMNS, TEMPLATE_NOISE = (3, 64), 0.25, 128, 0.1
 """A 2-D layer of this many rows (a classification head, class means) is tested for permuted rows (structural), whole
 when its row tests (rows x size) cost at most this share of FedAvg's pass (a cost bound: at K = 1,000 the plain benchmark's

@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from flwr_ppcdl.reliability.calibration import Kind, evidence_threshold, llr, standardise
-from flwr_ppcdl.reliability.constants import MEMORY_ALLOWANCE, RIVAL, SHARPNESS
+from flwr_ppcdl.reliability.constants import RIVAL, SHARPNESS
 from flwr_ppcdl.reliability.counts import plausible_counts
 from flwr_ppcdl.reliability.model import BlockFit, fit_block
 from flwr_ppcdl.reliability.options import ReliabilityOptions
@@ -84,18 +84,22 @@ def estimate_reliability(
 ) -> ReliabilityResult:
     """Estimate reliability and aggregation weights of K uploads.
 
-    ``updates``: one list of arrays per participant (None when only ``views`` are scored); ``num_examples``: claimed
-    counts (untrusted; non-positive or non-finite excludes the upload); ``options`` and keyword ``overrides``:
-    :class:`ReliabilityOptions`; ``prior_evidence``: the log-odds each node carries and ``prior_statistics`` its running
-    sums (:class:`~.memory.EvidenceMemory`; NaN / None for a new node); ``expected_shapes``: see :func:`validate_updates`;
-    ``reference``: the global model, whose deltas are then scored (no ``K x P`` copy); ``noise_variance``: the known noise
-    variance of ``updates`` (broadcastable) or None; ``views``: per upload a :class:`ScoredView` or None;
-    ``bounded_influence``: whether the energy of ``updates`` bounds influence.
+    ``updates``: one list of arrays per participant (None when only ``views`` are scored);
+    ``num_examples``: claimed counts (untrusted; non-positive or non-finite excludes the upload);
+    ``options`` and keyword ``overrides``: :class:`ReliabilityOptions`; ``prior_evidence``: the log-odds
+    each node carries and ``prior_statistics`` its running sums (:class:`~.memory.EvidenceMemory`; NaN / None
+    for a new node);
+    ``expected_shapes``: see :func:`validate_updates`; ``reference``:
+    the global model, whose deltas are then scored (no ``K x P`` copy); ``noise_variance``: the known
+    noise variance of ``updates`` (broadcastable) or None; ``views``: per upload a :class:`ScoredView` or
+    None; ``bounded_influence``: whether the energy of ``updates`` bounds influence.
     """
     opts = ReliabilityOptions.resolve(options, **overrides)
     n_up = len(num_examples)
-    excluded = validate_updates([[] for _ in range(n_up)] if updates is None else updates, num_examples, max_abs=opts.max_abs,
-                                expected_shapes=None if updates is None else expected_shapes)
+    if updates is not None:
+        excluded = validate_updates(updates, num_examples, max_abs=opts.max_abs, expected_shapes=expected_shapes)
+    else:
+        excluded = validate_updates([[] for _ in range(n_up)], num_examples, max_abs=opts.max_abs)
     claimed = np.array([0.0 if k in excluded else float(num_examples[k]) for k in range(n_up)])
     valid = np.array([k not in excluded for k in range(n_up)], dtype=bool)
     counts, too_many, capped = plausible_counts(claimed, valid, max_num_examples=opts.max_num_examples,
@@ -171,9 +175,7 @@ def _calibrated(
             energy[pos] = np.fmax(energy[pos], fit.energy)
     threshold = np.array([evidence_threshold(int(n), opts.false_alarm_rate, tuple(sorted(kk))) if kk else np.inf for n, kk in zip(members, kinds, strict=True)])
     this_round = np.where(np.isfinite(threshold), total - threshold, -np.inf)
-    redrawn = ~np.isin(np.arange(k), have if views is not None and len(have) >= 3 else [])  # a re-scored release: nothing new
-    carried_now = np.nan_to_num(carried[idx], nan=-np.inf) + MEMORY_ALLOWANCE * np.where(np.isfinite(threshold) & redrawn, threshold, 0.0)
-    log_odds = this_round + gamma * np.maximum(carried_now, 0.0)  # memory: a CUSUM (an allowance, then the discount)
+    log_odds = this_round + gamma * np.maximum(np.nan_to_num(carried[idx], nan=0.0), 0.0)
     honest = 1.0 / (1.0 + np.exp(np.clip(SHARPNESS * log_odds, -700.0, 700.0)))
     # a doubted count is pulled towards the median claim: all the way when flagged, by the square of the
     # bounded-influence factor when far (a count keeps its premium only with an upload that earns it)
@@ -232,7 +234,8 @@ def _local_voices(voice: NDArray[np.intp], pos: NDArray[np.intp]) -> NDArray[np.
 
 def _normalised(values: FloatArray, valid: NDArray[np.bool_]) -> FloatArray:
     out = np.where(valid, values, 0.0)
-    return out / out.sum() if out.sum() > 0 else out
+    total = out.sum()
+    return out / total if total > 0 else out
 
 
 def _cap_shares(w: FloatArray, max_share: float | None) -> FloatArray:

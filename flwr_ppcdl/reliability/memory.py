@@ -1,9 +1,8 @@
 """Memory across rounds, per node id (pure Python): accumulated suspicion and each statistic's running sum.
 
-Log-odds ``L_t = l_t + memory_rate * max(L_{t-1} + a t_t, 0)`` (``l_t``: the round's log-likelihood ratio minus its
-threshold ``t_t``; ``a``: ``constants.MEMORY_ALLOWANCE``, 0 for a re-scored release), a discounted CUSUM: a node found
-corrupted stays down while its uploads keep failing, evidence near the threshold round after round adds up, one far
-round fades, credit is never carried. Statistics: the discounted sums ``(A, W)`` of ``estimate._accumulate``.
+Log-odds ``L_t = l_t + memory_rate * max(L_{t-1}, 0)`` (``l_t``: the round's log-likelihood ratio minus the
+threshold): a node found corrupted stays down while its uploads keep failing, one far round fades, credit is
+never carried. Statistics: the discounted sums ``(A, W)`` of ``estimate._accumulate``.
 """
 
 from __future__ import annotations
@@ -33,6 +32,8 @@ class EvidenceMemory:
     def update(self, node_ids: Sequence[int], accumulated: Sequence[float] | NDArray[np.float64],
                statistics: Sequence[Mapping[str, tuple[float, float]]] = ()) -> None:
         """Store the log-odds (finite values only) and running sums the estimator computed this round."""
-        self.scores.update({int(node): float(value) for node, value in zip(node_ids, accumulated, strict=True) if math.isfinite(float(value))})
+        for node, value in zip(node_ids, accumulated, strict=True):
+            if math.isfinite(float(value)):
+                self.scores[int(node)] = float(value)
         for node, stats in zip(node_ids, statistics, strict=False):
             self.statistics[int(node)] = {**self.statistics.get(int(node), {}), **stats}

@@ -73,16 +73,3 @@ def test_a_repeated_upload_is_not_stronger_evidence_for_being_repeated() -> None
     assert agg.memory is not None and all("0:gap" in agg.memory.statistics[k] for k in range(K))
     for later in evidence[1:]:
         np.testing.assert_allclose(later, evidence[0], atol=1e-9)
-
-
-def test_the_memory_allowance_finds_more_of_a_weak_persistent_corruption(monkeypatch) -> None:
-    """Rows shifted 15 % of the way, every round: the memory's allowance (a CUSUM's reference below the threshold,
-    ``constants.MEMORY_ALLOWANCE``) lets rounds just below the threshold add up, so more of the later rounds flag the
-    shifted participants than with the plain discounted memory, and the honest are not flagged more."""
-    import flwr_ppcdl.reliability.estimate as estimate
-
-    with_allowance = np.array([_rounds(seed, 0.15, 0.5) for seed in range(8)])
-    monkeypatch.setattr(estimate, "MEMORY_ALLOWANCE", 0.0)
-    without = np.array([_rounds(seed, 0.15, 0.5) for seed in range(8)])
-    assert with_allowance[:, 3:, BAD].mean() >= without[:, 3:, BAD].mean() + 0.03
-    assert with_allowance[:, :, :7].mean() <= max(without[:, :, :7].mean(), 0.02)
