@@ -27,7 +27,12 @@ The summary ends each seed role with the harmful Dirichlet cells split by the un
 (their FedAvg weight; 0.3 if the partition were even): on the study seeds flipped labels cost ``ours`` most where
 three clients hold more than that (stop 39). ``--summary --candidate FILE`` (stop 44) gives the goals with a screened
 candidate's rows in place of the library's wherever it measured a cell, seed and rule, then each cell's paired change
-of ``ours`` on the seeds both measured.
+of ``ours`` on the seeds both measured. Stop 44's candidate (the memory as a discounted CUSUM, 319218a, in a worktree of
+branch ``cusum-memory``): ``--seeds 3 4 5 --groups small --rules ours`` and then ``--again`` four times, the same for 6 7 8,
+and ``--seeds $(seq 16 30)`` and ``$(seq 31 45)`` with ``--groups small --rules ours``, ``--scenarios none flipped``, then
+``--scenarios random-labels sign-flip mode2 random-uploads``, each then ``--again`` twice, every run in a file of its own, joined in
+``benchmarks/results/reliability_plain_candidate_cusum.csv``; its summary: ``--summary --out
+benchmarks/results/reliability_plain.csv --candidate benchmarks/results/reliability_plain_candidate_cusum.csv``.
 
 ``--quick`` runs one seed of the K = 10 scenarios; ``--groups`` picks scenario groups (``small``,
 ``collusion``, ``scale``). ``--again`` measures the chosen rules once more where rows exist: ``ours`` samples
