@@ -42,6 +42,9 @@ regression release's covariance views on the tuning seeds
 (``reliability_calibrated_tuning_{cov,covmean,covmean_median,covmean_gram,covmean_tail}.csv``: ``--only census2000
 --seeds $(seq 46 60) --rules ours`` at c49bad5, c151c1f, a946b1d, 9968b2a and 06bf9a1, the first two stopped after
 eight and seven seeds, and ``--only fashion-mnist --seeds 0 1 2 --rules ours`` at 9968b2a and 06bf9a1; reverted).
+Stop 44: ``reliability_calibrated_candidate_cusum_params.csv``, ``--quick --seeds 3 4 5`` and ``6 7 8 --rules ours-params``
+at 319218a (the memory as a discounted CUSUM, branch ``cusum-memory``, reverted; the only rows it can move: releases get
+no allowance), each into a file of its own, concatenated.
 Each file's goals, with its ``ours`` rows in place of the library's, and its paired changes (``*_summary.txt``):
 
     PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_calibrated --summary --out benchmarks/results/reliability_calibrated.csv \

@@ -30,7 +30,10 @@ candidate's rows in place of the library's wherever it measured a cell, seed and
 of ``ours`` on the seeds both measured. Stop 44's candidate (the memory as a discounted CUSUM, 319218a, in a worktree of
 branch ``cusum-memory``): ``--seeds 3 4 5 --groups small --rules ours`` and then ``--again`` four times, the same for 6 7 8,
 and ``--seeds $(seq 16 30)`` and ``$(seq 31 45)`` with ``--groups small --rules ours``, ``--scenarios none flipped``, then
-``--scenarios random-labels sign-flip mode2 random-uploads``, each then ``--again`` twice, every run in a file of its own, joined in
+``--scenarios random-labels sign-flip mode2 random-uploads``, each then ``--again`` twice; then (at 319218a, detached)
+``--seeds 3 4 5`` and ``$(seq 16 25)`` ``--groups collusion --rules ours ours-server``, ``--seeds 3 4 5`` and ``6 7 8``
+``--groups small --rules ours-server`` five times, ``--seeds $(seq 16 45) --groups small --rules ours-server`` once and
+``--seeds 3 --groups scale --rules ours ours-server``; every run in a file of its own, joined in
 ``benchmarks/results/reliability_plain_candidate_cusum.csv``; its summary: ``--summary --out
 benchmarks/results/reliability_plain.csv --candidate benchmarks/results/reliability_plain_candidate_cusum.csv``.
 
