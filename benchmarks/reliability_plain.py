@@ -96,6 +96,7 @@ from benchmarks.reliability_common import (  # noqa: E402
     provenance,
     read_rows,
     seed_role,
+    spread,
     weight_statistics,
 )
 from flwr_ppcdl.app.grid import InProcessGrid  # noqa: E402
@@ -453,7 +454,7 @@ def _paired(library: list[dict[str, str]], cand: list[dict[str, str]]) -> None:
         for cell in sorted({key[:-1] for key in new if key in old}):
             pairs = [(old[key], new[key]) for key in new if key[:-1] == cell and key in old]
             diff = [b - a for a, b in pairs]
-            error = float(np.std(diff, ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else math.nan
+            error = spread(diff) / math.sqrt(len(diff)) if len(diff) > 1 else math.nan
             print(f"{column:12} {cell[0]:6} {' '.join(cell[1:]):40} {len(pairs):>3} | {mean(a for a, _ in pairs):6.3f} -> "
                   f"{mean(b for _, b in pairs):6.3f} ({mean(diff):+.3f} +- {error:.3f})")
 
