@@ -21,9 +21,10 @@ a code version (the table names it ``ours:memory_rate=0.8@<commit>``: a change t
 compared by running the same options at its commit and at the one before), run
 on the plain-client ``small`` cells of :mod:`benchmarks.reliability_plain` (same clients, same grid) on
 the tuning seeds only (``benchmarks.reliability_common.TUNE_SEEDS``; the reporting and fresh seeds are
-refused). One run per cell and seed; the table gives each variant's mean over the seeds and, against the
+refused). One run per cell and seed (``--runs``); the table gives each variant's mean over the seeds and, against the
 first variant, the mean paired difference and its standard error (the seeds are the replicates: the
-partitions differ and the estimator samples coordinates from OS entropy). About 3 minutes per variant
+partitions differ and the estimator samples coordinates from OS entropy; with ``--runs N`` a seed's figure is the mean of
+its runs). About 3 minutes per variant
 and seed on one core; resumable (rows already in ``--out`` are skipped).
 """
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=[], help="option overrides, e.g. memory_rate=0.8")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(TUNE_SEEDS))
     parser.add_argument("--out", type=Path, default=Path("/tmp/flwr_ppcdl_calib/reliability_tuning.csv"))
+    parser.add_argument("--runs", type=int, default=1, help="runs per cell, seed and variant at this code version "
+                        "(rows already in --out count; the table takes a seed's mean)")
     parser.add_argument("--summary", action="store_true")
     args = parser.parse_args()
     if not args.summary:
@@ -57,15 +61,14 @@ def main() -> None:
             plain.variant_options(rule)  # a malformed variant fails before any run
         key = ("scenario", "partitioning", "clients", "bad", "seed", "rule")
         version = provenance()["code_version"]
-        done = {tuple(r[k] for k in key) for r in read_rows(args.out) if r["code_version"] == version}
+        done = Counter(tuple(r[k] for k in key) for r in read_rows(args.out) if r["code_version"] == version)
         for cell in plain.cells(["small"], args.seeds, False):
             for rule in rules:
-                if tuple(str(cell[k]) for k in key[:-1]) + (rule,) in done:
-                    continue
-                row = plain.measured(cell, rule)
-                append_rows(args.out, plain.FIELDS, [row])
-                print(f"{cell['scenario']:14} {cell['partitioning'][:3]} s{cell['seed']} {rule}: accuracy {row['accuracy']:.3f} "
-                      f"({row['seconds']:.0f}s)", flush=True)
+                for _ in range(args.runs - done[tuple(str(cell[k]) for k in key[:-1]) + (rule,)]):
+                    row = plain.measured(cell, rule)
+                    append_rows(args.out, plain.FIELDS, [row])
+                    print(f"{cell['scenario']:14} {cell['partitioning'][:3]} s{cell['seed']} {rule}: accuracy {row['accuracy']:.3f} "
+                          f"({row['seconds']:.0f}s)", flush=True)
     summary(args.out)
 
 
@@ -86,9 +89,11 @@ def summary(path: Path) -> None:
         print(f"\n{col}")
         print(f"{'scenario':14} {'split':9} {'K':>3} | " + " | ".join(f"{rule[5:]:>27}" for rule in rules))
         for cell in cells:
-            by = {rule: {int(r["seed"]): float(r[col]) for r in rows if r["rule"] == rule
-                         and (r["scenario"], r["partitioning"], r["clients"], r["bad"]) == cell and r[col] not in ("", "nan")}
-                  for rule in rules}
+            runs: dict[str, dict[int, list[float]]] = {rule: {} for rule in rules}
+            for r in rows:
+                if (r["scenario"], r["partitioning"], r["clients"], r["bad"]) == cell and r[col] not in ("", "nan"):
+                    runs[r["rule"]].setdefault(int(r["seed"]), []).append(float(r[col]))
+            by = {rule: {seed: float(np.mean(v)) for seed, v in runs[rule].items()} for rule in rules}  # a seed: its runs' mean
             if not any(by.values()):
                 continue
             parts = []

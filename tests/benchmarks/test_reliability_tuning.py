@@ -75,3 +75,19 @@ def test_the_plain_summary_names_a_role_whose_contender_rows_are_missing(tmp_pat
     reliability_plain.summary(tmp_path / "p.csv")
     out = capsys.readouterr().out
     assert "## report seeds [3], ours" in out and "## study seeds: no rows of ours" in out
+
+
+def test_a_seed_with_several_runs_counts_once_at_its_mean(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--runs N`` rows: the table pairs each seed's mean over its runs (not its last run), and n counts seeds."""
+    runs = {("ours:memory_rate=0.5", 0): [0.70], ("ours:memory_rate=0.5", 1): [0.60],
+            ("ours:memory_rate=0.8", 0): [0.72, 0.76], ("ours:memory_rate=0.8", 1): [0.50, 0.64, 0.68]}
+    rows = [{"group": "small", "scenario": "none", "partitioning": "iid", "clients": 10, "bad": 0, "seed": seed, "seed_role": "tune",
+             "rounds": 10, "rule": rule, "accuracy": acc, "code_version": "abc1234", "packages": "x"}
+            for (rule, seed), accs in runs.items() for acc in accs]
+    append_rows(tmp_path / "t.csv", reliability_plain.FIELDS, [{**{f: math.nan for f in reliability_plain.FIELDS}, **r} for r in rows])
+    reliability_tuning.summary(tmp_path / "t.csv")
+    line = next(x for x in capsys.readouterr().out.split("accuracy")[1].splitlines() if x.startswith("none"))
+    means = [np.mean(runs[("ours:memory_rate=0.8", s)]) for s in (0, 1)]
+    diff = np.subtract(means, [0.70, 0.60])
+    se = float(np.std(diff, ddof=1) / math.sqrt(2))
+    assert "0.650 (n=2)" in line and f"{np.mean(means):.3f} ({np.mean(diff):+.3f}+-{se:.3f})" in line
