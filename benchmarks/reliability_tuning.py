@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=[], help="option overrides, e.g. memory_rate=0.8")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(TUNE_SEEDS))
     parser.add_argument("--out", type=Path, default=Path("/tmp/flwr_ppcdl_calib/reliability_tuning.csv"))
+    parser.add_argument("--scenarios", nargs="+", help="run only these scenarios (e.g. none flipped)")
     parser.add_argument("--runs", type=int, default=1, help="runs per cell, seed and variant at this code version "
                         "(rows already in --out count; the table takes a seed's mean)")
     parser.add_argument("--summary", action="store_true")
@@ -63,7 +64,7 @@ def main() -> None:
         key = ("scenario", "partitioning", "clients", "bad", "seed", "rule")
         version = provenance()["code_version"]
         done = Counter(tuple(r[k] for k in key) for r in read_rows(args.out) if r["code_version"] == version)
-        for cell in plain.cells(["small"], args.seeds, False):
+        for cell in (c for c in plain.cells(["small"], args.seeds, False) if not args.scenarios or c["scenario"] in args.scenarios):
             for rule in rules:
                 for _ in range(args.runs - done[tuple(str(cell[k]) for k in key[:-1]) + (rule,)]):
                     row = plain.measured(cell, rule)
