@@ -15,7 +15,10 @@ heterogeneity over every voice for plain blocks too, reverted -- each into a fil
 ``reliability_tuning_memory_allowance.csv`` (stop 44: ``--variants memory_rate=0.5 --seeds 0 1 2 10 11 12 13 14 15 $(seq
 46 75)`` at 3475169 and, in a worktree of branch ``cusum-memory``, at 319218a -- the memory as a discounted CUSUM, reverted
 -- each into a file of its own, then joined; stop 45 ran both a second time from detached worktrees at the same two
-commits and appended the rows, so the table is the mean of two runs a seed).
+commits and appended the rows, so the table is the mean of two runs a seed); ``reliability_tuning_max_share.csv`` (stop
+45: ``--variants memory_rate=0.5,max_share=0.15`` and ``memory_rate=0.5,max_share=0.25``, ``--scenarios none flipped
+random-labels sign-flip``, same seeds, at df54783, each into a file of its own; joined after the library's two runs of
+those scenarios taken from ``reliability_tuning_memory_allowance.csv`` at 3475169, whose ``flwr_ppcdl`` is the same).
 
 Each variant is ``ReliabilityWeightedFedAvg(memory_rate=0.8, ...)`` (rule ``ours:memory_rate=0.8``) at
 a code version (the table names it ``ours:memory_rate=0.8@<commit>``: a change to the estimator is
