@@ -20,6 +20,10 @@ shared cores; resumable) and of its goals summary:
     #   --seeds $(seq 16 25) --groups collusion (stop 38, 6 minutes a seed)
     PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_plain --seeds $(seq 16 45) --groups small \
         --rules ours --again --out benchmarks/results/reliability_plain.csv  # stop 42, twice: three runs a study seed
+    PYTHONPATH=. nice .venv/bin/python -m benchmarks.reliability_plain --seeds 0 1 2 10 11 12 13 14 15 $(seq 46 75) \
+        --groups small --scenarios none flipped random-labels sign-flip --rules fedavg oracle fedmedian fedtrimmedavg \
+        multikrum ours --out ...  # stop 45, the tuning seeds' yardstick: one run; flipped, then the rest,
+    #   each in two halves of the seeds, appended
     PYTHONPATH=. .venv/bin/python -m benchmarks.reliability_plain --summary \
         --out benchmarks/results/reliability_plain.csv > benchmarks/results/reliability_plain_summary.txt
 
