@@ -91,3 +91,25 @@ def test_a_seed_with_several_runs_counts_once_at_its_mean(tmp_path: Path, capsys
     diff = np.subtract(means, [0.70, 0.60])
     se = float(np.std(diff, ddof=1) / math.sqrt(2))
     assert "0.650 (n=2)" in line and f"{np.mean(means):.3f} ({np.mean(diff):+.3f}+-{se:.3f})" in line
+
+
+def test_runs_and_scenarios_choose_what_is_measured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``--scenarios`` measures those cells only; ``--runs 2`` tops each cell up to two rows at this code version (a
+    second call measures nothing more)."""
+    measured: list[tuple[str, str, str]] = []
+
+    def fake(cell: dict[str, object], rule: str) -> dict[str, object]:
+        measured.append((str(cell["scenario"]), str(cell["partitioning"]), rule))
+        row = {**{f: math.nan for f in reliability_plain.FIELDS}, **cell, "rule": rule, "accuracy": 0.5, "seconds": 0.0,
+               "seed_role": "tune", "code_version": "v1", "packages": "x"}
+        return {f: row[f] for f in reliability_plain.FIELDS}
+
+    monkeypatch.setattr(reliability_plain, "measured", fake)
+    monkeypatch.setattr(reliability_tuning, "provenance", lambda: {"code_version": "v1", "packages": "x"})
+    argv = ["reliability_tuning", "--variants", "memory_rate=0.8", "--seeds", "0", "--scenarios", "flipped", "--runs", "2",
+            "--out", str(tmp_path / "t.csv")]
+    monkeypatch.setattr(sys, "argv", argv)
+    reliability_tuning.main()
+    assert sorted(measured) == [("flipped", p, "ours:memory_rate=0.8") for p in ("dirichlet", "dirichlet", "iid", "iid")]
+    reliability_tuning.main()
+    assert len(measured) == 4
