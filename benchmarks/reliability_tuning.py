@@ -25,11 +25,11 @@ a code version (the table names it ``ours:memory_rate=0.8@<commit>``: a change t
 compared by running the same options at its commit and at the one before), run
 on the plain-client ``small`` cells of :mod:`benchmarks.reliability_plain` (same clients, same grid) on
 the tuning seeds only (``benchmarks.reliability_common.TUNE_SEEDS``; the reporting and fresh seeds are
-refused). One run per cell and seed (``--runs``); the table gives each variant's mean over the seeds and, against the
-first variant, the mean paired difference and its standard error (the seeds are the replicates: the
-partitions differ and the estimator samples coordinates from OS entropy; with ``--runs N`` a seed's figure is the mean of
-its runs). About 3 minutes per variant
-and seed on one core; resumable (rows already in ``--out`` are skipped).
+refused). ``--runs N`` runs per cell and seed (default one); the table gives each variant's mean over the seeds (a
+seed's figure: the mean of its runs) and, against the first variant, the mean paired difference and its standard error
+(the seeds are the replicates: the partitions differ and the estimator samples coordinates from OS entropy). About 3
+minutes per variant and seed on one core; resumable (rows already in ``--out`` at this code version count towards
+``--runs``).
 """
 
 from __future__ import annotations
@@ -42,7 +42,15 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import reliability_plain as plain
-from benchmarks.reliability_common import TUNE_SEEDS, append_rows, provenance, read_rows, seed_role
+from benchmarks.reliability_common import (
+    TUNE_SEEDS,
+    append_rows,
+    mean,
+    provenance,
+    read_rows,
+    seed_role,
+    spread,
+)
 
 COLUMNS = ("accuracy", "auroc", "bad_mass", "honest_kept", "false_alarms")
 
@@ -98,7 +106,7 @@ def summary(path: Path) -> None:
             for r in rows:
                 if (r["scenario"], r["partitioning"], r["clients"], r["bad"]) == cell and r[col] not in ("", "nan"):
                     runs[r["rule"]].setdefault(int(r["seed"]), []).append(float(r[col]))
-            by = {rule: {seed: float(np.mean(v)) for seed, v in runs[rule].items()} for rule in rules}  # a seed: its runs' mean
+            by = {rule: {seed: mean(v) for seed, v in runs[rule].items()} for rule in rules}  # a seed: its runs' mean
             if not any(by.values()):
                 continue
             parts = []
@@ -109,7 +117,7 @@ def summary(path: Path) -> None:
                 if rule == rules[0] or len(paired) < 2:
                     parts.append(f"{m:>8.3f} (n={len(values)}){'':>11}")
                 else:
-                    se = float(np.std(paired, ddof=1) / math.sqrt(len(paired)))
+                    se = spread(paired) / math.sqrt(len(paired))
                     parts.append(f"{m:>8.3f} ({np.mean(paired):+.3f}+-{se:.3f})")
             print(f"{cell[0]:14} {cell[1]:9} {cell[2]:>3} | " + " | ".join(parts))
 
