@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -141,6 +141,16 @@ def mean(values: Iterable[float]) -> float:
 def spread(values: Iterable[float]) -> float:
     finite = [v for v in values if isinstance(v, float) and math.isfinite(v)]
     return float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
+
+
+def seed_means(rows: Iterable[dict[str, str]], column: str, key: Callable[[dict[str, str]], tuple[str, ...]]) -> dict[tuple[str, ...], float]:
+    """A seed's figure is the mean of its runs: ``column`` averaged over the rows that share ``key(row)`` (a tuple that
+    ends with the seed, e.g. cell, rule, seed); empty and NaN values are skipped, and a key with none is left out."""
+    runs: dict[tuple[str, ...], list[float]] = {}
+    for r in rows:
+        if r[column] not in ("", "nan"):
+            runs.setdefault(key(r), []).append(float(r[column]))
+    return {k: mean(v) for k, v in runs.items()}
 
 
 def goal_line(name: str, passed: int, total: int, detail: str = "") -> str:

@@ -99,6 +99,7 @@ from benchmarks.reliability_common import (  # noqa: E402
     mean,
     provenance,
     read_rows,
+    seed_means,
     seed_role,
     spread,
     weight_statistics,
@@ -381,6 +382,22 @@ def cells(groups: list[str], seeds: list[int], quick: bool) -> list[dict[str, An
     return out
 
 
+GROUPS = ("small", "collusion", "scale")
+
+
+def chosen_cells(groups: list[str], seeds: list[int], quick: bool, scenarios: list[str] | None) -> list[dict[str, Any]]:
+    """:func:`cells`, only those of ``scenarios`` when given; a group or scenario that does not exist is refused, naming the
+    ones that do (a misspelt name would otherwise run nothing)."""
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown:
+        raise SystemExit(f"unknown groups {unknown}: the groups are {list(GROUPS)}")
+    held = list(dict.fromkeys(c["scenario"] for c in cells(groups, [0], quick)))
+    unknown = [s for s in scenarios or () if s not in held]
+    if unknown:
+        raise SystemExit(f"unknown scenarios {unknown}: groups {groups}{' (--quick)' if quick else ''} hold {held}")
+    return [c for c in cells(groups, seeds, quick) if not scenarios or c["scenario"] in scenarios]
+
+
 SCALE_RULES = ("fedavg", "oracle", "fedmedian", "ours", "ours-server")
 
 
@@ -388,7 +405,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("/tmp/flwr_ppcdl_calib/reliability_plain.csv"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--groups", nargs="+", default=["small", "collusion", "scale"])
+    parser.add_argument("--groups", nargs="+", default=list(GROUPS))
     parser.add_argument("--scenarios", nargs="+", help="run only these scenarios (e.g. none flipped)")
     parser.add_argument("--rules", nargs="+", help="measure only these contenders")
     parser.add_argument("--quick", action="store_true")
@@ -400,9 +417,7 @@ def main() -> None:
     if not args.summary:
         key = ("group", "scenario", "partitioning", "clients", "bad", "seed", "rule")
         done = set() if args.again else {tuple(r[k] for k in key) for r in read_rows(args.out)}
-        for cell in cells(args.groups, args.seeds, args.quick):
-            if args.scenarios and cell["scenario"] not in args.scenarios:
-                continue
+        for cell in chosen_cells(args.groups, args.seeds, args.quick, args.scenarios):
             rules = SCALE_RULES if cell["group"] == "scale" else RULES
             rules = [r for r in rules if r != "ours-server-majority" or cell["scenario"] == "mode2"]  # mode2's control
             rows, t_cell = [], time.perf_counter()
@@ -446,11 +461,7 @@ def _paired(library: list[dict[str, str]], cand: list[dict[str, str]]) -> None:
     """Per seed role and cell, ``ours``: the library's mean over the seeds the candidate measured, the candidate's, and the
     mean paired change +- its standard error (a seed's figure: the mean of its runs)."""
     def per_seed(rows: list[dict[str, str]], column: str) -> dict[tuple[str, ...], float]:
-        runs: dict[tuple[str, ...], list[float]] = {}
-        for r in rows:
-            if r["rule"] == "ours" and r[column] not in ("", "nan"):
-                runs.setdefault((r["seed_role"], *(r[k] for k in CELL), r["seed"]), []).append(float(r[column]))
-        return {key: mean(v) for key, v in runs.items()}
+        return seed_means((r for r in rows if r["rule"] == "ours"), column, lambda r: (r["seed_role"], *(r[k] for k in CELL), r["seed"]))
 
     print(f"\n## paired: the candidate ({', '.join(sorted({r['code_version'] for r in cand}))}) against the library's ours rows")
     for column in ("accuracy", "auroc", "bad_mass", "false_alarms"):

@@ -58,6 +58,7 @@ from benchmarks.reliability_common import (
     mean,
     provenance,
     read_rows,
+    seed_means,
     seed_role,
 )
 from flwr_ppcdl.reliability import ReliabilityOptions
@@ -214,13 +215,11 @@ def summary(path: Path) -> None:
         print(f"\n{col}")
         print(f"{'scenario':14} {'split':9} | " + " | ".join(f"{n:>24}" for n in names))
         for cell in sorted({(r["scenario"], r["partitioning"]) for r in rows}):
-            per_seed = {n: {} for n in names}
-            for n in names:
-                for seed in seeds:
-                    got = [float(r[col]) for r in rows if (r["scenario"], r["partitioning"]) == cell and r["rule"] == f"ours:templates={n}"
-                           and int(r["seed"]) == seed and r[col] not in ("", "nan")]
-                    if got:
-                        per_seed[n][seed] = mean(got)
+            per_seed: dict[str, dict[int, float]] = {n: {} for n in names}
+            means = seed_means((r for r in rows if (r["scenario"], r["partitioning"]) == cell), col, lambda r: (r["rule"], r["seed"]))
+            for (rule, seed), value in sorted(means.items(), key=lambda item: int(item[0][1])):  # by seed, as the table was
+                if rule.removeprefix("ours:templates=") in per_seed:
+                    per_seed[rule.removeprefix("ours:templates=")][int(seed)] = value
             if not per_seed[names[0]]:
                 continue
             parts = []

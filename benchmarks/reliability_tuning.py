@@ -45,9 +45,9 @@ from benchmarks import reliability_plain as plain
 from benchmarks.reliability_common import (
     TUNE_SEEDS,
     append_rows,
-    mean,
     provenance,
     read_rows,
+    seed_means,
     seed_role,
     spread,
 )
@@ -75,7 +75,7 @@ def main() -> None:
         key = ("scenario", "partitioning", "clients", "bad", "seed", "rule")
         version = provenance()["code_version"]
         done = Counter(tuple(r[k] for k in key) for r in read_rows(args.out) if r["code_version"] == version)
-        for cell in (c for c in plain.cells(["small"], args.seeds, False) if not args.scenarios or c["scenario"] in args.scenarios):
+        for cell in plain.chosen_cells(["small"], args.seeds, False, args.scenarios):
             for rule in rules:
                 for _ in range(args.runs - done[tuple(str(cell[k]) for k in key[:-1]) + (rule,)]):
                     row = plain.measured(cell, rule)
@@ -102,11 +102,11 @@ def summary(path: Path) -> None:
         print(f"\n{col}")
         print(f"{'scenario':14} {'split':9} {'K':>3} | " + " | ".join(f"{rule[5:]:>27}" for rule in rules))
         for cell in cells:
-            runs: dict[str, dict[int, list[float]]] = {rule: {} for rule in rules}
-            for r in rows:
-                if (r["scenario"], r["partitioning"], r["clients"], r["bad"]) == cell and r[col] not in ("", "nan"):
-                    runs[r["rule"]].setdefault(int(r["seed"]), []).append(float(r[col]))
-            by = {rule: {seed: mean(v) for seed, v in runs[rule].items()} for rule in rules}  # a seed: its runs' mean
+            means = seed_means((r for r in rows if (r["scenario"], r["partitioning"], r["clients"], r["bad"]) == cell), col,
+                               lambda r: (r["rule"], r["seed"]))
+            by: dict[str, dict[int, float]] = {rule: {} for rule in rules}
+            for (rule, seed), value in means.items():
+                by[rule][int(seed)] = value
             if not any(by.values()):
                 continue
             parts = []

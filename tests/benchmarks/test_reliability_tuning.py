@@ -113,3 +113,34 @@ def test_runs_and_scenarios_choose_what_is_measured(monkeypatch: pytest.MonkeyPa
     assert sorted(measured) == [("flipped", p, "ours:memory_rate=0.8") for p in ("dirichlet", "dirichlet", "iid", "iid")]
     reliability_tuning.main()
     assert len(measured) == 4
+
+
+@pytest.mark.parametrize("tool", ["reliability_tuning", "reliability_plain"])
+def test_a_misspelt_scenario_or_group_is_refused_naming_those_that_exist(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                                          tool: str) -> None:
+    """``--scenarios fliped`` used to run nothing and print an empty table; it is refused before any run, and the message
+    names the scenarios the chosen groups hold. An unknown ``--groups`` entry is refused the same way."""
+    ran: list[object] = []
+    monkeypatch.setattr(reliability_plain, "measured", lambda *a: ran.append(a))
+    head = ["--variants", "memory_rate=0.8", "--seeds", "0"] if tool == "reliability_tuning" else ["--seeds", "0", "--groups", "small"]
+    module = reliability_tuning if tool == "reliability_tuning" else reliability_plain
+    monkeypatch.setattr(sys, "argv", [tool, *head, "--scenarios", "flipped", "fliped", "--out", str(tmp_path / "t.csv")])
+    with pytest.raises(SystemExit, match=r"unknown scenarios \['fliped'\]: groups \['small'\] hold \['none', 'flipped', "
+                                         r"'random-labels', 'sign-flip', 'mode2', 'random-uploads'\]"):
+        module.main()
+    with pytest.raises(SystemExit, match=r"unknown groups \['smal'\]: the groups are \['small', 'collusion', 'scale'\]"):
+        reliability_plain.chosen_cells(["smal"], [0], False, None)
+    with pytest.raises(SystemExit, match=r"unknown scenarios \['collude'\]"):  # the collusion group's, not small's
+        reliability_plain.chosen_cells(["small"], [0], False, ["collude"])
+    assert not ran and not (tmp_path / "t.csv").exists()
+    assert {c["scenario"] for c in reliability_plain.chosen_cells(["small", "collusion"], [0], False, ["collude"])} == {"collude"}
+
+
+def test_a_seed_figure_is_the_mean_of_its_runs_without_empty_values() -> None:
+    """``seed_means``, the one helper the three summaries share: rows grouped by the key, empty and NaN values skipped, a
+    key with no value left out."""
+    from benchmarks.reliability_common import seed_means
+
+    rows = [{"rule": "a", "seed": "0", "accuracy": v} for v in ("0.5", "0.7", "", "nan")]
+    rows += [{"rule": "a", "seed": "1", "accuracy": "0.4"}, {"rule": "b", "seed": "0", "accuracy": "nan"}]
+    assert seed_means(rows, "accuracy", lambda r: (r["rule"], r["seed"])) == {("a", "0"): pytest.approx(0.6), ("a", "1"): 0.4}
