@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from flwr_ppcdl.reliability.calibration import Kind, evidence_threshold, llr, standardise
-from flwr_ppcdl.reliability.constants import FLAGGED_ROUNDS, RIVAL, SHARPNESS
+from flwr_ppcdl.reliability.constants import RIVAL, SHARPNESS
 from flwr_ppcdl.reliability.counts import plausible_counts
 from flwr_ppcdl.reliability.model import BlockFit, fit_block
 from flwr_ppcdl.reliability.options import ReliabilityOptions
@@ -176,13 +176,6 @@ def _calibrated(
     threshold = np.array([evidence_threshold(int(n), opts.false_alarm_rate, tuple(sorted(kk))) if kk else np.inf for n, kk in zip(members, kinds, strict=True)])
     this_round = np.where(np.isfinite(threshold), total - threshold, -np.inf)
     log_odds = this_round + gamma * np.maximum(np.nan_to_num(carried[idx], nan=0.0), 0.0)
-    if gamma > 0:  # a participant is corrupted or not for the whole run: from its FLAGGED_ROUNDS-th flagged round on it stays
-        # flagged, at odds of being honest below alpha / (1 - alpha) (an honest one gets there with probability ~1e-3 in ten rounds)
-        flags = np.array([p.get("flags", (0.0, 0.0))[0] for p in prior]) + (log_odds > 0)
-        for p, f in zip(prior, flags, strict=True):
-            p["flags"] = (float(f), 0.0)
-        floor = np.log((1.0 - opts.false_alarm_rate) / opts.false_alarm_rate)
-        log_odds = np.where(flags >= FLAGGED_ROUNDS, np.maximum(log_odds, floor), log_odds)
     honest = 1.0 / (1.0 + np.exp(np.clip(SHARPNESS * log_odds, -700.0, 700.0)))
     # a doubted count is pulled towards the median claim: all the way when flagged, by the square of the
     # bounded-influence factor when far (a count keeps its premium only with an upload that earns it)
