@@ -18,7 +18,11 @@ heterogeneity over every voice for plain blocks too, reverted -- each into a fil
 commits and appended the rows, so the table is the mean of two runs a seed); ``reliability_tuning_max_share.csv`` (stop
 45: ``--variants memory_rate=0.5,max_share=0.15`` and ``memory_rate=0.5,max_share=0.25``, ``--scenarios none flipped
 random-labels sign-flip``, same seeds, at df54783, each into a file of its own; joined after the library's two runs of
-those scenarios taken from ``reliability_tuning_memory_allowance.csv`` at 3475169, whose ``flwr_ppcdl`` is the same).
+those scenarios taken from ``reliability_tuning_memory_allowance.csv`` at 3475169, whose ``flwr_ppcdl`` is the same);
+``reliability_tuning_flag_hold.csv`` (stop 46: ``--variants memory_rate=0.5 --runs 2``, the same seeds in two halves, in a
+worktree of branch ``flag-count`` at c38c21c -- a participant flagged in three rounds stays flagged -- and at 9e1fd42 --
+held while flagged in three of its last five rounds -- both reverted there; joined after the library's rows at 3475169
+taken from ``reliability_tuning_memory_allowance.csv``).
 
 Each variant is ``ReliabilityWeightedFedAvg(memory_rate=0.8, ...)`` (rule ``ours:memory_rate=0.8``) at
 a code version (the table names it ``ours:memory_rate=0.8@<commit>``: a change to the estimator is
