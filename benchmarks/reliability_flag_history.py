@@ -111,6 +111,9 @@ def main() -> None:
     except (IndexError, ValueError):
         raise SystemExit(f"--holds takes k/w pairs such as 3/5; got {args.holds}") from None
     if not args.summary:
+        unknown = [s for s in args.scenarios if s not in SCENARIOS]
+        if unknown:
+            raise SystemExit(f"unknown scenarios {unknown}: the screen runs {list(SCENARIOS)}")
         refused = [s for s in args.seeds if seed_role(s) != "tune"]
         if refused:
             raise SystemExit(f"seeds {refused} are not tuning seeds {TUNE_SEEDS}: a screen reads tuning seeds only")

@@ -4,6 +4,8 @@ were flagged, and the shares count what their names say."""
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -30,3 +32,15 @@ def test_the_shares_count_rounds_participants_and_readmissions() -> None:
     assert got["readmitted"] == pytest.approx(1 / 5)  # after the first flag: [F, T] and [T, T, T]
     assert got["last"] == pytest.approx(2 / 3)
     assert math.isnan(shares([[F, F]])["readmitted"])  # never flagged: nothing to let back in
+
+
+def test_a_scenario_the_screen_does_not_run_is_refused_before_any_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import benchmarks.reliability_flag_history as history
+
+    ran: list[object] = []
+    monkeypatch.setattr(history, "record", lambda cell: ran.append(cell))
+    monkeypatch.setattr(sys, "argv", ["reliability_flag_history", "--seeds", "0", "--scenarios", "flipped", "mode2",
+                                      "--out", str(tmp_path / "h.jsonl")])
+    with pytest.raises(SystemExit, match=r"unknown scenarios \['mode2'\]: the screen runs \['none', 'flipped', 'random-labels', 'sign-flip'\]"):
+        history.main()
+    assert not ran and not (tmp_path / "h.jsonl").exists()
