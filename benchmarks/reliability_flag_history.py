@@ -81,7 +81,6 @@ def summary(path: Path, holds: Sequence[tuple[int, int]]) -> None:
           f"{', '.join(sorted({r['code_version'] for r in rows}))}; {rows[0]['packages']}")
     print("per cell and group: flagged (participant-rounds) / ever flagged / readmitted (unflagged rounds after the first "
           "flag) / flagged in the last round; then the flagged and last-round shares with each hold replayed (no feedback)")
-    rules = [("as run", lambda s: list(s))] + [(f"hold {k}/{w}", lambda s, k=k, w=w: held(s, k, w)) for k, w in holds]
     for cell in sorted({(r["scenario"], r["partitioning"]) for r in rows}):
         chosen = [r for r in rows if (r["scenario"], r["partitioning"]) == cell]
         for group in ("unreliable", "honest"):
@@ -92,9 +91,9 @@ def summary(path: Path, holds: Sequence[tuple[int, int]]) -> None:
             base = shares(seqs)
             line = (f"{cell[0]:14} {cell[1][:3]} {group:10} n={len(seqs):4} | {base['flagged']:.3f} / {base['ever']:.3f} / "
                     f"{base['readmitted']:.2f} / {base['last']:.2f}")
-            for name, rule in rules[1:]:
-                s = shares([rule(q) for q in seqs])
-                line += f" | {name}: {s['flagged']:.3f} / {s['last']:.2f}"
+            for k, w in holds:
+                s = shares([held(q, k, w) for q in seqs])
+                line += f" | hold {k}/{w}: {s['flagged']:.3f} / {s['last']:.2f}"
             print(line)
 
 

@@ -60,6 +60,7 @@ from benchmarks.reliability_common import (
     read_rows,
     seed_means,
     seed_role,
+    spread,
 )
 from flwr_ppcdl.reliability import ReliabilityOptions
 from flwr_ppcdl.reliability.aggregator import ReliabilityAggregator
@@ -226,7 +227,7 @@ def summary(path: Path) -> None:
             for n in names:
                 paired = [v - per_seed[names[0]][s] for s, v in per_seed[n].items() if s in per_seed[names[0]]]
                 m = mean(list(per_seed[n].values()))
-                extra = (f"({np.mean(paired):+.3f}+-{np.std(paired, ddof=1) / math.sqrt(len(paired)):.3f})"
+                extra = (f"({np.mean(paired):+.3f}+-{spread(paired) / math.sqrt(len(paired)):.3f})"
                          if n != names[0] and len(paired) >= 2 else f"(n={len(per_seed[n])})")
                 parts.append(f"{m:>7.3f} {extra:>16}")
             print(f"{cell[0]:14} {cell[1]:9} | " + " | ".join(parts))
