@@ -153,6 +153,14 @@ def seed_means(rows: Iterable[dict[str, str]], column: str, key: Callable[[dict[
     return {k: mean(v) for k, v in runs.items()}
 
 
+def by_rule(means: dict[tuple[str, ...], float], name: Callable[[str], str] = str) -> dict[str, dict[int, float]]:
+    """:func:`seed_means` keyed ``(rule, seed)`` as ``{name(rule): {seed: figure}}``, the seeds in ascending order."""
+    out: dict[str, dict[int, float]] = {}
+    for (rule, seed), value in sorted(means.items(), key=lambda item: int(item[0][1])):
+        out.setdefault(name(rule), {})[int(seed)] = value
+    return out
+
+
 def goal_line(name: str, passed: int, total: int, detail: str = "") -> str:
     """One pass/fail line per goal: ``PASS``/``FAIL`` name (passed/total cells) detail."""
     verdict = "PASS" if total and passed == total else ("n/a " if not total else "FAIL")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,18 +54,8 @@ def shares(sequences: Sequence[Sequence[bool]]) -> dict[str, float]:
 def record(cell: dict[str, Any]) -> dict[str, Any]:
     """One run of ``ours`` on ``cell``: its accuracy and, per round, every node's log-odds, weight and FedAvg share."""
     made: list[Any] = []
-    build: Callable[..., Any] = plain.strategy_for
-
-    def keep(*args: Any, **kwargs: Any) -> Any:
-        made.append(build(*args, **kwargs))
-        return made[-1]
-
-    plain.strategy_for = keep  # the benchmark's own strategy, kept to read its history
-    try:
-        got = plain.run(cell, "ours") or {}
-    finally:
-        plain.strategy_for = build
-    bad = [str(1001 + c) for c in range(cell["clients"] - cell["bad"], cell["clients"])] if cell["scenario"] != "none" else []
+    got = plain.run(cell, "ours", made) or {}
+    bad = [str(n) for n in plain.unreliable_nodes(cell)]
     history = [{"round": r.round, "evidence": r.evidence, "weights": r.weights, "share": r.fedavg_share}
                for r in made[0].reliability_history]
     return {**{k: cell[k] for k in ("scenario", "partitioning", "clients", "bad", "seed")}, "seed_role": seed_role(cell["seed"]),

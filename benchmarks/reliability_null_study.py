@@ -53,7 +53,7 @@ def dump(folder: Path, seeds: list[int]) -> None:
     """Run the cells with ``fit_block`` and the strategy recorded (the estimator itself is unchanged)."""
     folder.mkdir(parents=True, exist_ok=True)
     rounds: list[list[dict[str, Any]]] = []
-    fit_block, calibrated, strategy_for = estimate.fit_block, estimate._calibrated, plain.strategy_for
+    fit_block, calibrated = estimate.fit_block, estimate._calibrated
     made: list[Any] = []
     fits: list[Any] = []
 
@@ -69,19 +69,14 @@ def dump(folder: Path, seeds: list[int]) -> None:
         return out
 
     estimate.fit_block, estimate._calibrated = recording_fit, recording_round  # type: ignore[assignment]
-    def recording_strategy(*args: Any, **kwargs: Any) -> Any:
-        made.append(strategy_for(*args, **kwargs))
-        return made[-1]
-
-    plain.strategy_for = recording_strategy
     for cell in plain.cells(["small"], seeds, False):
         path = folder / f"{cell['scenario']}_{cell['partitioning']}_{cell['seed']}.json"
         if cell["clients"] != 10 or path.exists():
             continue
         rounds.clear()
-        result = plain.run(cell, "ours") or {}
+        result = plain.run(cell, "ours", made) or {}
         nodes = [list(r.weights) for r in made[-1].reliability_history]
-        bad = [1001 + c for c in range(cell["clients"] - cell["bad"], cell["clients"])] if cell["scenario"] != "mode2" else []
+        bad = plain.unreliable_nodes(cell)
         path.write_text(json.dumps({"cell": cell, **provenance(), "bad": bad, "accuracy": result.get("accuracy"),
                                     "rounds": [{"blocks": b, "nodes": n} for b, n in zip(rounds, nodes, strict=True)]}))
         print(f"{path.name}: accuracy {result.get('accuracy', math.nan):.3f}", flush=True)

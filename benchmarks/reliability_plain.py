@@ -77,6 +77,7 @@ import math
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -298,7 +299,15 @@ def variant_options(rule: str) -> dict[str, int | float | None]:
     return out
 
 
-def run(cell: dict[str, Any], rule: str) -> dict[str, Any] | None:
+def unreliable_nodes(cell: dict[str, Any]) -> list[int]:
+    """The node ids of ``cell``'s harmful unreliable clients: the last ``bad`` (client ``c`` is node ``1001 + c``), none
+    where they are an honest second data mode."""
+    return [] if cell["scenario"] == "mode2" else [1001 + c for c in range(cell["clients"] - cell["bad"], cell["clients"])]
+
+
+def run(cell: dict[str, Any], rule: str, made: list[Any] | None = None) -> dict[str, Any] | None:
+    """One run of ``rule`` on ``cell``: accuracy and, for the reliability rules, their weight statistics; the strategy is
+    appended to ``made`` where given (a caller that reads its history)."""
     k, nbad, seed, scenario = cell["clients"], cell["bad"], cell["seed"], cell["scenario"]
     bad = list(range(k - nbad, k))
     data, (xt, yt), tested = clients(scenario, cell["partitioning"], k, cell["per_client"], bad, seed)
@@ -309,6 +318,8 @@ def run(cell: dict[str, Any], rule: str) -> dict[str, Any] | None:
     strategy = strategy_for(rule, len(use), harmful if c_in(use, bad) else 0, loss)
     if strategy is None:
         return None
+    if made is not None:
+        made.append(strategy)
     colluders = set(bad) if scenario == "collude" else set()
     grid = BenchmarkGrid(client_app(data, scenario, set(bad), seed), node_ids=[1001 + c for c in use],
                          node_config=lambda i, nid: {"partition-id": use[i], "num-partitions": k},
@@ -320,7 +331,8 @@ def run(cell: dict[str, Any], rule: str) -> dict[str, Any] | None:
     with torch.no_grad():
         accuracy = float((net(xt).argmax(1) == yt).float().mean())
     out: dict[str, Any] = {"accuracy": accuracy}
-    flags = {1001 + c: c in bad and bool(harmful) for c in use}
+    harm = set(unreliable_nodes(cell))
+    flags = {1001 + c: 1001 + c in harm for c in use}
     minority = {1001 + c for c in bad} if scenario == "mode2" else None
     history = getattr(strategy, "reliability_history", None)
     if history:
@@ -358,31 +370,37 @@ def c_in(use: list[int], bad: list[int]) -> bool:
     return any(c in bad for c in use)
 
 
-def cells(groups: list[str], seeds: list[int], quick: bool) -> list[dict[str, Any]]:
-    out = []
-    for seed in seeds:
-        if "small" in groups:
-            for part in ("iid", "dirichlet"):
-                for scenario, bad in (("none", 0), ("flipped", 3), ("random-labels", 3), ("sign-flip", 3)):
-                    out.append({"group": "small", "scenario": scenario, "partitioning": part, "clients": 10, "bad": bad,
-                                "per_client": 600, "rounds": 10, "seed": seed})
-            if not quick:
-                out.append({"group": "small", "scenario": "mode2", "partitioning": "iid", "clients": 10, "bad": 3,
-                            "per_client": 600, "rounds": 10, "seed": seed})
-                out.append({"group": "small", "scenario": "random-uploads", "partitioning": "iid", "clients": 20, "bad": 10,
-                            "per_client": 300, "rounds": 10, "seed": seed})
-        if "collusion" in groups and not quick:
-            for k, bad in ((20, 9), (100, 45), (100, 49), (100, 50), (100, 60)):
-                out.append({"group": "collusion", "scenario": "collude", "partitioning": "iid", "clients": k, "bad": bad,
-                            "per_client": 100, "rounds": 5, "seed": seed})
-        if "scale" in groups and not quick:
-            for bad in (0, 100, 300):
-                out.append({"group": "scale", "scenario": "flipped" if bad else "none", "partitioning": "iid",
-                            "clients": 1000, "bad": bad, "per_client": 60, "rounds": 3, "seed": seed})
+def _small(seed: int, quick: bool) -> list[dict[str, Any]]:
+    out = [{"group": "small", "scenario": scenario, "partitioning": part, "clients": 10, "bad": bad, "per_client": 600,
+            "rounds": 10, "seed": seed}
+           for part in ("iid", "dirichlet")
+           for scenario, bad in (("none", 0), ("flipped", 3), ("random-labels", 3), ("sign-flip", 3))]
+    if not quick:
+        out.append({"group": "small", "scenario": "mode2", "partitioning": "iid", "clients": 10, "bad": 3,
+                    "per_client": 600, "rounds": 10, "seed": seed})
+        out.append({"group": "small", "scenario": "random-uploads", "partitioning": "iid", "clients": 20, "bad": 10,
+                    "per_client": 300, "rounds": 10, "seed": seed})
     return out
 
 
-GROUPS = ("small", "collusion", "scale")
+def _collusion(seed: int, quick: bool) -> list[dict[str, Any]]:
+    return [] if quick else [{"group": "collusion", "scenario": "collude", "partitioning": "iid", "clients": k, "bad": bad,
+                              "per_client": 100, "rounds": 5, "seed": seed}
+                             for k, bad in ((20, 9), (100, 45), (100, 49), (100, 50), (100, 60))]
+
+
+def _scale(seed: int, quick: bool) -> list[dict[str, Any]]:
+    return [] if quick else [{"group": "scale", "scenario": "flipped" if bad else "none", "partitioning": "iid",
+                              "clients": 1000, "bad": bad, "per_client": 60, "rounds": 3, "seed": seed}
+                             for bad in (0, 100, 300)]
+
+
+GROUPS: dict[str, Callable[[int, bool], list[dict[str, Any]]]] = {"small": _small, "collusion": _collusion, "scale": _scale}
+"""Each group's cells for one seed (``quick``: the ``small`` group's eight corruption cells alone)."""
+
+
+def cells(groups: list[str], seeds: list[int], quick: bool) -> list[dict[str, Any]]:
+    return [c for seed in seeds for name, made in GROUPS.items() if name in groups for c in made(seed, quick)]
 
 
 def chosen_cells(groups: list[str], seeds: list[int], quick: bool, scenarios: list[str] | None) -> list[dict[str, Any]]:

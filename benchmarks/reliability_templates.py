@@ -55,6 +55,7 @@ from benchmarks.reliability_common import (
     DIAGNOSIS_SEEDS,
     TUNE_SEEDS,
     append_rows,
+    by_rule,
     mean,
     provenance,
     read_rows,
@@ -216,11 +217,9 @@ def summary(path: Path) -> None:
         print(f"\n{col}")
         print(f"{'scenario':14} {'split':9} | " + " | ".join(f"{n:>24}" for n in names))
         for cell in sorted({(r["scenario"], r["partitioning"]) for r in rows}):
-            per_seed: dict[str, dict[int, float]] = {n: {} for n in names}
-            means = seed_means((r for r in rows if (r["scenario"], r["partitioning"]) == cell), col, lambda r: (r["rule"], r["seed"]))
-            for (rule, seed), value in sorted(means.items(), key=lambda item: int(item[0][1])):  # by seed, as the table was
-                if rule.removeprefix("ours:templates=") in per_seed:
-                    per_seed[rule.removeprefix("ours:templates=")][int(seed)] = value
+            got = by_rule(seed_means((r for r in rows if (r["scenario"], r["partitioning"]) == cell), col, lambda r: (r["rule"], r["seed"])),
+                          lambda rule: rule.removeprefix("ours:templates="))
+            per_seed = {n: got.get(n, {}) for n in names}
             if not per_seed[names[0]]:
                 continue
             parts = []

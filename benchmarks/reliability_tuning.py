@@ -49,6 +49,7 @@ from benchmarks import reliability_plain as plain
 from benchmarks.reliability_common import (
     TUNE_SEEDS,
     append_rows,
+    by_rule,
     provenance,
     read_rows,
     seed_means,
@@ -106,11 +107,9 @@ def summary(path: Path) -> None:
         print(f"\n{col}")
         print(f"{'scenario':14} {'split':9} {'K':>3} | " + " | ".join(f"{rule[5:]:>27}" for rule in rules))
         for cell in cells:
-            means = seed_means((r for r in rows if (r["scenario"], r["partitioning"], r["clients"], r["bad"]) == cell), col,
-                               lambda r: (r["rule"], r["seed"]))
-            by: dict[str, dict[int, float]] = {rule: {} for rule in rules}
-            for (rule, seed), value in means.items():
-                by[rule][int(seed)] = value
+            got = by_rule(seed_means((r for r in rows if (r["scenario"], r["partitioning"], r["clients"], r["bad"]) == cell), col,
+                                     lambda r: (r["rule"], r["seed"])))
+            by = {rule: got.get(rule, {}) for rule in rules}
             if not any(by.values()):
                 continue
             parts = []

@@ -144,3 +144,32 @@ def test_a_seed_figure_is_the_mean_of_its_runs_without_empty_values() -> None:
     rows = [{"rule": "a", "seed": "0", "accuracy": v} for v in ("0.5", "0.7", "", "nan")]
     rows += [{"rule": "a", "seed": "1", "accuracy": "0.4"}, {"rule": "b", "seed": "0", "accuracy": "nan"}]
     assert seed_means(rows, "accuracy", lambda r: (r["rule"], r["seed"])) == {("a", "0"): pytest.approx(0.6), ("a", "1"): 0.4}
+
+
+def test_seed_figures_by_rule_take_the_summaries_names_in_seed_order() -> None:
+    """``by_rule``: the tuning and template summaries' one reshaping of ``seed_means``' ``(rule, seed)`` keys -- each rule
+    under its display name, its seeds ascending as integers (seed "10" after seed "2"), every figure kept."""
+    from benchmarks.reliability_common import by_rule
+
+    means = {("ours:templates=a", "10"): 0.1, ("ours:templates=a", "2"): 0.2, ("ours:templates=b", "2"): 0.3}
+    got = by_rule(means, lambda rule: rule.removeprefix("ours:templates="))
+    assert got == {"a": {2: 0.2, 10: 0.1}, "b": {2: 0.3}}
+    assert list(got["a"]) == [2, 10]
+    assert by_rule(means)["ours:templates=b"] == {2: 0.3}
+
+
+def test_each_group_builds_its_own_cells_and_names_the_unreliable_nodes() -> None:
+    """``GROUPS`` is the one table of groups: each group's cells carry its name, the quick cells are the small group's
+    eight corruption cells, and ``unreliable_nodes`` names the last ``bad`` clients' nodes -- none for an honest second
+    data mode, which is nobody's to exclude."""
+    cells = reliability_plain.cells(list(reliability_plain.GROUPS), [7], False)
+    assert {c["group"] for c in cells} == set(reliability_plain.GROUPS)
+    for name in reliability_plain.GROUPS:
+        assert reliability_plain.cells([name], [7], False) == [c for c in cells if c["group"] == name]
+    quick = reliability_plain.cells(list(reliability_plain.GROUPS), [7], True)
+    assert len(quick) == 8 and all(c in cells and c["group"] == "small" for c in quick)
+    by_scenario = {c["scenario"]: c for c in cells if c["group"] == "small"}
+    assert reliability_plain.unreliable_nodes(by_scenario["flipped"]) == [1008, 1009, 1010]
+    assert reliability_plain.unreliable_nodes(by_scenario["random-uploads"]) == list(range(1011, 1021))
+    assert reliability_plain.unreliable_nodes(by_scenario["none"]) == []
+    assert reliability_plain.unreliable_nodes(by_scenario["mode2"]) == []
