@@ -177,14 +177,11 @@ def _calibrated(
     this_round = np.where(np.isfinite(threshold), total - threshold, -np.inf)
     log_odds = this_round + gamma * np.maximum(np.nan_to_num(carried[idx], nan=0.0), 0.0)
     if gamma > 0:  # a participant is corrupted or not for the whole run: flagged in FLAGGED_ROUNDS of its last FLAG_WINDOW rounds,
-        # it stays flagged, at odds of being honest below alpha / (1 - alpha) (honest and independent: ~10 alpha^3 a round);
-        # the hold is a decision, not evidence: the running sums carry the log-odds before it, so a hold does not feed itself
-        raw = np.array([p["odds"][0] if "odds" in p else c for p, c in zip(prior, carried[idx], strict=True)])
-        log_odds = this_round + gamma * np.maximum(np.nan_to_num(raw, nan=0.0), 0.0)
+        # it stays flagged, at odds of being honest below alpha / (1 - alpha) (honest and independent: ~10 alpha^3 a round)
         recent = np.array([int(p.get("flags", (0.0, 0.0))[0]) for p in prior], dtype=np.int64)
-        recent = ((recent << 1) | (log_odds > 0)) & ((1 << FLAG_WINDOW) - 1)
-        for p, f, o in zip(prior, recent, log_odds, strict=True):
-            p["flags"], p["odds"] = (float(f), 0.0), (float(o) if np.isfinite(o) else -50.0, 0.0)
+        recent = ((recent << 1) | (log_odds > 0)) & ((1 << FLAG_WINDOW) - 1)  # the raw flags: a hold does not feed itself
+        for p, f in zip(prior, recent, strict=True):
+            p["flags"] = (float(f), 0.0)
         held = np.array([bin(int(f)).count("1") for f in recent]) >= FLAGGED_ROUNDS
         floor = np.log((1.0 - opts.false_alarm_rate) / opts.false_alarm_rate)
         log_odds = np.where(held, np.maximum(log_odds, floor), log_odds)
