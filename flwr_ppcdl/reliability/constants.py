@@ -61,5 +61,3 @@ RIVAL = 0.25
 """Half the voices incompatible are a rival camp (an undecidable round) where their median energy to the other incompatible
 voices' centre is below this share of their energy to the consensus: a tighter half then takes the consensus only within
 sqrt(1 / RIVAL - 1) = 1.7 median honest distances (computed); uploads that agree on nothing sit near 1/2 (computed)."""
-FLAGGED_ROUNDS, FLAG_WINDOW = 3, 5
-"""A participant flagged in this many of its last FLAG_WINDOW rounds stays flagged (candidate, branch flag-count)."""

@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from flwr_ppcdl.reliability.calibration import Kind, evidence_threshold, llr, standardise
-from flwr_ppcdl.reliability.constants import FLAG_WINDOW, FLAGGED_ROUNDS, RIVAL, SHARPNESS
+from flwr_ppcdl.reliability.constants import RIVAL, SHARPNESS
 from flwr_ppcdl.reliability.counts import plausible_counts
 from flwr_ppcdl.reliability.model import BlockFit, fit_block
 from flwr_ppcdl.reliability.options import ReliabilityOptions
@@ -176,15 +176,6 @@ def _calibrated(
     threshold = np.array([evidence_threshold(int(n), opts.false_alarm_rate, tuple(sorted(kk))) if kk else np.inf for n, kk in zip(members, kinds, strict=True)])
     this_round = np.where(np.isfinite(threshold), total - threshold, -np.inf)
     log_odds = this_round + gamma * np.maximum(np.nan_to_num(carried[idx], nan=0.0), 0.0)
-    if gamma > 0:  # a participant is corrupted or not for the whole run: flagged in FLAGGED_ROUNDS of its last FLAG_WINDOW rounds,
-        # it stays flagged, at odds of being honest below alpha / (1 - alpha) (honest and independent: ~10 alpha^3 a round)
-        recent = np.array([int(p.get("flags", (0.0, 0.0))[0]) for p in prior], dtype=np.int64)
-        recent = ((recent << 1) | (log_odds > 0)) & ((1 << FLAG_WINDOW) - 1)  # the raw flags: a hold does not feed itself
-        for p, f in zip(prior, recent, strict=True):
-            p["flags"] = (float(f), 0.0)
-        held = np.array([bin(int(f)).count("1") for f in recent]) >= FLAGGED_ROUNDS
-        floor = np.log((1.0 - opts.false_alarm_rate) / opts.false_alarm_rate)
-        log_odds = np.where(held, np.maximum(log_odds, floor), log_odds)
     honest = 1.0 / (1.0 + np.exp(np.clip(SHARPNESS * log_odds, -700.0, 700.0)))
     # a doubted count is pulled towards the median claim: all the way when flagged, by the square of the
     # bounded-influence factor when far (a count keeps its premium only with an upload that earns it)
