@@ -22,7 +22,8 @@ those scenarios taken from ``reliability_tuning_memory_allowance.csv`` at 347516
 ``reliability_tuning_flag_hold.csv`` (stop 46: ``--variants memory_rate=0.5 --runs 2``, the same seeds in two halves, in a
 worktree of branch ``flag-count`` at c38c21c -- a participant flagged in three rounds stays flagged -- and at 9e1fd42 --
 held while flagged in three of its last five rounds -- both reverted there; joined after the library's rows at 3475169
-taken from ``reliability_tuning_memory_allowance.csv``).
+taken from ``reliability_tuning_memory_allowance.csv``; stop 47 appended, the same way, the rows of branch
+``flag-hold-raw`` at 2a7da16 -- 9e1fd42's hold with the memory carrying the log-odds before it -- reverted there).
 
 Each variant is ``ReliabilityWeightedFedAvg(memory_rate=0.8, ...)`` (rule ``ours:memory_rate=0.8``) at
 a code version (the table names it ``ours:memory_rate=0.8@<commit>``: a change to the estimator is
