@@ -40,6 +40,11 @@ and ``--seeds $(seq 16 30)`` and ``$(seq 31 45)`` with ``--groups small --rules 
 ``--seeds 3 --groups scale --rules ours ours-server``; every run in a file of its own, joined in
 ``benchmarks/results/reliability_plain_candidate_cusum.csv``; its summary: ``--summary --out
 benchmarks/results/reliability_plain.csv --candidate benchmarks/results/reliability_plain_candidate_cusum.csv``.
+Stop 47's candidate (the hold of stop 46, 9e1fd42's library on 37f755e: 2869d41, branch ``flag-hold-raw``, from a
+detached worktree): ``--groups small --rules ours`` on ``--seeds 3 4 5 6 7 8`` and then ``--again`` four times, on
+``$(seq 37 45)`` and on ``$(seq 16 36)``, each then ``--again`` twice; ``--seeds 3 4 5 $(seq 16 25) --groups collusion
+--rules ours`` and ``--seeds 3 --groups scale --rules ours``; joined in ``reliability_plain_candidate_hold.csv``, its
+summary made as the CUSUM candidate's.
 
 ``--quick`` runs one seed of the K = 10 scenarios; ``--groups`` picks scenario groups (``small``,
 ``collusion``, ``scale``). ``--again`` measures the chosen rules once more where rows exist: ``ours`` samples
