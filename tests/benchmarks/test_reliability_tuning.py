@@ -173,3 +173,26 @@ def test_each_group_builds_its_own_cells_and_names_the_unreliable_nodes() -> Non
     assert reliability_plain.unreliable_nodes(by_scenario["random-uploads"]) == list(range(1011, 1021))
     assert reliability_plain.unreliable_nodes(by_scenario["none"]) == []
     assert reliability_plain.unreliable_nodes(by_scenario["mode2"]) == []
+
+
+def test_a_run_hands_its_strategy_to_the_caller_and_scores_the_named_unreliable_nodes() -> None:
+    """``run(cell, rule, made)`` appends the strategy it drove, so a screen reads the very history the row's figures
+    come from: recomputed from that history with ``unreliable_nodes`` as the flags, they are the row's."""
+    from flwr_ppcdl.data.images import DEFAULT_FASHION_DIR
+
+    if not Path(DEFAULT_FASHION_DIR).is_dir():
+        pytest.skip(f"no Fashion-MNIST at {DEFAULT_FASHION_DIR} (optional: dataset-fashion-mnist)")
+    from benchmarks.reliability_common import weight_statistics
+
+    cell = {"group": "small", "scenario": "flipped", "partitioning": "iid", "clients": 10, "bad": 3, "per_client": 60,
+            "rounds": 2, "seed": 0}
+    made: list[object] = []
+    got = reliability_plain.run(cell, "ours", made) or {}
+    assert len(made) == 1
+    history = made[0].reliability_history  # type: ignore[attr-defined]
+    assert len(history) == 2
+    flags = {n: n in reliability_plain.unreliable_nodes(cell) for n in history[0].weights}
+    assert sum(flags.values()) == 3
+    again = weight_statistics([r.weights for r in history], [r.fedavg_share for r in history], flags, [r.evidence for r in history])
+    for key in ("auroc", "bad_mass", "honest_kept", "false_alarms"):
+        assert again[key] == pytest.approx(got[key], nan_ok=True)
