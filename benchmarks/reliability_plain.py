@@ -316,11 +316,11 @@ def run(cell: dict[str, Any], rule: str, made: list[Any] | None = None) -> dict[
     k, nbad, seed, scenario = cell["clients"], cell["bad"], cell["seed"], cell["scenario"]
     bad = list(range(k - nbad, k))
     data, (xt, yt), tested = clients(scenario, cell["partitioning"], k, cell["per_client"], bad, seed)
-    harmful = nbad if scenario != "mode2" else 0  # an honest second mode is nobody's to exclude
-    use = [c for c in range(k) if not (rule == "oracle" and c in bad and harmful)]
+    harm = set(unreliable_nodes(cell))  # an honest second mode is nobody's to exclude
+    use = [c for c in range(k) if not (rule == "oracle" and 1001 + c in harm)]
     loss = (server_loss(scenario, k, cell["per_client"], nbad, seed, tested, both_modes=rule == "ours-server")
             if rule.startswith("ours-server") else None)
-    strategy = strategy_for(rule, len(use), harmful if c_in(use, bad) else 0, loss)
+    strategy = strategy_for(rule, len(use), len(harm) if c_in(use, bad) else 0, loss)
     if strategy is None:
         return None
     if made is not None:
@@ -336,7 +336,6 @@ def run(cell: dict[str, Any], rule: str, made: list[Any] | None = None) -> dict[
     with torch.no_grad():
         accuracy = float((net(xt).argmax(1) == yt).float().mean())
     out: dict[str, Any] = {"accuracy": accuracy}
-    harm = set(unreliable_nodes(cell))
     flags = {1001 + c: 1001 + c in harm for c in use}
     minority = {1001 + c for c in bad} if scenario == "mode2" else None
     history = getattr(strategy, "reliability_history", None)
